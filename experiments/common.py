@@ -1,0 +1,193 @@
+"""Shared helpers for the experiment entry points: the results JSON (atomic writer, validated
+loader), mean ± std aggregation over seeds, markdown tables and matplotlib plots.
+
+Results file shape (both studies)::
+
+    {"study": str, "seeds": [int], "methods": {name: {metric: {"mean": float, "std": float}}},
+     "recovery": {"mean": float, "std": float}, ...extra keys (settings, wall_time, sweeps)...,
+     "format": "zkapex.results", "version": 1, "sha256": <hash of the rest>}
+
+``std`` is the population standard deviation over seeds (ddof=0). A metric that is undefined
+for some seed (e.g. recovery when masking did not hurt) is left out of that seed's statistics;
+if it is undefined for every seed, mean and std are written as ``null``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from zkapex_jax._errors import ArtifactError
+
+RESULTS_FORMAT = "zkapex.results"
+RESULTS_VERSION = 1
+
+__all__ = [
+    "aggregate",
+    "mean_std",
+    "write_results",
+    "load_results",
+    "validate_results",
+    "markdown_table",
+    "plot_sweep",
+    "fmt_pm",
+]
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: numpy scalars/arrays to Python, non-finite floats to None."""
+    if isinstance(obj, Mapping):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    return obj
+
+
+def _digest(obj: Mapping) -> str:
+    body = {k: v for k, v in obj.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def mean_std(values: Sequence[float]) -> dict:
+    """{"mean", "std"} over the finite values (population std); None/None if none is finite."""
+    a = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    ok = a[np.isfinite(a)]
+    if ok.size == 0:
+        return {"mean": None, "std": None}
+    return {"mean": float(ok.mean()), "std": float(ok.std())}
+
+
+def aggregate(per_seed: Sequence[Mapping[str, Mapping[str, float]]]) -> dict:
+    """[{method: {metric: value}} per seed] -> {method: {metric: {"mean", "std"}}}."""
+    methods: dict[str, dict[str, list]] = {}
+    for run in per_seed:
+        for m, metrics in run.items():
+            for k, v in metrics.items():
+                methods.setdefault(m, {}).setdefault(k, []).append(v)
+    return {m: {k: mean_std(v) for k, v in ms.items()} for m, ms in methods.items()}
+
+
+def validate_results(obj: Any, *, where: str = "results") -> dict:
+    """Check the results shape; raise ArtifactError naming the problem."""
+    if not isinstance(obj, Mapping):
+        raise ArtifactError(f"{where}: top level is not an object")
+    for key, typ in (("study", str), ("seeds", list), ("methods", Mapping), ("recovery", Mapping)):
+        if not isinstance(obj.get(key), typ):
+            raise ArtifactError(f"{where}: missing or malformed key {key!r}")
+    if not all(isinstance(s, int) for s in obj["seeds"]):
+        raise ArtifactError(f"{where}: seeds must be integers")
+    for m, metrics in obj["methods"].items():
+        if not isinstance(metrics, Mapping):
+            raise ArtifactError(f"{where}: method {m!r} is not an object")
+        for k, st in metrics.items():
+            if not (isinstance(st, Mapping) and "mean" in st and "std" in st):
+                raise ArtifactError(f"{where}: methods[{m!r}][{k!r}] lacks mean/std")
+    if not ("mean" in obj["recovery"] and "std" in obj["recovery"]):
+        raise ArtifactError(f"{where}: recovery lacks mean/std")
+    if "sha256" in obj and obj["sha256"] != _digest(obj):
+        raise ArtifactError(f"{where}: content hash mismatch (file edited or corrupted)")
+    return dict(obj)
+
+
+def write_results(path: str | os.PathLike, results: Mapping) -> dict:
+    """Validate, stamp format/version/sha256 and write atomically (temp file + os.replace)."""
+    obj = _clean(dict(results))
+    obj["format"] = RESULTS_FORMAT
+    obj["version"] = RESULTS_VERSION
+    obj.pop("sha256", None)
+    obj["sha256"] = _digest(obj)
+    validate_results(obj, where=str(path))
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return obj
+
+
+def load_results(path: str | os.PathLike) -> dict:
+    """Read and validate a results file (format, version, hash, shape)."""
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path}: cannot read results JSON ({e})") from e
+    if obj.get("format") != RESULTS_FORMAT or obj.get("version") != RESULTS_VERSION:
+        raise ArtifactError(f"{path}: not a {RESULTS_FORMAT} v{RESULTS_VERSION} file")
+    return validate_results(obj, where=str(path))
+
+
+def fmt_pm(stat: Mapping | None, *, digits: int = 3, scale: float = 1.0) -> str:
+    """'0.912 ± 0.004' (or 'n/a')."""
+    if not stat or stat.get("mean") is None:
+        return "n/a"
+    return f"{stat['mean'] * scale:.{digits}f} ± {(stat.get('std') or 0.0) * scale:.{digits}f}"
+
+
+def markdown_table(methods: Mapping[str, Mapping[str, Mapping]], metrics: Sequence[str], *,
+                   digits: int = 3) -> str:
+    """A markdown table: one row per method, one column per metric, 'mean ± std' cells."""
+    head = "| method | " + " | ".join(metrics) + " |"
+    sep = "|---|" + "|".join("---" for _ in metrics) + "|"
+    rows = [f"| {m} | " + " | ".join(fmt_pm(ms.get(k), digits=digits) for k in metrics) + " |"
+            for m, ms in methods.items()]
+    return "\n".join([head, sep, *rows])
+
+
+def plot_sweep(path: str | os.PathLike, x: Sequence[float], series: Mapping[str, tuple[Sequence, Sequence]], *,
+               xlabel: str, ylabel: str, title: str = "", logx: bool = False,
+               hlines: Mapping[str, float] | None = None) -> None:
+    """Line plot with ±std bands. ``series``: {label: (means, stds)} over ``x``;
+    ``hlines``: {label: y} reference lines (e.g. retrain). Written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=120)
+    xs = np.asarray(x, dtype=float)
+    for label, (mu, sd) in series.items():
+        mu = np.asarray([np.nan if v is None else v for v in mu], float)
+        sd = np.asarray([0.0 if v is None else v for v in sd], float)
+        ax.plot(xs, mu, marker="o", label=label)
+        ax.fill_between(xs, mu - sd, mu + sd, alpha=0.2)
+    for i, (label, y) in enumerate((hlines or {}).items()):
+        if y is not None:
+            ax.axhline(y, ls="--", lw=1, color=f"C{(len(series) + i) % 10}", label=label)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)

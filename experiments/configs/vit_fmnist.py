@@ -1,0 +1,94 @@
+"""Study 1 (image classification) configurations: ``default`` (the study) and ``tiny`` (CI).
+
+Scaling from the paper (ViT-B/16 on ImageNet, see PAPER.md) to ``vit-tiny`` on Fashion-MNIST
+(hidden 64, 4 layers, fc1 64 -> 256, 16,384 weights per layer, 65,536 masked-candidate weights):
+
+==========================  ====================================  ==============================
+setting                     paper                                 here (default)
+==========================  ====================================  ==============================
+masked matrices             fc1 of all 12 layers                  fc1 of all 4 layers
+mask score / fraction       second-order neg, global top 4%      same (h 0.4485, r 2.0)
+mask Fisher                 block 64 -> diagonal, 480 grads       diagonal, 480 forget + 480 retain
+client Fisher block         576 of a 768-wide input (0.75 row)    64 = one full 64-wide input row
+client Fisher damping       1e-6 (≈1e-5 with their normaliser)    1e-6
+client Fisher samples       480 (20 classes × 24)                 96 (4 classes × 24)
+personalization             AdamW 30 ep, lr 8e-4, ld 0.8, wu 3    same
+forget / personal classes   56 birds / 20 fish+marine+food        footwear (5,7,9) / tops (0,2,4,6)
+domain shift                ImageNet-Sketch                       Sobel-edge "sketch" (1 - edges)
+==========================  ====================================  ==============================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from zkapex_jax.pipeline import PipelineConfig
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """The study: a pipeline config, seeds, baseline settings and sweep grids.
+
+    Baselines (``zkapex_jax.baselines``) run on the personalized model θp:
+    fine-tune-after-mask on the client's personalization training set; gradient ascent on the
+    provider's forget images (``n_mask_forget`` of them); SSD with forget = those images and
+    retain = the client's training set; SalUn with saliency from the forget images, random-label
+    fine-tuning on them plus the client's training set.
+    """
+
+    name: str
+    pipeline: PipelineConfig
+    seeds: tuple[int, ...] = (0, 1, 2)
+    # fine-tune after mask (unmasked weights, mask held at 0)
+    ft_steps: int = 60
+    ft_lr: float = 1e-4
+    ft_batch: int = 16
+    # gradient ascent (all weights, SGD, step budget)
+    ga_steps: int = 30
+    ga_lr: float = 5e-3
+    ga_batch: int = 32
+    # SSD
+    ssd_alpha: float = 10.0
+    ssd_lambda: float = 1.0
+    # SalUn
+    salun_fraction: float = 0.5
+    salun_steps: int = 40
+    salun_lr: float = 1e-4
+    salun_batch: int = 16
+    # sweeps (each over every seed in sweep_seeds; models are reused from the main run)
+    sweep_seeds: tuple[int, ...] = (0, 1, 2)
+    sweep_fractions: tuple[float, ...] = (0.01, 0.04, 0.1, 0.2, 0.35, 0.5)
+    sweep_block_sizes: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+    sweep_dampings: tuple[float, ...] = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+    sweep_n_fisher: tuple[int, ...] = (8, 16, 32, 64, 96)
+
+    def replace(self, **kw) -> "StudyConfig":
+        return dataclasses.replace(self, **kw)
+
+
+DEFAULT = StudyConfig(
+    name="default",
+    pipeline=PipelineConfig(max_global_train=8000, max_test=3000, global_epochs=8, global_lr=2e-3),
+)
+
+TINY = StudyConfig(
+    name="tiny",
+    pipeline=PipelineConfig.tiny(),
+    seeds=(0, 1),
+    ft_steps=4, ga_steps=3, salun_steps=3,
+    sweep_seeds=(0,),
+    sweep_fractions=(0.02, 0.08),
+    sweep_block_sizes=(8, 16),
+    sweep_dampings=(1e-6, 1e-3),
+    sweep_n_fisher=(16, 48),
+)
+
+CONFIGS = {"default": DEFAULT, "tiny": TINY}
+
+
+def get(name: str) -> StudyConfig:
+    """The named study config (``default`` or ``tiny``)."""
+    if name not in CONFIGS:
+        raise KeyError(f"unknown config {name!r}; choose one of {sorted(CONFIGS)}")
+    return CONFIGS[name]

@@ -1,0 +1,676 @@
+"""Study 2 — the code language model (the paper's OPT-125M / CodeParrot study, on local code).
+
+Usage::
+
+    python -m experiments.opt_code --config default --seeds 0 1 2 \\
+        --out experiments/results/opt_code.json --figures docs/figures
+    python -m experiments.opt_code --config tiny --seeds 0 --out /tmp/opt_code_tiny.json   # CI smoke
+    python -m experiments.opt_code --config opt125m --seeds 0 1 2 --out ...                # GPU run
+
+Per seed: the provider trains a global ``FlaxOPTForCausalLM`` on C, C++, Python and JavaScript;
+the client personalizes it on Rust (a LoRA on the attention and FFN projections, merged: θp); the
+provider unlearns JavaScript: it scores the fc1+fc2 kernels of every layer on its global model
+(second-order-neg, forget = JavaScript, retain = the other global languages) and publishes the
+global top-4% mask M; the client computes the block-wise Fisher of θp on its Rust data and applies
+Group-OBS (θu = θp + δ, θu[M] = 0). Methods: ``personalized`` (θp), ``mask_only`` (θp, θp[M] = 0),
+``zkapex`` (θu), ``retrain`` (global model trained without JavaScript, then personalized the same
+way) and the baselines of :mod:`zkapex_jax.baselines` (fine-tune after mask, gradient ascent, SSD,
+SalUn). Metrics: next-token top-1 accuracy on held-out Rust (``personal_acc``), JavaScript
+(``forget_acc``) and the other global languages (``retain_acc``); recovery =
+(zkapex − mask_only) / (personalized − mask_only) on ``personal_acc``. Sweeps on the first seed
+(mask fraction, Fisher block size, damping, number of Fisher samples) reuse that seed's models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.common import aggregate, mean_std, plot_sweep, write_results
+from experiments.configs.opt_code import OptCodeConfig, get_config
+from zkapex_jax import baselines as bl
+from zkapex_jax import code_data as cd
+from zkapex_jax.blocks import BlockLayout
+from zkapex_jax.fisher import accumulate_fisher
+from zkapex_jax.mask import Mask, compute_scores
+from zkapex_jax.metrics import recovery as recovery_of
+from zkapex_jax.models import build_model, make_lm_loss, make_lm_predict
+from zkapex_jax.obs import apply_delta, factorize, group_obs
+from zkapex_jax.params import flatten_params, select_paths, set_paths, unflatten_params
+from zkapex_jax.train import make_optimizer, steps_per_epoch, fit
+
+STUDY = "opt_code"
+PAPER = {"recovery": 0.70, "model": "OPT-125M", "data": "CodeParrot C++/C/Scala/Java; LoRA on Rust; forget Scala"}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def prepare_data(cfg: OptCodeConfig) -> dict:
+    """Corpus, tokenizer (trained on the global languages' training split) and token sequences.
+
+    Returns ``{"seqs": {lang: {split: (n, T) int32}}, "tokenizer": CodeTokenizer, "summary": ...}``."""
+    langs = list(cfg.global_languages)
+    if cfg.forget_language not in langs:
+        raise ValueError(f"forget language {cfg.forget_language!r} must be one of the global languages {langs}")
+    if cfg.personal_language in langs:
+        raise ValueError("the personalization language must not be a global language")
+    corpus = cd.load_code_corpus(
+        langs + [cfg.personal_language], max_bytes=cfg.max_bytes, max_file_bytes=cfg.max_file_bytes, seed=0
+    )
+    if cfg.tokenizer == "bpe":
+        train_texts = [t for lang in langs for t in corpus.texts[lang]["train"]]
+        tok = cd.train_bpe_tokenizer(train_texts, cfg.vocab_size)
+    elif cfg.tokenizer == "bytes":
+        tok = cd.byte_tokenizer()
+    else:
+        raise ValueError(f"unknown tokenizer {cfg.tokenizer!r}")
+    seqs = cd.make_lm_splits(corpus, tok, cfg.seq_len, max_sequences={"test": cfg.n_eval}, seed=0)
+    for lang in seqs:
+        if seqs[lang]["test"].shape[0] < cfg.n_eval:
+            raise ValueError(f"{lang}: only {seqs[lang]['test'].shape[0]} test sequences, need n_eval={cfg.n_eval}")
+    return {
+        "seqs": seqs,
+        "tokenizer": tok,
+        "corpus_summary": corpus.summary(),
+        "corpus_digest": corpus.digest,
+        "roots": corpus.roots,
+        "sequences": {lang: {s: int(v.shape[0]) for s, v in d.items()} for lang, d in seqs.items()},
+    }
+
+
+def _concat_shuffled(arrays: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    x = np.concatenate(arrays, axis=0)
+    return x[rng.permutation(x.shape[0])]
+
+
+def _retain_sample(cfg, seqs, n, rng) -> np.ndarray:
+    """n training sequences drawn evenly from the retained global languages."""
+    retain = [l for l in cfg.global_languages if l != cfg.forget_language]
+    per = -(-n // len(retain))
+    parts = [seqs[l]["train"][rng.choice(seqs[l]["train"].shape[0], per, replace=False)] for l in retain]
+    return _concat_shuffled(parts, rng)[:n]
+
+
+# ------------------------------------------------------------------------------------ model fns
+
+
+class LMFns:
+    """Jitted LM functions for one model: loss (one sequence), pair loss, accuracy counts."""
+
+    def __init__(self, model, eval_batch: int):
+        self.model = model
+        self.loss = make_lm_loss(model)  # loss(params, tokens (T,))
+        predict = make_lm_predict(model)
+        self.eval_batch = eval_batch
+
+        def pair_loss(params, example):
+            x, y = example  # inputs (T,), targets (T,) (y == x: the usual LM loss)
+            logits = predict(params, jnp.asarray(x, jnp.int32)[None])[0, :-1]
+            tgt = jnp.asarray(y, jnp.int32)[1:]
+            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), tgt[:, None], axis=-1))
+
+        self.pair_loss = pair_loss
+
+        @jax.jit
+        def counts(params, tok):
+            pred = jnp.argmax(predict(params, tok)[:, :-1], axis=-1)
+            return jnp.sum(pred == tok[:, 1:])
+
+        self._counts = counts
+
+    def accuracy(self, params, tokens: np.ndarray) -> float:
+        """Next-token top-1 accuracy over all T-1 positions of every row of ``tokens`` (N, T)."""
+        n, t = tokens.shape
+        bs = self.eval_batch
+        correct = 0
+        for s in range(0, n, bs):
+            b = tokens[s : s + bs]
+            correct += int(self._counts(params, jnp.asarray(b)))
+        return correct / (n * (t - 1))
+
+
+def train_lm(cfg: OptCodeConfig, fns: LMFns, params, data: np.ndarray, *, epochs: int, batch: int, lr: float,
+             key) -> tuple[Any, dict]:
+    total = epochs * steps_per_epoch(data.shape[0], batch)
+    opt = make_optimizer(params, lr=lr, total_steps=total, warmup_steps=min(cfg.warmup_steps, total // 4),
+                         weight_decay=cfg.weight_decay, grad_clip=1.0)
+    params, hist = fit(fns.loss, params, data, optimizer=opt, epochs=epochs, batch_size=batch, key=key)
+    return params, {"steps": total, "final_loss": hist["loss"][-1], "loss": hist["loss"]}
+
+
+def _global_epochs(cfg: OptCodeConfig, n: int) -> int:
+    return max(1, round(cfg.global_steps / steps_per_epoch(n, cfg.global_batch)))
+
+
+def train_global(cfg, fns, params0, seqs, languages, key):
+    """The provider's model: AdamW on the training sequences of ``languages``."""
+    rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
+    data = _concat_shuffled([seqs[l]["train"] for l in languages], rng)
+    n_take = min(data.shape[0], cfg.global_steps * cfg.global_batch)
+    data = data[:n_take]
+    return train_lm(cfg, fns, params0, data, epochs=_global_epochs(cfg, n_take), batch=cfg.global_batch,
+                    lr=cfg.global_lr, key=key)
+
+
+# ------------------------------------------------------------------------------------ LoRA
+
+
+def init_lora(params, targets: Sequence[str], rank: int, key) -> dict:
+    """``{path: {"a": (in, r) ~ N(0, 1/in), "b": (r, out) = 0}}`` for every kernel matching ``targets``."""
+    flat = flatten_params(params)
+    paths = select_paths(params, targets)
+    keys = jax.random.split(key, len(paths))
+    lora = {}
+    for k, p in zip(keys, paths):
+        d_in, d_out = flat[p].shape
+        lora[p.replace("/", "|")] = {
+            "a": jax.random.normal(k, (d_in, rank), jnp.float32) / math.sqrt(d_in),
+            "b": jnp.zeros((rank, d_out), jnp.float32),
+        }
+    return lora
+
+
+def merge_lora(params, lora: Mapping, scale: float):
+    """θ + scale · A B on every LoRA target (the merged personalized model)."""
+    upd = {}
+    flat = flatten_params(params)
+    for k, ab in lora.items():
+        p = k.replace("|", "/")
+        upd[p] = flat[p] + scale * (ab["a"] @ ab["b"])
+    return set_paths(params, upd)
+
+
+def personalize(cfg: OptCodeConfig, fns: LMFns, params_global, data: np.ndarray, key):
+    """The client's θp: a LoRA trained on ``data`` and merged (or full fine-tuning)."""
+    k_init, k_fit = jax.random.split(key)
+    epochs = max(1, round(cfg.personal_steps / steps_per_epoch(data.shape[0], cfg.personal_batch)))
+    if cfg.personalize == "full":
+        return train_lm(cfg, fns, params_global, data, epochs=epochs, batch=cfg.personal_batch,
+                        lr=cfg.personal_lr, key=k_fit)
+    if cfg.personalize != "lora":
+        raise ValueError(f"personalize must be 'lora' or 'full', got {cfg.personalize!r}")
+    scale = cfg.lora_alpha / cfg.lora_rank
+    lora = init_lora(params_global, cfg.lora_targets, cfg.lora_rank, k_init)
+    base = params_global
+
+    def lora_loss(lp, tokens):
+        return fns.loss(merge_lora(base, lp, scale), tokens)
+
+    total = epochs * steps_per_epoch(data.shape[0], cfg.personal_batch)
+    opt = make_optimizer(lora, lr=cfg.personal_lr, total_steps=total, warmup_steps=min(cfg.warmup_steps, total // 4),
+                         weight_decay=0.0, grad_clip=1.0)
+    lora, hist = fit(lora_loss, lora, data, optimizer=opt, epochs=epochs, batch_size=cfg.personal_batch, key=k_fit)
+    return merge_lora(base, lora, scale), {"steps": total, "final_loss": hist["loss"][-1], "loss": hist["loss"]}
+
+
+# ------------------------------------------------------------------------------------ unlearning
+
+
+def provider_scores(cfg, fns, params_global, forget: np.ndarray, retain: np.ndarray) -> dict:
+    return compute_scores(fns.loss, params_global, forget, retain, wrt=list(cfg.mask_patterns),
+                          method=cfg.mask_method, h=cfg.mask_h, r=cfg.mask_r, damping=cfg.mask_damping,
+                          chunk_size=32)
+
+
+def zkapex_update(theta_p, fisher, mask: Mask, layout: BlockLayout):
+    """Group-OBS on every block; returns (θu params, info)."""
+    flat = flatten_params(theta_p)
+    theta = layout.to_blocks(flat)
+    mblocks = mask.to_blocks(layout)
+    res = group_obs(theta, fisher, mblocks)
+    theta_u = apply_delta(theta, res.delta, mblocks)
+    info = {"kkt_residual_max": float(jnp.max(res.residual)),
+            "delta_norm": float(jnp.linalg.norm(res.delta)),
+            "theta_masked_norm": float(jnp.linalg.norm(jnp.where(mblocks, theta, 0.0)))}
+    return set_paths(theta_p, layout.from_blocks(theta_u)), info
+
+
+def sub_block_fisher(fisher, block: int):
+    """The Fisher of blocks of ``block`` consecutive weights from one of larger blocks B
+    (``block`` divides B): the diagonal ``block × block`` sub-blocks, exactly."""
+    nb, b, _ = fisher.shape
+    if b % block:
+        raise ValueError(f"block {block} does not divide {b}")
+    k = b // block
+    f = fisher.reshape(nb, k, block, k, block)
+    idx = jnp.arange(k)
+    return f[:, idx, :, idx, :].transpose(1, 0, 2, 3).reshape(nb * k, block, block)
+
+
+# ------------------------------------------------------------------------------------ one seed
+
+
+def evaluate(cfg, fns, params, seqs) -> dict:
+    retain = [l for l in cfg.global_languages if l != cfg.forget_language]
+    out = {
+        "personal_acc": fns.accuracy(params, seqs[cfg.personal_language]["test"]),
+        "forget_acc": fns.accuracy(params, seqs[cfg.forget_language]["test"]),
+    }
+    per = {l: fns.accuracy(params, seqs[l]["test"]) for l in retain}
+    out["retain_acc"] = float(np.mean(list(per.values())))
+    for l, v in per.items():
+        out[f"acc_{l}"] = v
+    return out
+
+
+def _quick_eval(cfg, fns, params, seqs) -> dict:
+    return {"personal_acc": fns.accuracy(params, seqs[cfg.personal_language]["test"]),
+            "forget_acc": fns.accuracy(params, seqs[cfg.forget_language]["test"])}
+
+
+def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool) -> dict:
+    seqs = data["seqs"]
+    tok = data["tokenizer"]
+    times: dict[str, float] = {}
+    t_seed = time.perf_counter()
+    key = jax.random.PRNGKey(seed)
+    (k_init, k_glob, k_ret, k_pers, k_pers_r, k_ft, k_ga, k_sal, k_data) = jax.random.split(key, 9)
+    rng = np.random.default_rng(int(jax.random.randint(k_data, (), 0, 2**31 - 1)))
+    overrides = dict(cfg.model_overrides)
+    overrides["vocab_size"] = tok.vocab_size
+    overrides.setdefault("max_position_embeddings", max(cfg.seq_len, 2))
+    model, params0 = build_model(cfg.model, seed=seed, **overrides)
+    fns = LMFns(model, cfg.eval_batch)
+    n_params = int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params0)))
+
+    # client data: Rust training sequences (personalization, Fisher and the baselines' retain data)
+    rust = seqs[cfg.personal_language]["train"]
+    rust = rust[rng.permutation(rust.shape[0])[: cfg.n_personal_train]]
+    forget_pool = seqs[cfg.forget_language]["train"]
+
+    t = time.perf_counter()
+    theta_g, h_g = train_global(cfg, fns, params0, seqs, cfg.global_languages, k_glob)
+    times["train_global_s"] = time.perf_counter() - t
+    log(f"seed {seed}: global model trained ({h_g['steps']} steps, loss {h_g['final_loss']:.3f}, {times['train_global_s']:.0f}s)")
+
+    t = time.perf_counter()
+    theta_p, h_p = personalize(cfg, fns, theta_g, rust, k_pers)
+    times["personalize_s"] = time.perf_counter() - t
+
+    # provider: scores + mask on its global model (forget vs retain data)
+    t = time.perf_counter()
+    forget = forget_pool[rng.choice(forget_pool.shape[0], cfg.n_mask_examples, replace=False)]
+    retain = _retain_sample(cfg, seqs, cfg.n_mask_examples, rng)
+    scores = provider_scores(cfg, fns, theta_g, forget, retain)
+    mask = Mask.from_scores(scores, cfg.mask_fraction, method=cfg.mask_method,
+                            meta={"h": cfg.mask_h, "r": cfg.mask_r, "forget": cfg.forget_language})
+    times["mask_s"] = time.perf_counter() - t
+
+    # client: block Fisher of θp on its Rust data, Group-OBS
+    t = time.perf_counter()
+    layout = BlockLayout.from_params(theta_p, list(cfg.mask_patterns), cfg.fisher_block, "out_in")
+    fisher_data = rust[: cfg.n_fisher]
+    fisher = accumulate_fisher(fns.loss, theta_p, fisher_data, layout, damping=cfg.fisher_damping,
+                               chunk_size=cfg.fisher_chunk)
+    times["fisher_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    factor = factorize(fisher)
+    theta_u, obs_info = zkapex_update(theta_p, factor, mask, layout)
+    times["group_obs_s"] = time.perf_counter() - t
+    dense = mask.dense()
+    theta_m = bl.mask_only(theta_p, dense)
+
+    models = {"personalized": theta_p, "mask_only": theta_m, "zkapex": theta_u}
+    t = time.perf_counter()
+    metrics = {name: evaluate(cfg, fns, p, seqs) for name, p in models.items()}
+    times["evaluate_s"] = time.perf_counter() - t
+    log(f"seed {seed}: " + ", ".join(f"{m} p={v['personal_acc']:.4f} f={v['forget_acc']:.4f}" for m, v in metrics.items())
+        + f" (personalization loss {h_p['final_loss']:.3f}; fisher {times['fisher_s']:.0f}s, obs {times['group_obs_s']:.0f}s, "
+        f"max KKT residual {obs_info['kkt_residual_max']:.2e})")
+
+    # retrain: global model without the forget language, then the same personalization
+    t = time.perf_counter()
+    retained = [l for l in cfg.global_languages if l != cfg.forget_language]
+    theta_gr, h_gr = train_global(cfg, fns, params0, seqs, retained, k_ret)
+    models["retrain"], _ = personalize(cfg, fns, theta_gr, rust, k_pers_r)
+    times["retrain_s"] = time.perf_counter() - t
+
+    # baselines (on the client's θp; forget data from the provider, retain = the client's Rust)
+    t = time.perf_counter()
+    wrt = list(cfg.mask_patterns)
+    for name in cfg.baselines:
+        t_b = time.perf_counter()
+        if name == "finetune_after_mask":
+            models[name], _ = bl.finetune_after_mask(fns.loss, theta_p, dense, rust, steps=cfg.ft_steps,
+                                                     lr=cfg.ft_lr, batch_size=cfg.personal_batch, key=k_ft)
+        elif name == "gradient_ascent":
+            models[name], _ = bl.gradient_ascent(fns.loss, theta_p, forget_pool, steps=cfg.ga_steps, lr=cfg.ga_lr,
+                                                 batch_size=cfg.personal_batch, key=k_ga, max_loss=cfg.ga_max_loss)
+        elif name == "ssd":
+            models[name], _ = bl.ssd(fns.loss, theta_p, forget, rust[: cfg.n_mask_examples], alpha=cfg.ssd_alpha,
+                                     lam=cfg.ssd_lambda, wrt=wrt)
+        elif name == "salun":
+            v = tok.vocab_size
+
+            def relabel(d, k):
+                x, _ = d
+                return x, jax.random.randint(k, x.shape, 0, v, jnp.int32)
+
+            models[name], _ = bl.salun(fns.pair_loss, theta_p, (forget, forget), (rust, rust), relabel=relabel,
+                                       fraction=cfg.salun_fraction, steps=cfg.salun_steps, lr=cfg.salun_lr,
+                                       batch_size=cfg.personal_batch, key=k_sal, wrt=wrt)
+        else:
+            raise ValueError(f"unknown baseline {name!r}")
+        times[f"{name}_s"] = time.perf_counter() - t_b
+    times["baselines_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    metrics.update({name: evaluate(cfg, fns, p, seqs) for name, p in models.items() if name not in metrics})
+    metrics["global"] = evaluate(cfg, fns, theta_g, seqs)
+    metrics["global_retrain"] = evaluate(cfg, fns, theta_gr, seqs)
+    times["evaluate_s"] += time.perf_counter() - t
+    rec = recovery_of(metrics["zkapex"]["personal_acc"], metrics["mask_only"]["personal_acc"],
+                      metrics["personalized"]["personal_acc"])
+    recs = {name: recovery_of(metrics[name]["personal_acc"], metrics["mask_only"]["personal_acc"],
+                              metrics["personalized"]["personal_acc"])
+            for name in ("zkapex", "finetune_after_mask") if name in metrics}
+    for name in metrics:
+        metrics[name]["forget_gap_to_retrain"] = abs(metrics[name]["forget_acc"] - metrics["retrain"]["forget_acc"])
+    log(f"seed {seed}: " + ", ".join(f"{m} p={v['personal_acc']:.4f} f={v['forget_acc']:.4f}" for m, v in metrics.items())
+        + f"; recovery {rec:.3f}")
+
+    out = {
+        "seed": seed,
+        "metrics": metrics,
+        "recovery": rec,
+        "recovery_by_method": recs,
+        "obs": obs_info,
+        "mask": {"num_masked": mask.num_masked, "size": mask.size, "sha256": mask.content_hash()},
+        "layout": {"num_blocks": layout.num_blocks, "block_size": layout.block_size, "size": layout.size},
+        "train": {"global": {k: h_g[k] for k in ("steps", "final_loss")},
+                  "global_retrain": {k: h_gr[k] for k in ("steps", "final_loss")},
+                  "personalize": {k: h_p[k] for k in ("steps", "final_loss")}},
+        "n_params": n_params,
+    }
+    if sweeps:
+        t = time.perf_counter()
+        out["sweeps"] = run_sweeps(cfg, fns, seqs, theta_p, scores, fisher, layout, rust, metrics)
+        times["sweeps_s"] = time.perf_counter() - t
+    times["seed_total_s"] = time.perf_counter() - t_seed
+    out["times"] = times
+    log(f"seed {seed} times: " + ", ".join(f"{k}={v:.1f}" for k, v in times.items()))
+    return out
+
+
+def run_sweeps(cfg, fns, seqs, theta_p, scores, fisher, layout, rust, metrics) -> dict:
+    """Mask fraction, block size, damping and Fisher sample-count sweeps on one seed."""
+    pers = metrics["personalized"]["personal_acc"]
+
+    def point(mask, fisher_b, layout_b):
+        th_u, _ = zkapex_update(theta_p, fisher_b, mask, layout_b)
+        th_m = bl.mask_only(theta_p, mask.dense())
+        e_u, e_m = _quick_eval(cfg, fns, th_u, seqs), _quick_eval(cfg, fns, th_m, seqs)
+        return {"zkapex": e_u, "mask_only": e_m,
+                "recovery": recovery_of(e_u["personal_acc"], e_m["personal_acc"], pers)}
+
+    base_mask = Mask.from_scores(scores, cfg.mask_fraction, method=cfg.mask_method)
+    out: dict[str, list] = {"fraction": [], "block": [], "damping": [], "n_fisher": []}
+    for f in cfg.sweep_fractions:
+        out["fraction"].append({"x": f, **point(Mask.from_scores(scores, f, method=cfg.mask_method), fisher, layout)})
+    for b in cfg.sweep_blocks:
+        if cfg.fisher_block % b:
+            continue
+        lb = BlockLayout.from_params(theta_p, list(cfg.mask_patterns), b, "out_in")
+        out["block"].append({"x": b, **point(base_mask, sub_block_fisher(fisher, b), lb)})
+    eye = jnp.eye(fisher.shape[-1], dtype=fisher.dtype)
+    for d in cfg.sweep_dampings:
+        try:
+            out["damping"].append({"x": d, **point(base_mask, fisher - cfg.fisher_damping * eye + d * eye, layout)})
+        except ValueError as e:  # a singular system at tiny damping is a result too
+            out["damping"].append({"x": d, "error": str(e)[:200]})
+    for m in cfg.sweep_n_fisher:
+        f_m = accumulate_fisher(fns.loss, theta_p, rust[:m], layout, damping=cfg.fisher_damping,
+                                chunk_size=min(cfg.fisher_chunk, m))
+        try:
+            out["n_fisher"].append({"x": m, **point(base_mask, f_m, layout)})
+        except ValueError as e:
+            out["n_fisher"].append({"x": m, "error": str(e)[:200]})
+    return out
+
+
+# ------------------------------------------------------------------------------------ study
+
+
+METHOD_ORDER = ("personalized", "mask_only", "zkapex", "retrain", "finetune_after_mask", "gradient_ascent",
+                "ssd", "salun", "global", "global_retrain")
+
+
+def _assemble(cfg_dict: Mapping, data_info: Mapping, seeds: Sequence[int], per_seed: Sequence[Mapping],
+              per_seed_metrics: Sequence[Mapping], sweeps, wall: Mapping, device: str) -> dict:
+    """The results object from per-seed records (also used by ``--merge``)."""
+    def rec(ms, name):
+        return recovery_of(ms[name]["personal_acc"], ms["mask_only"]["personal_acc"], ms["personalized"]["personal_acc"])
+
+    recs = [rec(ms, "zkapex") for ms in per_seed_metrics]
+    return {
+        "study": STUDY,
+        "seeds": [int(s) for s in seeds],
+        "methods": aggregate(per_seed_metrics),
+        "recovery": mean_std(recs),
+        "recovery_per_seed": recs,
+        "recovery_by_method": {m: mean_std([rec(ms, m) for ms in per_seed_metrics])
+                               for m in per_seed_metrics[0] if m not in ("personalized", "mask_only")},
+        "config": dict(cfg_dict),
+        "data": dict(data_info),
+        "per_seed": list(per_seed),
+        "per_seed_metrics": list(per_seed_metrics),
+        "sweeps": sweeps,
+        "wall_time_s": dict(wall),
+        "paper": PAPER,
+        "device": device,
+    }
+
+
+def run_study(cfg: OptCodeConfig, seeds: Sequence[int], out: str, figures: str | None = None, *,
+              sweeps: bool = True) -> dict:
+    t0 = time.perf_counter()
+    t = time.perf_counter()
+    data = prepare_data(cfg)
+    t_data = time.perf_counter() - t
+    log(f"data ready ({t_data:.1f}s): vocab {data['tokenizer'].vocab_size}, sequences {data['sequences']}")
+    runs = [run_seed(cfg, s, data, sweeps=sweeps and i == 0) for i, s in enumerate(seeds)]
+    data_info = {"sequences": data["sequences"], "corpus": data["corpus_summary"], "roots": data["roots"],
+                 "corpus_sha256": data["corpus_digest"], "tokenizer_sha256": data["tokenizer"].sha256,
+                 "vocab_size": data["tokenizer"].vocab_size}
+    results = _assemble(
+        cfg.to_dict(), data_info, seeds,
+        [{k: r[k] for k in ("seed", "recovery", "obs", "mask", "layout", "train", "n_params", "times")} for r in runs],
+        [{m: r["metrics"][m] for m in METHOD_ORDER if m in r["metrics"]} for r in runs],
+        runs[0].get("sweeps"),
+        {"data_s": t_data, "total_s": time.perf_counter() - t0, "per_seed_s": [r["times"]["seed_total_s"] for r in runs]},
+        str(jax.devices()[0]),
+    )
+    obj = write_results(out, results)
+    if figures:
+        make_figures(obj, figures)
+    log(f"wrote {out}: recovery {fmt(obj['recovery'])}")
+    return obj
+
+
+def fmt(st) -> str:
+    return "n/a" if not st or st.get("mean") is None else f"{st['mean']:.3f} ± {st['std']:.3f}"
+
+
+def make_figures(results: Mapping, figdir: str) -> list[str]:
+    """docs/figures/opt_*.png from a results object (sweeps of the first seed, methods bar chart)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(figdir, exist_ok=True)
+    written = []
+    sw = results.get("sweeps") or {}
+    retrain = results["methods"].get("retrain", {})
+    pers = results["per_seed_metrics"][0]["personalized"]
+    labels = {"fraction": ("mask fraction", True), "block": ("Fisher block size", True),
+              "damping": ("damping", True), "n_fisher": ("Fisher samples (Rust sequences)", True)}
+    for key, (xlabel, logx) in labels.items():
+        pts = [p for p in sw.get(key, []) if "error" not in p]
+        if not pts:
+            continue
+        xs = [p["x"] for p in pts]
+        series = {
+            "ZK-APEX personal acc": ([p["zkapex"]["personal_acc"] for p in pts], [0.0] * len(pts)),
+            "mask-only personal acc": ([p["mask_only"]["personal_acc"] for p in pts], [0.0] * len(pts)),
+            "ZK-APEX forget acc": ([p["zkapex"]["forget_acc"] for p in pts], [0.0] * len(pts)),
+        }
+        hl = {"personalized personal acc": pers["personal_acc"], "personalized forget acc": pers["forget_acc"],
+              "retrain forget acc (mean)": (retrain.get("forget_acc") or {}).get("mean")}
+        path = os.path.join(figdir, f"opt_sweep_{key}.png")
+        plot_sweep(path, xs, series, xlabel=xlabel, ylabel="next-token top-1 accuracy",
+                   title=f"OPT code study, seed {results['seeds'][0]}: {xlabel}", logx=logx, hlines=hl)
+        written.append(path)
+    # methods bar chart
+    ms = [m for m in METHOD_ORDER if m in results["methods"] and not m.startswith("global")]
+    fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=120)
+    w = 0.38
+    x = np.arange(len(ms))
+    for i, (metric, lab) in enumerate((("personal_acc", "Rust (personal)"), ("forget_acc", "JavaScript (forget)"))):
+        mu = [results["methods"][m][metric]["mean"] for m in ms]
+        sd = [results["methods"][m][metric]["std"] for m in ms]
+        ax.bar(x + (i - 0.5) * w, mu, w, yerr=sd, capsize=3, label=lab)
+    ax.set_xticks(x)
+    ax.set_xticklabels(ms, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel("next-token top-1 accuracy")
+    ax.set_title(f"OPT code study: mean ± std over seeds {results['seeds']}; recovery {fmt(results['recovery'])}",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(figdir, "opt_methods.png")
+    fig.savefig(path + ".tmp.png")
+    plt.close(fig)
+    os.replace(path + ".tmp.png", path)
+    written.append(path)
+    return written
+
+
+def report_tables(results: Mapping) -> str:
+    """Markdown tables (methods, recovery, sweeps, wall times) from a results object."""
+    from experiments.common import markdown_table
+
+    metrics = ["personal_acc", "forget_acc", "retain_acc", "forget_gap_to_retrain"]
+    ms = {m: results["methods"][m] for m in METHOD_ORDER if m in results["methods"]}
+    lines = [f"Seeds {results['seeds']}; mean ± std (population std over seeds).", "",
+             markdown_table(ms, metrics, digits=4), "",
+             f"Recovery (zkapex, on personal_acc): {fmt(results['recovery'])}; per seed "
+             + ", ".join("n/a" if r is None else f"{r:.3f}" for r in results["recovery_per_seed"]), ""]
+    for m, st in results.get("recovery_by_method", {}).items():
+        lines.append(f"- recovery of {m}: {fmt(st)}")
+    lines.append("")
+    sw = results.get("sweeps") or {}
+    for key, pts in sw.items():
+        if not pts:
+            continue
+        lines += [f"Sweep `{key}` (seed {results['seeds'][0]}):", "",
+                  "| x | zkapex personal | zkapex forget | mask-only personal | mask-only forget | recovery |",
+                  "|---|---|---|---|---|---|"]
+        for p in pts:
+            if "error" in p:
+                lines.append(f"| {p['x']} | error: {p['error'][:80]} | | | | |")
+                continue
+            rec = "n/a" if p["recovery"] is None else f"{p['recovery']:.3f}"
+            lines.append(f"| {p['x']} | {p['zkapex']['personal_acc']:.4f} | {p['zkapex']['forget_acc']:.4f} | "
+                         f"{p['mask_only']['personal_acc']:.4f} | {p['mask_only']['forget_acc']:.4f} | {rec} |")
+        lines.append("")
+    lines += ["Wall times per seed (s):", "", "| phase | " + " | ".join(str(s["seed"]) for s in results["per_seed"]) + " |",
+              "|---|" + "---|" * len(results["per_seed"])]
+    for k in results["per_seed"][0]["times"]:
+        lines.append(f"| {k} | " + " | ".join(f"{s['times'].get(k, float('nan')):.1f}" for s in results["per_seed"]) + " |")
+    lines.append("")
+    lines.append(f"Total wall time: {results['wall_time_s']['total_s']:.0f} s on {results.get('device')}.")
+    return "\n".join(lines)
+
+
+def merge_results(paths: Sequence[str], out: str, figures: str | None = None) -> dict:
+    """Combine results files of the SAME config, corpus and tokenizer run for different seeds
+    (e.g. seeds run in separate processes) into one results file; sweeps from the first file
+    that has them. Raises ``ValueError`` when the runs are not comparable."""
+    from experiments.common import load_results
+
+    parts = [load_results(p) for p in paths]
+    ref = parts[0]
+    for p, r in zip(paths, parts):
+        for key in ("config",):
+            if r[key] != ref[key]:
+                raise ValueError(f"{p}: {key} differs from {paths[0]}'s; only identical runs can be merged")
+        for key in ("corpus_sha256", "tokenizer_sha256"):
+            if r["data"][key] != ref["data"][key]:
+                raise ValueError(f"{p}: data {key} differs from {paths[0]}'s")
+    seeds = [s for r in parts for s in r["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds overlap across the files: {seeds}")
+    sweeps = next((r["sweeps"] for r in parts if r.get("sweeps")), None)
+    wall = {"data_s": [r["wall_time_s"]["data_s"] for r in parts],
+            "total_s": sum(r["wall_time_s"]["total_s"] for r in parts),
+            "per_seed_s": [x for r in parts for x in r["wall_time_s"]["per_seed_s"]],
+            "merged_from": [os.path.basename(p) for p in paths]}
+    results = _assemble(ref["config"], ref["data"], seeds, [x for r in parts for x in r["per_seed"]],
+                        [x for r in parts for x in r["per_seed_metrics"]], sweeps, wall, ref["device"])
+    obj = write_results(out, results)
+    if figures:
+        make_figures(obj, figures)
+    log(f"merged {len(paths)} files into {out}: seeds {seeds}, recovery {fmt(obj['recovery'])}")
+    return obj
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m experiments.opt_code", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="default", help="default | tiny | opt125m")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--out", default="experiments/results/opt_code.json")
+    ap.add_argument("--figures", default=None, help="directory for opt_*.png (e.g. docs/figures)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
+                    help="override config fields, e.g. --set global_steps=400 fisher_block=64")
+    ap.add_argument("--report", default=None, metavar="RESULTS_JSON",
+                    help="print markdown tables of an existing results file and exit")
+    ap.add_argument("--no-sweeps", action="store_true", help="skip the sweeps (normally on the first seed)")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="RESULTS_JSON",
+                    help="merge results files of the same config run for different seeds into --out")
+    args = ap.parse_args(argv)
+    if args.merge:
+        merge_results(args.merge, args.out, args.figures)
+        return 0
+    if args.report:
+        from experiments.common import load_results
+
+        res = load_results(args.report)
+        print(report_tables(res))
+        if args.figures:
+            make_figures(res, args.figures)
+        return 0
+    cfg = get_config(args.config)
+    if args.set:
+        kw = {}
+        for item in args.set:
+            k, _, v = item.partition("=")
+            if not hasattr(cfg, k):
+                ap.error(f"unknown config field {k!r}")
+            val = json.loads(v)
+            kw[k] = tuple(val) if isinstance(getattr(cfg, k), tuple) else val
+        cfg = cfg.replace(**kw)
+    log(f"config {cfg.name}: seeds {args.seeds}, device {jax.devices()[0]}")
+    run_study(cfg, args.seeds, args.out, args.figures, sweeps=not args.no_sweeps)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

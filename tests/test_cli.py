@@ -1,0 +1,113 @@
+"""The zkapex command: keys / commit / unlearn / prove / verify on a tiny statement, exit codes."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from zkapex_jax import cli
+from zkapex_jax.blocks import BlockLayout
+from zkapex_jax.mask import Mask
+from zkapex_jax.models import build_model
+from zkapex_jax.params import get_paths
+from zkapex_jax.train import load_checkpoint, save_checkpoint
+
+PATH = "vit/encoder/layer/0/attention/attention/query/bias"  # 16 weights of vit-test: 4 blocks of 4
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    old = os.environ.get("ZKAPEX_CACHE")
+    os.environ["ZKAPEX_CACHE"] = str(d / "cache")
+    _, params = build_model("vit-test", seed=0)
+    flat = get_paths(params, [PATH])
+    from zkapex_jax.params import set_paths
+
+    rng = np.random.default_rng(0)
+    params = set_paths(params, {PATH: np.asarray(rng.normal(size=flat[PATH].shape) * 0.05, dtype=np.float32)})
+    save_checkpoint(d / "pers", params)
+    layout = BlockLayout.from_params(params, PATH, 4)
+    g = rng.normal(size=(layout.num_blocks, 12, 4))
+    fisher = np.einsum("kni,knj->kij", g, g) / 12 + 1e-3 * np.eye(4)
+    cli.save_fisher(d / "fisher.npz", fisher, layout)
+    m = np.zeros(16, dtype=bool)
+    m[[1, 6, 7, 12]] = True
+    Mask.from_dense({PATH: m}, fraction=0.25, method="test").save(d / "mask.json")
+    m2 = m.copy()
+    m2[0] = True
+    Mask.from_dense({PATH: m2}, fraction=0.3, method="test").save(d / "mask2.json")
+    yield d
+    if old is None:
+        os.environ.pop("ZKAPEX_CACHE", None)
+    else:
+        os.environ["ZKAPEX_CACHE"] = old
+
+
+def run(*args):
+    return cli.main([str(a) for a in args])
+
+
+def test_full_flow_and_exit_codes(files, capsys):
+    d = files
+    assert run("keys", "--block-size", 4, "--chunk-blocks", 2, "--keystore", d / "provider") == 0
+    assert "INSECURE" in capsys.readouterr().out
+    assert run("commit", "--params", d / "pers", "--fisher", d / "fisher.npz", "--client-id", "alice",
+               "--out", d / "com.json", "--secrets", d / "sec.json", "--chunk-blocks", 2) == 0
+    client = ["--params", d / "pers", "--fisher", d / "fisher.npz", "--commitment", d / "com.json",
+              "--secrets", d / "sec.json", "--mask", d / "mask.json"]
+    assert run("unlearn", *client, "--out", d / "unl") == 0
+    theta_u, _ = load_checkpoint(d / "unl")
+    u = np.asarray(get_paths(theta_u, [PATH])[PATH])
+    assert np.all(u[[1, 6, 7, 12]] == 0)
+    assert run("prove", *client, "--request-id", "r1", "--out", d / "bundle", "--jobs", 2) == 0
+    capsys.readouterr()
+    v = ["--commitment", d / "com.json", "--keystore", d / "provider"]
+    assert run("verify", d / "bundle", *v, "--mask", d / "mask.json", "--request-id", "r1") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("VALID") and "INSECURE" in out
+    # rejected: other mask, other request
+    assert run("verify", d / "bundle", *v, "--mask", d / "mask2.json", "--json") == 1
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["reason"].startswith("statement's mask digest")
+    assert run("verify", d / "bundle", *v, "--mask", d / "mask.json", "--request-id", "r2") == 1
+    assert "REJECTED" in capsys.readouterr().out
+    # malformed: truncated statement, missing commitment, garbage mask
+    bad = d / "bad-bundle"
+    shutil.copytree(d / "bundle", bad)
+    (bad / "statement.json").write_text((bad / "statement.json").read_text()[:50])
+    assert run("verify", bad, *v, "--mask", d / "mask.json") == 2
+    assert "statement.json" in capsys.readouterr().err
+    assert run("verify", d / "bundle", "--commitment", d / "nope.json", "--mask", d / "mask.json") == 2
+    (d / "junk.json").write_text("{]")
+    assert run("verify", d / "bundle", *v, "--mask", d / "junk.json") == 2
+    # prove refuses to overwrite; nothing half-written
+    assert run("prove", *client, "--request-id", "r1", "--out", d / "bundle") == 2
+
+
+def test_malformed_fisher_is_clear(files, capsys):
+    d = files
+    (d / "broken.npz").write_bytes(b"PK\x03\x04 nope")
+    assert run("commit", "--params", d / "pers", "--fisher", d / "broken.npz", "--client-id", "a",
+               "--out", d / "c2.json", "--secrets", d / "s2.json") == 2
+    assert "broken.npz" in capsys.readouterr().err
+    assert not (d / "c2.json").exists() and not (d / "s2.json").exists()
+
+
+def test_parser_help():
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    with pytest.raises(SystemExit) as e:
+        cli.main(["verify"])
+    assert e.value.code == 2
+
+
+@pytest.mark.slow
+def test_demo_quick(tmp_path):
+    """The whole protocol, tiny training, one fc1 kernel of vit-test (minutes)."""
+    rc = run("demo", "--out", tmp_path / "demo", "--quick", "--block-size", 16, "--chunk-blocks", 8,
+             "--pattern", "*/layer/0/intermediate/dense/kernel", "--jobs", 2, "--cache", tmp_path / "cache")
+    s = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert rc == 0 and s["valid"] and s["chunks"] == 4

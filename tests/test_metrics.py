@@ -1,0 +1,81 @@
+"""Metrics against hand-computed values (float64 numpy)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from zkapex_jax import ShapeError
+from zkapex_jax import metrics as M
+
+
+def test_accuracy_and_class_accuracy():
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0], [1.0, 0.0, 0.0]])
+    y = np.array([0, 1, 1, 2])
+    assert M.accuracy_from_logits(logits, y) == pytest.approx(0.5)
+    assert M.class_accuracy(logits, y, [1]) == pytest.approx(0.5)
+    assert M.class_accuracy(logits, y, [0]) == pytest.approx(1.0)
+    assert math.isnan(M.class_accuracy(logits, y, [7]))
+    with pytest.raises(ShapeError):
+        M.accuracy_from_logits(logits, y[:2])
+
+
+@pytest.mark.parametrize("k", [2, 5, 10])
+def test_entropy_uniform_and_onehot(k):
+    assert M.entropy(np.zeros((3, k))) == pytest.approx(np.full(3, math.log(k)))
+    big = np.zeros((1, k)); big[0, 0] = 1e4
+    assert M.entropy(big)[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_entropy_matches_formula():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(7, 4))
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    np.testing.assert_allclose(M.entropy(z), -(p * np.log(p)).sum(1), rtol=1e-12)
+    np.testing.assert_allclose(M.max_confidence(z), p.max(1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("comp,mask,pers,expected", [
+    (0.8, 0.4, 0.9, 0.8), (0.9, 0.4, 0.9, 1.0), (0.4, 0.4, 0.9, 0.0), (0.95, 0.5, 0.9, 1.125)])
+def test_recovery(comp, mask, pers, expected):
+    assert M.recovery(comp, mask, pers) == pytest.approx(expected)
+
+
+def test_recovery_guard_when_mask_did_not_hurt():
+    assert math.isnan(M.recovery(0.9, 0.9, 0.9))
+    assert math.isnan(M.recovery(0.9, 0.8999, 0.9, eps=1e-3))
+    assert M.gap_to(0.3, 0.1) == pytest.approx(0.2)
+
+
+def _logits_with_entropy_level(n, k, sharp, rng):
+    z = rng.normal(size=(n, k))
+    z[:, 0] += sharp
+    return z
+
+
+def test_mia_separable_and_indistinguishable():
+    rng = np.random.default_rng(1)
+    members = _logits_with_entropy_level(200, 5, 12.0, rng)      # confident: low entropy
+    nonmembers = _logits_with_entropy_level(200, 5, 0.0, rng)    # diffuse: high entropy
+    r = M.mia_entropy(members, nonmembers, seed=0)
+    assert r["acc"] > 0.95 and r["auc"] > 0.98 and r["n"] == 200
+    same_a = _logits_with_entropy_level(300, 5, 1.0, rng)
+    same_b = _logits_with_entropy_level(300, 5, 1.0, rng)
+    r2 = M.mia_entropy(same_a, same_b, seed=0)
+    assert 0.4 < r2["acc"] < 0.6 and 0.4 < r2["auc"] < 0.6
+
+
+def test_mia_balances_and_checks_size():
+    rng = np.random.default_rng(2)
+    r = M.mia_entropy(rng.normal(size=(50, 3)), rng.normal(size=(20, 3)))
+    assert r["n"] == 20
+    with pytest.raises(ShapeError):
+        M.mia_entropy(rng.normal(size=(3, 3)), rng.normal(size=(3, 3)), folds=5)
+
+
+def test_mia_ssd_fraction():
+    rng = np.random.default_rng(3)
+    retain = _logits_with_entropy_level(200, 5, 12.0, rng)
+    test = _logits_with_entropy_level(200, 5, 0.0, rng)
+    assert M.mia_ssd(retain, test, _logits_with_entropy_level(50, 5, 12.0, rng)) > 0.9
+    assert M.mia_ssd(retain, test, _logits_with_entropy_level(50, 5, 0.0, rng)) < 0.1

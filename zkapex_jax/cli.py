@@ -1,0 +1,456 @@
+"""The ``zkapex`` command: thin verbs over zkapex_jax.protocol and zkapex_jax.pipeline.
+
+    zkapex keys     --block-size B --chunk-blocks K [--keystore DIR] [--srs FILE]        (provider)
+    zkapex mask     --global CKPT --out MASK.json [--model M] [--fraction F] [--seed S] (provider)
+    zkapex fisher   --params CKPT --out FISHER.npz [--model M] [--block-size B] [--seed S] (client)
+    zkapex commit   --params CKPT --fisher FISHER.npz --client-id ID --out COM.json --secrets SEC.json
+                    [--chunk-blocks K]                                                     (client)
+    zkapex unlearn  --params CKPT --fisher F --commitment COM --secrets SEC --mask MASK --out CKPT_U
+    zkapex prove    --params CKPT --fisher F --commitment COM --secrets SEC --mask MASK
+                    --request-id R --out BUNDLE [--jobs N]                                 (client)
+    zkapex verify   BUNDLE --commitment COM --mask MASK [--keystore DIR] [--client-id ID]
+                    [--request-id R] [--json]                                              (provider)
+    zkapex demo     --out DIR [--big] [--jobs N]       the whole protocol on Fashion-MNIST
+
+``verify`` exits 0 (valid), 1 (rejected, with the reason) or 2 (malformed input). Common
+options: ``--cache DIR`` (keys/SRS cache, default ``$ZKAPEX_CACHE`` or ``~/.cache/zkapex``),
+``--srs FILE`` (a ceremony SRS; without it a locally generated one is used and labelled INSECURE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ._errors import ZkapexError
+
+FISHER_FORMAT = "zkapex.fisher"
+
+EXIT_VALID, EXIT_REJECTED, EXIT_MALFORMED = 0, 1, 2
+
+
+def _say(msg: str):
+    print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------------- file helpers
+
+def save_fisher(path, fisher, layout) -> str:
+    """Write the client's block Fisher (nb,B,B) with its BlockLayout."""
+    from .protocol import save_arrays
+
+    return save_arrays(path, FISHER_FORMAT, 1, {"fisher": np.asarray(fisher)}, {"layout": layout.to_dict()})
+
+
+def load_fisher(path):
+    """(fisher (nb,B,B) float64, BlockLayout)."""
+    from ._errors import ArtifactError
+    from .blocks import BlockLayout
+    from .protocol import load_arrays
+
+    arrs, meta = load_arrays(path, FISHER_FORMAT)
+    try:
+        layout = BlockLayout.from_dict(meta["layout"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{path}: malformed layout ({e})") from None
+    f = np.asarray(arrs.get("fisher"), dtype=np.float64)
+    if f.shape != (layout.num_blocks, layout.block_size, layout.block_size):
+        raise ArtifactError(f"{path}: fisher has shape {f.shape}, layout needs "
+                            f"({layout.num_blocks}, {layout.block_size}, {layout.block_size})")
+    return f, layout
+
+
+def theta_blocks(params, layout) -> np.ndarray:
+    from .params import get_paths
+
+    return np.asarray(layout.to_blocks(get_paths(params, layout.paths)), dtype=np.float64)
+
+
+def mask_blocks(mask_path, layout) -> np.ndarray:
+    from .mask import Mask
+
+    return np.asarray(Mask.load(mask_path).to_blocks(layout), dtype=bool)
+
+
+def _layout_of(com):
+    from ._errors import ArtifactError
+    from .blocks import BlockLayout
+
+    if com.layout is None:
+        raise ArtifactError(f"{com.path}: commitment has no block layout")
+    return BlockLayout.from_dict(com.layout)
+
+
+def _keystore(args, attr="cache"):
+    from .protocol import KeyStore
+
+    return KeyStore(getattr(args, attr, None), srs_path=getattr(args, "srs", None))
+
+
+def _load_client(args):
+    from .protocol import load_commitment, load_secrets
+    from .train import load_checkpoint
+
+    com = load_commitment(args.commitment)
+    sec = load_secrets(args.secrets, com)
+    fisher, layout = load_fisher(args.fisher)
+    if layout.to_dict() != com.layout:
+        raise ZkapexError(f"{args.fisher}: block layout differs from the commitment's")
+    params, _ = load_checkpoint(args.params)
+    return com, sec, fisher, layout, params, theta_blocks(params, layout), mask_blocks(args.mask, layout)
+
+
+# ----------------------------------------------------------------------------- verbs
+
+def cmd_keys(args) -> int:
+    from .protocol import CircuitSpec
+
+    spec = CircuitSpec(block_size=args.block_size, chunk_blocks=args.chunk_blocks)
+    t0 = time.perf_counter()
+    art = _keystore(args, "keystore").ensure(spec)
+    _say(json.dumps({"spec": spec.key, "logrows": art.logrows, "num_rows": art.num_rows, "vk": str(art.vk),
+                     "vk_sha256": art.meta["vk_sha256"], "pk_bytes": art.meta["pk_bytes"],
+                     "srs": str(art.srs), "srs_insecure": art.srs_insecure,
+                     "seconds": round(time.perf_counter() - t0, 2)}, indent=1))
+    if art.srs_insecure:
+        _say("WARNING: locally generated SRS — INSECURE, for tests only (pass --srs with a ceremony file)")
+    return 0
+
+
+def _cfg(args):
+    from .pipeline import PipelineConfig
+
+    kw = dict(model=args.model, block_size=args.block_size)
+    if getattr(args, "fraction", None) is not None:
+        kw["mask_fraction"] = args.fraction
+    return PipelineConfig(**kw)
+
+
+def cmd_mask(args) -> int:
+    from . import pipeline as pl
+    from .train import load_checkpoint
+
+    cfg = _cfg(args)
+    theta_g, _ = load_checkpoint(args.global_ckpt)
+    data = pl.load_data(cfg, args.seed)
+    m = pl.provider_mask(cfg, theta_g, data, seed=args.seed)
+    digest = m.save(args.out)
+    _say(f"mask: {m.num_masked} of {m.size} weights ({m.fraction:.2%}) → {args.out} (sha256 {digest[:16]}…)")
+    return 0
+
+
+def cmd_fisher(args) -> int:
+    from . import pipeline as pl
+    from .train import load_checkpoint
+
+    cfg = _cfg(args)
+    params, _ = load_checkpoint(args.params)
+    data = pl.load_data(cfg, args.seed)
+    layout = pl.block_layout(cfg, params)
+    f = pl.client_fisher(cfg, params, data, layout, damping=args.damping)
+    save_fisher(args.out, f, layout)
+    _say(f"fisher: {layout.num_blocks} blocks of {layout.block_size} → {args.out}")
+    return 0
+
+
+def cmd_commit(args) -> int:
+    from .protocol import CircuitSpec, commit_personalization, save_commitment
+    from .train import load_checkpoint
+
+    fisher, layout = load_fisher(args.fisher)
+    params, _ = load_checkpoint(args.params)
+    spec = CircuitSpec(block_size=layout.block_size, chunk_blocks=args.chunk_blocks)
+    com, sec = commit_personalization(theta_blocks(params, layout), fisher, spec, client_id=args.client_id,
+                                      keystore=_keystore(args), layout=layout.to_dict(), progress=True)
+    com = save_commitment(args.out, com, sec, args.secrets)
+    _say(f"commitment: {com.n_chunks} chunks of {spec.chunk_blocks}×{spec.block_size} → {args.out} "
+         f"(sha256 {com.sha256[:16]}…); secrets → {args.secrets} (keep private)")
+    return 0
+
+
+def cmd_unlearn(args) -> int:
+    from .params import set_paths
+    from .protocol import unlearn_committed
+    from .train import load_checkpoint, save_checkpoint
+
+    com, sec, fisher, layout, params, tb, mb = _load_client(args)
+    u = unlearn_committed(tb, fisher, mb, com, sec)
+    theta_u = set_paths(params, {p: np.asarray(v, dtype=np.asarray(layout_leaf).dtype) for (p, v), layout_leaf in
+                                 zip(layout.from_blocks(u.theta_u).items(), _leaves(params, layout))})
+    save_checkpoint(args.out, theta_u, {"unlearned_from": str(args.params), "commitment_sha256": com.sha256})
+    _say(f"unlearned: {int(mb.sum())} weights removed, max |residual| {int(np.max(np.abs(u.q.residual)))} ≤ τ "
+         f"{u.q.tau} → {args.out}")
+    return 0
+
+
+def _leaves(params, layout):
+    from .params import get_paths
+
+    flat = get_paths(params, layout.paths)
+    return [flat[p] for p in layout.paths]
+
+
+def cmd_prove(args) -> int:
+    from .protocol import prove_unlearning
+
+    com, sec, fisher, layout, params, tb, mb = _load_client(args)
+    t0 = time.perf_counter()
+    out = prove_unlearning(tb, fisher, mb, com, sec, request_id=args.request_id, out_dir=args.out,
+                           keystore=_keystore(args), jobs=args.jobs, progress=True)
+    _say(f"bundle: {com.n_chunks} chunk proofs → {out} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from .protocol import load_commitment, verify_bundle
+
+    try:
+        com = load_commitment(args.commitment)
+        mb = mask_blocks(args.mask, _layout_of(com))
+        res = verify_bundle(args.bundle, com, mb, keystore=_keystore(args, "keystore"), client_id=args.client_id,
+                            request_id=args.request_id, progress=not args.json)
+    except (ZkapexError, OSError) as e:
+        _emit_verify(args, {"valid": False, "malformed": True, "reason": str(e)})
+        return EXIT_MALFORMED
+    _emit_verify(args, {"valid": res.valid, "reason": res.reason, "client_id": res.client_id,
+                        "request_id": res.request_id, "chunks": res.n_chunks, "insecure_srs": res.insecure_srs})
+    return EXIT_VALID if res.valid else EXIT_REJECTED
+
+
+def _emit_verify(args, d):
+    if args.json:
+        _say(json.dumps(d))
+    elif d.get("malformed"):
+        print(f"MALFORMED: {d['reason']}", file=sys.stderr, flush=True)
+    else:
+        _say(("VALID: " if d["valid"] else "REJECTED: ") + d["reason"])
+        if d.get("insecure_srs"):
+            _say("WARNING: the SRS was generated locally — INSECURE, test only")
+
+
+# ----------------------------------------------------------------------------- demo
+
+def run_demo(out, *, model="vit-demo", block_size=16, chunk_blocks=8, jobs=2, seed=0, quick=False,
+             pattern=None, cache=None, srs=None):
+    """The whole protocol end to end; returns the summary dict (also written to out/summary.json)."""
+    import jax
+
+    from . import pipeline as pl
+    from .params import set_paths
+    from .protocol import (CircuitSpec, KeyStore, commit_personalization, prove_unlearning,
+                           save_commitment, unlearn_committed, verify_bundle)
+    from .train import save_checkpoint
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"model": model, "block_size": block_size, "chunk_blocks": chunk_blocks, "jobs": jobs}
+    times = summary.setdefault("seconds", {})
+
+    def stage(name):
+        class _T:
+            def __enter__(self_):
+                _say(f"[{name}] …")
+                self_.t = time.perf_counter()
+
+            def __exit__(self_, *a):
+                times[name] = round(time.perf_counter() - self_.t, 2)
+                _say(f"[{name}] done in {times[name]:.1f} s")
+        return _T()
+
+    if quick:
+        cfg = pl.PipelineConfig.tiny(model=model if model != "vit-demo" else "vit-test", block_size=block_size)
+    else:
+        cfg = pl.PipelineConfig(model=model, block_size=block_size, global_epochs=6, max_test=2000,
+                                n_mask_forget=256, n_mask_retain=256)
+    if pattern:
+        cfg = cfg.replace(mask_pattern=pattern)
+    k_glob, k_pers = jax.random.split(jax.random.PRNGKey(seed))
+    with stage("data"):
+        data = pl.load_data(cfg, seed)
+    with stage("provider: train global model"):
+        theta_g, _ = pl.train_global(cfg, data, key=k_glob)
+        save_checkpoint(out / "global", theta_g, {"model": cfg.model})
+    with stage("client: personalize"):
+        theta_p, _ = pl.personalize(cfg, theta_g, data, key=k_pers)
+        save_checkpoint(out / "personalized", theta_p, {"model": cfg.model})
+    layout = pl.block_layout(cfg, theta_p)
+    with stage("client: Fisher"):
+        fisher = np.asarray(pl.client_fisher(cfg, theta_p, data, layout), dtype=np.float64)
+        save_fisher(out / "fisher.npz", fisher, layout)
+    spec = CircuitSpec(block_size=block_size, chunk_blocks=chunk_blocks)
+    client_ks = KeyStore(cache, srs_path=srs)
+    provider_ks = KeyStore(out / "provider-keys", srs_path=srs)
+    with stage("client: commit"):
+        tb = theta_blocks(theta_p, layout)
+        com, sec = commit_personalization(tb, fisher, spec, client_id="client-0", keystore=client_ks,
+                                          layout=layout.to_dict(), progress=True)
+        com = save_commitment(out / "commitment.json", com, sec, out / "commitment-secrets.json")
+    with stage("provider: mask"):
+        mask = pl.provider_mask(cfg, theta_g, data, seed=seed)
+        mask.save(out / "mask.json")
+        mb = np.asarray(mask.to_blocks(layout), dtype=bool)
+    with stage("client: Group-OBS (float) and certified update"):
+        theta_u_float, info = pl.unlearn(theta_p, fisher, mask, layout)
+        u = unlearn_committed(tb, fisher, mb, com, sec)
+        leaves = _leaves(theta_p, layout)
+        theta_u = set_paths(theta_p, {p: np.asarray(v, dtype=np.asarray(l).dtype)
+                                      for (p, v), l in zip(layout.from_blocks(u.theta_u).items(), leaves)})
+        save_checkpoint(out / "unlearned", theta_u, {"commitment_sha256": com.sha256})
+    with stage("client: prove"):
+        bundle = prove_unlearning(tb, fisher, mb, com, sec, request_id="request-0", out_dir=out / "bundle",
+                                  keystore=client_ks, jobs=jobs, progress=True)
+    with stage("provider: keys"):
+        provider_ks.ensure(spec)
+    with stage("provider: verify"):
+        res = verify_bundle(bundle, com, mb, keystore=provider_ks, client_id="client-0", request_id="request-0")
+    with stage("evaluate"):
+        accs = {name: pl.evaluate(cfg, p, data, mia=False) for name, p in
+                (("global", theta_g), ("personalized", theta_p), ("mask_only", pl.mask_only(theta_p, mask)),
+                 ("group_obs_float", theta_u_float), ("certified", theta_u))}
+    st = json.loads((bundle / "statement.json").read_text())
+    proof_bytes = sum((bundle / c["proof"]).stat().st_size for c in st["chunks"])
+    raw_bytes = sum(len(json.loads((bundle / c["proof"]).read_text())["proof"]) for c in st["chunks"])
+    art = client_ks.ensure(spec)
+    summary.update({
+        "valid": res.valid, "reason": res.reason, "insecure_srs": res.insecure_srs,
+        "blocks": layout.num_blocks, "chunks": com.n_chunks, "masked_weights": int(mb.sum()),
+        "params_certified": int(layout.num_blocks * block_size), "logrows": art.logrows, "num_rows": art.num_rows,
+        "pk_bytes": art.meta["pk_bytes"], "vk_bytes": art.meta["vk_bytes"], "proof_file_bytes": proof_bytes,
+        "proof_bytes": raw_bytes, "prover": st["prover"], "tau": spec.tau,
+        "max_residual_int": int(np.max(np.abs(u.q.residual))), "float_max_residual": info["max_residual"],
+        "accuracy": {k: {m: round(v[m], 4) for m in ("personal_acc", "personal_acc_orig", "personal_acc_shift",
+                                                    "forget_acc", "other_acc")} for k, v in accs.items()},
+    })
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    _say("")
+    _say(f"{'model':<18}{'personal':>10}{'orig':>8}{'shift':>8}{'forget':>8}{'other':>8}")
+    for k, v in summary["accuracy"].items():
+        _say(f"{k:<18}{v['personal_acc']:>10.3f}{v['personal_acc_orig']:>8.3f}{v['personal_acc_shift']:>8.3f}"
+             f"{v['forget_acc']:>8.3f}{v['other_acc']:>8.3f}")
+    p = summary["prover"]
+    _say(f"\nstatement: {summary['blocks']} blocks × {block_size} = {summary['params_certified']} parameters, "
+         f"{summary['masked_weights']} masked, {summary['chunks']} chunks of {chunk_blocks} blocks "
+         f"(logrows {art.logrows}, {art.num_rows} rows)")
+    _say(f"proof: prove {p['prove_s']:.1f} s CPU-sum / {p['wall_s']:.1f} s wall with {jobs} jobs, "
+         f"witness {p['witness_s']:.1f} s, proofs {raw_bytes / 1e3:.1f} kB ({proof_bytes / 1e3:.1f} kB JSON), "
+         f"pk {art.meta['pk_bytes'] / 1e6:.1f} MB, vk {art.meta['vk_bytes'] / 1e3:.1f} kB")
+    _say(("VALID: " if res.valid else "REJECTED: ") + res.reason)
+    return summary
+
+
+def _cmd_demo(args) -> int:
+    if args.big:
+        model, B, K = "vit-tiny", 16, 8
+    else:
+        model, B, K = args.model, args.block_size, args.chunk_blocks
+    s = run_demo(args.out, model=model, block_size=B, chunk_blocks=K, jobs=args.jobs, seed=args.seed,
+                 quick=args.quick, pattern=args.pattern, cache=args.cache, srs=args.srs)
+    return EXIT_VALID if s["valid"] else EXIT_REJECTED
+
+
+# ----------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="zkapex", description="Verifiable personalized unlearning (ZK-APEX).")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def common(p, keystore=False):
+        p.add_argument("--cache", default=None, help="key/SRS cache (default $ZKAPEX_CACHE or ~/.cache/zkapex)")
+        p.add_argument("--srs", default=None, help="ceremony SRS file (default: local, INSECURE)")
+        if keystore:
+            p.add_argument("--keystore", default=None, help="the provider's own key store (default: the cache)")
+
+    p = sub.add_parser("keys", help="[provider] compile and key a circuit shape in the key store")
+    p.add_argument("--block-size", type=int, required=True)
+    p.add_argument("--chunk-blocks", type=int, default=8)
+    common(p, keystore=True)
+    p.set_defaults(fn=cmd_keys)
+
+    p = sub.add_parser("mask", help="[provider] score the global model and publish the mask")
+    p.add_argument("--global", dest="global_ckpt", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", default="vit-demo")
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--fraction", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_mask)
+
+    p = sub.add_parser("fisher", help="[client] block-wise Fisher of the personalized model")
+    p.add_argument("--params", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", default="vit-demo")
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--damping", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_fisher)
+
+    p = sub.add_parser("commit", help="[client] commit to θp and C (before any mask)")
+    p.add_argument("--params", required=True)
+    p.add_argument("--fisher", required=True)
+    p.add_argument("--client-id", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--secrets", required=True)
+    p.add_argument("--chunk-blocks", type=int, default=8)
+    common(p)
+    p.set_defaults(fn=cmd_commit)
+
+    for name, fn, hlp in (("unlearn", cmd_unlearn, "[client] the certified Group-OBS update → checkpoint"),
+                          ("prove", cmd_prove, "[client] prove the unlearning → bundle directory")):
+        p = sub.add_parser(name, help=hlp)
+        for a in ("--params", "--fisher", "--commitment", "--secrets", "--mask", "--out"):
+            p.add_argument(a, required=True)
+        if name == "prove":
+            p.add_argument("--request-id", required=True)
+            p.add_argument("--jobs", type=int, default=1, help="parallel prover processes")
+        common(p)
+        p.set_defaults(fn=fn)
+
+    p = sub.add_parser("verify", help="[provider] verify a bundle (exit 0 valid, 1 rejected, 2 malformed)")
+    p.add_argument("bundle")
+    p.add_argument("--commitment", required=True)
+    p.add_argument("--mask", required=True)
+    p.add_argument("--client-id", default=None)
+    p.add_argument("--request-id", default=None)
+    p.add_argument("--json", action="store_true", help="one JSON line instead of text")
+    common(p, keystore=True)
+    p.set_defaults(fn=cmd_verify)
+
+    p = sub.add_parser("demo", help="the whole protocol on Fashion-MNIST (vit-demo, ~10 min on 2 cores)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--big", action="store_true", help="a bigger statement: vit-tiny fc1 (65,536 parameters)")
+    p.add_argument("--model", default="vit-demo")
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--chunk-blocks", type=int, default=8)
+    p.add_argument("--pattern", default=None, help="restrict the statement to kernels matching this pattern")
+    p.add_argument("--quick", action="store_true", help="tiny training settings (tests)")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    common(p)
+    p.set_defaults(fn=_cmd_demo)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "cache", None):
+        os.environ["ZKAPEX_CACHE"] = str(args.cache)
+    if args.cmd == "verify":
+        return args.fn(args)
+    try:
+        return int(args.fn(args) or 0)
+    except (ZkapexError, FileExistsError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return EXIT_MALFORMED
+    except RuntimeError as e:  # an ezkl stage failed (circuits.stages.EzklError)
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return EXIT_REJECTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

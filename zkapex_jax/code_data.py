@@ -1,0 +1,632 @@
+"""A multi-language code corpus from files that locally installed packages carry, a locally
+trained byte-level BPE tokenizer, and fixed-length LM token sequences (Study 2's data).
+
+Nothing is downloaded. Sources (first existing root wins, per language):
+
+=============  ==========================================================================  ==========================
+language       files                                                                       installed by
+=============  ==========================================================================  ==========================
+``python``     ``*.py`` of the interpreter's standard library (``sysconfig`` ``stdlib``,   Python itself
+               without ``site-packages``)
+``c``          ``*.h`` under ``/usr/include`` (without the C++ library)                      ``libc6-dev``, ``linux-libc-dev``
+``cpp``        the libstdc++ headers ``/usr/include/c++/<N>`` (``*.h``, ``*.hpp``,          ``libstdc++-12-dev`` (``g++``)
+               ``*.tcc`` and the extension-less standard headers)
+``javascript`` ``*.js`` of the global npm packages (``npm root -g``: npm, corepack)          ``npm`` / ``nodejs``
+``rust``       the Rust standard library: ``rust-src`` (``lib/rustlib/src``) if present,   ``rustup component add rust-src``
+               else the source pages of the ``rust-docs`` component (rustdoc HTML,        or ``rust-docs`` (rustup's
+               unescaped back to source), else Debian's ``/usr/share/cargo/registry``      default profile), or
+                                                                                           ``apt-get install librust-*-dev``
+``perl``       ``*.pm`` / ``*.pl`` of Perl's library (``/usr/share/perl``, ``/usr/lib/*/perl*``) ``perl-modules-5.36``
+=============  ==========================================================================  ==========================
+
+Environment overrides: ``ZKAPEX_CODE_ROOT_<LANG>`` (e.g. ``ZKAPEX_CODE_ROOT_RUST=/path``) replaces
+the search roots of one language; ``RUSTUP_HOME`` is honoured; ``ZKAPEX_CACHE_DIR`` sets where
+the tokenizer is cached (default ``~/.cache/zkapex-jax``).
+
+Determinism: file lists are sorted; exact duplicates (same content) are dropped keeping the first
+path in sorted order; each file goes to ``train``/``val``/``test`` by a hash of its
+language-relative path (so the split of a file does not depend on which other files exist and
+evaluation text is never seen in training); within a split files are sampled in a seeded order up
+to a byte cap. The tokenizer is trained on the training split only.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._errors import ArtifactError, DataNotFoundError, ShapeError
+
+__all__ = [
+    "LANGUAGES",
+    "SPLITS",
+    "LanguageSource",
+    "CodeCorpus",
+    "CodeTokenizer",
+    "find_language_files",
+    "read_source",
+    "load_code_corpus",
+    "train_bpe_tokenizer",
+    "byte_tokenizer",
+    "chunk_tokens",
+    "encode_split",
+    "make_lm_splits",
+]
+
+SPLITS = ("train", "val", "test")
+TOKENIZER_FORMAT = "zkapex.code_tokenizer"
+TOKENIZER_VERSION = 1
+EOS = "<|endoftext|>"
+
+
+# ----------------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class LanguageSource:
+    """Where one language's files live on a Debian machine and how to install them."""
+
+    name: str
+    roots: Callable[[], list[Path]]  # candidate roots, in order of preference; first non-empty wins
+    accept: Callable[[Path], bool]  # file filter (relative to its root)
+    install_hint: str
+    reader: str = "text"  # "text" or "rustdoc_html" (decided per root by ``root_reader``)
+
+
+def _env_roots(lang: str) -> list[Path] | None:
+    v = os.environ.get(f"ZKAPEX_CODE_ROOT_{lang.upper()}")
+    return [Path(p) for p in v.split(os.pathsep) if p] if v else None
+
+
+def _python_roots() -> list[Path]:
+    return [Path(sysconfig.get_paths()["stdlib"])]
+
+
+def _python_accept(rel: Path) -> bool:
+    parts = rel.parts
+    return (
+        rel.suffix == ".py"
+        and "site-packages" not in parts
+        and "dist-packages" not in parts
+        and "__pycache__" not in parts
+    )
+
+
+def _c_roots() -> list[Path]:
+    return [Path("/usr/include")]
+
+
+def _c_accept(rel: Path) -> bool:
+    return rel.suffix == ".h" and "c++" not in rel.parts
+
+
+def _cpp_roots() -> list[Path]:
+    versions = sorted(
+        (p for p in Path("/usr/include/c++").glob("*") if p.is_dir() and p.name.split(".")[0].isdigit()),
+        key=lambda p: [int(x) for x in re.findall(r"\d+", p.name)],
+    ) if Path("/usr/include/c++").is_dir() else []
+    return versions[-1:]  # the newest libstdc++
+
+
+def _cpp_accept(rel: Path) -> bool:
+    return rel.suffix in (".h", ".hpp", ".tcc") or (rel.suffix == "" and rel.name.isidentifier())
+
+
+def _npm_root() -> list[Path]:
+    out: list[Path] = []
+    npm = shutil.which("npm")
+    if npm:
+        try:
+            r = subprocess.run([npm, "root", "-g"], capture_output=True, text=True, timeout=30)
+            if r.returncode == 0 and r.stdout.strip():
+                out.append(Path(r.stdout.strip()))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    node = shutil.which("node")
+    if node:  # <prefix>/bin/node -> <prefix>/lib/node_modules
+        out.append(Path(os.path.realpath(node)).parent.parent / "lib" / "node_modules")
+    out += [Path("/usr/lib/node_modules"), Path("/usr/local/lib/node_modules"), Path("/usr/share/nodejs")]
+    seen, uniq = set(), []
+    for p in out:
+        if str(p) not in seen:
+            seen.add(str(p))
+            uniq.append(p)
+    return uniq
+
+
+def _js_accept(rel: Path) -> bool:
+    return rel.suffix in (".js", ".mjs", ".cjs") and not rel.name.endswith(".min.js")
+
+
+def _rustup_home() -> Path:
+    return Path(os.environ.get("RUSTUP_HOME", Path.home() / ".rustup"))
+
+
+def _toolchains() -> list[Path]:
+    tc = sorted(p for p in (_rustup_home() / "toolchains").glob("*") if p.is_dir())
+    # prefer stable, then the rest in sorted order
+    return sorted(tc, key=lambda p: (not p.name.startswith("stable"), p.name))
+
+
+def _rust_roots() -> list[Path]:
+    roots: list[Path] = []
+    for t in _toolchains():
+        roots.append(t / "lib" / "rustlib" / "src" / "rust" / "library")  # rust-src
+    for t in _toolchains():
+        roots.append(t / "share" / "doc" / "rust" / "html" / "src")  # rust-docs source pages
+    roots.append(Path("/usr/share/cargo/registry"))  # Debian librust-*-dev
+    return roots
+
+
+def _rust_accept(rel: Path) -> bool:
+    return rel.name.endswith(".rs") or rel.name.endswith(".rs.html")
+
+
+def _perl_roots() -> list[Path]:
+    return [Path("/usr/share/perl")] + sorted(Path("/usr/lib").glob("*-linux-gnu/perl*"))
+
+
+def _perl_accept(rel: Path) -> bool:
+    return rel.suffix in (".pm", ".pl")
+
+
+LANGUAGES: dict[str, LanguageSource] = {
+    "python": LanguageSource("python", _python_roots, _python_accept, "the Python standard library ships with Python; set ZKAPEX_CODE_ROOT_PYTHON"),
+    "c": LanguageSource("c", _c_roots, _c_accept, "apt-get install libc6-dev linux-libc-dev"),
+    "cpp": LanguageSource("cpp", _cpp_roots, _cpp_accept, "apt-get install g++ (libstdc++-12-dev)"),
+    "javascript": LanguageSource("javascript", _npm_root, _js_accept, "apt-get install npm (or install Node.js with npm)"),
+    "rust": LanguageSource(
+        "rust",
+        _rust_roots,
+        _rust_accept,
+        "rustup component add rust-src (or rust-docs, in rustup's default profile), "
+        "or apt-get install librust-serde-dev librust-regex-dev librust-syn-dev",
+    ),
+    "perl": LanguageSource("perl", _perl_roots, _perl_accept, "apt-get install perl perl-modules-5.36"),
+}
+
+
+def _check_lang(lang: str) -> LanguageSource:
+    if lang not in LANGUAGES:
+        raise DataNotFoundError(f"unknown language {lang!r}; known: {sorted(LANGUAGES)}")
+    return LANGUAGES[lang]
+
+
+def find_language_files(lang: str) -> tuple[Path, list[Path]]:
+    """``(root, sorted files)`` of ``lang`` from the first candidate root that has any.
+
+    Raises ``DataNotFoundError`` saying how to install the files when no root has any."""
+    src = _check_lang(lang)
+    roots = _env_roots(lang) or src.roots()
+    tried = []
+    for root in roots:
+        tried.append(str(root))
+        if not root.is_dir():
+            continue
+        files = []
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames.sort()
+            d = Path(dirpath)
+            for fn in sorted(filenames):
+                p = d / fn
+                if p.is_symlink() or not p.is_file():
+                    continue
+                if src.accept(p.relative_to(root)):
+                    files.append(p)
+        if files:
+            return root, sorted(files)
+    raise DataNotFoundError(
+        f"no {lang} source files found (looked in: {', '.join(tried) or 'nothing'}); "
+        f"install them: {src.install_hint}; or set ZKAPEX_CODE_ROOT_{lang.upper()} to a directory of them"
+    )
+
+
+_RUSTDOC_CODE = re.compile(r'<pre class="rust"><code>(.*?)</code></pre>', re.S)
+_RUSTDOC_LINE_ANCHOR = re.compile(r"<a href=#\d+ id=\d+ data-nosnippet>\d+</a>")
+_TAG = re.compile(r"<[^>]+>")
+
+
+def _rustdoc_to_source(page: str) -> str | None:
+    m = _RUSTDOC_CODE.search(page)
+    if not m:
+        return None
+    body = _RUSTDOC_LINE_ANCHOR.sub("", m.group(1))
+    return html.unescape(_TAG.sub("", body))
+
+
+def read_source(path: Path | str, *, max_bytes: int | None = None) -> str | None:
+    """The source text of one file (UTF-8; ``None`` when undecodable or empty).
+
+    rustdoc source pages (``*.rs.html``) are turned back into Rust source. ``max_bytes`` truncates
+    at the last line break before the cap."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if path.name.endswith(".rs.html"):
+        text = _rustdoc_to_source(text)
+        if text is None:
+            return None
+    text = text.replace("\r\n", "\n").replace("\x00", "")
+    if max_bytes is not None and len(text.encode("utf-8")) > max_bytes:
+        cut = text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+        nl = cut.rfind("\n")
+        text = cut[: nl + 1] if nl > 0 else cut
+    return text if text.strip() else None
+
+
+# ------------------------------------------------------------------------------------ corpus
+
+
+def _split_of(lang: str, rel: str, fractions: Sequence[float]) -> str:
+    h = int.from_bytes(hashlib.sha256(f"{lang}:{rel}".encode()).digest()[:8], "big") / 2**64
+    a, b = fractions[0], fractions[0] + fractions[1]
+    return "train" if h < a else ("val" if h < b else "test")
+
+
+@dataclass
+class CodeCorpus:
+    """Texts of each language and split: ``texts[lang][split]`` is a list of file contents.
+
+    ``files[lang][split]`` are the matching paths relative to ``roots[lang]``; ``digest`` is a
+    sha256 over every language, split, path and text (what the tokenizer cache is keyed on)."""
+
+    texts: dict[str, dict[str, list[str]]]
+    files: dict[str, dict[str, list[str]]]
+    roots: dict[str, str]
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return tuple(self.texts)
+
+    def num_bytes(self, lang: str, split: str) -> int:
+        return sum(len(t.encode("utf-8")) for t in self.texts[lang][split])
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for lang in sorted(self.texts):
+            for split in SPLITS:
+                for rel, t in zip(self.files[lang][split], self.texts[lang][split]):
+                    h.update(f"{lang}\0{split}\0{rel}\0".encode())
+                    h.update(hashlib.sha256(t.encode("utf-8")).digest())
+        return h.hexdigest()
+
+    def summary(self) -> dict:
+        return {
+            lang: {
+                split: {"files": len(self.files[lang][split]), "bytes": self.num_bytes(lang, split)}
+                for split in SPLITS
+            }
+            for lang in self.texts
+        }
+
+
+def load_code_corpus(
+    languages: Sequence[str],
+    *,
+    max_bytes: Mapping[str, int] | None = None,
+    max_file_bytes: int = 32_768,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+) -> CodeCorpus:
+    """Load the code corpus of ``languages``.
+
+    max_bytes: byte cap per split, e.g. ``{"train": 2_000_000, "val": 200_000, "test": 200_000}``
+      (default: those values), applied per language; files are taken in a seeded random order
+      until the cap (a file that does not fit is skipped, smaller later ones may still fit).
+    max_file_bytes: each file is truncated at a line break to at most this many bytes.
+    fractions: (train, val, test) share of files, by a hash of the file's relative path.
+    seed: the sampling order within a split (splits themselves do not depend on it).
+    """
+    if not languages:
+        raise ValueError("languages must be a non-empty sequence")
+    if len(set(languages)) != len(languages):
+        raise ValueError(f"languages has duplicates: {list(languages)}")
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-9:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    caps = {"train": 2_000_000, "val": 200_000, "test": 200_000}
+    if max_bytes is not None:
+        unknown = set(max_bytes) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"max_bytes has unknown splits {sorted(unknown)}; use {SPLITS}")
+        caps.update(max_bytes)
+    texts: dict[str, dict[str, list[str]]] = {}
+    files: dict[str, dict[str, list[str]]] = {}
+    roots: dict[str, str] = {}
+    for li, lang in enumerate(languages):
+        root, paths = find_language_files(lang)
+        roots[lang] = str(root)
+        by_split: dict[str, list[Path]] = {s: [] for s in SPLITS}
+        raw_seen: set[bytes] = set()
+        for p in paths:  # exact duplicate files: keep the first path in sorted order
+            try:
+                key = hashlib.sha256(p.read_bytes()).digest()
+            except OSError:
+                continue
+            if key in raw_seen:
+                continue
+            raw_seen.add(key)
+            by_split[_split_of(lang, p.relative_to(root).as_posix(), fractions)].append(p)
+        texts[lang], files[lang] = {}, {}
+        seen: set[bytes] = set()
+        for si, split in enumerate(SPLITS):
+            rng = np.random.default_rng([seed, li, si])
+            order = rng.permutation(len(by_split[split]))
+            chosen: list[tuple[str, str]] = []
+            total = 0
+            for i in order:
+                if total >= caps[split]:
+                    break
+                p = by_split[split][i]
+                t = read_source(p, max_bytes=max_file_bytes)
+                if t is None:
+                    continue
+                key = hashlib.sha256(t.encode("utf-8")).digest()
+                if key in seen:  # same text after decoding/truncation as a file already taken
+                    continue
+                n = len(t.encode("utf-8"))
+                if total + n > caps[split]:
+                    continue
+                seen.add(key)
+                chosen.append((p.relative_to(root).as_posix(), t))
+                total += n
+            chosen.sort()  # deterministic order independent of sampling
+            files[lang][split] = [c[0] for c in chosen]
+            texts[lang][split] = [c[1] for c in chosen]
+        if not texts[lang]["train"]:
+            raise DataNotFoundError(
+                f"{lang}: no readable training files under {root}; install: {LANGUAGES[lang].install_hint}"
+            )
+    settings = {"max_bytes": caps, "max_file_bytes": max_file_bytes, "fractions": list(fractions), "seed": seed}
+    return CodeCorpus(texts=texts, files=files, roots=roots, settings=settings)
+
+
+# --------------------------------------------------------------------------------- tokenizer
+
+
+class CodeTokenizer:
+    """A byte-level tokenizer: a trained BPE (``tokenizers``) or plain bytes (``kind="bytes"``).
+
+    ``encode(text) -> list[int]``, ``decode(ids) -> str``, ``vocab_size``, ``eos_id``; ``sha256``
+    identifies the exact vocabulary and merges."""
+
+    def __init__(self, kind: str, tokenizer_json: str | None = None):
+        if kind not in ("bpe", "bytes"):
+            raise ValueError(f"tokenizer kind must be 'bpe' or 'bytes', got {kind!r}")
+        self.kind = kind
+        self._json = tokenizer_json
+        if kind == "bpe":
+            from tokenizers import Tokenizer
+
+            if tokenizer_json is None:
+                raise ValueError("a BPE tokenizer needs its JSON")
+            self._tok = Tokenizer.from_str(tokenizer_json)
+            self.vocab_size = self._tok.get_vocab_size()
+            eos = self._tok.token_to_id(EOS)
+            if eos is None:
+                raise ArtifactError(f"tokenizer has no {EOS!r} token")
+            self.eos_id = int(eos)
+        else:
+            self._tok = None
+            self.vocab_size = 257
+            self.eos_id = 256
+
+    @property
+    def sha256(self) -> str:
+        payload = self._json if self.kind == "bpe" else "bytes-257"
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def encode(self, text: str) -> list[int]:
+        if self.kind == "bytes":
+            return list(text.encode("utf-8"))
+        return self._tok.encode(text).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        if self.kind == "bytes":
+            return [self.encode(t) for t in texts]
+        return [e.ids for e in self._tok.encode_batch(list(texts))]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        ids = [int(i) for i in ids]
+        if self.kind == "bytes":
+            return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+        return self._tok.decode(ids, skip_special_tokens=False)
+
+    # ---- artifact
+    def save(self, path: str | os.PathLike, *, meta: Mapping | None = None) -> None:
+        """Write the tokenizer atomically (JSON: format, version, sha256, tokenizer, meta)."""
+        if self.kind != "bpe":
+            raise ValueError("only a BPE tokenizer is saved; the byte tokenizer has no state")
+        path = Path(path)
+        doc = {
+            "format": TOKENIZER_FORMAT,
+            "version": TOKENIZER_VERSION,
+            "kind": self.kind,
+            "vocab_size": self.vocab_size,
+            "sha256": self.sha256,
+            "meta": dict(meta or {}),
+            "tokenizer": self._json,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(doc, f)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "CodeTokenizer":
+        """Load and validate a saved tokenizer (``ArtifactError`` naming the file and problem)."""
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ArtifactError(f"{path}: cannot read tokenizer: {e}") from e
+        if not isinstance(doc, dict) or doc.get("format") != TOKENIZER_FORMAT:
+            raise ArtifactError(f"{path}: not a {TOKENIZER_FORMAT} file")
+        if doc.get("version") != TOKENIZER_VERSION:
+            raise ArtifactError(f"{path}: unsupported version {doc.get('version')!r}")
+        js = doc.get("tokenizer")
+        if not isinstance(js, str) or hashlib.sha256(js.encode("utf-8")).hexdigest() != doc.get("sha256"):
+            raise ArtifactError(f"{path}: tokenizer content does not match its sha256")
+        tok = cls("bpe", js)
+        if tok.vocab_size != doc.get("vocab_size"):
+            raise ArtifactError(f"{path}: vocab_size {doc.get('vocab_size')} != {tok.vocab_size}")
+        tok.meta = doc.get("meta", {})
+        return tok
+
+
+def byte_tokenizer() -> CodeTokenizer:
+    """The 257-symbol byte tokenizer (256 bytes + end-of-text)."""
+    return CodeTokenizer("bytes")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ZKAPEX_CACHE_DIR", Path.home() / ".cache" / "zkapex-jax"))
+
+
+def train_bpe_tokenizer(
+    texts: Sequence[str],
+    vocab_size: int,
+    *,
+    min_frequency: int = 2,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+) -> CodeTokenizer:
+    """Train a byte-level BPE of ``vocab_size`` symbols (incl. ``<|endoftext|>``) on ``texts``.
+
+    Pass the TRAINING split only. The result is cached under ``cache_dir`` keyed by a sha256 of
+    the texts and settings; a cached file is validated on load. Training is deterministic
+    (single-threaded, fixed input order)."""
+    if vocab_size < 257 or vocab_size > 65_536:
+        raise ValueError(f"vocab_size must be in [257, 65536], got {vocab_size}")
+    if not texts:
+        raise ValueError("no texts to train the tokenizer on")
+    h = hashlib.sha256(f"bpe-bytelevel v{TOKENIZER_VERSION} V={vocab_size} minf={min_frequency}\0".encode())
+    for t in texts:
+        h.update(hashlib.sha256(t.encode("utf-8")).digest())
+    key = h.hexdigest()
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    fpath = cache / f"code_bpe_{vocab_size}_{key[:16]}.json"
+    if use_cache and fpath.exists():
+        tok = CodeTokenizer.load(fpath)
+        if tok.meta.get("key") == key:
+            return tok
+    tok = _train_bpe(texts, vocab_size, min_frequency)
+    if use_cache:
+        tok.save(fpath, meta={"key": key, "num_texts": len(texts)})
+        tok.meta = {"key": key}
+    return tok
+
+
+def _train_bpe(texts: Sequence[str], vocab_size: int, min_frequency: int) -> CodeTokenizer:
+    prev = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # deterministic and polite on shared CPUs
+    try:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=[EOS],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator(list(texts), trainer=trainer, length=len(texts))
+        return CodeTokenizer("bpe", tok.to_str())
+    finally:
+        if prev is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = prev
+
+
+# ------------------------------------------------------------------------------ LM sequences
+
+
+def chunk_tokens(ids: Sequence[int] | np.ndarray, seq_len: int, *, max_sequences: int | None = None) -> np.ndarray:
+    """Cut a token stream into non-overlapping ``(n, seq_len)`` int32 rows (remainder dropped)."""
+    if seq_len < 2:
+        raise ShapeError(f"seq_len must be >= 2 (one prediction at least), got {seq_len}")
+    arr = np.asarray(ids, dtype=np.int64)
+    if arr.ndim != 1:
+        raise ShapeError(f"ids must be 1-D, got shape {arr.shape}")
+    n = arr.size // seq_len
+    if max_sequences is not None:
+        n = min(n, max_sequences)
+    return arr[: n * seq_len].reshape(n, seq_len).astype(np.int32)
+
+
+def encode_split(tokenizer: CodeTokenizer, texts: Sequence[str]) -> np.ndarray:
+    """One token stream: every file's tokens followed by end-of-text, files in the given order."""
+    out: list[int] = []
+    for ids in tokenizer.encode_batch(texts):
+        out.extend(ids)
+        out.append(tokenizer.eos_id)
+    return np.asarray(out, dtype=np.int32)
+
+
+def make_lm_splits(
+    corpus: CodeCorpus,
+    tokenizer: CodeTokenizer,
+    seq_len: int,
+    *,
+    max_sequences: Mapping[str, int] | None = None,
+    seed: int | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """``out[lang][split]`` = ``(n, seq_len)`` int32 token sequences.
+
+    max_sequences: optional cap per split (e.g. ``{"train": 2000, "test": 256}``); when ``seed``
+    is given, the capped rows are a seeded random subset (rows keep their stream order), else
+    the first rows."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for li, lang in enumerate(corpus.languages):
+        out[lang] = {}
+        for si, split in enumerate(SPLITS):
+            rows = chunk_tokens(encode_split(tokenizer, corpus.texts[lang][split]), seq_len)
+            cap = None if max_sequences is None else max_sequences.get(split)
+            if cap is not None and rows.shape[0] > cap:
+                if seed is None:
+                    rows = rows[:cap]
+                else:
+                    idx = np.sort(np.random.default_rng([seed, li, si]).choice(rows.shape[0], cap, replace=False))
+                    rows = rows[idx]
+            out[lang][split] = rows
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover - a quick look at what this machine carries
+    for lang in LANGUAGES:
+        try:
+            root, fs = find_language_files(lang)
+            print(f"{lang:11s} {len(fs):6d} files under {root}")
+        except DataNotFoundError as e:
+            print(f"{lang:11s} MISSING: {e}", file=sys.stderr)

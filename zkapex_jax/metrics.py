@@ -1,0 +1,148 @@
+"""Evaluation metrics for the unlearning experiments: accuracy helpers, recovery, and an
+entropy-based membership-inference attack.
+
+All functions take arrays (numpy or JAX) and return Python floats / numpy arrays; nothing
+here prints or touches files.
+
+Membership inference (``mia_entropy``)
+--------------------------------------
+We implement the *entropy* attack of SSD (Foster et al., 2024) / SalUn (Fan et al., 2024) in
+the form the experiment issue asks for: an attack classifier sees ONE feature per example, the
+entropy of the model's predictive distribution, and must tell **members** (forget-set examples
+the global model was trained on) from **non-members** (held-out forget-class examples the model
+never saw). The attack is a logistic regression (scikit-learn), evaluated by stratified k-fold
+cross-validation on a class-balanced sample; we report its mean held-out accuracy and ROC AUC.
+0.5 means the model's entropies carry no membership signal for the forget classes (the goal of
+unlearning, and what a retrained model should show); higher means the forget data left a trace.
+
+``mia_ssd`` is the SSD paper's variant for reference: the attacker is trained on retain-train
+(members) vs. test (non-members) entropies and then applied to the forget-train examples; the
+score is the fraction of forget examples predicted "member" (lower = more forgotten).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._errors import ShapeError
+
+__all__ = [
+    "accuracy_from_logits",
+    "class_accuracy",
+    "entropy",
+    "max_confidence",
+    "recovery",
+    "gap_to",
+    "mia_entropy",
+    "mia_ssd",
+]
+
+
+def _np(x) -> np.ndarray:
+    return np.asarray(x)
+
+
+def accuracy_from_logits(logits, labels) -> float:
+    """Top-1 accuracy. ``logits`` (N, K), ``labels`` (N,) int. An empty set gives ``nan``."""
+    logits, labels = _np(logits), _np(labels)
+    if logits.ndim != 2 or labels.ndim != 1 or logits.shape[0] != labels.shape[0]:
+        raise ShapeError(f"accuracy_from_logits: logits (N, K) and labels (N,) expected, got "
+                         f"{logits.shape} and {labels.shape}")
+    if labels.shape[0] == 0:
+        return float("nan")
+    return float(np.mean(np.argmax(logits, axis=-1) == labels))
+
+
+def class_accuracy(logits, labels, classes) -> float:
+    """Top-1 accuracy restricted to the examples whose label is in ``classes`` (``nan`` if none)."""
+    labels = _np(labels)
+    sel = np.isin(labels, np.asarray(list(classes)))
+    return accuracy_from_logits(_np(logits)[sel], labels[sel])
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def entropy(logits) -> np.ndarray:
+    """Per-example entropy (nats) of softmax(logits). (N, K) -> (N,) float64."""
+    logits = _np(logits)
+    if logits.ndim != 2:
+        raise ShapeError(f"entropy: logits (N, K) expected, got {logits.shape}")
+    lp = _log_softmax(logits)
+    return -(np.exp(lp) * lp).sum(axis=-1)
+
+
+def max_confidence(logits) -> np.ndarray:
+    """Per-example max softmax probability. (N, K) -> (N,) float64."""
+    return np.exp(_log_softmax(_np(logits)).max(axis=-1))
+
+
+def recovery(compensated: float, mask_only: float, personalized: float, *, eps: float = 1e-3) -> float:
+    """The paper's recovery (compensated − mask_only) / (personalized − mask_only).
+
+    Guard: when masking barely hurt (|personalized − mask_only| < ``eps``, accuracy units) there
+    is nothing to recover and the ratio is meaningless: return ``nan`` (callers aggregate with
+    ``nanmean`` and report the count of such seeds)."""
+    den = float(personalized) - float(mask_only)
+    if not np.isfinite(den) or abs(den) < eps:
+        return float("nan")
+    return (float(compensated) - float(mask_only)) / den
+
+
+def gap_to(value: float, reference: float) -> float:
+    """Absolute gap |value − reference| (e.g. a method's forget accuracy vs. retrain's)."""
+    return abs(float(value) - float(reference))
+
+
+def _balanced(a: np.ndarray, b: np.ndarray, rng: np.random.Generator):
+    n = min(len(a), len(b))
+    return rng.permutation(a)[:n], rng.permutation(b)[:n]
+
+
+def mia_entropy(member_logits, nonmember_logits, *, folds: int = 5, seed: int = 0) -> dict:
+    """Entropy membership-inference attack (see module docstring).
+
+    member_logits (Nm, K): the model's logits on forget-set examples it was trained on;
+    nonmember_logits (Nn, K): on held-out forget-class examples. Classes are balanced by
+    subsampling to min(Nm, Nn) each. Returns ``{"acc": mean CV accuracy, "auc": mean CV ROC AUC,
+    "n": examples per side}``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    em, en = _balanced(entropy(member_logits), entropy(nonmember_logits), rng)
+    n = len(em)
+    if n < folds:
+        raise ShapeError(f"mia_entropy: need at least {folds} examples per side, got {n}")
+    x = np.concatenate([em, en])[:, None]
+    y = np.concatenate([np.ones(n), np.zeros(n)]).astype(int)
+    accs, aucs = [], []
+    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for tr, te in skf.split(x, y):
+        # Standardize with train-fold statistics (entropies can be ~1e-6 after training).
+        mu, sd = x[tr].mean(), x[tr].std() + 1e-12
+        clf = LogisticRegression().fit((x[tr] - mu) / sd, y[tr])
+        xt = (x[te] - mu) / sd
+        accs.append(clf.score(xt, y[te]))
+        aucs.append(roc_auc_score(y[te], clf.decision_function(xt)))
+    return {"acc": float(np.mean(accs)), "auc": float(np.mean(aucs)), "n": int(n)}
+
+
+def mia_ssd(retain_logits, test_logits, forget_logits, *, seed: int = 0) -> float:
+    """SSD's variant: fit the entropy attack on retain-train (member) vs. test (non-member),
+    return the fraction of forget examples it predicts "member"."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    er, et = _balanced(entropy(retain_logits), entropy(test_logits), rng)
+    x = np.concatenate([er, et])[:, None]
+    y = np.concatenate([np.ones(len(er)), np.zeros(len(et))]).astype(int)
+    mu, sd = x.mean(), x.std() + 1e-12
+    clf = LogisticRegression().fit((x - mu) / sd, y)
+    ef = entropy(forget_logits)[:, None]
+    return float(np.mean(clf.predict((ef - mu) / sd)))
+

@@ -1,0 +1,142 @@
+"""Artifacts on disk: JSON documents and ``.npz`` array files, each with ``format``, ``version``
+and a sha256 content hash, written atomically (temp file in the same folder + ``os.replace``) and
+validated on load (:class:`~zkapex_jax.ArtifactError` naming the file and the problem)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._errors import ArtifactError
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json_artifact(path, fmt: str, version: int, payload: Mapping[str, Any]) -> str:
+    """Write ``{"format", "version", "sha256", **payload}``; the hash covers format, version and
+    payload (canonical JSON). Returns the hash."""
+    body = {"format": fmt, "version": int(version), **payload}
+    if "sha256" in payload:
+        raise ValueError("payload may not contain 'sha256'")
+    digest = sha256_hex(canonical_json(body))
+    atomic_write_bytes(path, json.dumps({**body, "sha256": digest}, indent=1, sort_keys=True).encode())
+    return digest
+
+
+def read_json_artifact(path, fmt: str, versions=(1,)) -> dict:
+    """Load and validate a JSON artifact written by :func:`write_json_artifact`."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: file not found") from None
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot read ({e})") from None
+    try:
+        doc = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: not valid JSON ({e})") from None
+    return validate_json_doc(doc, path, fmt, versions)
+
+
+def validate_json_doc(doc, path, fmt: str, versions=(1,)) -> dict:
+    if not isinstance(doc, dict):
+        raise ArtifactError(f"{path}: expected a JSON object")
+    if doc.get("format") != fmt:
+        raise ArtifactError(f"{path}: format is {doc.get('format')!r}, expected {fmt!r}")
+    if doc.get("version") not in versions:
+        raise ArtifactError(f"{path}: version {doc.get('version')!r} unsupported (expected one of {list(versions)})")
+    digest = doc.get("sha256")
+    body = {k: v for k, v in doc.items() if k != "sha256"}
+    if not isinstance(digest, str) or sha256_hex(canonical_json(body)) != digest:
+        raise ArtifactError(f"{path}: content hash mismatch (file edited or corrupted)")
+    return doc
+
+
+def require(doc: Mapping, key: str, typ, path) -> Any:
+    """``doc[key]`` checked to be of type ``typ`` (ArtifactError naming file and field otherwise)."""
+    if key not in doc:
+        raise ArtifactError(f"{path}: missing field {key!r}")
+    v = doc[key]
+    if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
+        raise ArtifactError(f"{path}: field {key!r} has type {type(v).__name__}, expected {typ}")
+    return v
+
+
+def _arrays_digest(fmt, version, arrays: Mapping[str, np.ndarray], meta) -> str:
+    h = hashlib.sha256()
+    h.update(canonical_json({"format": fmt, "version": version, "meta": meta}))
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(canonical_json([k, a.dtype.str, list(a.shape)]))
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save_arrays(path, fmt: str, version: int, arrays: Mapping[str, Any], meta: Mapping | None = None) -> str:
+    """An ``.npz`` of named arrays plus a JSON header (format, version, meta, sha256)."""
+    arrs = {k: np.asarray(v) for k, v in arrays.items()}
+    if any(k.startswith("__") for k in arrs):
+        raise ValueError("array names may not start with '__'")
+    meta = dict(meta or {})
+    digest = _arrays_digest(fmt, version, arrs, meta)
+    header = {"format": fmt, "version": version, "meta": meta, "sha256": digest}
+    buf = io.BytesIO()
+    np.savez(buf, __header__=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrs)
+    atomic_write_bytes(path, buf.getvalue())
+    return digest
+
+
+def load_arrays(path, fmt: str, versions=(1,)) -> tuple[dict[str, np.ndarray], dict]:
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: file not found") from None
+    except Exception as e:  # zipfile/pickle/ValueError: a malformed file
+        raise ArtifactError(f"{path}: not a readable .npz artifact ({e})") from None
+    if "__header__" not in data:
+        raise ArtifactError(f"{path}: missing header")
+    try:
+        header = json.loads(data.pop("__header__").tobytes())
+    except Exception as e:
+        raise ArtifactError(f"{path}: malformed header ({e})") from None
+    if header.get("format") != fmt:
+        raise ArtifactError(f"{path}: format is {header.get('format')!r}, expected {fmt!r}")
+    if header.get("version") not in versions:
+        raise ArtifactError(f"{path}: version {header.get('version')!r} unsupported")
+    if _arrays_digest(fmt, header["version"], data, header.get("meta", {})) != header.get("sha256"):
+        raise ArtifactError(f"{path}: content hash mismatch (file edited or corrupted)")
+    return data, header.get("meta", {})
