@@ -180,7 +180,7 @@ def worker_jax(args, tmp):
     import jax.numpy as jnp
 
     from zkapex_jax.fisher import blockwise_fisher
-    from zkapex_jax.obs import factorize, group_obs
+    from zkapex_jax.obs import constraint_residual, factorize, group_obs
 
     g_np, theta_np, mask_np = _load(tmp)
     rss_inputs = rss_bytes()
@@ -188,33 +188,38 @@ def worker_jax(args, tmp):
     def run():
         g = jax.device_put(g_np)
         theta, mask = jax.device_put(theta_np), jax.device_put(mask_np)
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fisher = jax.block_until_ready(blockwise_fisher(g, args.block, damping=args.damping))
         t1 = time.perf_counter()
+        del g
         factor = factorize(fisher)
         jax.block_until_ready(factor.chol)
         t2 = time.perf_counter()
         res = group_obs(theta, factor, mask)
         jax.block_until_ready(res.delta)
         t3 = time.perf_counter()
-        return res, fisher, (t1 - t0, t2 - t1, t3 - t2)
+        return res, fisher, (t1 - t0, t2 - t1, t3 - t2, time.process_time() - c0)
 
     with RssSampler() as s:
         res, fisher, first = run()  # includes compilation
         del fisher
         times = []
         for _ in range(args.repeats):
+            del res
             res, fisher, tt = run()
             del fisher
             times.append(tt)
-    best = min(times, key=sum)
+    best = min(times, key=lambda tt: sum(tt[:3]))
     np.save(os.path.join(tmp, "delta_jax.npy"), np.asarray(res.delta))
     lam = np.abs(np.asarray(res.lam)).max(1)
+    cons = np.asarray(constraint_residual(theta_np, res.delta, mask_np))
+    theta_m = np.where(mask_np, np.abs(theta_np), 0).max(1)
     return {
         "device": str(jax.devices()[0]), "platform": jax.devices()[0].platform,
-        "fisher_s": best[0], "factorize_s": best[1], "group_obs_s": best[2], "total_s": sum(best),
-        "first_call_total_s_incl_compile": sum(first), "repeats": args.repeats,
+        "fisher_s": best[0], "factorize_s": best[1], "group_obs_s": best[2], "total_s": sum(best[:3]),
+        "total_cpu_s": best[3], "first_call_total_s_incl_compile": sum(first[:3]), "repeats": args.repeats,
         "kkt_residual_rel_max": float(np.max(np.asarray(res.residual) / np.maximum(lam, 1e-30))),
+        "constraint_rel_max": float(np.max(cons / np.maximum(theta_m, 1e-30))),
         "peak_rss_bytes": vm_hwm_bytes(), "peak_rss_sampled_bytes": s.peak, "rss_after_inputs_bytes": rss_inputs,
         "device_peak_bytes": _device_peak(),
     }
@@ -233,12 +238,12 @@ def worker_jax_stream(args, tmp):
         t0 = time.perf_counter()
         jax.block_until_ready(accumulate_fisher(loss, params, batch, layout, damping=args.damping, chunk_size=args.chunk))
         first = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         f = jax.block_until_ready(accumulate_fisher(loss, params, batch, layout, damping=args.damping, chunk_size=args.chunk))
-        t = time.perf_counter() - t0
+        t, c = time.perf_counter() - t0, time.process_time() - c0
     return {
         "device": str(jax.devices()[0]), "chunk_size": args.chunk,
-        "accumulate_fisher_s": t, "first_call_s_incl_compile": first, "fisher_shape": list(f.shape),
+        "accumulate_fisher_s": t, "accumulate_fisher_cpu_s": c, "first_call_s_incl_compile": first, "fisher_shape": list(f.shape),
         "peak_rss_bytes": vm_hwm_bytes(), "peak_rss_sampled_bytes": s.peak, "rss_after_inputs_bytes": rss_inputs,
         "device_peak_bytes": _device_peak(),
     }
@@ -266,7 +271,7 @@ def worker_baseline(args, tmp, kind):
     delta = np.zeros((blocks.size, b), theta.dtype)
     eye = np.eye(b, dtype=g.dtype)
     with RssSampler() as s:
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         for j, k in enumerate(blocks):
             gb = np.ascontiguousarray(g[:, k, :])
             if kind == "numpy":
@@ -278,12 +283,12 @@ def worker_baseline(args, tmp, kind):
                     u = finv @ gb[i]
                     finv -= np.outer(u, u) / (np.float32(n) + gb[i] @ u)
             delta[j] = _obs_from_inverse(finv, theta[k], mask[k])
-        t = time.perf_counter() - t0
+        t, c = time.perf_counter() - t0, time.process_time() - c0
     np.save(os.path.join(tmp, f"delta_{kind}.npy"), delta)
     np.save(os.path.join(tmp, f"blocks_{kind}.npy"), blocks)
     return {
-        "measured_blocks": int(blocks.size), "measured_s": t,
-        "total_s": t * nb / blocks.size,
+        "measured_blocks": int(blocks.size), "measured_s": t, "measured_cpu_s": c,
+        "total_s": t * nb / blocks.size, "total_cpu_s": c * nb / blocks.size,
         "extrapolated": bool(blocks.size < nb),
         "extrapolation": (f"linear: measured {blocks.size} of {nb} evenly spaced blocks, total = measured x {nb}/{blocks.size}"
                           if blocks.size < nb else None),
@@ -367,19 +372,21 @@ def main(argv=None):
     print(f"fc1 kernel ({args.rows} x {IN_DIM}) = {args.rows * IN_DIM:,} weights, B = {args.block} -> {nb} blocks; "
           f"N = {args.n}; mask {args.fraction:g} ({args.mask}); damping {args.damping:g}", flush=True)
     results: dict = {"config": {k: v for k, v in vars(args).items() if not k.startswith("_")}}
+    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     with tempfile.TemporaryDirectory(prefix="bench-fisher-obs-") as tmp:
         results["prepare"] = run_worker("prepare", fwd, tmp, base_env)
         print(f"  inputs: G {args.n} x {results['prepare']['D']:,} float32, {results['prepare']['num_masked']:,} masked "
               f"(per block {results['prepare']['masked_per_block']})", flush=True)
         results["jax"] = run_worker("jax", fwd, tmp, env)
-        print(f"  jax         {results['jax']['total_s']:9.3f} s  (fisher {results['jax']['fisher_s']:.3f}, factorize "
+        print(f"  jax         {results['jax']['total_s']:9.3f} s  (cpu {results['jax']['total_cpu_s']:.3f} s; fisher {results['jax']['fisher_s']:.3f}, factorize "
               f"{results['jax']['factorize_s']:.3f}, group_obs {results['jax']['group_obs_s']:.3f}; first call incl. compile "
-              f"{results['jax']['first_call_total_s_incl_compile']:.3f})  peak RSS {gb(results['jax']['peak_rss_bytes'])} GiB"
+              f"{results['jax']['first_call_total_s_incl_compile']:.3f}; KKT rel {results['jax']['kkt_residual_rel_max']:.1e}, "
+              f"constraint rel {results['jax']['constraint_rel_max']:.1e})  peak RSS {gb(results['jax']['peak_rss_bytes'])} GiB"
               f"  device peak {gb(results['jax']['device_peak_bytes'])} GiB", flush=True)
         if "jax_stream" not in skip:
             results["jax_stream"] = run_worker("jax_stream", fwd, tmp, env)
             r = results["jax_stream"]
-            print(f"  jax_stream  {r['accumulate_fisher_s']:9.3f} s  (per-example grads + Fisher from the loss, chunk {r['chunk_size']})"
+            print(f"  jax_stream  {r['accumulate_fisher_s']:9.3f} s  (cpu {r['accumulate_fisher_cpu_s']:.3f} s; per-example grads + Fisher from the loss, chunk {r['chunk_size']})"
                   f"  peak RSS {gb(r['peak_rss_bytes'])} GiB  device peak {gb(r['device_peak_bytes'])} GiB", flush=True)
         delta_jax = np.load(os.path.join(tmp, "delta_jax.npy"))
         for kind in ("numpy", "sherman"):
@@ -391,14 +398,18 @@ def main(argv=None):
             ref = delta_jax[blocks]
             r["delta_rel_diff_vs_jax"] = float(np.abs(d - ref).max() / max(np.abs(ref).max(), 1e-30))
             r["speedup_of_jax"] = r["total_s"] / results["jax"]["total_s"]
+            r["speedup_of_jax_cpu_time"] = r["total_cpu_s"] / results["jax"]["total_cpu_s"]
             results[kind] = r
             ex = f"  [EXTRAPOLATED from {r['measured_blocks']} of {nb} blocks]" if r["extrapolated"] else ""
-            print(f"  {kind:<11} {r['total_s']:9.3f} s  -> jax is {r['speedup_of_jax']:.1f}x faster;  peak RSS "
+            print(f"  {kind:<11} {r['total_s']:9.3f} s  (cpu {r['total_cpu_s']:.3f} s)  -> jax is {r['speedup_of_jax']:.1f}x faster "
+                  f"(cpu time: {r['speedup_of_jax_cpu_time']:.1f}x);  peak RSS "
                   f"{gb(r['peak_rss_bytes'])} GiB;  max|delta - delta_jax|/max|delta_jax| = {r['delta_rel_diff_vs_jax']:.2e}{ex}", flush=True)
     import jax
 
     results["host"] = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                       "jax": jax.__version__, "numpy": np.__version__}
+                       "jax": jax.__version__, "numpy": np.__version__,
+                       "loadavg_1_5_15_start": load_start,
+                       "loadavg_1_5_15_end": os.getloadavg() if hasattr(os, "getloadavg") else None}
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"fisher_obs_{args.rows}x{IN_DIM}_{results['jax']['platform']}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)

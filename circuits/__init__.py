@@ -1,7 +1,7 @@
 """The ZK-APEX KKT relation as an ONNX graph (:mod:`circuits.relation`) and the ezkl stages that
 compile, key, prove and verify it, with caching (:mod:`circuits.stages`). See circuits/README.md."""
 
-from .relation import CircuitSpec, build_relation, relation_reference
+from .relation import CHECK_NAMES, N_CHECKS, CircuitSpec, build_relation, relation_reference
 from .stages import (
     CircuitArtifacts,
     EzklError,
@@ -14,6 +14,8 @@ from .stages import (
 )
 
 __all__ = [
+    "CHECK_NAMES",
+    "N_CHECKS",
     "CircuitSpec",
     "build_relation",
     "relation_reference",

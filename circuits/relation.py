@@ -20,8 +20,11 @@ Outputs (public instances):
 
 * ``pub_out = public`` (Identity): the verifier compares it with the statement hash it recomputes
   and the published mask's blocks for this chunk;
-* ``checks`` (3,): ``[Σ (θu⊙m)², Σ (λ⊙(1−m))², Σ relu(|Ĉ(θu−θp) + 2^sC·λ| − τ)]``; the verifier
-  requires all three to be exactly 0.
+* ``checks`` (4,): ``[Σ (θu⊙m)², Σ (λ⊙(1−m))², Σ relu(|Ĉ(θu−θp) + 2^sC·λ| − τ),
+  Σ_blocks relu(2^(sC−1) − max_i Ĉ_ii)]``; the verifier requires all four to be exactly 0. The
+  last one pins the committed Fisher's per-block normalization (honest: max|Ĉ_b| = max_i Ĉ_b,ii ∈
+  (2^(sC−1), 2^sC] for a PSD block), so a client cannot shrink C at commitment time to make τ
+  vacuous.
 
 δ := θu − θp is computed in-circuit, so assembly (θu = θp + δ) holds by construction.
 All sums are of non-negative integers far below the field modulus (every input is range-checked
@@ -37,7 +40,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: number of check outputs; the verifier requires each to be exactly 0.
+N_CHECKS = 4
+CHECK_NAMES = (
+    "masked weights of θu are not zero",
+    "λ is non-zero off the mask",
+    "KKT residual |Cδ + E_M λ| exceeds τ",
+    "committed Fisher block is not normalized (max diagonal < 2^(s_c−1))",
+)
 
 
 @dataclass(frozen=True)
@@ -144,9 +155,12 @@ def build_relation(spec: CircuitSpec):
     const("shape_kb1", [K, B, 1], i64)
     const("shape_kbb", [K, B, B], i64)
     const("shape_1", [1], i64)
+    const("axis_2", [2], i64)
     const("one", 1.0)
     const("tau", float(spec.tau))
     const("lam_scale", float(2 ** spec.s_c))
+    const("half_scale", float(2 ** (spec.s_c - 1)))
+    const("eye", np.eye(B)[None])
 
     def take(inp, end, shape):
         return node("Reshape", [node("Slice", [inp, "zero_i", end, "axis1"], inp + "_s"), shape], inp + "_v")
@@ -165,14 +179,19 @@ def build_relation(spec: CircuitSpec):
     c_zero = node("ReduceSum", [node("Mul", [um, um], "tu_m2")], "c_zero", keepdims=0)
     lo = node("Mul", [lam, node("Sub", ["one", m], "not_m")], "lam_off")
     c_lam = node("ReduceSum", [node("Mul", [lo, lo], "lam_off2")], "c_lam", keepdims=0)
+    diag = node("ReduceSum", [node("Mul", [C, "eye"], "c_diag_full"), "axis_2"], "c_diag", keepdims=0)
+    dmax = node("ReduceMax", [diag], "c_diag_max", axes=[1], keepdims=0)
+    c_norm = node("ReduceSum", [node("Relu", [node("Sub", ["half_scale", dmax], "c_gap")], "c_gap_pos")],
+                  "c_norm", keepdims=0)
     node("Concat", [node("Reshape", [c_zero, "shape_1"], "c_zero1"),
                     node("Reshape", [c_lam, "shape_1"], "c_lam1"),
-                    node("Reshape", [c_res, "shape_1"], "c_res1")], "checks", axis=0)
+                    node("Reshape", [c_res, "shape_1"], "c_res1"),
+                    node("Reshape", [c_norm, "shape_1"], "c_norm1")], "checks", axis=0)
     node("Identity", ["public"], "pub_out")
     names = ("theta_p", "fisher", "theta_u", "lam", "public")
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, n_]) for n, n_ in zip(names, L)]
     outputs = [helper.make_tensor_value_info("pub_out", TensorProto.FLOAT, [1, L[4]]),
-               helper.make_tensor_value_info("checks", TensorProto.FLOAT, [3])]
+               helper.make_tensor_value_info("checks", TensorProto.FLOAT, [N_CHECKS])]
     graph = helper.make_graph(nodes, f"zkapex_kkt_{spec.key}", inputs, outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
                               producer_name="zkapex-jax")
@@ -191,4 +210,6 @@ def relation_reference(spec: CircuitSpec, theta_p, fisher, theta_u, lam, mask) -
     c_res = sum(max(abs(int(x)) - spec.tau, 0) for x in r.ravel())
     c_zero = sum(int(x) ** 2 for x in (tu * m).ravel())
     c_lam = sum(int(x) ** 2 for x in (lm * (1 - m)).ravel())
-    return np.array([c_zero, c_lam, c_res], dtype=object)
+    half = 2 ** (spec.s_c - 1)
+    c_norm = sum(max(half - max(int(C[k, i, i]) for i in range(C.shape[1])), 0) for k in range(C.shape[0]))
+    return np.array([c_zero, c_lam, c_res, c_norm], dtype=object)

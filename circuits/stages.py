@@ -170,6 +170,7 @@ def ensure_circuit(spec: CircuitSpec, *, srs_path=None, root=None, logrows: int 
             rows = int(s["num_rows"])
             need = max(spec.logrows_min, math.ceil(math.log2(rows + 64)))
             if logrows is not None or need == lr:
+                _canonicalize_settings(t)
                 os.replace(t, settings_p)
                 break
             t.unlink()
@@ -201,6 +202,19 @@ def ensure_circuit(spec: CircuitSpec, *, srs_path=None, root=None, logrows: int 
         t.write_text(json.dumps(meta, indent=1))
         os.replace(t, meta_p)
         return _artifacts(spec, base, meta, srs, insecure, srs_tag)
+
+
+def _canonicalize_settings(path: Path):
+    """ezkl lists the required range checks / lookups in hash-map order, which varies between
+    runs and changes the circuit layout (so the vk). Sort them (and drop the timestamp) so every
+    party derives the same keys from the same public spec."""
+    s = json.loads(path.read_text())
+    for k in ("required_range_checks", "required_lookups"):
+        if isinstance(s.get(k), list):
+            s[k] = sorted(s[k], key=lambda x: json.dumps(x, sort_keys=True))
+    if "timestamp" in s:
+        s["timestamp"] = 0
+    path.write_text(json.dumps(s, sort_keys=True))
 
 
 def _artifacts(spec, base, meta, srs, insecure, srs_tag) -> CircuitArtifacts:

@@ -282,6 +282,28 @@ def make_figures(results: dict, fig_dir: str) -> list[str]:
     return paths
 
 
+def tables_markdown(results: dict) -> str:
+    """The main table and the sweep tables of a results dict, as markdown (for docs/RESULTS.md)."""
+    cols = ("personal_acc", "personal_acc_orig", "personal_acc_shift", "forget_acc", "other_acc", "mia_acc",
+            "mia_auc", "recovery", "gap_to_retrain", "forget_progress")
+    meth = {m: results["methods"][m] for m in (*METHODS, "global") if m in results["methods"]}
+    parts = [common.markdown_table(meth, cols)]
+    for name, sw in (results.get("sweeps") or {}).items():
+        keys = [k for k in ("mask_only", "zkapex") if k in sw]
+        head = "| " + name + " | " + " | ".join(f"{k} {m}" for k in keys for m in ("personal_acc", "forget_acc")) + " |"
+        rows = [head, "|---|" + "|".join("---" for _ in keys for _m in range(2)) + "|"]
+        for i, x in enumerate(sw["x"]):
+            cells = []
+            for k in keys:
+                for m in ("personal_acc", "forget_acc"):
+                    st = sw[k].get(m)
+                    cells.append("error" if st is None or st["mean"][i] is None else
+                                 common.fmt_pm({"mean": st["mean"][i], "std": st["std"][i]}))
+            rows.append(f"| {x:g} | " + " | ".join(cells) + " |")
+        parts.append(f"Sweep `{name}`:\n\n" + "\n".join(rows))
+    return "\n\n".join(parts)
+
+
 # ----------------------------------------------------------------------------- driver
 
 def _assemble(study, seeds, per_seed, timings, sweeps_per_seed, t_all) -> dict:
@@ -318,7 +340,8 @@ def run_study(study: configs.StudyConfig, *, seeds=None, sweeps=SWEEPS, cache_di
     seeds = [int(s) for s in (study.seeds if seeds is None else seeds)]
     t_all = time.perf_counter()
     per_seed, timings, sweeps_per_seed = [], [], []
-    for i, s in enumerate(seeds):
+    states = {}
+    for i, s in enumerate(seeds):  # the main table first, for every seed
         t0 = time.perf_counter()
         res, tim, state = run_seed(study, s, cache_dir=cache_dir)
         tim["seed_total_s"] = time.perf_counter() - t0
@@ -327,13 +350,18 @@ def run_study(study: configs.StudyConfig, *, seeds=None, sweeps=SWEEPS, cache_di
         per_seed.append(res)
         timings.append(tim)
         if sweeps and s in study.sweep_seeds:
-            t0 = time.perf_counter()
-            sweeps_per_seed.append(sweep_seed(study, state, s, sweeps))
-            timings[-1]["sweeps_s"] = time.perf_counter() - t0
-            _log(f"seed {s}: sweeps done in {timings[-1]['sweeps_s']:.0f}s")
-        del state
-        if on_seed is not None and i + 1 < len(seeds):
+            states[s] = state
+        if on_seed is not None:
             on_seed(_assemble(study, seeds[: i + 1], per_seed, timings, sweeps_per_seed, t_all))
+    for i, s in enumerate(seeds):  # then the sweeps, reusing each seed's models
+        if s not in states:
+            continue
+        t0 = time.perf_counter()
+        sweeps_per_seed.append(sweep_seed(study, states.pop(s), s, sweeps))
+        timings[i]["sweeps_s"] = time.perf_counter() - t0
+        _log(f"seed {s}: sweeps done in {timings[i]['sweeps_s']:.0f}s")
+        if on_seed is not None and states:
+            on_seed(_assemble(study, seeds, per_seed, timings, sweeps_per_seed, t_all))
     return _assemble(study, seeds, per_seed, timings, sweeps_per_seed, t_all)
 
 

@@ -12,7 +12,7 @@ import pytest
 from zkapex_jax import ArtifactError
 from zkapex_jax import protocol as P
 from zkapex_jax.protocol import artifacts
-from zkapex_jax.protocol._circuits import stages
+from zkapex_jax.protocol._circuits import relation, stages
 from zkapex_jax.protocol.prover import STATEMENT_FORMAT, prove_witness
 
 NB, B, K = 3, 4, 2  # 2 chunks, the last one padded
@@ -187,8 +187,9 @@ def test_edited_check_instances_of_false_proof(world, tmp_path):
     proof = json.loads(p.read_text())
     inst = proof["instances"][0]
     n = len(inst)
-    assert any(stages.felt_to_int(x) != 0 for x in inst[n - 3:])
-    inst[n - 3:] = [stages.int_to_felt(0)] * 3
+    nc = relation.N_CHECKS
+    assert any(stages.felt_to_int(x) != 0 for x in inst[n - nc:])
+    inst[n - nc:] = [stages.int_to_felt(0)] * nc
     p.write_text(json.dumps(proof))
     rehash_proof(b, 0)
     rejected(verify(world, b), "does not verify")

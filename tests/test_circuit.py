@@ -89,7 +89,7 @@ def test_ezkl_witness_matches_oracle(art, tmp_path):
     outs, _ = _witness_outputs(art, _inputs(spec, tq, cq, tu, lam, mask), tmp_path)
     n_pub = spec.n_ctx + K * B
     assert outs[:n_pub] == list(range(spec.n_ctx)) + mask.astype(int).ravel().tolist()
-    assert outs[n_pub:] == [0, 0, 0]
+    assert outs[n_pub:] == [0, 0, 0, 0]
     # dishonest variants: each check fires, with the oracle's exact value
     bad_tu = tu.copy()
     bad_tu[mask] = tq[mask]
@@ -98,10 +98,12 @@ def test_ezkl_witness_matches_oracle(art, tmp_path):
     bad_res = tu.copy()
     i = int(np.flatnonzero(~mask[1])[0])
     bad_res[1, i] += int(np.ceil(3 * spec.tau / max(1, abs(int(cq[1, i, i])))))
-    for tu_, lam_, which in ((bad_tu, lam, 0), (tu, bad_lam, 1), (bad_res, lam, 2)):
-        ref = relation.relation_reference(spec, tq, cq, tu_, lam_, mask)
+    small_c = cq // 4  # a Fisher shrunk at commitment time (to make τ vacuous)
+    for tu_, lam_, c_, which in ((bad_tu, lam, cq, 0), (tu, bad_lam, cq, 1), (bad_res, lam, cq, 2),
+                                 (tu, lam, small_c, 3)):
+        ref = relation.relation_reference(spec, tq, c_, tu_, lam_, mask)
         try:
-            outs, _ = _witness_outputs(art, _inputs(spec, tq, cq, tu_, lam_, mask), tmp_path)
+            outs, _ = _witness_outputs(art, _inputs(spec, tq, c_, tu_, lam_, mask), tmp_path)
         except RuntimeError:  # a value outside ezkl's range: no witness at all (also a rejection)
             assert max(abs(int(x)) for x in ref) > spec.input_bound
             continue
@@ -147,8 +149,16 @@ def test_prove_verify_and_tampered_instances(art, tmp_path):
     assert stages.verify_chunk(tmp_path / "p.json", art.settings, art.vk, art.srs)
     proof = json.loads((tmp_path / "p.json").read_text())
     inst, coms = stages.proof_public(proof)
-    assert inst == ins[4] + [0, 0, 0]
+    assert inst == ins[4] + [0] * relation.N_CHECKS
     assert coms == [stages.commit_columns(art, v) for v in ins]
     proof["instances"][0][spec.n_ctx] = stages.int_to_felt(1 - ins[4][spec.n_ctx])  # flip a mask bit
     (tmp_path / "q.json").write_text(json.dumps(proof))
     assert not stages.verify_chunk(tmp_path / "q.json", art.settings, art.vk, art.srs)
+
+
+def test_keys_are_derived_deterministically(art, tmp_path):
+    """Two parties compiling the public spec independently get the same vk (the provider never
+    needs the client's keys)."""
+    other = stages.ensure_circuit(art.spec, root=tmp_path / "other")
+    assert other.meta["vk_sha256"] == art.meta["vk_sha256"]
+    assert other.meta["settings_sha256"] == art.meta["settings_sha256"]

@@ -50,6 +50,7 @@ def run(*args):
     return cli.main([str(a) for a in args])
 
 
+@pytest.mark.slow
 def test_full_flow_and_exit_codes(files, capsys):
     d = files
     assert run("keys", "--block-size", 4, "--chunk-blocks", 2, "--keystore", d / "provider") == 0
@@ -93,6 +94,18 @@ def test_malformed_fisher_is_clear(files, capsys):
                "--out", d / "c2.json", "--secrets", d / "s2.json") == 2
     assert "broken.npz" in capsys.readouterr().err
     assert not (d / "c2.json").exists() and not (d / "s2.json").exists()
+
+
+def test_keys_and_verify_malformed_inputs(files, capsys):
+    d = files
+    assert run("keys", "--block-size", 4, "--chunk-blocks", 2, "--keystore", d / "provider") == 0
+    out = capsys.readouterr().out
+    assert "INSECURE" in out and json.loads(out[: out.rindex("}") + 1])["logrows"] >= 13
+    assert run("verify", d / "no-bundle", "--commitment", d / "nope.json", "--mask", d / "mask.json") == 2
+    assert "nope.json" in capsys.readouterr().err
+    (d / "junk.json").write_text("{]")
+    assert run("verify", d / "no-bundle", "--commitment", d / "junk.json", "--mask", d / "mask.json", "--json") == 2
+    assert json.loads(capsys.readouterr().out)["malformed"] is True
 
 
 def test_parser_help():

@@ -239,3 +239,17 @@ def test_load_pretrained_errors(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="JSON"):
         models.load_pretrained(tmp_path)
+
+
+def test_vit_loss_under_strict_promotion(vit):
+    """The ViT per-example loss and its gradient trace under strict dtype promotion (HF's Flax
+    OPT does not: its attention-mask code mixes bool and int32 upstream)."""
+    model, params = vit
+    loss = models.make_classifier_loss(model)
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    y = np.array([1, 2], np.int32)
+    with jax.numpy_dtype_promotion("strict"):
+        vals = jax.jit(jax.vmap(loss, in_axes=(None, 0)))(params, (x, y))
+        g = jax.jit(jax.grad(lambda p: jnp.mean(jax.vmap(loss, in_axes=(None, 0))(p, (x, y)))))(params)
+    assert vals.shape == (2,) and vals.dtype == jnp.float32
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(g))

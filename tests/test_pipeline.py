@@ -44,7 +44,7 @@ def _spd_fisher(layout, seed=0):
 def test_config_tiny_and_replace():
     c = P.PipelineConfig.tiny()
     assert c.model == "vit-test" and c.mask_fraction == 0.04
-    assert c.replace(block_size=8).block_size == 8 and c.block_size != 8 or c.block_size == 8
+    assert c.replace(block_size=8).block_size == 8 and c.block_size == 16
     assert P.PipelineConfig().to_dict()["mask_pattern"].endswith("intermediate/dense/kernel")
 
 

@@ -57,6 +57,8 @@ def test_block_exponents_normalize_each_block():
     assert np.all((scaled > 0.5) & (scaled <= 1.0))
     q = quant.quantize_fisher(c, e, 10)
     assert np.array_equal(q, np.swapaxes(q, 1, 2))
+    # PSD blocks: the largest entry sits on the diagonal, so the circuit's normalization check holds
+    assert np.all(np.max(np.diagonal(q, axis1=1, axis2=2), axis=1) >= 2 ** 9)
     assert np.max(np.abs(q)) <= 2 ** 10
     # every block keeps ~s_c bits regardless of its magnitude
     deq = quant.dequantize_fisher(q, e, 10)

@@ -154,6 +154,13 @@ def test_fit_reduces_loss_and_is_deterministic():
     assert last < 0.2 * first
     out2, hist2 = train.fit(_toy_loss, params, data, optimizer=opt, epochs=2, batch_size=bs, key=jax.random.PRNGKey(0))
     assert hist2["step_loss"] == hist["step_loss"][:10]  # same key, same shuffles
+    json.dumps(hist)
+    # resuming from the returned state continues the same run
+    p_a, _, st = train.fit(_toy_loss, params, data, optimizer=opt, epochs=2, batch_size=bs,
+                           key=jax.random.PRNGKey(0), return_state=True)
+    counts = [int(leaf) for leaf in jax.tree.leaves(st) if np.ndim(leaf) == 0]
+    assert counts and all(c == 10 for c in counts)  # 2 epochs x 5 steps
+    np.testing.assert_array_equal(flatten_params(p_a)["head/kernel"], flatten_params(out2)["head/kernel"])
     with pytest.raises(ShapeError):
         train.fit(_toy_loss, params, (data[0], data[1][:5]), optimizer=opt, epochs=1, batch_size=4,
                   key=jax.random.PRNGKey(0))

@@ -218,6 +218,7 @@ def fit(
     progress: bool = False,
     eval_fn: Callable | None = None,
     opt_state=None,
+    return_state: bool = False,
 ):
     """Train ``params`` for ``epochs`` epochs of shuffled mini-batches.
 
@@ -232,9 +233,11 @@ def fit(
       progress: a tqdm bar over steps.
       eval_fn: optional ``eval_fn(params) -> dict | float`` called after every epoch.
       opt_state: resume from this optimizer state (default ``optimizer.init(params)``).
+      return_state: also return the final optimizer state.
 
-    Returns ``(params, history)`` with ``history = {"loss": [mean loss per epoch],
-    "step_loss": [...], "epoch_time_s": [...], "eval": [...] (if eval_fn), "opt_state": state}``."""
+    Returns ``(params, history)`` (or ``(params, history, opt_state)``) with ``history =
+    {"loss": [mean loss per epoch], "step_loss": [...], "epoch_time_s": [...], "eval": [...]
+    (if eval_fn)}`` — plain floats, JSON-serialisable."""
     n = _num_examples(data)
     bs = min(int(batch_size), n)
     if bs < 1 or epochs < 0:
@@ -279,7 +282,8 @@ def fit(
             bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
     if bar is not None:
         bar.close()
-    history["opt_state"] = opt_state
+    if return_state:
+        return params, history, opt_state
     return params, history
 
 

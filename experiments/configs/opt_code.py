@@ -40,7 +40,7 @@ class OptCodeConfig:
     model: str = "opt-tiny"
     model_overrides: dict = field(default_factory=lambda: {"num_hidden_layers": 2})
     # ---- provider training (global model and the retrain baseline)
-    global_steps: int = 800
+    global_steps: int = 400
     global_batch: int = 32
     global_lr: float = 2e-3
     warmup_steps: int = 50
@@ -57,7 +57,7 @@ class OptCodeConfig:
         "*/fc1/kernel",
         "*/fc2/kernel",
     )
-    personal_steps: int = 300
+    personal_steps: int = 160
     personal_batch: int = 32
     personal_lr: float = 2e-3
     # ---- provider mask
@@ -67,29 +67,29 @@ class OptCodeConfig:
     mask_h: float = 0.5
     mask_r: float = 1.5
     mask_damping: float = 1e-8
-    n_mask_examples: int = 256  # forget and retain sequences for the scores
+    n_mask_examples: int = 128  # forget and retain sequences for the scores
     # ---- client Fisher / Group-OBS
     fisher_block: int = 128
     fisher_damping: float = 1e-6
-    n_fisher: int = 512
+    n_fisher: int = 256
     fisher_chunk: int = 32
     # ---- baselines
     baselines: tuple[str, ...] = ("finetune_after_mask", "gradient_ascent", "ssd", "salun")
-    ft_steps: int = 100
+    ft_steps: int = 60
     ft_lr: float = 5e-4
-    ga_steps: int = 30
+    ga_steps: int = 20
     ga_lr: float = 1e-3
     ga_max_loss: float = 8.0
     ssd_alpha: float = 10.0
     ssd_lambda: float = 1.0
     salun_fraction: float = 0.04
-    salun_steps: int = 60
+    salun_steps: int = 40
     salun_lr: float = 5e-4
     # ---- sweeps (seed 0 / first seed only; reuse that seed's models)
-    sweep_fractions: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08, 0.16)
-    sweep_blocks: tuple[int, ...] = (16, 32, 64, 128)
-    sweep_dampings: tuple[float, ...] = (1e-8, 1e-6, 1e-4, 1e-2)
-    sweep_n_fisher: tuple[int, ...] = (32, 128, 512)
+    sweep_fractions: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08)
+    sweep_blocks: tuple[int, ...] = (32, 64, 128)
+    sweep_dampings: tuple[float, ...] = (1e-8, 1e-4, 1e-2)
+    sweep_n_fisher: tuple[int, ...] = (32, 128)
     eval_batch: int = 128
 
     def replace(self, **kw) -> "OptCodeConfig":
@@ -144,6 +144,10 @@ OPT125M = DEFAULT.replace(
     model="opt-125m",
     model_overrides={"max_position_embeddings": 128},
     global_steps=4000,
+    n_mask_examples=256,
+    ft_steps=200,
+    ga_steps=50,
+    salun_steps=100,
     global_batch=64,
     global_lr=6e-4,
     warmup_steps=200,
@@ -153,6 +157,8 @@ OPT125M = DEFAULT.replace(
     lora_alpha=32.0,
     fisher_block=256,
     n_fisher=1024,
+    sweep_fractions=(0.01, 0.02, 0.04, 0.08, 0.16),
+    sweep_dampings=(1e-8, 1e-6, 1e-4, 1e-2),
     fisher_chunk=16,
     sweep_blocks=(64, 128, 256),
     sweep_n_fisher=(128, 512, 1024),

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import quant
-from .._errors import ArtifactError, ShapeError
+from .._errors import ArtifactError, ShapeError, SingularBlockError
 from ._circuits import relation, stages
 from .artifacts import read_json_artifact, require, write_json_artifact
 from .keystore import KeyStore
@@ -69,12 +69,16 @@ def chunk_slices(num_blocks: int, chunk_blocks: int):
         yield c, slice(c * chunk_blocks, min((c + 1) * chunk_blocks, num_blocks))
 
 
-def pad_chunk(a: np.ndarray, chunk_blocks: int) -> np.ndarray:
-    """Pad the leading (block) axis with zeros to ``chunk_blocks``."""
+def pad_chunk(a: np.ndarray, chunk_blocks: int, *, fisher_scale: int | None = None) -> np.ndarray:
+    """Pad the leading (block) axis to ``chunk_blocks``: zeros, or ``fisher_scale·I`` for Fisher
+    blocks (a normalized padding block; with θ = 0 and no mask its update is δ = 0)."""
     pad = chunk_blocks - a.shape[0]
     if pad == 0:
         return a
-    return np.concatenate([a, np.zeros((pad,) + a.shape[1:], dtype=a.dtype)], axis=0)
+    fill = np.zeros((pad,) + a.shape[1:], dtype=a.dtype)
+    if fisher_scale is not None:
+        fill[:] = fisher_scale * np.eye(a.shape[-1], dtype=a.dtype)
+    return np.concatenate([a, fill], axis=0)
 
 
 def quantize_personalization(theta_p, fisher, spec, *, theta_exp=None, fisher_exps=None):
@@ -91,6 +95,10 @@ def quantize_personalization(theta_p, fisher, spec, *, theta_exp=None, fisher_ex
         fisher_exps = quant.fisher_block_exponents(fisher)
     tq = quant.quantize_theta(theta_p, theta_exp)
     cq = quant.quantize_fisher(fisher, fisher_exps, spec.s_c)
+    low = np.flatnonzero(np.max(np.diagonal(cq, axis1=1, axis2=2), axis=1) < 2 ** (spec.s_c - 1))
+    if low.size:
+        raise SingularBlockError(f"Fisher blocks {low[:8].tolist()} are not positive semi-definite "
+                                 "(largest entry off the diagonal); the circuit requires normalized PSD blocks")
     return tq, cq, int(theta_exp), np.asarray(fisher_exps, dtype=np.int64)
 
 
@@ -111,7 +119,7 @@ def commit_personalization(theta_p, fisher, spec, *, client_id: str, keystore: K
     for _, sl in it:
         bt, bc = random_blinders(R), random_blinders(R)
         coms_t.append(stages.commit_columns(art, pad_chunk(tq[sl], K).ravel().tolist() + bt))
-        coms_c.append(stages.commit_columns(art, pad_chunk(cq[sl], K).ravel().tolist() + bc))
+        coms_c.append(stages.commit_columns(art, pad_chunk(cq[sl], K, fisher_scale=2 ** spec.s_c).ravel().tolist() + bc))
         bl_t.append(tuple(bt))
         bl_c.append(tuple(bc))
     meta = art.meta

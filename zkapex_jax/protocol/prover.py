@@ -125,7 +125,7 @@ def prove_witness(theta_p_q, fisher_q, theta_u_q, lam_q, mask_blocks, commitment
         for c, sl in chunk_slices(commitment.num_blocks, K):
             inputs = [
                 pad_chunk(tpq[sl], K).ravel().tolist() + list(secrets.blind_theta_p[c]),
-                pad_chunk(cq[sl], K).ravel().tolist() + list(secrets.blind_fisher[c]),
+                pad_chunk(cq[sl], K, fisher_scale=2 ** spec.s_c).ravel().tolist() + list(secrets.blind_fisher[c]),
                 pad_chunk(tuq[sl], K).ravel().tolist() + random_blinders(R),
                 pad_chunk(lq[sl], K).ravel().tolist() + random_blinders(R),
                 context_limbs(core, c, spec.n_ctx) + pad_chunk(m[sl].astype(np.int64), K).ravel().tolist(),

@@ -6,7 +6,7 @@ additionally requires, for every chunk ``0..n−1`` (none missing, none extra):
 1. the proof verifies under the vk/settings/SRS from the provider's own :class:`KeyStore`, derived
    from the circuit spec in the *published commitment* (never files from the bundle);
 2. the SRS is the one the commitment was made with;
-3. the public instances are exactly ``[ctx limbs, mask blocks of the chunk, 0, 0, 0]``: the limbs
+3. the public instances are exactly ``[ctx limbs, mask blocks of the chunk, 0, 0, 0, 0]``: the limbs
    recomputed from (client id, request id, mask digest, commitment hash, spec, sθ, chunk index,
    chunk count) and the mask blocks taken from the published mask — so a proof replayed for
    another client/request/mask/chunk, a false statement with non-zero checks, or edited
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import ArtifactError
-from ._circuits import stages
+from ._circuits import relation, stages
 from .artifacts import read_json_artifact, require, sha256_hex
 from .commitments import Commitment, pad_chunk
 from .keystore import KeyStore
@@ -120,7 +120,7 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
                           n_chunks=n)
     K = spec.chunk_blocks
     KB = K * spec.block_size
-    n_inst = spec.n_ctx + KB + 3
+    n_inst = spec.n_ctx + KB + relation.N_CHECKS
     entries = sorted(st["chunks"], key=lambda c: c["index"])
     if progress:
         from tqdm import tqdm
@@ -158,9 +158,7 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
         if inst[spec.n_ctx:spec.n_ctx + KB] != want_mask:
             return reject(f"chunk {c}: proof's mask differs from the published mask")
         checks = inst[spec.n_ctx + KB:]
-        names = ("masked weights of θu are not zero", "λ is non-zero off the mask",
-                 "KKT residual |Cδ + E_M λ| exceeds τ")
-        for name, v in zip(names, checks):
+        for name, v in zip(relation.CHECK_NAMES, checks):
             if v != 0:
                 return reject(f"chunk {c}: {name} (check value {v})")
         if not stages.verify_chunk(p, art.settings, art.vk, art.srs):
