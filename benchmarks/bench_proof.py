@@ -116,6 +116,28 @@ def rows_only(B: int, K: int) -> dict:
     return {"B": B, "K": K, "num_rows": rows, "logrows": lr, "gen_settings_s": time.perf_counter() - t0}
 
 
+def visibility_rows(B: int, K: int) -> list[dict]:
+    """Rows of the same relation under other ezkl input visibilities / without input range checks."""
+    import ezkl
+    from circuits import relation, stages
+
+    spec = relation.CircuitSpec(block_size=B, chunk_blocks=K)
+    out = []
+    with tempfile.TemporaryDirectory() as td:
+        onnx_p = Path(td) / "r.onnx"
+        onnx_p.write_bytes(relation.build_relation(spec).SerializeToString())
+        for vis, ign in (("polycommit", False), ("hashed/public", False), ("private", False), ("polycommit", True)):
+            ra = stages._run_args(spec, 17)
+            ra.input_visibility = vis
+            ra.ignore_range_check_inputs_outputs = ign
+            ezkl.gen_settings(str(onnx_p), str(Path(td) / "s.json"), py_run_args=ra)
+            rows = json.loads((Path(td) / "s.json").read_text())["num_rows"]
+            out.append({"B": B, "K": K, "input_visibility": vis, "ignore_range_check_inputs_outputs": ign,
+                        "num_rows": rows})
+            print(f"visibility B={B} K={K} inputs={vis:14s} ignore_range_checks={ign!s:5s} rows={rows}", flush=True)
+    return out
+
+
 def fit_loglinear(xs, ys):
     """y ≈ a·x (least squares through the origin) with x = 2^logrows·logrows."""
     xs, ys = np.asarray(xs, float), np.asarray(ys, float)
@@ -130,6 +152,7 @@ def main(argv=None):
     ap.add_argument("--demo-blocks", type=int, default=256, help="blocks in the demo statement (vit-demo fc1, B=16)")
     ap.add_argument("--demo-chunk", type=int, default=8, help="K of the demo statement")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--tag", default="", help="prefix of the result file name (e.g. the machine)")
     ap.add_argument("--keep-cache", default=None, help="cache dir to use (default: a fresh temporary one)")
     args = ap.parse_args(argv)
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.grid.split(",")]
@@ -137,9 +160,12 @@ def main(argv=None):
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
+    stamp = time.strftime('%Y%m%d_%H%M%S')
+    partial = out_dir / f"proof_{args.tag}{stamp}_partial.json"
     for B, K in shapes:
         r = measure_shape(B, K, args.mask, cache)
         rows.append(r)
+        partial.write_text(json.dumps({"shapes": rows}, indent=1))  # survives a timeout
         print(f"B={B:4d} K={K:3d} rows={r['num_rows']:8d} logrows={r['logrows']:2d} setup={r['setup_s']:7.2f}s "
               f"(srs {r['srs_s']:.1f}s) witness={r['witness_s']:.2f}s prove={r['prove_s']:7.2f}s "
               f"verify={r['verify_s']:.3f}s proof={r['proof_bytes']}B pk={r['pk_bytes'] / 1e6:.1f}MB "
@@ -161,6 +187,7 @@ def main(argv=None):
                     "proof_bytes_total": n * r["proof_bytes"], "pk_bytes": r["pk_bytes"], "vk_bytes": r["vk_bytes"],
                     "setup_s": r["setup_s"], "peak_rss_mb_per_prover": r["peak_rss_mb"],
                     "source": "per-chunk measurement × chunks"}
+    vis = visibility_rows(16, 1) + visibility_rows(16, 8)
     # ViT-B/16 extrapolation
     big = []
     nb_vit = 12 * 3072 * 768 // 576
@@ -180,10 +207,11 @@ def main(argv=None):
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "shapes": rows,
            "fits": {"prove_s_per_row_logrow": a_prove, "setup_s_per_row_logrow": a_setup,
                     "rss_mb_per_row": a_rss, "pk_bytes_per_row": a_pk},
-           "demo_statement": demo, "vit_b16_extrapolation": big,
+           "visibility_rows": vis, "demo_statement": demo, "vit_b16_extrapolation": big,
            "paper_vit_b16": {"prove_h": 2, "peak_gb": 0.7, "proof_mb": 400}}
-    path = out_dir / f"proof_{time.strftime('%Y%m%d_%H%M%S')}.json"
+    path = out_dir / f"proof_{args.tag}{stamp}.json"
     path.write_text(json.dumps(res, indent=1))
+    partial.unlink(missing_ok=True)
     print(f"wrote {path}")
     if not args.keep_cache:
         shutil.rmtree(cache, ignore_errors=True)

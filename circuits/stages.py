@@ -150,8 +150,14 @@ def ensure_circuit(spec: CircuitSpec, *, srs_path=None, root=None, logrows: int 
     with _lock(base / ".lock"):
         meta_p = base / f"meta-{srs_tag}.json"
         if meta_p.is_file():
-            meta = json.loads(meta_p.read_text())
-            if logrows is None or meta["logrows"] == logrows:
+            try:
+                meta = json.loads(meta_p.read_text())
+                cached = (logrows is None or meta["logrows"] == logrows) and all(
+                    (base / n).is_file() for n in ("relation.compiled", "settings.json", f"vk-{srs_tag}.key",
+                                                   f"pk-{srs_tag}.key"))
+            except (ValueError, KeyError, TypeError):
+                cached = False  # a damaged cache entry is rebuilt
+            if cached:
                 srs, insecure = ensure_srs(meta["logrows"], srs_path)
                 return _artifacts(spec, base, meta, srs, insecure, srs_tag)
         timings = {}

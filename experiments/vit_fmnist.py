@@ -36,18 +36,18 @@ from zkapex_jax.obs import factorize
 
 METHODS = ("personalized", "mask_only", "zkapex", "retrain", "finetune_after_mask", "gradient_ascent",
            "ssd", "salun")
-SWEEPS = ("fraction", "block", "damping", "nfisher")
+SWEEPS = ("fraction", "block", "damping", "nfisher", "pattern")
 
 
 def _log(msg: str) -> None:
     print(f"[vit_fmnist {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _derived(results: dict) -> dict:
+def _derived(results: dict, min_drop: float) -> dict:
     """Add recovery, gap_to_retrain and forget_progress to every method's metrics (in place)."""
     pers, mo, rt = results["personalized"], results["mask_only"], results.get("retrain")
     for name, r in results.items():
-        r["recovery"] = M.recovery(r["personal_acc"], mo["personal_acc"], pers["personal_acc"])
+        r["recovery"] = M.recovery(r["personal_acc"], mo["personal_acc"], pers["personal_acc"], eps=min_drop)
         if rt is not None:
             r["gap_to_retrain"] = M.gap_to(r["forget_acc"], rt["forget_acc"])
             r["gap_to_retrain_personal"] = M.gap_to(r["personal_acc"], rt["personal_acc"])
@@ -150,7 +150,7 @@ def run_seed(study: configs.StudyConfig, seed: int, *, cache_dir=None) -> tuple[
     t0 = time.perf_counter()
     results = {name: P.evaluate(cfg, models[name], data, seed=seed) for name in METHODS}
     timings["evaluate_s"] = time.perf_counter() - t0
-    _derived(results)
+    _derived(results, study.recovery_min_drop)
     results["global"] = P.evaluate(cfg, theta_g, data, seed=seed)
     extra = {"num_masked": info["num_masked"], "max_kkt_residual": info["max_residual"],
              "ssd_dampened": ssd_info["n_dampened"], "salun_salient": sal_info["n_salient"],
@@ -177,6 +177,8 @@ def sweep_seed(study: configs.StudyConfig, state: dict, seed: int, which) -> dic
             mask = P.provider_mask(cfg, state["theta_g"], data, scores=state["scores"], fraction=f)
             mo = _eval_light(cfg, P.mask_only(theta_p, mask), data, seed)
             zk = _eval_light(cfg, P.unlearn(theta_p, state["factor"], mask, layout)[0], data, seed)
+            zk["recovery"] = M.recovery(zk["personal_acc"], mo["personal_acc"],
+                                        state["results"]["personalized"]["personal_acc"], eps=study.recovery_min_drop)
             rows.append({"mask_only": mo, "zkapex": zk})
         out["fraction"] = {"x": list(study.sweep_fractions), "rows": rows}
     mask = state["mask"]
@@ -185,7 +187,7 @@ def sweep_seed(study: configs.StudyConfig, state: dict, seed: int, which) -> dic
 
     def point(fisher_or_factor, lay):
         zk = _eval_light(cfg, P.unlearn(theta_p, fisher_or_factor, mask, lay)[0], data, seed)
-        zk["recovery"] = M.recovery(zk["personal_acc"], mo_acc, p_acc)
+        zk["recovery"] = M.recovery(zk["personal_acc"], mo_acc, p_acc, eps=study.recovery_min_drop)
         return {"zkapex": zk}
 
     def safe_point(fn):
@@ -205,6 +207,26 @@ def sweep_seed(study: configs.StudyConfig, state: dict, seed: int, which) -> dic
         eye = jnp.eye(layout.block_size, dtype=f0.dtype)
         rows = [safe_point(lambda d=d: point(f0 + jnp.asarray(d, f0.dtype) * eye, layout)) for d in study.sweep_dampings]
         out["damping"] = {"x": list(study.sweep_dampings), "rows": rows}
+    if "pattern" in which:
+        rows = []
+        for label, pats in study.sweep_patterns:
+            c2 = cfg.replace(mask_pattern=tuple(pats))
+
+            def pat_point(c2=c2):
+                m2 = P.provider_mask(c2, state["theta_g"], data, seed=seed)
+                lay2 = P.block_layout(c2, theta_p)
+                f2 = P.client_fisher(c2, theta_p, data, lay2, seed=seed)
+                mo = _eval_light(cfg, P.mask_only(theta_p, m2), data, seed)
+                zk = _eval_light(cfg, P.unlearn(theta_p, f2, m2, lay2)[0], data, seed)
+                zk["recovery"] = M.recovery(zk["personal_acc"], mo["personal_acc"], p_acc, eps=study.recovery_min_drop)
+                return {"mask_only": mo, "zkapex": zk}
+
+            try:
+                rows.append(pat_point())
+            except ValueError as e:
+                err = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+                rows.append({"mask_only": err, "zkapex": err})
+        out["pattern"] = {"x": [label for label, _ in study.sweep_patterns], "rows": rows}
     if "nfisher" in which:
         rows = [safe_point(lambda n=n: point(P.client_fisher(cfg, theta_p, data, layout, n_samples=n, seed=seed), layout))
                 for n in study.sweep_n_fisher]
@@ -299,7 +321,7 @@ def tables_markdown(results: dict) -> str:
                     st = sw[k].get(m)
                     cells.append("error" if st is None or st["mean"][i] is None else
                                  common.fmt_pm({"mean": st["mean"][i], "std": st["std"][i]}))
-            rows.append(f"| {x:g} | " + " | ".join(cells) + " |")
+            rows.append(f"| {x if isinstance(x, str) else format(x, 'g')} | " + " | ".join(cells) + " |")
         parts.append(f"Sweep `{name}`:\n\n" + "\n".join(rows))
     return "\n\n".join(parts)
 
@@ -365,6 +387,39 @@ def run_study(study: configs.StudyConfig, *, seeds=None, sweeps=SWEEPS, cache_di
     return _assemble(study, seeds, per_seed, timings, sweeps_per_seed, t_all)
 
 
+def rederive(results: dict, study: configs.StudyConfig, *, ablation: dict | None = None) -> dict:
+    """Recompute the derived metrics (recovery, gap_to_retrain, forget_progress) of every seed from
+    its measured accuracies with the current definitions (``study.recovery_min_drop``),
+    re-aggregate, and optionally attach the sweeps of another run (``ablation["sweeps"]``) under
+    ``"ablations"``. Sweep-level recovery values (aggregated, not recomputable) are dropped.
+    Used when a definition changed after a long run; nothing is re-measured."""
+    per_seed = [dict(ps) for ps in results["per_seed"]]
+    for ps in per_seed:
+        ps["metrics"] = _derived({m: dict(v) for m, v in ps["metrics"].items() if m != "global"},
+                                 study.recovery_min_drop) | {"global": ps["metrics"]["global"]}
+    out = dict(results)
+    out["per_seed"] = per_seed
+    out["methods"] = common.aggregate([{m: ps["metrics"][m] for m in (*METHODS, "global")} for ps in per_seed])
+    out["recovery"] = common.mean_std([ps["metrics"]["zkapex"]["recovery"] for ps in per_seed])
+    out["recovery"]["n_defined"] = int(sum(1 for ps in per_seed
+                                           if ps["metrics"]["zkapex"]["recovery"] == ps["metrics"]["zkapex"]["recovery"]))
+    fp = out["methods"]["zkapex"].get("forget_progress", {}).get("mean")
+    rec = out["recovery"]["mean"]
+    out["targets"] = {"recovery_ge_0.95": None if rec is None else bool(rec >= 0.95),
+                      "forget_progress_ge_0.5": None if fp is None else bool(fp >= 0.5)}
+    out["settings"] = dict(out["settings"], recovery_min_drop=study.recovery_min_drop)
+    for sw in (out.get("sweeps") or {}).values():
+        for k, v in sw.items():
+            if isinstance(v, dict):
+                v.pop("recovery", None)
+    if ablation is not None:
+        out["ablations"] = {"seeds": ablation["seeds"], "sweeps": ablation.get("sweeps", {}),
+                            "personalized": ablation["methods"]["personalized"],
+                            "retrain": ablation["methods"]["retrain"]}
+    out["rederived"] = True
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments.vit_fmnist", description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="default", choices=sorted(configs.CONFIGS))
@@ -374,8 +429,21 @@ def main(argv=None) -> int:
     ap.add_argument("--sweeps", default="all", help="all, none, or a comma list of " + ",".join(SWEEPS))
     ap.add_argument("--sweep-seeds", type=int, nargs="+", default=None, help="seeds to sweep (default: config's)")
     ap.add_argument("--cache-dir", default=None, help="reuse/save trained global models here (orbax checkpoints)")
+    ap.add_argument("--rederive", default=None, metavar="RESULTS_JSON",
+                    help="recompute derived metrics of an existing results file (no training), write --out")
+    ap.add_argument("--ablation", default=None, metavar="RESULTS_JSON",
+                    help="with --rederive: attach this run's sweeps as 'ablations'")
     args = ap.parse_args(argv)
     study = configs.get(args.config)
+    if args.rederive:
+        res = rederive(common.load_results(args.rederive), study,
+                       ablation=common.load_results(args.ablation) if args.ablation else None)
+        common.write_results(args.out, res)
+        _log(f"wrote {args.out} (derived metrics recomputed from {args.rederive})")
+        if args.figures:
+            for p in make_figures(res, args.figures):
+                _log(f"wrote {p}")
+        return 0
     if args.sweep_seeds is not None:
         study = study.replace(sweep_seeds=tuple(args.sweep_seeds))
     sweeps = () if args.sweeps == "none" else SWEEPS if args.sweeps == "all" else tuple(args.sweeps.split(","))

@@ -44,6 +44,9 @@ def test_recovery(comp, mask, pers, expected):
 def test_recovery_guard_when_mask_did_not_hurt():
     assert math.isnan(M.recovery(0.9, 0.9, 0.9))
     assert math.isnan(M.recovery(0.9, 0.8999, 0.9, eps=1e-3))
+    assert math.isnan(M.recovery(0.9, 0.95, 0.9))          # the mask raised accuracy: undefined
+    assert math.isnan(M.recovery(0.9, 0.89, 0.9, eps=0.02))  # drop below the noise level
+    assert M.recovery(0.9, 0.85, 0.9, eps=0.02) == pytest.approx(1.0)
     assert M.gap_to(0.3, 0.1) == pytest.approx(0.2)
 
 

@@ -217,9 +217,11 @@ def test_load_pretrained_from_pytorch_safetensors(tmp_path, vit):
     assert m2.config.hidden_dropout_prob == 0.0
 
 
-def test_load_pretrained_flax_msgpack_roundtrip(tmp_path, opt):
+@pytest.mark.parametrize("safe", [False, True], ids=["msgpack", "flax-safetensors"])
+def test_load_pretrained_flax_roundtrip(tmp_path, opt, safe):
     model, params = opt
-    model.save_pretrained(tmp_path, params=params)
+    model.save_pretrained(tmp_path, params=params, safe_serialization=safe)
+    assert (tmp_path / ("model.safetensors" if safe else "flax_model.msgpack")).is_file()
     _, p2 = models.load_pretrained(tmp_path)
     k = "model/decoder/layers/1/fc1/kernel"
     np.testing.assert_array_equal(np.asarray(flatten_params(params)[k]), np.asarray(flatten_params(p2)[k]))

@@ -218,6 +218,9 @@ def cmd_verify(args) -> int:
     except (ZkapexError, OSError) as e:
         _emit_verify(args, {"valid": False, "malformed": True, "reason": str(e)})
         return EXIT_MALFORMED
+    except RuntimeError as e:  # the provider's own key store could not be built (ezkl stage failed)
+        _emit_verify(args, {"valid": False, "malformed": True, "reason": f"key store: {e}"})
+        return EXIT_MALFORMED
     _emit_verify(args, {"valid": res.valid, "reason": res.reason, "client_id": res.client_id,
                         "request_id": res.request_id, "chunks": res.n_chunks, "insecure_srs": res.insecure_srs})
     return EXIT_VALID if res.valid else EXIT_REJECTED

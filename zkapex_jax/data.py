@@ -350,7 +350,7 @@ class Splits:
       personal_train_orig / personal_train_shift   the two halves of ``personal_train``
       personal_val_orig  the rest of the client's original images (13 per class by default)
       personal_val_shift the rest of the client's shifted images
-      personal_test_orig test images of the personal classes (a larger, noisier-free eval set)
+      personal_test_orig test images of the personal classes (a larger, less noisy evaluation set)
       personal_test_shift the same test images, shifted
       other_test         test images of the classes neither forgotten nor personal (may be empty)
     ``info``: dataset name, classes, shift, seed, sizes and the indices (into the loader's

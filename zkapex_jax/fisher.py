@@ -19,6 +19,7 @@ the caller. :func:`accumulate_fisher` and :func:`grad_moments` jit their own sca
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -41,6 +42,8 @@ __all__ = [
     "grad_moments",
     "data_mesh",
     "batch_size",
+    "block_gram",
+    "BlockLayout",
 ]
 
 
@@ -226,8 +229,14 @@ def blockwise_fisher(grads: Any, block_size: int, *, damping: float):
     if d % b:
         raise ShapeError(f"D = {d} is not divisible by block_size {b}")
     damp = _check_damping(damping)
-    f = block_gram(grads.reshape(n, d // b, b)) / n
-    return f + damp * jnp.eye(b, dtype=grads.dtype)
+    return _blockwise_fisher_core(grads, jnp.asarray(damp, grads.dtype), block_size=b)
+
+
+@functools.partial(jax.jit, static_argnames=("block_size",))
+def _blockwise_fisher_core(grads, damping, *, block_size):
+    n, d = grads.shape
+    f = block_gram(grads.reshape(n, d // block_size, block_size))
+    return f / n + damping * jnp.eye(block_size, dtype=grads.dtype)
 
 
 def fisher_diagonal(grads: Any, *, damping: float = 0.0):

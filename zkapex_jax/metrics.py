@@ -83,11 +83,12 @@ def max_confidence(logits) -> np.ndarray:
 def recovery(compensated: float, mask_only: float, personalized: float, *, eps: float = 1e-3) -> float:
     """The paper's recovery (compensated − mask_only) / (personalized − mask_only).
 
-    Guard: when masking barely hurt (|personalized − mask_only| < ``eps``, accuracy units) there
-    is nothing to recover and the ratio is meaningless: return ``nan`` (callers aggregate with
-    ``nanmean`` and report the count of such seeds)."""
+    Guard: the ratio is only meaningful when masking actually hurt. If the drop
+    ``personalized − mask_only`` is below ``eps`` (accuracy units; this includes a mask that
+    *raised* accuracy) return ``nan`` — callers aggregate the finite values and report how many
+    seeds were undefined. Pick ``eps`` at about the standard error of the accuracy estimate."""
     den = float(personalized) - float(mask_only)
-    if not np.isfinite(den) or abs(den) < eps:
+    if not np.isfinite(den) or den < eps:
         return float("nan")
     return (float(compensated) - float(mask_only)) / den
 

@@ -103,7 +103,7 @@ class PipelineConfig:
     pers_warmup: int = 3
     layer_decay: float = 0.8
     # provider mask
-    mask_pattern: str = models_mod.FC1_PATTERN_VIT
+    mask_pattern: str | tuple[str, ...] = models_mod.FC1_PATTERN_VIT
     mask_method: str = "second_order_neg"
     mask_fraction: float = 0.04
     mask_scope: str = "global"
