@@ -20,8 +20,9 @@ Outputs (public instances):
 
 * ``pub_out = public`` (Identity): the verifier compares it with the statement hash it recomputes
   and the published mask's blocks for this chunk;
-* ``checks`` (4,): ``[Σ (θu⊙m)², Σ (λ⊙(1−m))², Σ relu(|Ĉ(θu−θp) + 2^sC·λ| − τ),
-  Σ_blocks relu(2^(sC−1) − max_i Ĉ_ii)]``; the verifier requires all four to be exactly 0. The
+* ``checks`` (5,): ``[Σ (θu⊙m)², Σ (λ⊙(1−m))², Σ relu(|Ĉ(θu−θp) + 2^sC·λ| − τ),
+  Σ_blocks relu(2^(sC−1) − max_i Ĉ_ii), Σ_{blocks without mask} Σ δ²]``; the verifier requires
+  all five to be exactly 0 (the last: a block with no masked weight keeps θu = θp exactly). The
   last one pins the committed Fisher's per-block normalization (honest: max|Ĉ_b| = max_i Ĉ_b,ii ∈
   (2^(sC−1), 2^sC] for a PSD block), so a client cannot shrink C at commitment time to make τ
   vacuous.
@@ -40,14 +41,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: number of check outputs; the verifier requires each to be exactly 0.
-N_CHECKS = 4
+N_CHECKS = 5
 CHECK_NAMES = (
     "masked weights of θu are not zero",
     "λ is non-zero off the mask",
     "KKT residual |Cδ + E_M λ| exceeds τ",
     "committed Fisher block is not normalized (max diagonal < 2^(s_c−1))",
+    "a block without masked weights changed (δ ≠ 0)",
 )
 
 
@@ -183,10 +185,15 @@ def build_relation(spec: CircuitSpec):
     dmax = node("ReduceMax", [diag], "c_diag_max", axes=[1], keepdims=0)
     c_norm = node("ReduceSum", [node("Relu", [node("Sub", ["half_scale", dmax], "c_gap")], "c_gap_pos")],
                   "c_norm", keepdims=0)
+    # blocks without a masked weight: δ = 0 exactly (Σ_k (1 − max_i m_ki)·Σ_i δ_ki²)
+    no_mask = node("Sub", ["one", node("ReduceMax", [m], "has_mask", axes=[1], keepdims=1)], "no_mask")
+    c_keep = node("ReduceSum", [node("Mul", [node("Mul", [d, d], "delta2"), no_mask], "delta2_nomask")],
+                  "c_keep", keepdims=0)
     node("Concat", [node("Reshape", [c_zero, "shape_1"], "c_zero1"),
                     node("Reshape", [c_lam, "shape_1"], "c_lam1"),
                     node("Reshape", [c_res, "shape_1"], "c_res1"),
-                    node("Reshape", [c_norm, "shape_1"], "c_norm1")], "checks", axis=0)
+                    node("Reshape", [c_norm, "shape_1"], "c_norm1"),
+                    node("Reshape", [c_keep, "shape_1"], "c_keep1")], "checks", axis=0)
     node("Identity", ["public"], "pub_out")
     names = ("theta_p", "fisher", "theta_u", "lam", "public")
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, n_]) for n, n_ in zip(names, L)]
@@ -212,4 +219,5 @@ def relation_reference(spec: CircuitSpec, theta_p, fisher, theta_u, lam, mask) -
     c_lam = sum(int(x) ** 2 for x in (lm * (1 - m)).ravel())
     half = 2 ** (spec.s_c - 1)
     c_norm = sum(max(half - max(int(C[k, i, i]) for i in range(C.shape[1])), 0) for k in range(C.shape[0]))
-    return np.array([c_zero, c_lam, c_res, c_norm], dtype=object)
+    c_keep = sum(int(x) ** 2 for k in range(d.shape[0]) if not m[k].any() for x in d[k])
+    return np.array([c_zero, c_lam, c_res, c_norm, c_keep], dtype=object)

@@ -139,6 +139,14 @@ def test_mask_only_update_cannot_even_be_proven(world, tmp_path):
     assert not (tmp_path / "forged").exists() and list(tmp_path.iterdir()) == []
 
 
+def test_block_without_mask_changed(world, tmp_path):
+    """Block 1 has no masked weight: θu must equal θp there exactly, even if the residual allows."""
+    tu = world["u"].q.theta_u.copy()
+    assert not world["mask"][1].any()
+    tu[1, 0] += 1
+    rejected(verify(world, forge(world, tmp_path, theta_u=tu)), "without masked weights")
+
+
 @pytest.mark.slow
 def test_lambda_off_mask(world, tmp_path):
     lam = world["u"].q.lam.copy()

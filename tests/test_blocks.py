@@ -93,6 +93,15 @@ def test_sizes_and_describe():
     assert lay.block_ids()[6] == ("b", 0)
 
 
+def test_functional_forms():
+    from zkapex_jax.blocks import from_blocks, to_blocks
+
+    lay = BlockLayout(("a",), ((4, 6),), 4)
+    k = np.arange(24, dtype=np.float32).reshape(4, 6)
+    np.testing.assert_array_equal(np.asarray(to_blocks(lay, {"a": k})), np.asarray(lay.to_blocks({"a": k})))
+    np.testing.assert_array_equal(np.asarray(from_blocks(lay, to_blocks(lay, {"a": k}))["a"]), k)
+
+
 def test_dict_round_trip():
     lay = BlockLayout(("a", "b"), ((4, 6), (2, 4)), 4, "in_out")
     assert BlockLayout.from_dict(lay.to_dict()) == lay

@@ -89,7 +89,7 @@ def test_ezkl_witness_matches_oracle(art, tmp_path):
     outs, _ = _witness_outputs(art, _inputs(spec, tq, cq, tu, lam, mask), tmp_path)
     n_pub = spec.n_ctx + K * B
     assert outs[:n_pub] == list(range(spec.n_ctx)) + mask.astype(int).ravel().tolist()
-    assert outs[n_pub:] == [0, 0, 0, 0]
+    assert outs[n_pub:] == [0] * relation.N_CHECKS
     # dishonest variants: each check fires, with the oracle's exact value
     bad_tu = tu.copy()
     bad_tu[mask] = tq[mask]
@@ -108,6 +108,22 @@ def test_ezkl_witness_matches_oracle(art, tmp_path):
             assert max(abs(int(x)) for x in ref) > spec.input_bound
             continue
         assert outs[n_pub:] == [int(x) for x in ref] and outs[n_pub + which] != 0
+
+
+def test_block_without_mask_must_stay(art, tmp_path):
+    """A block with no masked weight: a 1-unit change of θu passes τ but not the δ = 0 check."""
+    spec = art.spec
+    rng = np.random.default_rng(5)
+    tq, cq, _, _, mask = _honest(rng, spec)
+    mask[1] = False
+    w = quant.quantize_unlearning(tq, cq, mask, spec.s_c)
+    assert np.all(w.delta[1] == 0)
+    tu = w.theta_u.copy()
+    tu[1, 2] += 1
+    ref = relation.relation_reference(spec, tq, cq, tu, w.lam, mask)
+    outs, _ = _witness_outputs(art, _inputs(spec, tq, cq, tu, w.lam, mask), tmp_path)
+    n_pub = spec.n_ctx + K * B
+    assert outs[n_pub:] == [int(x) for x in ref] == [0, 0, 0, 0, 1]
 
 
 def test_residual_out_of_range_cannot_be_witnessed(art, tmp_path):

@@ -35,7 +35,7 @@ from .params import flatten_params, select_paths
 
 ORDERS = ("out_in", "in_out")
 
-__all__ = ["BlockLayout", "ORDERS", "flatten_leaf", "unflatten_leaf"]
+__all__ = ["BlockLayout", "ORDERS", "flatten_leaf", "unflatten_leaf", "to_blocks", "from_blocks"]
 
 
 def _check_order(order: str) -> str:
@@ -241,3 +241,13 @@ class BlockLayout:
             )
         except (KeyError, TypeError) as e:
             raise ShapeError(f"malformed block layout description {d!r}: {e}") from e
+
+
+def to_blocks(layout: BlockLayout, flat: Mapping[str, Any]):
+    """Functional form of :meth:`BlockLayout.to_blocks`: ``{path: native} -> (nb, B)``."""
+    return layout.to_blocks(flat)
+
+
+def from_blocks(layout: BlockLayout, blocks: Any) -> dict[str, Any]:
+    """Functional form of :meth:`BlockLayout.from_blocks`: ``(nb, B) -> {path: native}``."""
+    return layout.from_blocks(blocks)

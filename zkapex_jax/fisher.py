@@ -31,7 +31,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._errors import NonFiniteError, ShapeError, UnknownParameterError
-from .blocks import BlockLayout
+from .blocks import BlockLayout, from_blocks, to_blocks
 from .params import SEP, _key_str, select_paths
 
 __all__ = [
@@ -44,6 +44,8 @@ __all__ = [
     "batch_size",
     "block_gram",
     "BlockLayout",
+    "to_blocks",
+    "from_blocks",
 ]
 
 

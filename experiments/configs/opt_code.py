@@ -42,7 +42,7 @@ class OptCodeConfig:
     # ---- provider training (global model and the retrain baseline)
     global_steps: int = 400
     global_batch: int = 32
-    global_lr: float = 5e-3
+    global_lr: float = 2e-3
     warmup_steps: int = 50
     weight_decay: float = 0.01
     # ---- client personalization
@@ -59,7 +59,7 @@ class OptCodeConfig:
     )
     personal_steps: int = 160
     personal_batch: int = 32
-    personal_lr: float = 5e-3
+    personal_lr: float = 2e-3
     # ---- provider mask
     mask_patterns: tuple[str, ...] = ("*/layers/*/fc1/kernel", "*/layers/*/fc2/kernel")
     mask_fraction: float = 0.04
