@@ -29,9 +29,9 @@ def test_tiny_study_writes_results_of_the_required_shape(tmp_path):
             st = res["methods"][m][k]
             assert set(st) >= {"mean", "std"}
     assert set(res["recovery"]) >= {"mean", "std"}
-    assert res["methods"]["personalized"]["recovery"]["mean"] == pytest.approx(1.0)
-    assert res["methods"]["mask_only"]["recovery"]["mean"] == pytest.approx(0.0) or \
-        res["methods"]["mask_only"]["recovery"]["mean"] is None
+    # recovery is undefined (null) when the tiny mask did not cost personal accuracy
+    rp, rm = (res["methods"][m]["recovery"]["mean"] for m in ("personalized", "mask_only"))
+    assert (rp is None and rm is None) or (rp == pytest.approx(1.0) and rm == pytest.approx(0.0))
     assert set(res["sweeps"]) == {"fraction", "damping"}
     assert len(res["sweeps"]["fraction"]["x"]) == len(configs.TINY.sweep_fractions)
     assert sorted(p.name for p in figs.iterdir()) == ["vit_fmnist_damping.png", "vit_fmnist_fraction.png",

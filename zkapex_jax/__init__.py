@@ -1,4 +1,9 @@
-"""zkapex-jax: verifiable personalized unlearning (ZK-APEX, arXiv 2512.09953) in JAX."""
+"""zkapex-jax: verifiable personalized unlearning (ZK-APEX, arXiv 2512.09953) in JAX.
+
+The public API is re-exported here; implementations live in the submodules. Everything is a pure
+function over arrays/pytrees, and the caller decides where to jit (``group_obs`` is one jit over
+all blocks). Nothing here imports ``transformers`` until a model is built.
+"""
 
 from ._errors import (
     ArtifactError,
@@ -10,6 +15,65 @@ from ._errors import (
     UnknownParameterError,
     ZkapexError,
 )
+from .blocks import BlockLayout
+from .data import (
+    Split,
+    Splits,
+    domain_shift,
+    load_fashion_mnist,
+    load_image_dataset,
+    make_splits,
+)
+from .fisher import (
+    accumulate_fisher,
+    blockwise_fisher,
+    data_mesh,
+    fisher_diagonal,
+    grad_moments,
+    per_example_grads,
+)
+from .mask import (
+    Mask,
+    compute_scores,
+    score_salun,
+    score_second_order_neg,
+    score_ssd,
+    top_k_count,
+    top_k_mask,
+)
+from .models import (
+    FC1_PATTERN_OPT,
+    FC1_PATTERN_VIT,
+    FC2_PATTERN_OPT,
+    MODEL_CONFIGS,
+    build_model,
+    load_pretrained,
+    lm_token_accuracy,
+    make_classifier_loss,
+    make_classifier_predict,
+    make_lm_loss,
+    make_lm_predict,
+    param_shapes,
+)
+from .obs import (
+    FisherFactor,
+    GroupOBSResult,
+    apply_delta,
+    constraint_residual,
+    factorize,
+    group_obs,
+    kkt_residual,
+)
 from .params import flatten_params, get_paths, select_paths, set_paths, unflatten_params
+from .train import (
+    accuracy,
+    evaluate,
+    fit,
+    load_checkpoint,
+    make_optimizer,
+    make_train_step,
+    params_sha256,
+    save_checkpoint,
+)
 
 __version__ = "0.1.0"
