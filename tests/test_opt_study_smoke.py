@@ -58,6 +58,7 @@ def test_configs_are_consistent():
         get_config("huge")
 
 
+@pytest.mark.slow  # ~65 s of CPU (mostly XLA compiles of ~15 jitted stages); run with -m slow
 def test_tiny_study_end_to_end(tmp_path):
     cfg = get_config("tiny")
     out = tmp_path / "opt_code.json"

@@ -340,7 +340,7 @@ def run_demo(out, *, model="vit-demo", block_size=16, chunk_blocks=8, jobs=2, se
     _say(f"\nstatement: {summary['blocks']} blocks × {block_size} = {summary['params_certified']} parameters, "
          f"{summary['masked_weights']} masked, {summary['chunks']} chunks of {chunk_blocks} blocks "
          f"(logrows {art.logrows}, {art.num_rows} rows)")
-    _say(f"proof: prove {p['prove_s']:.1f} s CPU-sum / {p['wall_s']:.1f} s wall with {jobs} jobs, "
+    _say(f"proof: prove {p['prove_s']:.1f} s summed over chunks / {p['wall_s']:.1f} s wall with {jobs} jobs, "
          f"witness {p['witness_s']:.1f} s, proofs {raw_bytes / 1e3:.1f} kB ({proof_bytes / 1e3:.1f} kB JSON), "
          f"pk {art.meta['pk_bytes'] / 1e6:.1f} MB, vk {art.meta['vk_bytes'] / 1e3:.1f} kB")
     _say(("VALID: " if res.valid else "REJECTED: ") + res.reason)

@@ -50,8 +50,11 @@ __all__ = [
     "model_fns",
     "load_data",
     "train_global",
+    "init_params",
     "personalize",
+    "provider_scores",
     "provider_mask",
+    "mask_only",
     "block_layout",
     "client_fisher",
     "unlearn",
@@ -231,8 +234,8 @@ def provider_mask(cfg: PipelineConfig, theta_global, data: data_mod.Splits, *, s
     """[provider] Score every fc1 weight of the provider's GLOBAL model on forget
     (``n_mask_forget`` images of ``data.forget_train``) vs. retain data (``n_mask_retain`` of
     ``data.retain_train``) and keep the global top ``fraction`` (default ``cfg.mask_fraction``).
-    The provider never sees θp. ``scores`` (from an earlier call's ``mask.meta``-free result,
-    see :func:`provider_scores`) skips the gradient passes, e.g. for a fraction sweep.
+    The provider never sees θp. Passing ``scores`` (from :func:`provider_scores`) skips the
+    gradient passes, e.g. for a fraction sweep.
     Returns a :class:`~zkapex_jax.mask.Mask`."""
     if scores is None:
         scores = provider_scores(cfg, theta_global, data, seed=seed)
