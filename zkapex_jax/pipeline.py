@@ -308,15 +308,15 @@ def mask_only(theta_p, mask: Mask):
 # ----------------------------------------------------------------------------- evaluation
 
 def predict_logits(cfg: PipelineConfig, params, x, *, batch_size: int | None = None) -> np.ndarray:
-    """Logits ``(N, K)`` of ``x`` ``(N, 28, 28, 1)``, in fixed-size batches (one compiled shape)."""
+    """Logits ``(N, K)`` of ``x`` ``(N, 28, 28, 1)``, in batches of exactly ``batch_size``
+    (default ``cfg.eval_batch``; the last one padded), so one shape is compiled for all splits."""
     fns = model_fns(cfg.model)
     bs = batch_size or cfg.eval_batch
     x = np.asarray(x)
     n = x.shape[0]
     if n == 0:
         return np.zeros((0, fns.model.config.num_labels), np.float32)
-    bs = min(bs, n)
-    out = []
+    out = []  # every batch padded to ``bs``: one compiled shape whatever the split sizes
     for s in range(0, n, bs):
         xb = x[s:s + bs]
         m = xb.shape[0]
