@@ -191,3 +191,41 @@ def plot_sweep(path: str | os.PathLike, x: Sequence[float], series: Mapping[str,
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def plot_tradeoff(path: str | os.PathLike, curves: Mapping[str, tuple[Sequence, Sequence, Sequence]], *,
+                  points: Mapping[str, tuple[float, float]] | None = None, labels: Sequence | None = None,
+                  xlabel: str, ylabel: str, title: str = "") -> None:
+    """Trade-off scatter-lines: ``curves`` {label: (x_means, y_means, y_stds)} drawn as lines with
+    y error bars, points annotated with ``labels`` (e.g. the mask fractions); ``points``
+    {label: (x, y)} are single reference markers (e.g. personalized, retrain). Atomic PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.6, 4.0), dpi=120)
+    for label, (xs, ys, sd) in curves.items():
+        xs = np.asarray([np.nan if v is None else v for v in xs], float)
+        ys = np.asarray([np.nan if v is None else v for v in ys], float)
+        sd = np.asarray([0.0 if v is None else v for v in sd], float)
+        ax.errorbar(xs, ys, yerr=sd, marker="o", ms=4, capsize=2, label=label)
+        for i, t in enumerate(labels or ()):
+            if i < len(xs) and np.isfinite(xs[i]) and np.isfinite(ys[i]):
+                ax.annotate(f"{t:g}", (xs[i], ys[i]), textcoords="offset points", xytext=(3, 3), fontsize=6)
+    for i, (label, (x, y)) in enumerate((points or {}).items()):
+        if x is not None and y is not None:
+            ax.plot([x], [y], marker="*", ms=12, ls="none", color=f"C{(len(curves) + i) % 10}", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -466,7 +466,8 @@ def _assemble(cfg_dict: Mapping, data_info: Mapping, seeds: Sequence[int], per_s
         "recovery": mean_std(recs),
         "recovery_per_seed": recs,
         "recovery_by_method": {m: mean_std([rec(ms, m) for ms in per_seed_metrics])
-                               for m in per_seed_metrics[0] if m not in ("personalized", "mask_only")},
+                               for m in ("zkapex", "finetune_after_mask", "gradient_ascent", "ssd", "salun")
+                               if m in per_seed_metrics[0]},
         "config": dict(cfg_dict),
         "data": dict(data_info),
         "per_seed": list(per_seed),

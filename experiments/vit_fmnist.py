@@ -277,11 +277,12 @@ def make_figures(results: dict, fig_dir: str) -> list[str]:
                     "retrain personal": ref["retrain"][0], "retrain forget": ref["retrain"][1]})
         paths.append(p)
         p = os.path.join(fig_dir, "vit_fmnist_tradeoff.png")
-        common.plot_sweep(p, s["zkapex"]["forget_acc"]["mean"], {
-            "zkapex": (s["zkapex"]["personal_acc"]["mean"], s["zkapex"]["personal_acc"]["std"])},
-            xlabel="forget accuracy (lower = more forgotten)", ylabel="personal accuracy",
-            title="Trade-off over mask fractions " + ", ".join(f"{x:g}" for x in s["x"]),
-            hlines={"personalized": ref["personalized"][0], "retrain": ref["retrain"][0]})
+        common.plot_tradeoff(p, {
+            k.replace("_", "-"): (s[k]["forget_acc"]["mean"], s[k]["personal_acc"]["mean"], s[k]["personal_acc"]["std"])
+            for k in ("zkapex", "mask_only")},
+            points={f"{k} (mean of seeds)": (ref[k][1], ref[k][0]) for k in ("personalized", "retrain")},
+            labels=s["x"], xlabel="forget accuracy (lower = more forgotten)", ylabel="personal accuracy",
+            title="Trade-off over the mask fraction (labels: fraction of fc1)")
         paths.append(p)
     labels = {"block": ("Fisher block size B", True), "damping": ("damping", True),
               "nfisher": ("number of Fisher samples m", True)}

@@ -12,7 +12,7 @@ mask Fisher                 block 64 -> diagonal, 480 grads       diagonal, 480 
 client Fisher block         576 of a 768-wide input (0.75 row)    64 = one full 64-wide input row
 client Fisher damping       1e-6 (≈1e-5 with their normaliser)    1e-6
 client Fisher samples       480 (20 classes × 24)                 96 (4 classes × 24)
-personalization             AdamW 30 ep, lr 8e-4, ld 0.8, wu 3    same
+personalization             AdamW 30 ep, lr 8e-4, ld 0.8, wu 3    same but lr 1e-4 (see DEFAULT)
 forget / personal classes   56 birds / 20 fish+marine+food        footwear (5,7,9) / tops (0,2,4,6)
 domain shift                ImageNet-Sketch                       Sobel-edge "sketch" (1 - edges)
 global model                pretrained ViT-B/16 (ImageNet)        trained here: 8,000 images, 8 ep
@@ -98,7 +98,11 @@ class StudyConfig:
 
 DEFAULT = StudyConfig(
     name="default",
-    pipeline=PipelineConfig(max_global_train=8000, max_test=3000, global_epochs=8, global_lr=2e-3),
+    # pers_lr 1e-4 (paper: 8e-4): with 8e-4 our 96-image personalization wipes out the global
+    # classes (seed 0: forget acc 0.77 -> 0.57, other 0.85 -> 0.03); 1e-4 keeps footwear
+    # (0.74), the paper's regime (its θp still knows birds, 0.92). See docs/RESULTS.md.
+    pipeline=PipelineConfig(max_global_train=8000, max_test=3000, global_epochs=8, global_lr=2e-3, pers_lr=1e-4),
+    sweep_fractions=(0.01, 0.04, 0.1, 0.2, 0.35, 0.5, 0.7),
 )
 
 TINY = StudyConfig(
