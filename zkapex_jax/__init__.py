@@ -77,3 +77,15 @@ from .train import (
 )
 
 __version__ = "0.1.0"
+
+# Heavier parts load on first use: ``zkapex_jax.protocol`` (ezkl), ``quant``, ``pipeline``,
+# ``baselines``, ``metrics``, ``code_data``.
+_LAZY_SUBMODULES = ("baselines", "code_data", "metrics", "pipeline", "protocol", "quant")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -42,13 +42,13 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ._io import atomic_write_text
 from ._errors import ArtifactError, DataNotFoundError, ShapeError
 
 __all__ = [
@@ -468,16 +468,7 @@ class CodeTokenizer:
             "meta": dict(meta or {}),
             "tokenizer": self._json,
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(doc, f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(path, json.dumps(doc))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CodeTokenizer":

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -37,6 +36,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from ._io import atomic_write_text
 from ._errors import ArtifactError, MaskMismatchError, NonFiniteError, ShapeError
 from .blocks import BlockLayout
 from .fisher import _check_damping, grad_moments
@@ -379,19 +379,7 @@ class Mask:
         content = self.content()
         digest = hashlib.sha256(_canonical(content)).hexdigest()
         doc = dict(content, sha256=digest)
-        path = os.fspath(path)
-        d = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-mask-", dir=d)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f, sort_keys=True, separators=(",", ":"), allow_nan=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(path, json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False))
         return digest
 
     @classmethod
