@@ -274,7 +274,8 @@ def make_figures(results: dict, fig_dir: str) -> list[str]:
         }, xlabel="mask fraction of fc1 weights", ylabel="accuracy", logx=True,
             title="Mask fraction: forget vs personal accuracy",
             hlines={"personalized personal": ref["personalized"][0], "personalized forget": ref["personalized"][1],
-                    "retrain personal": ref["retrain"][0], "retrain forget": ref["retrain"][1]})
+                    "retrain personal": ref["retrain"][0], "retrain forget": ref["retrain"][1],
+                    "target: forget halfway to retrain": 0.5 * (ref["personalized"][1] + ref["retrain"][1])})
         paths.append(p)
         p = os.path.join(fig_dir, "vit_fmnist_tradeoff.png")
         common.plot_tradeoff(p, {

@@ -20,8 +20,8 @@ language       files                                                            
 =============  ==========================================================================  ==========================
 
 Environment overrides: ``ZKAPEX_CODE_ROOT_<LANG>`` (e.g. ``ZKAPEX_CODE_ROOT_RUST=/path``) replaces
-the search roots of one language; ``RUSTUP_HOME`` is honoured; ``ZKAPEX_CACHE_DIR`` sets where
-the tokenizer is cached (default ``~/.cache/zkapex-jax``).
+the search roots of one language; ``RUSTUP_HOME`` is honoured; the tokenizer is cached under
+``$ZKAPEX_CACHE/tokenizers`` (default ``~/.cache/zkapex/tokenizers``).
 
 Determinism: file lists are sorted; exact duplicates (same content) are dropped keeping the first
 path in sorted order; each file goes to ``train``/``val``/``test`` by a hash of its
@@ -498,7 +498,9 @@ def byte_tokenizer() -> CodeTokenizer:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("ZKAPEX_CACHE_DIR", Path.home() / ".cache" / "zkapex-jax"))
+    """``$ZKAPEX_CACHE/tokenizers`` (default ``~/.cache/zkapex/tokenizers``): the one cache root
+    the package uses (ezkl keys and the local SRS live beside it)."""
+    return Path(os.environ.get("ZKAPEX_CACHE", Path.home() / ".cache" / "zkapex")) / "tokenizers"
 
 
 def train_bpe_tokenizer(
