@@ -147,10 +147,23 @@ def run_seed(study: configs.StudyConfig, seed: int, *, cache_dir=None) -> tuple[
                                         batch_size=study.salun_batch, key=k_sal, chunk_size=cfg.fisher_chunk)
     timings["salun_s"] = time.perf_counter() - t0
 
+    # the same mask-only / ZK-APEX with other provider scores (same fraction, same client Fisher)
+    extra = {}
+    for meth in study.extra_mask_methods:
+        m2 = P.provider_mask(cfg.replace(mask_method=meth), theta_g, data, seed=seed)
+        extra[f"mask_only__{meth}"] = P.mask_only(theta_p, m2)
+        extra[f"zkapex__{meth}"] = P.unlearn(theta_p, factor, m2, layout)[0]
+
     t0 = time.perf_counter()
     results = {name: P.evaluate(cfg, models[name], data, seed=seed) for name in METHODS}
     timings["evaluate_s"] = time.perf_counter() - t0
     _derived(results, study.recovery_min_drop)
+    for meth in study.extra_mask_methods:
+        sub = {"personalized": results["personalized"], "retrain": results["retrain"],
+               "mask_only": P.evaluate(cfg, extra[f"mask_only__{meth}"], data, seed=seed),
+               "zkapex": P.evaluate(cfg, extra[f"zkapex__{meth}"], data, seed=seed)}
+        sub = _derived({k: dict(v) for k, v in sub.items()}, study.recovery_min_drop)
+        results[f"mask_only__{meth}"], results[f"zkapex__{meth}"] = sub["mask_only"], sub["zkapex"]
     results["global"] = P.evaluate(cfg, theta_g, data, seed=seed)
     extra = {"num_masked": info["num_masked"], "max_kkt_residual": info["max_residual"],
              "ssd_dampened": ssd_info["n_dampened"], "salun_salient": sal_info["n_salient"],
@@ -310,7 +323,8 @@ def tables_markdown(results: dict) -> str:
     """The main table and the sweep tables of a results dict, as markdown (for docs/RESULTS.md)."""
     cols = ("personal_acc", "personal_acc_orig", "personal_acc_shift", "forget_acc", "other_acc", "mia_acc",
             "mia_auc", "recovery", "gap_to_retrain", "forget_progress")
-    meth = {m: results["methods"][m] for m in (*METHODS, "global") if m in results["methods"]}
+    meth = {m: results["methods"][m] for m in (*METHODS, *sorted(set(results["methods"]) - {*METHODS, "global"}),
+                                                 "global") if m in results["methods"]}
     parts = [common.markdown_table(meth, cols)]
     for name, sw in (results.get("sweeps") or {}).items():
         keys = [k for k in ("mask_only", "zkapex") if k in sw]
@@ -330,8 +344,12 @@ def tables_markdown(results: dict) -> str:
 
 # ----------------------------------------------------------------------------- driver
 
+def _extra_names(study) -> tuple[str, ...]:
+    return tuple(f"{k}__{m}" for m in study.extra_mask_methods for k in ("mask_only", "zkapex"))
+
+
 def _assemble(study, seeds, per_seed, timings, sweeps_per_seed, t_all) -> dict:
-    methods = common.aggregate([{m: r[m] for m in (*METHODS, "global")} for r in per_seed])
+    methods = common.aggregate([{m: r[m] for m in (*METHODS, *_extra_names(study), "global")} for r in per_seed])
     rec = common.mean_std([r["zkapex"]["recovery"] for r in per_seed])
     fp = methods["zkapex"].get("forget_progress", {}).get("mean")
     out = {

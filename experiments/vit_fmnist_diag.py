@@ -12,7 +12,7 @@ model, applied to θp) at 4 / 10 / 20 % of fc1 for several score conventions:
 - ``dL_forget``   ``ΔL_f`` alone (no retain term);
 - ``salun``       ``|g_f|``;  ``ssd``  ``F_f / F_r``.
 
-Also: ZK-APEX (Group-OBS) with the ``as_stated`` mask; ``FW`` = share of forget-class test
+Also: ZK-APEX (Group-OBS) with the ``as_stated`` and ``dL_forget`` masks; ``FW`` = share of forget-class test
 images predicted as ANY forget class (footwear kept as a group); overlap of the top-4 % masks
 with ``as_stated``'s, and the size of the gradient term relative to the curvature term. Prints a log; writes nothing else::
 
@@ -118,13 +118,14 @@ def main(argv=None) -> int:
         # ZK-APEX (Group-OBS with the client Fisher, the study's B / damping / m) with the as-stated mask
         layout = P.block_layout(cfg, theta_p)
         factor = factorize(P.client_fisher(cfg, theta_p, data, layout, seed=seed))
-        cells = []
-        for f in args.fractions:
-            m = Mask.from_scores(scores["as_stated"], f, scope="global", method="as_stated")
-            rr = ev(P.unlearn(theta_p, factor, m, layout)[0])
-            cells.append(f"{f:g}: P={rr['personal_acc']:.3f} F={rr['forget_acc']:.3f} O={rr['other_acc']:.3f} "
-                         f"FW={rr['forget_as_footwear']:.3f}")
-        log(f"  lr {lr:g} zkapex    as_stated     " + " | ".join(cells))
+        for name in ("as_stated", "dL_forget"):
+            cells = []
+            for f in args.fractions:
+                m = Mask.from_scores(scores[name], f, scope="global", method=name)
+                rr = ev(P.unlearn(theta_p, factor, m, layout)[0])
+                cells.append(f"{f:g}: P={rr['personal_acc']:.3f} F={rr['forget_acc']:.3f} O={rr['other_acc']:.3f} "
+                             f"FW={rr['forget_as_footwear']:.3f}")
+            log(f"  lr {lr:g} zkapex    {name:13s} " + " | ".join(cells))
     return 0
 
 

@@ -8,6 +8,14 @@ Scores (higher = more tied to the forget set = masked first), elementwise over a
     and ``diag(F) = mean g**2 + damping`` (the diagonal of the block empirical Fisher, whatever
     the block size). Paper: ``h = 0.4485, r = 2.0`` (ViT), ``h = 0.5, r = 1.5`` (LM),
     damping ``1e-8``.
+``taylor_forget`` (not in the paper; added after the Study-1 diagnosis, see docs/RESULTS.md)
+    ``dL_f = -g_forget * w + 0.5 * diag(F_forget) * w**2``: the second-order Taylor estimate of
+    how much the mean forget loss RISES when the weight is set to zero (``w -> 0``, step
+    ``-w``), with ``g`` the mean gradient of the loss (not of the log-likelihood) and ``diag(F)``
+    the Fisher diagonal as the curvature. No retain term. The top of this score are the weights
+    whose removal hurts the forget set most. (The paper's ``second_order_neg`` above is kept
+    exactly as stated; with mean per-example gradients its ``g * w`` term dominates, so it is
+    ``~ g_forget / (r * g_retain)``, whatever the sign convention of ``g``.)
 ``salun``
     ``|g_forget|`` (SalUn-style gradient saliency).
 ``ssd``
@@ -49,6 +57,7 @@ __all__ = [
     "Mask",
     "compute_scores",
     "score_second_order_neg",
+    "score_taylor_forget",
     "score_salun",
     "score_ssd",
     "top_k_count",
@@ -57,7 +66,7 @@ __all__ = [
 
 MASK_FORMAT = "zkapex.mask"
 MASK_VERSION = 1
-METHODS = ("second_order_neg", "salun", "ssd")
+METHODS = ("second_order_neg", "salun", "ssd", "taylor_forget")
 
 
 # ---------------------------------------------------------------------------- scores
@@ -71,6 +80,16 @@ def score_second_order_neg(w, grad_forget, fdiag_forget, grad_retain, fdiag_reta
     s_f = grad_forget * w - h * fdiag_forget * jnp.square(w)
     s_r = grad_retain * w - h * fdiag_retain * jnp.square(w)
     return s_f / (r * s_r + 1e-12)
+
+
+def score_taylor_forget(w, grad_forget, fdiag_forget):
+    """Second-order Taylor increase of the forget loss when each weight is zeroed (elementwise).
+
+    ``-grad_forget * w + 0.5 * fdiag_forget * w**2`` (``grad_forget``: mean gradient of the
+    LOSS; ``fdiag_forget``: Fisher diagonal incl. damping, used as the curvature).
+    """
+    w = jnp.asarray(w)
+    return -jnp.asarray(grad_forget) * w + 0.5 * jnp.asarray(fdiag_forget) * jnp.square(w)
 
 
 def score_salun(grad_forget):
@@ -106,9 +125,9 @@ def compute_scores(
       loss_fn: ``loss_fn(params, example) -> scalar``.
       params: the model parameters (the provider's global model).
       forget_batch, retain_batch: pytrees with a leading example axis (``retain_batch`` may be
-        ``None`` for ``"salun"``).
+        ``None`` for ``"salun"`` and ``"taylor_forget"``; it is not used by them).
       wrt: path pattern(s) of the kernels to score.
-      method: ``"second_order_neg"``, ``"salun"`` or ``"ssd"``.
+      method: ``"second_order_neg"``, ``"salun"``, ``"ssd"`` or ``"taylor_forget"``.
       h, r: the second-order-neg constants.
       damping: added to the Fisher diagonal.
       chunk_size: examples per streamed chunk (``None``: all at once).
@@ -122,6 +141,9 @@ def compute_scores(
     g_f, sq_f = grad_moments(loss_fn, params, forget_batch, wrt=wrt, chunk_size=chunk_size)
     if method == "salun":
         return {p: score_salun(g_f[p]) for p in g_f}
+    if method == "taylor_forget":
+        flat = flatten_params(params)
+        return {p: score_taylor_forget(flat[p], g_f[p], sq_f[p] + damp) for p in g_f}
     if retain_batch is None:
         raise ValueError(f"method {method!r} needs a retain batch")
     g_r, sq_r = grad_moments(loss_fn, params, retain_batch, wrt=wrt, chunk_size=chunk_size)
