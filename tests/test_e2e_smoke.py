@@ -9,7 +9,6 @@ from zkapex_jax import pipeline as P
 from zkapex_jax.params import flatten_params
 
 
-@pytest.mark.slow  # ~25-55 s on the shared 2-core machine, mostly XLA compilation
 def test_tiny_vit_end_to_end():
     cfg = P.PipelineConfig.tiny(max_global_train=300, max_test=300, global_epochs=2, pers_epochs=2,
                                 n_mask_forget=24, n_mask_retain=24, block_size=16, n_mia=30)

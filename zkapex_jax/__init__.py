@@ -38,6 +38,7 @@ from .mask import (
     score_salun,
     score_second_order_neg,
     score_ssd,
+    score_taylor_forget,
     top_k_count,
     top_k_mask,
 )
