@@ -18,13 +18,13 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from zkapex_jax._errors import ArtifactError
+from zkapex_jax._io import atomic_write_bytes, atomic_write_text
 
 RESULTS_FORMAT = "zkapex.results"
 RESULTS_VERSION = 1
@@ -103,6 +103,19 @@ def validate_results(obj: Any, *, where: str = "results") -> dict:
     return dict(obj)
 
 
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """``fig.tight_layout()``, PNG bytes, one atomic write; closes the figure."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def write_results(path: str | os.PathLike, results: Mapping) -> dict:
     """Validate, stamp format/version/sha256 and write atomically (temp file + os.replace)."""
     obj = _clean(dict(results))
@@ -111,19 +124,7 @@ def write_results(path: str | os.PathLike, results: Mapping) -> dict:
     obj.pop("sha256", None)
     obj["sha256"] = _digest(obj)
     validate_results(obj, where=str(path))
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
     return obj
 
 
@@ -184,13 +185,7 @@ def plot_sweep(path: str | os.PathLike, x: Sequence[float], series: Mapping[str,
         ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def plot_tradeoff(path: str | os.PathLike, curves: Mapping[str, tuple[Sequence, Sequence, Sequence]], *,
@@ -222,10 +217,4 @@ def plot_tradeoff(path: str | os.PathLike, curves: Mapping[str, tuple[Sequence, 
         ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

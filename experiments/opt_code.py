@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import aggregate, mean_std, plot_sweep, write_results
+from experiments.common import aggregate, mean_std, plot_sweep, save_figure, write_results
 from experiments.configs.opt_code import OptCodeConfig, get_config
 from zkapex_jax import baselines as bl
 from zkapex_jax import code_data as cd
@@ -555,11 +555,8 @@ def make_figures(results: Mapping, figdir: str) -> list[str]:
                  fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
     path = os.path.join(figdir, "opt_methods.png")
-    fig.savefig(path + ".tmp.png")
-    plt.close(fig)
-    os.replace(path + ".tmp.png", path)
+    save_figure(fig, path)
     written.append(path)
     return written
 
