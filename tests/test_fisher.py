@@ -40,18 +40,6 @@ def make_batch(dtype, n=N, seed=1):
     return jnp.asarray(rng.normal(size=(n, DIN)), dtype), jnp.asarray(rng.integers(0, DOUT, size=n), jnp.int32)
 
 
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True), jax.numpy_dtype_promotion("strict"):
-        yield
-
-
-@pytest.fixture
-def strict():
-    with jax.numpy_dtype_promotion("strict"):
-        yield
-
-
 def loop_grads(params, batch):
     """The oracle: a Python loop of jax.grad, one example at a time."""
     x, y = batch

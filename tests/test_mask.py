@@ -21,18 +21,6 @@ from zkapex_jax.mask import (
 )
 
 
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True), jax.numpy_dtype_promotion("strict"):
-        yield
-
-
-@pytest.fixture
-def strict():
-    with jax.numpy_dtype_promotion("strict"):
-        yield
-
-
 # ---------------------------------------------------------------- scores on a toy linear model
 def toy(dtype):
     rng = np.random.default_rng(0)

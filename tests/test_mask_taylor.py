@@ -8,18 +8,6 @@ import pytest
 from zkapex_jax.mask import METHODS, Mask, compute_scores, score_second_order_neg, score_taylor_forget
 
 
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True), jax.numpy_dtype_promotion("strict"):
-        yield
-
-
-@pytest.fixture
-def strict():
-    with jax.numpy_dtype_promotion("strict"):
-        yield
-
-
 def toy(dtype, seed=0):
     rng = np.random.default_rng(seed)
     params = {"lin": {"kernel": jnp.asarray(rng.normal(size=(3, 2)), dtype)}, "b": jnp.asarray(rng.normal(size=2), dtype)}

@@ -47,18 +47,6 @@ def oracle(theta, fisher, mask):
     return delta, lam
 
 
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True), jax.numpy_dtype_promotion("strict"):
-        yield
-
-
-@pytest.fixture
-def strict():
-    with jax.numpy_dtype_promotion("strict"):
-        yield
-
-
 @pytest.mark.parametrize("nb,b,n", [(4, 1, 3), (6, 5, 3), (5, 8, 20), (3, 16, 4)])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_group_obs_equals_dense_solve_float64(x64, nb, b, n, seed):
