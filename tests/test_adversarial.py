@@ -3,7 +3,6 @@ the verifier; malformed input gives a clear ArtifactError; nothing is half-writt
 
 import dataclasses
 import json
-import os
 import shutil
 
 import numpy as np
@@ -18,44 +17,28 @@ from zkapex_jax.protocol.prover import STATEMENT_FORMAT, prove_witness
 NB, B, K = 3, 4, 2  # 2 chunks, the last one padded
 
 
-class CacheEnv:
-    def __init__(self, path):
-        self.path, self.old = str(path), os.environ.get("ZKAPEX_CACHE")
-
-    def __enter__(self):
-        os.environ["ZKAPEX_CACHE"] = self.path
-        return self
-
-    def __exit__(self, *a):
-        if self.old is None:
-            os.environ.pop("ZKAPEX_CACHE", None)
-        else:
-            os.environ["ZKAPEX_CACHE"] = self.old
-
-
 @pytest.fixture(scope="session")
 def world(tmp_path_factory):
     """One commitment, one honest bundle, the provider's own key store (shape K=2, B=4)."""
     root = tmp_path_factory.mktemp("adv")
-    cache = CacheEnv(root / "cache")
-    cache.__enter__()
-    rng = np.random.default_rng(7)
-    g = rng.normal(size=(NB, 3 * B, B))
-    fisher = np.einsum("kni,knj->kij", g, g) / (3 * B) + 1e-3 * np.eye(B)
-    theta_p = rng.normal(size=(NB, B)) * 0.05
-    mask = np.zeros((NB, B), dtype=bool)
-    mask[0, [0, 2]] = True
-    mask[2, 1] = True
-    spec = P.CircuitSpec(block_size=B, chunk_blocks=K)
-    client = P.KeyStore(root / "client")
-    com, sec = P.commit_personalization(theta_p, fisher, spec, client_id="alice", keystore=client)
-    com = P.save_commitment(root / "com.json", com, sec, root / "sec.json")
-    bundle = P.prove_unlearning(theta_p, fisher, mask, com, sec, request_id="req-1", out_dir=root / "honest",
-                                keystore=client)
-    u = P.unlearn_committed(theta_p, fisher, mask, com, sec)
-    yield dict(root=root, theta_p=theta_p, fisher=fisher, mask=mask, spec=spec, com=com, sec=sec, u=u,
-               honest=bundle, client=client, provider=P.KeyStore(root / "provider"))
-    cache.__exit__()
+    with pytest.MonkeyPatch.context() as mp:  # keys and SRS in a temporary cache
+        mp.setenv("ZKAPEX_CACHE", str(root / "cache"))
+        rng = np.random.default_rng(7)
+        g = rng.normal(size=(NB, 3 * B, B))
+        fisher = np.einsum("kni,knj->kij", g, g) / (3 * B) + 1e-3 * np.eye(B)
+        theta_p = rng.normal(size=(NB, B)) * 0.05
+        mask = np.zeros((NB, B), dtype=bool)
+        mask[0, [0, 2]] = True
+        mask[2, 1] = True
+        spec = P.CircuitSpec(block_size=B, chunk_blocks=K)
+        client = P.KeyStore(root / "client")
+        com, sec = P.commit_personalization(theta_p, fisher, spec, client_id="alice", keystore=client)
+        com = P.save_commitment(root / "com.json", com, sec, root / "sec.json")
+        bundle = P.prove_unlearning(theta_p, fisher, mask, com, sec, request_id="req-1", out_dir=root / "honest",
+                                    keystore=client)
+        u = P.unlearn_committed(theta_p, fisher, mask, com, sec)
+        yield dict(root=root, theta_p=theta_p, fisher=fisher, mask=mask, spec=spec, com=com, sec=sec, u=u,
+                   honest=bundle, client=client, provider=P.KeyStore(root / "provider"))
 
 
 def verify(w, bundle, **kw):

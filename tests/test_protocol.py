@@ -1,7 +1,7 @@
 """zkapex_jax.protocol: commitment → unlearn → prove → verify on a tiny statement; artifacts."""
 
 import json
-import os
+import contextlib
 
 import numpy as np
 import pytest
@@ -25,27 +25,18 @@ def tiny_problem(seed=0):
     return theta_p, fisher, mask
 
 
-class CacheEnv:
-    """Point ZKAPEX_CACHE at a temporary folder for the duration of a module."""
-
-    def __init__(self, path):
-        self.path, self.old = str(path), os.environ.get("ZKAPEX_CACHE")
-
-    def __enter__(self):
-        os.environ["ZKAPEX_CACHE"] = self.path
-        return self
-
-    def __exit__(self, *a):
-        if self.old is None:
-            os.environ.pop("ZKAPEX_CACHE", None)
-        else:
-            os.environ["ZKAPEX_CACHE"] = self.old
+@contextlib.contextmanager
+def cache_env(path):
+    """Point ZKAPEX_CACHE at a temporary folder inside the ``with`` block."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZKAPEX_CACHE", str(path))
+        yield
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("proto")
-    with CacheEnv(root / "cache"):
+    with cache_env(root / "cache"):
         theta_p, fisher, mask = tiny_problem()
         spec = P.CircuitSpec(block_size=B, chunk_blocks=K)
         client_ks, provider_ks = P.KeyStore(root / "client"), P.KeyStore(root / "provider")
@@ -68,7 +59,7 @@ def test_commitment_roundtrip(setup):
 
 def test_commitments_hide(setup, tmp_path):
     """Same values, fresh blinders → different commitments (KZG alone is deterministic)."""
-    with CacheEnv(setup["root"] / "cache"):
+    with cache_env(setup["root"] / "cache"):
         com2, _ = P.commit_personalization(setup["theta_p"], setup["fisher"], setup["spec"], client_id="alice",
                                            keystore=setup["client_ks"])
     assert set(com2.com_theta_p).isdisjoint(setup["com"].com_theta_p)
@@ -84,7 +75,7 @@ def test_unlearned_model_is_the_certified_one(setup):
 
 
 def test_honest_bundle_verifies_with_provider_keys(setup):
-    with CacheEnv(setup["root"] / "cache"):
+    with cache_env(setup["root"] / "cache"):
         res = P.verify_bundle(setup["bundle"], setup["com"], setup["mask"], keystore=setup["provider_ks"],
                               client_id="alice", request_id="req-1")
     assert res.valid, res.reason
@@ -102,7 +93,7 @@ def test_prove_refuses_existing_dir_and_bad_mask(setup):
 
 
 def test_wrong_parameters_do_not_open_commitment(setup, tmp_path):
-    with CacheEnv(setup["root"] / "cache"):
+    with cache_env(setup["root"] / "cache"):
         with pytest.raises(P.ProofError, match="do not open"):
             P.prove_unlearning(setup["theta_p"] * 1.01, setup["fisher"], setup["mask"], setup["com"], setup["sec"],
                                request_id="r", out_dir=tmp_path / "b", keystore=setup["client_ks"])
