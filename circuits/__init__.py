@@ -1,30 +1,22 @@
-"""The ZK-APEX KKT relation as an ONNX graph (:mod:`circuits.relation`) and the ezkl stages that
-compile, key, prove and verify it, with caching (:mod:`circuits.stages`). See circuits/README.md."""
+"""The ZK-APEX relation in inverse-Fisher column form as an ONNX graph (:mod:`circuits.relation`)
+and the ezkl stages that compile, key, commit, prove and verify it, with caching
+(:mod:`circuits.stages`). See docs/PROOFS.md."""
 
-from .relation import CHECK_NAMES, N_CHECKS, CircuitSpec, build_relation, relation_reference
+from .relation import CHECK_GROUPS, CircuitSpec, CommitSpec, build_relation, derive_bounds, relation_reference
 from .stages import (
     CircuitArtifacts,
     EzklError,
     cache_dir,
-    commit_columns,
+    commit_vectors,
     ensure_circuit,
     ensure_srs,
     prove_chunk,
     verify_chunk,
+    verify_chunk_bytes,
 )
 
 __all__ = [
-    "CHECK_NAMES",
-    "N_CHECKS",
-    "CircuitSpec",
-    "build_relation",
-    "relation_reference",
-    "CircuitArtifacts",
-    "EzklError",
-    "cache_dir",
-    "commit_columns",
-    "ensure_circuit",
-    "ensure_srs",
-    "prove_chunk",
-    "verify_chunk",
+    "CHECK_GROUPS", "CircuitSpec", "CommitSpec", "build_relation", "derive_bounds", "relation_reference",
+    "CircuitArtifacts", "EzklError", "cache_dir", "commit_vectors", "ensure_circuit", "ensure_srs",
+    "prove_chunk", "verify_chunk", "verify_chunk_bytes",
 ]

@@ -1,35 +1,45 @@
-"""The relation one proof checks, for one chunk of ``K`` blocks of ``B`` weights, as an ONNX graph.
+"""The relation one proof checks: Group-OBS in inverse-Fisher column form, as an ONNX graph.
 
-Everything is integer (ezkl input/param scale 0): the quantization layer
-(:mod:`zkapex_jax.quant`) feeds exact integers, so ezkl's own rounding is the identity and the
-circuit arithmetic is exact (no rescaling anywhere).
+Per block of ``B`` weights with masked positions ``S`` (``k = |S| ≤ kmax`` slots), integers only
+(ezkl input/param scale 0, so ezkl's own rounding is the identity):
 
-Inputs (ezkl visibility ``polycommit`` for all inputs: each input is one KZG-committed column):
+* ``Â`` — the committed inverse Fisher ``A = C⁻¹`` of the block, fixed point; the proof reads only
+  the ``k`` masked columns ``Â[:, S]`` (one committed input per slot);
+* ``θ̂p`` (committed before the mask), ``θ̂u`` (defines Com(θu)), ``μ̂`` (k, private), and a private
+  ``k×k`` matrix ``Y`` that certifies that ``Â[S,S]`` is invertible with a bounded inverse.
 
-===============  ===================  =====================================================
-name             length               meaning
-===============  ===================  =====================================================
-``theta_p``      ``K*B + R``          θ̂p (scale 2^sθ) of the chunk, then ``R`` blinders
-``fisher``       ``K*B*B + R``        Ĉ (per-block normalized, scale 2^sC), then ``R`` blinders
-``theta_u``      ``K*B + R``          θ̂u, then ``R`` blinders (defines Com(θu))
-``lam``          ``K*B + R``          λ̂ (scale 2^sθ; multiplied by 2^sC in-circuit), blinders
-``public``       ``n_ctx + K*B``      statement-hash limbs, then the chunk's mask (0/1)
-===============  ===================  =====================================================
+With ``h = 2^(s−g)`` the statement is
 
-Outputs (public instances):
+  r := h·(θ̂u − θ̂p) + Â[:,S]·μ̂,   |r_i| < h on free rows,  |r_i| < h·2^−t on masked rows,
+  θ̂u[S] = 0,   Y·D − 2^ty·I = E with |E| < 2^e, |Y| < 2^y,  D = Â[S,S] (padded),
 
-* ``pub_out = public`` (Identity): the verifier compares it with the statement hash it recomputes
-  and the published mask's blocks for this chunk;
-* ``checks`` (5,): ``[Σ (θu⊙m)², Σ (λ⊙(1−m))², Σ relu(|Ĉ(θu−θp) + 2^sC·λ| − τ),
-  Σ_blocks relu(2^(sC−1) − max_i Ĉ_ii), Σ_{blocks without mask} Σ δ²]``; the verifier requires
-  all five to be exactly 0 (the last: a block with no masked weight keeps θu = θp exactly). The
-  last one pins the committed Fisher's per-block normalization (honest: max|Ĉ_b| = max_i Ĉ_b,ii ∈
-  (2^(sC−1), 2^sC] for a PSD block), so a client cannot shrink C at commitment time to make τ
-  vacuous.
+where every bound is an **in-graph range check**: ``Abs(x·2^c)`` makes ezkl decompose ``x·2^c``
+into ``decomp_legs`` digits of ``decomp_base``, so a witness exists only if ``|x·2^c| < 2^s``,
+``2^s = base^legs`` (ezkl does *not* range-check ``polycommit`` inputs; ../shared/EZKL.md). The
+checks are zero-or-range by construction: no sum of squares, no tolerance output.
 
-δ := θu − θp is computed in-circuit, so assembly (θu = θp + δ) holds by construction.
-All sums are of non-negative integers far below the field modulus (every input is range-checked
-to |x| < 2^24 by ezkl, see :attr:`CircuitSpec.input_bound`), so a sum is 0 iff every term is 0.
+**What it pins** (docs/PROOFS.md): the exact fixed-point Group-OBS result for the committed ``Â``
+is ``θ̂u* = θ̂p − Â[:,S]·μ*/h`` with ``Â[S,S]μ* = h·θ̂p[S]``. Any accepted ``θ̂u`` satisfies
+``θ̂u[S] = 0`` and ``|θ̂u − θ̂u*|∞ < 1 + ε`` (θ units) with ``ε`` = :meth:`CircuitSpec.epsilon`, a
+function of public parameters only (≤ 1/4 by construction) — whatever ``Â`` the client committed:
+a curvature whose masked sub-matrix is (nearly) singular admits no ``Y`` and cannot be proven.
+
+Inputs (all ``polycommit``; each one KZG-committed column, values then ``n_blind`` blinders):
+
+=====================  ===========================  ===========================================
+name                   length                       meaning
+=====================  ===========================  ===========================================
+``theta_p_{j}``        ``B + R``                    θ̂p of the proof's j-th block
+``theta_u_{j}``        ``B + R``                    θ̂u of block j (its commitment is Com(θu_b))
+``col_{j}_{t}``        ``B + R``                    Â[:, S_t] of block j, slot t (zeros if unused)
+``mu``                 ``K·kmax + R``               μ̂ per block and slot (|μ̂| < 2^53)
+``ycert``              ``K·kmax² + R``              Y per block
+``public``             ``n_ctx + K·(B+2·kmax) + 1`` statement limbs, then per block the mask (B),
+                                                    slot positions (kmax), slot used (kmax); a 0
+=====================  ===========================  ===========================================
+
+Outputs (public): ``pub_out = public``; ``zeros = |θ̂u|⊙m`` (K·B, must be 0); ``sink`` (6, must
+be 0: the range-checked values times the public 0, which keeps every check in the circuit).
 """
 
 from __future__ import annotations
@@ -37,187 +47,354 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
-FORMAT_VERSION = 3
-#: number of check outputs; the verifier requires each to be exactly 0.
-N_CHECKS = 5
-CHECK_NAMES = (
-    "masked weights of θu are not zero",
-    "λ is non-zero off the mask",
-    "KKT residual |Cδ + E_M λ| exceeds τ",
-    "committed Fisher block is not normalized (max diagonal < 2^(s_c−1))",
-    "a block without masked weights changed (δ ≠ 0)",
-)
+FORMAT_VERSION = 4
+#: names of the range-check groups whose sums feed ``sink`` (order of the sink outputs).
+CHECK_GROUPS = ("theta_p", "columns", "mu", "residual", "ycert", "ycert_error")
+#: the ε target: parameters are chosen so that ε ≤ 1/4 (|θ̂u − θ̂u*| < 1.25 units).
+EPSILON_TARGET = Fraction(1, 4)
+#: ezkl parses input values as f64, exact below 2^53: the bound on |μ̂| the prover must meet.
+MU_BITS = 53
+
+
+def _posint(name, v, lo=1):
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
+        raise ValueError(f"{name} must be an integer ≥ {lo}, got {v!r}")
 
 
 @dataclass(frozen=True)
-class CircuitSpec:
-    """One circuit shape: ``chunk_blocks`` blocks of ``block_size`` weights per proof.
+class CommitSpec:
+    """What the client fixes at personalization time (before any mask).
 
-    ``s_c``: the Fisher's fixed-point exponent (Ĉ entries are ≤ 2^s_c in magnitude);
-    ``n_blind``: blinding field elements appended to every private committed tensor;
-    ``n_ctx``: 21-bit limbs of the statement hash carried as public values.
-    ``s_c=None`` picks the largest exponent keeping the residual in ezkl's range (see quant).
-    """
+    ``block_size`` B; ``logrows`` of every proof circuit (KZG column commitments depend on it,
+    so it is part of the commitment); ``theta_bits`` w: θ̂ is chosen with |θ̂p| ≤ 2^(w−2);
+    ``a_bits``: |Â| < 2^a; ``n_blind`` blinders per committed column; ``n_ctx`` 21-bit statement
+    limbs; ``decomp_base``/``decomp_legs``: ezkl's range 2^s = base^legs."""
 
     block_size: int
-    chunk_blocks: int
-    s_c: int | None = None
+    logrows: int = 15
+    theta_bits: int = 16
+    a_bits: int = 24
     n_blind: int = 8
     n_ctx: int = 12
     decomp_base: int = 4096
-    decomp_legs: int = 2
+    decomp_legs: int = 5
 
     def __post_init__(self):
-        for name in ("block_size", "chunk_blocks", "n_blind", "n_ctx", "decomp_base", "decomp_legs"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"CircuitSpec.{name} must be a positive integer, got {v!r}")
-        if self.s_c is None:
-            object.__setattr__(self, "s_c", default_fisher_exponent(self.block_size, self.input_bound))
-        if not 1 <= self.s_c or self.block_size * 2 ** self.s_c > self.input_bound:
-            raise ValueError(
-                f"CircuitSpec.s_c={self.s_c} too large for block size {self.block_size}: "
-                f"B·2^s_c must stay ≤ {self.input_bound}")
+        for name in ("block_size", "logrows", "theta_bits", "a_bits", "n_blind", "n_ctx", "decomp_base",
+                     "decomp_legs"):
+            _posint(f"CommitSpec.{name}", getattr(self, name))
+        if self.decomp_base & (self.decomp_base - 1):
+            raise ValueError(f"CommitSpec.decomp_base must be a power of two, got {self.decomp_base}")
+        if self.logrows < self.logrows_min or self.logrows > 26:
+            raise ValueError(f"CommitSpec.logrows must be in [{self.logrows_min}, 26], got {self.logrows}")
+        if self.s > 72:
+            raise ValueError(f"range 2^{self.s} too large: base^legs must stay ≤ 2^72 (no field wrap)")
+        if self.a_bits >= self.s or self.theta_bits >= self.s:
+            raise ValueError("a_bits and theta_bits must be below the range bits s")
+        if self.block_size + self.n_blind > self.column_height:
+            raise ValueError(f"block of {self.block_size} + {self.n_blind} blinders does not fit one column "
+                             f"of 2^{self.logrows} rows")
 
     @property
-    def input_bound(self) -> int:
-        """ezkl range-checks every input/output and every abs/relu argument to |x| ≤ base^legs − 1."""
-        return self.decomp_base ** self.decomp_legs - 1
-
-    @property
-    def tau(self) -> int:
-        """Tolerance τ on |Ĉδ̂ + 2^s_c λ̂| (integer units): B·2^(s_c−1), see zkapex_jax.quant."""
-        return self.block_size * 2 ** (self.s_c - 1)
+    def s(self) -> int:
+        """Range bits: an ``Abs`` argument must satisfy |x| < 2^s."""
+        return int(math.log2(self.decomp_base)) * self.decomp_legs
 
     @property
     def logrows_min(self) -> int:
         return int(math.log2(self.decomp_base)) + 1
 
-    def input_lengths(self) -> tuple[int, ...]:
-        kb = self.block_size * self.chunk_blocks
-        r = self.n_blind
-        return (kb + r, kb * self.block_size + r, kb + r, kb + r, self.n_ctx + kb)
+    @property
+    def column_height(self) -> int:
+        """Values per committed column (ezkl keeps 6 rows of each column for blinding)."""
+        return 2 ** self.logrows - 6
 
     def to_dict(self) -> dict:
         return {**asdict(self), "relation_version": FORMAT_VERSION}
 
     @classmethod
-    def from_dict(cls, d) -> "CircuitSpec":
+    def from_dict(cls, d) -> "CommitSpec":
         d = dict(d)
-        v = d.pop("relation_version", FORMAT_VERSION)
+        v = d.pop("relation_version", None)
         if v != FORMAT_VERSION:
-            raise ValueError(f"circuit relation version {v} unsupported (expected {FORMAT_VERSION})")
+            raise ValueError(f"relation version {v} unsupported (expected {FORMAT_VERSION})")
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The exponents of one bucket, all derived from public values (see module docstring)."""
+
+    s: int
+    g: int       # h = 2^(s−g) multiplies δ̂ in r
+    t: int       # masked rows are checked 2^t tighter
+    e: int       # |E| < 2^e
+    ty: int      # Y·D ≈ 2^ty·I
+    y: int       # |Y| < 2^y
+    gamma: int   # honest budget: max|D⁻¹|·2^a < 2^γ
+    epsilon: Fraction
+
+    @property
+    def h(self) -> int:
+        return 2 ** (self.s - self.g)
+
+
+def derive_bounds(cs: CommitSpec, kmax: int) -> Bounds:
+    """The largest conditioning budget γ for which ε ≤ 1/4 (ValueError if none ≥ 2)."""
+    _posint("kmax", kmax)
+    s, a, w = cs.s, cs.a_bits, cs.theta_bits
+    M = min(s, MU_BITS)             # ezkl reads inputs as f64: μ̂ must stay below 2^53
+    lk = max(0, math.ceil(math.log2(kmax)))
+    e = a + lk                     # honest |E_ij| ≤ ½·kmax·2^a < 2^e
+    ty = e + lk + 2                # kmax·2^e ≤ 2^ty / 4
+    best = None
+    for gamma in range(2, s):
+        y = ty - a + gamma
+        g = max(0, s - M + 1 + lk + gamma - a + w)   # |μ*| ≤ 2^(s−g)·kmax·2^(γ−a)·2^w ≤ 2^(M−1)
+        t = s - g - a - lk                    # honest masked residual ≤ ½·kmax·2^a < 2^(s−g−t)
+        if y >= s or t < 0 or g >= s:
+            break
+        eps = Fraction(kmax * 2 ** a, 2 ** (s - g)) * Fraction(kmax * 2 ** y * 2 ** (s - g - t), 2 ** ty - kmax * 2 ** e)
+        if eps > EPSILON_TARGET:
+            break
+        best = Bounds(s=s, g=g, t=t, e=e, ty=ty, y=y, gamma=gamma, epsilon=eps)
+    if best is None:
+        raise ValueError(f"no sound parameters for kmax={kmax} with 2^{s} range and a={a}, w={w}: "
+                         "raise decomp_legs or lower theta_bits/a_bits")
+    return best
+
+
+@dataclass(frozen=True)
+class CircuitSpec:
+    """One proof circuit: ``chunk_blocks`` blocks of ``commit.block_size`` weights, each with up to
+    ``kmax`` masked weights. Every circuit of one commitment shares its ``logrows``."""
+
+    commit: CommitSpec
+    kmax: int
+    chunk_blocks: int = 1
+    bounds: Bounds = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self):
+        if not isinstance(self.commit, CommitSpec):
+            raise ValueError("CircuitSpec.commit must be a CommitSpec")
+        _posint("CircuitSpec.kmax", self.kmax)
+        _posint("CircuitSpec.chunk_blocks", self.chunk_blocks)
+        if self.kmax > self.commit.block_size:
+            raise ValueError(f"kmax={self.kmax} exceeds the block size {self.commit.block_size}")
+        object.__setattr__(self, "bounds", derive_bounds(self.commit, self.kmax))
+
+    # convenient views
+    @property
+    def block_size(self) -> int:
+        return self.commit.block_size
+
+    @property
+    def n_blind(self) -> int:
+        return self.commit.n_blind
+
+    @property
+    def n_ctx(self) -> int:
+        return self.commit.n_ctx
+
+    @property
+    def epsilon(self) -> Fraction:
+        return self.bounds.epsilon
+
+    @property
+    def n_inputs(self) -> int:
+        return self.chunk_blocks * (2 + self.kmax) + 3
+
+    def public_length(self) -> int:
+        return self.n_ctx + self.chunk_blocks * (self.block_size + 2 * self.kmax) + 1
+
+    def input_lengths(self) -> tuple[int, ...]:
+        K, B, R, k = self.chunk_blocks, self.block_size, self.n_blind, self.kmax
+        return (B + R,) * (K * (2 + k)) + (K * k + R, K * k * k + R, self.public_length())
+
+    def input_names(self) -> list[str]:
+        K, k = self.chunk_blocks, self.kmax
+        return ([f"theta_p_{j}" for j in range(K)] + [f"theta_u_{j}" for j in range(K)]
+                + [f"col_{j}_{t}" for j in range(K) for t in range(k)] + ["mu", "ycert", "public"])
+
+    def n_instances(self) -> int:
+        return self.public_length() + self.chunk_blocks * self.block_size + len(CHECK_GROUPS)
+
+    def to_dict(self) -> dict:
+        return {"commit": self.commit.to_dict(), "kmax": self.kmax, "chunk_blocks": self.chunk_blocks}
+
+    @classmethod
+    def from_dict(cls, d) -> "CircuitSpec":
+        return cls(commit=CommitSpec.from_dict(d["commit"]), kmax=d["kmax"], chunk_blocks=d["chunk_blocks"])
 
     @property
     def key(self) -> str:
-        """Short stable id of the shape (names cache folders, keys in the key store)."""
         h = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-        return f"K{self.chunk_blocks}_B{self.block_size}_s{self.s_c}_{h}"
-
-
-def default_fisher_exponent(block_size: int, bound: int = 2 ** 24 - 1) -> int:
-    """Largest s with B·2^s ≤ bound/2 (so τ = B·2^(s−1) ≤ bound/4 and |r| − τ stays in range)."""
-    s = int(math.floor(math.log2((bound + 1) / 2 / block_size)))
-    if s < 1:
-        raise ValueError(f"block size {block_size} too large for the range {bound}")
-    return s
+        return f"B{self.block_size}_k{self.kmax}_K{self.chunk_blocks}_L{self.commit.logrows}_{h}"
 
 
 def build_relation(spec: CircuitSpec):
-    """The ONNX ``ModelProto`` of the chunk relation (opset 17)."""
+    """The ONNX ``ModelProto`` of the relation (opset 17)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    K, B, R = spec.chunk_blocks, spec.block_size, spec.n_blind
-    KB = K * B
-    L = spec.input_lengths()
+    K, B, k, R = spec.chunk_blocks, spec.block_size, spec.kmax, spec.n_blind
+    cs, bd = spec.commit, spec.bounds
+    n_ctx = spec.n_ctx
     inits, nodes = [], []
+    counter = [0]
 
-    def const(name, arr, dt=np.float32):
+    def const(name, arr, dt=np.float64):
         inits.append(numpy_helper.from_array(np.asarray(arr, dtype=dt), name))
         return name
 
-    def node(op, ins, out, **kw):
+    def node(op, ins, out=None, **kw):
+        if out is None:
+            counter[0] += 1
+            out = f"{op.lower()}_{counter[0]}"
         nodes.append(helper.make_node(op, ins, [out], **kw))
         return out
 
     i64 = np.int64
     const("zero_i", [0], i64)
     const("axis1", [1], i64)
-    const("end_kb", [KB], i64)
-    const("end_kbb", [KB * B], i64)
-    const("ctx_end", [spec.n_ctx], i64)
-    const("pub_end", [spec.n_ctx + KB], i64)
-    const("shape_kb", [K, B], i64)
-    const("shape_kb1", [K, B, 1], i64)
-    const("shape_kbb", [K, B, B], i64)
+    const("end_B", [B], i64)
     const("shape_1", [1], i64)
-    const("axis_2", [2], i64)
-    const("one", 1.0)
-    const("tau", float(spec.tau))
-    const("lam_scale", float(2 ** spec.s_c))
-    const("half_scale", float(2 ** (spec.s_c - 1)))
-    const("eye", np.eye(B)[None])
 
-    def take(inp, end, shape):
-        return node("Reshape", [node("Slice", [inp, "zero_i", end, "axis1"], inp + "_s"), shape], inp + "_v")
+    def head(inp, n, shape):
+        end = const(f"end_{inp}", [n], i64)
+        return node("Reshape", [node("Slice", [inp, "zero_i", end, "axis1"]), const(f"shape_{inp}", shape, i64)])
 
-    tp = take("theta_p", "end_kb", "shape_kb")
-    tu = take("theta_u", "end_kb", "shape_kb")
-    lam = take("lam", "end_kb", "shape_kb")
-    C = take("fisher", "end_kbb", "shape_kbb")
-    m = node("Reshape", [node("Slice", ["public", "ctx_end", "pub_end", "axis1"], "mask_s"), "shape_kb"], "mask")
-    d = node("Sub", [tu, tp], "delta")
-    cd = node("Reshape", [node("MatMul", [C, node("Reshape", [d, "shape_kb1"], "delta3")], "cd3"), "shape_kb"], "cd")
-    r = node("Add", [cd, node("Mul", [lam, "lam_scale"], "lam_sc")], "resid")
-    excess = node("Relu", [node("Sub", [node("Abs", [r], "abs_r"), "tau"], "abs_r_tau")], "excess")
-    c_res = node("ReduceSum", [excess], "c_res", keepdims=0)
-    um = node("Mul", [tu, m], "tu_m")
-    c_zero = node("ReduceSum", [node("Mul", [um, um], "tu_m2")], "c_zero", keepdims=0)
-    lo = node("Mul", [lam, node("Sub", ["one", m], "not_m")], "lam_off")
-    c_lam = node("ReduceSum", [node("Mul", [lo, lo], "lam_off2")], "c_lam", keepdims=0)
-    diag = node("ReduceSum", [node("Mul", [C, "eye"], "c_diag_full"), "axis_2"], "c_diag", keepdims=0)
-    dmax = node("ReduceMax", [diag], "c_diag_max", axes=[1], keepdims=0)
-    c_norm = node("ReduceSum", [node("Relu", [node("Sub", ["half_scale", dmax], "c_gap")], "c_gap_pos")],
-                  "c_norm", keepdims=0)
-    # blocks without a masked weight: δ = 0 exactly (Σ_k (1 − max_i m_ki)·Σ_i δ_ki²)
-    no_mask = node("Sub", ["one", node("ReduceMax", [m], "has_mask", axes=[1], keepdims=1)], "no_mask")
-    c_keep = node("ReduceSum", [node("Mul", [node("Mul", [d, d], "delta2"), no_mask], "delta2_nomask")],
-                  "c_keep", keepdims=0)
-    node("Concat", [node("Reshape", [c_zero, "shape_1"], "c_zero1"),
-                    node("Reshape", [c_lam, "shape_1"], "c_lam1"),
-                    node("Reshape", [c_res, "shape_1"], "c_res1"),
-                    node("Reshape", [c_norm, "shape_1"], "c_norm1"),
-                    node("Reshape", [c_keep, "shape_1"], "c_keep1")], "checks", axis=0)
+    def pw2(x, c, name):
+        return node("Mul", [x, const(name, [float(2 ** c)])]) if c else x
+
+    def abs_sum(x):
+        return node("Reshape", [node("ReduceSum", [node("Abs", [x])], keepdims=0), "shape_1"])
+
+    tp = node("Concat", [head(f"theta_p_{j}", B, [1, B]) for j in range(K)], axis=0)          # (K,B)
+    tu = node("Concat", [head(f"theta_u_{j}", B, [1, B]) for j in range(K)], axis=0)          # (K,B)
+    cols = node("Concat", [head(f"col_{j}_{t}", B, [1, B, 1]) for j in range(K) for t in range(k)], axis=0)
+    cols = node("Reshape", [node("Transpose", [node("Reshape", [cols, const("shape_kkb", [K, k, B], i64)])],
+                                 perm=[0, 2, 1]), const("shape_kbk", [K, B, k], i64)])    # (K,B,k): Â[:,S]
+    mu = head("mu", K * k, [K, k])
+    ycert = head("ycert", K * k * k, [K, k, k])
+    # public vector: ctx ‖ per block (m (B), idx (k), q (k)) ‖ zero
+    per = B + 2 * k
+    pub_blocks = node("Reshape", [node("Slice", ["public", const("ctx_end", [n_ctx], i64),
+                                                 const("blk_end", [n_ctx + K * per], i64), "axis1"]),
+                                  const("shape_per", [K, per], i64)])
+    m = node("Slice", [pub_blocks, "zero_i", "end_B", "axis1"])                                  # (K,B)
+    idx = node("Slice", [pub_blocks, const("idx_beg", [B], i64), const("idx_end", [B + k], i64), "axis1"])
+    q = node("Slice", [pub_blocks, const("q_beg", [B + k], i64), const("q_end", [B + 2 * k], i64), "axis1"])
+    zero = node("Slice", ["public", const("z_beg", [n_ctx + K * per], i64), const("z_end", [n_ctx + K * per + 1], i64),
+                          "axis1"])
+
+    # μ_eff = μ ⊙ q ; r = h·(θu − θp) + Â[:,S] μ_eff
+    mu_eff = node("Mul", [mu, q])
+    amu = node("Reshape", [node("MatMul", [cols, node("Reshape", [mu_eff, const("shape_kk1", [K, k, 1], i64)])]),
+                           const("shape_KB", [K, B], i64)])
+    r = node("Add", [pw2(node("Sub", [tu, tp]), bd.s - bd.g, "h"), amu])
+    # free rows: |r·2^g| < 2^s ; masked rows: |r·2^(g+t)| < 2^s
+    rw = node("Add", [node("Mul", [m, const("w_m", [float(2 ** (bd.g + bd.t) - 2 ** bd.g)])]), const("w_f", [float(2 ** bd.g)])])
+    c_res = abs_sum(node("Mul", [r, rw]))
+    # D = Â[S,S] ⊙ (q qᵀ) + 2^(a−1)·diag(1 − q);  E = Y·D − 2^ty·I
+    offs = const("row_offs", (np.arange(K) * B)[:, None].astype(np.float64))
+    gidx = node("Cast", [node("Reshape", [node("Add", [idx, offs]), const("shape_Kk", [K * k], i64)])], to=TensorProto.INT64)
+    ass = node("Reshape", [node("Gather", [node("Reshape", [cols, const("shape_KBk", [K * B, k], i64)]), gidx], axis=0),
+                           const("shape_kkk", [K, k, k], i64)])                                 # (K,k,k) rows S
+    qq = node("Mul", [node("Reshape", [q, const("shape_k_col", [K, k, 1], i64)]),
+                      node("Reshape", [q, const("shape_k_row", [K, 1, k], i64)])])
+    eye = const("eye", np.eye(k, dtype=np.float64)[None])
+    pad = node("Mul", [node("Mul", [node("Sub", [const("one", [1.0]), node("Reshape", [q, "shape_k_col"])]), eye]),
+                       const("pad_c", [float(2 ** (cs.a_bits - 1))])])
+    D = node("Add", [node("Mul", [ass, qq]), pad])
+    E = node("Sub", [node("MatMul", [ycert, D]), node("Mul", [eye, const("two_ty", [float(2 ** bd.ty)])])])
+    sums = [abs_sum(tp),                                   # θ̂p integer, |θ̂p| < 2^s
+            abs_sum(pw2(cols, bd.s - cs.a_bits, "sa")),   # |Â| < 2^a
+            abs_sum(mu),                                   # |μ̂| < 2^s
+            c_res,
+            abs_sum(pw2(ycert, bd.s - bd.y, "sy")),        # |Y| < 2^y
+            abs_sum(pw2(E, bd.s - bd.e, "se"))]            # |E| < 2^e
+    node("Mul", [node("Concat", sums, axis=0), node("Reshape", [zero, "shape_1"])], "sink")
+    node("Mul", [node("Abs", [tu]), m], "zeros")          # θ̂u integer, and θ̂u[S] = 0 (public zeros)
     node("Identity", ["public"], "pub_out")
-    names = ("theta_p", "fisher", "theta_u", "lam", "public")
-    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, n_]) for n, n_ in zip(names, L)]
-    outputs = [helper.make_tensor_value_info("pub_out", TensorProto.FLOAT, [1, L[4]]),
-               helper.make_tensor_value_info("checks", TensorProto.FLOAT, [N_CHECKS])]
-    graph = helper.make_graph(nodes, f"zkapex_kkt_{spec.key}", inputs, outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="zkapex-jax")
+    L = spec.input_lengths()
+    inputs = [helper.make_tensor_value_info(n, TensorProto.DOUBLE, [1, n_]) for n, n_ in zip(spec.input_names(), L)]
+    outputs = [helper.make_tensor_value_info("pub_out", TensorProto.DOUBLE, [1, L[-1]]),
+               helper.make_tensor_value_info("zeros", TensorProto.DOUBLE, [K, B]),
+               helper.make_tensor_value_info("sink", TensorProto.DOUBLE, [len(CHECK_GROUPS)])]
+    graph = helper.make_graph(nodes, f"zkapex_cols_{spec.key}", inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="zkapex-jax")
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
 
 
-def relation_reference(spec: CircuitSpec, theta_p, fisher, theta_u, lam, mask) -> np.ndarray:
-    """Exact integer oracle of the ``checks`` output. theta_p/theta_u/lam/mask (K,B), fisher (K,B,B)."""
-    tp, tu, lm = (np.asarray(a, dtype=object) for a in (theta_p, theta_u, lam))
-    C = np.asarray(fisher, dtype=object)
+# ----------------------------------------------------------------------------- exact oracle
+
+def relation_reference(spec: CircuitSpec, theta_p, theta_u, cols, mu, ycert, mask, idx, q) -> dict:
+    """Exact integer oracle of the relation for one proof (Python integers, no rounding).
+
+    Shapes: theta_p/theta_u/mask (K,B); cols (K,B,kmax) = Â[:, S]; mu/idx/q (K,kmax);
+    ycert (K,kmax,kmax). Returns ``{group: max |argument| / 2^s}`` (as Fractions; the check holds
+    iff < 1), ``zeros`` (K,B) and ``ok`` (every check holds and zeros are 0)."""
+    cs, bd = spec.commit, spec.bounds
+    K, B, k = spec.chunk_blocks, spec.block_size, spec.kmax
+    S = 2 ** bd.s
+    I = lambda a: np.asarray(a, dtype=object)  # noqa: E731
+    tp, tu, A, mu, Y = I(theta_p), I(theta_u), I(cols), I(mu), I(ycert)
     m = np.asarray(mask).astype(np.int64).astype(object)
-    d = tu - tp
-    r = np.einsum("kij,kj->ki", C, d) + lm * (2 ** spec.s_c)
-    c_res = sum(max(abs(int(x)) - spec.tau, 0) for x in r.ravel())
-    c_zero = sum(int(x) ** 2 for x in (tu * m).ravel())
-    c_lam = sum(int(x) ** 2 for x in (lm * (1 - m)).ravel())
-    half = 2 ** (spec.s_c - 1)
-    c_norm = sum(max(half - max(int(C[k, i, i]) for i in range(C.shape[1])), 0) for k in range(C.shape[0]))
-    c_keep = sum(int(x) ** 2 for k in range(d.shape[0]) if not m[k].any() for x in d[k])
-    return np.array([c_zero, c_lam, c_res, c_norm, c_keep], dtype=object)
+    q = np.asarray(q).astype(np.int64).astype(object)
+    idx = np.asarray(idx).astype(np.int64)
+    mu_eff = mu * q
+    r = (tu - tp) * bd.h + np.einsum("kbt,kt->kb", A, mu_eff)
+    rw = m * 2 ** (bd.g + bd.t) + (1 - m) * 2 ** bd.g
+    D = np.empty((K, k, k), dtype=object)
+    for j in range(K):
+        for a in range(k):
+            for b in range(k):
+                D[j, a, b] = A[j, idx[j, a], b] * q[j, a] * q[j, b] + (0 if q[j, a] else (2 ** (cs.a_bits - 1) if a == b else 0))
+    E = np.einsum("kab,kbc->kac", Y, D) - np.eye(k, dtype=np.int64).astype(object)[None] * 2 ** bd.ty
+    mx = lambda a: max([abs(int(x)) for x in np.asarray(a, dtype=object).ravel()] + [0])  # noqa: E731
+    out = {"theta_p": Fraction(mx(tp), S), "columns": Fraction(mx(A) * 2 ** (bd.s - cs.a_bits), S),
+           "mu": Fraction(mx(mu), S), "residual": Fraction(mx(r * rw), S),
+           "ycert": Fraction(mx(Y) * 2 ** (bd.s - bd.y), S), "ycert_error": Fraction(mx(E) * 2 ** (bd.s - bd.e), S),
+           "theta_u": Fraction(mx(tu), S)}
+    zeros = np.abs(tu) * m
+    out["zeros"] = zeros
+    out["ok"] = all(v < 1 for key, v in out.items() if key not in ("zeros",)) and not any(int(z) for z in zeros.ravel())
+    return out
+
+
+def assemble_inputs(spec: CircuitSpec, blocks, ctx, *, blinders) -> list[list[int]]:
+    """The integer input vectors of one proof, in ``spec.input_names()`` order.
+
+    ``blocks``: up to K dicts with ``theta_p``, ``theta_u`` (B,), ``cols`` (B,kmax), ``mu`` (kmax),
+    ``ycert`` (kmax,kmax), ``mask`` (B,), ``idx``, ``q`` (kmax); missing blocks are padding
+    (θ = 0, no mask). ``blinders(name, j)`` returns the R blinders of an input (per block j,
+    for ``theta_p``/``theta_u``/``col_t``; j=None for ``mu``/``ycert``). ``ctx``: n_ctx limbs."""
+    K, B, k = spec.chunk_blocks, spec.block_size, spec.kmax
+    if len(blocks) > K:
+        raise ValueError(f"{len(blocks)} blocks for a circuit of {K}")
+    pad = {"theta_p": np.zeros(B, np.int64), "theta_u": np.zeros(B, np.int64), "cols": np.zeros((B, k), np.int64),
+           "mu": [0] * k, "ycert": np.eye(k, dtype=np.int64) * 2 ** (spec.bounds.ty - spec.commit.a_bits + 1),
+           "mask": np.zeros(B, np.int64), "idx": np.zeros(k, np.int64), "q": np.zeros(k, np.int64)}
+    blocks = list(blocks) + [pad] * (K - len(blocks))
+    ints = lambda a: [int(x) for x in np.asarray(a, dtype=object).ravel()]  # noqa: E731
+    tp = [ints(b["theta_p"]) + list(blinders("theta_p", j)) for j, b in enumerate(blocks)]
+    tu = [ints(b["theta_u"]) + list(blinders("theta_u", j)) for j, b in enumerate(blocks)]
+    cols = [ints(np.asarray(b["cols"])[:, t]) + list(blinders(f"col_{t}", j)) for j, b in enumerate(blocks) for t in range(k)]
+    mu = [int(x) for b in blocks for x in b["mu"]] + list(blinders("mu", None))
+    yc = [x for b in blocks for x in ints(b["ycert"])] + list(blinders("ycert", None))
+    pub = [int(x) for x in ctx]
+    for b in blocks:
+        pub += ints(b["mask"]) + ints(b["idx"]) + ints(b["q"])
+    pub.append(0)
+    out = tp + tu + cols + [mu, yc, pub]
+    if [len(v) for v in out] != list(spec.input_lengths()):
+        raise ValueError("assembled inputs do not match the circuit's input lengths")
+    return out

@@ -23,12 +23,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .relation import CircuitSpec, build_relation
+from .relation import CircuitSpec, CommitSpec, build_relation
 
 #: BN254 scalar field modulus (ezkl's field).
 FIELD_MODULUS = 21888242871839275222246405745257275088548364400416034343698204186575808495617
-N_INPUTS = 5
-COMMITTED_INPUTS = ("theta_p", "fisher", "theta_u", "lam", "public")
 
 
 class EzklError(RuntimeError):
@@ -92,6 +90,7 @@ def ensure_srs(logrows: int, srs_path: str | os.PathLike | None = None, *, root=
             raise FileNotFoundError(f"SRS file {p} does not exist")
         return p, False
     d = cache_dir(root) / "srs"
+    d.mkdir(parents=True, exist_ok=True)
     p = d / f"kzg{logrows}.srs"
     with _lock(d / f".kzg{logrows}.lock"):
         if not p.is_file():
@@ -103,6 +102,17 @@ def ensure_srs(logrows: int, srs_path: str | os.PathLike | None = None, *, root=
                 "logrows": logrows, "source": "ezkl.gen_srs (local)", "insecure": True,
                 "seconds": round(time.perf_counter() - t0, 3), "sha256": sha256_file(p)}))
     return p, True
+
+
+_SRS_DIGESTS: dict = {}
+
+
+def _srs_digest(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _SRS_DIGESTS:
+        _SRS_DIGESTS[key] = sha256_file(path)
+    return _SRS_DIGESTS[key]
 
 
 @dataclass(frozen=True)
@@ -130,36 +140,66 @@ def _run_args(spec: CircuitSpec, logrows: int):
     ra.input_visibility = "polycommit"
     ra.param_visibility = "fixed"
     ra.output_visibility = "public"
-    ra.decomp_base = spec.decomp_base
-    ra.decomp_legs = spec.decomp_legs
+    ra.decomp_base = spec.commit.decomp_base
+    ra.decomp_legs = spec.commit.decomp_legs
     ra.disable_freivalds = True
-    ra.ignore_range_check_inputs_outputs = False  # keep: the range checks carry the soundness argument
+    # ezkl never range-checks polycommit inputs (../shared/EZKL.md); every bound the soundness
+    # argument uses is an explicit Abs node in the graph, so the flag would only add rows.
+    ra.ignore_range_check_inputs_outputs = True
     ra.check_mode = "safe"
     ra.logrows = int(logrows)
     return ra
 
 
-def ensure_circuit(spec: CircuitSpec, *, srs_path=None, root=None, logrows: int | None = None,
-                   progress=None) -> CircuitArtifacts:
-    """Build (once) the ONNX relation, settings, compiled circuit and keys of ``spec``; cached
-    under ``circuits/{spec.key}`` of the cache. ``logrows`` defaults to the smallest that fits."""
+def circuit_rows(spec: CircuitSpec, *, root=None) -> int:
+    """ezkl's row count of ``spec`` (gen_settings only: no keys), cached by spec key."""
+    base = cache_dir(root) / "rows"
+    base.mkdir(parents=True, exist_ok=True)
+    p = base / f"{spec.key}.json"
+    if p.is_file():
+        try:
+            return int(json.loads(p.read_text())["num_rows"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    with tempfile.TemporaryDirectory(dir=base) as td:
+        onnx_p = Path(td) / "relation.onnx"
+        onnx_p.write_bytes(build_relation(spec).SerializeToString())
+        _stage("gen_settings", _ezkl().gen_settings, str(onnx_p), str(Path(td) / "s.json"),
+               py_run_args=_run_args(spec, spec.commit.logrows))
+        rows = int(json.loads((Path(td) / "s.json").read_text())["num_rows"])
+    t = _tmp(p)
+    t.write_text(json.dumps({"num_rows": rows, "spec": spec.to_dict()}))
+    os.replace(t, p)
+    return rows
+
+
+def fits(spec: CircuitSpec, *, root=None) -> bool:
+    """Whether ``spec`` fits its commitment's logrows (with ezkl's blinding rows)."""
+    return circuit_rows(spec, root=root) + 64 <= 2 ** spec.commit.logrows
+
+
+def ensure_circuit(spec: CircuitSpec, *, srs_path=None, root=None, progress=None) -> CircuitArtifacts:
+    """Build (once) the ONNX relation, settings, compiled circuit and keys of ``spec`` at the
+    commitment's logrows; cached under ``circuits/{spec.key}`` of the cache."""
     ezkl = _ezkl()
     base = cache_dir(root) / "circuits" / spec.key
     base.mkdir(parents=True, exist_ok=True)
+    lr = spec.commit.logrows
     srs_tag = "local" if srs_path is None else hashlib.sha256(str(Path(srs_path).resolve()).encode()).hexdigest()[:8]
     with _lock(base / ".lock"):
         meta_p = base / f"meta-{srs_tag}.json"
         if meta_p.is_file():
             try:
                 meta = json.loads(meta_p.read_text())
-                cached = (logrows is None or meta["logrows"] == logrows) and all(
+                cached = meta["logrows"] == lr and all(
                     (base / n).is_file() for n in ("relation.compiled", "settings.json", f"vk-{srs_tag}.key",
                                                    f"pk-{srs_tag}.key"))
             except (ValueError, KeyError, TypeError):
                 cached = False  # a damaged cache entry is rebuilt
             if cached:
                 srs, insecure = ensure_srs(meta["logrows"], srs_path)
-                return _artifacts(spec, base, meta, srs, insecure, srs_tag)
+                if meta.get("srs_sha256") == _srs_digest(srs):  # keys made with another SRS are rebuilt
+                    return _artifacts(spec, base, meta, srs, insecure, srs_tag)
         timings = {}
         onnx_p = base / "relation.onnx"
         t0 = time.perf_counter()
@@ -168,21 +208,15 @@ def ensure_circuit(spec: CircuitSpec, *, srs_path=None, root=None, logrows: int 
         t.write_bytes(model.SerializeToString())
         os.replace(t, onnx_p)
         settings_p = base / "settings.json"
-        lr = logrows or spec.logrows_min
-        for _ in range(6):  # gen_settings → count rows → smallest logrows that fits
-            t = _tmp(settings_p)
-            _stage("gen_settings", ezkl.gen_settings, str(onnx_p), str(t), py_run_args=_run_args(spec, lr))
-            s = json.loads(t.read_text())
-            rows = int(s["num_rows"])
-            need = max(spec.logrows_min, math.ceil(math.log2(rows + 64)))
-            if logrows is not None or need == lr:
-                _canonicalize_settings(t)
-                os.replace(t, settings_p)
-                break
+        t = _tmp(settings_p)
+        _stage("gen_settings", ezkl.gen_settings, str(onnx_p), str(t), py_run_args=_run_args(spec, lr))
+        rows = int(json.loads(t.read_text())["num_rows"])
+        if rows + 64 > 2 ** lr:
             t.unlink()
-            lr = need
-        else:
-            raise EzklError("could not settle logrows")
+            raise EzklError(f"circuit {spec.key} needs {rows} rows, more than 2^{lr}: use a smaller bucket "
+                            "(kmax, chunk_blocks) or commit with larger logrows")
+        _canonicalize_settings(t)
+        os.replace(t, settings_p)
         timings["settings_s"] = time.perf_counter() - t0
         compiled_p = base / "relation.compiled"
         t0 = time.perf_counter()
@@ -203,7 +237,7 @@ def ensure_circuit(spec: CircuitSpec, *, srs_path=None, root=None, logrows: int 
         meta = {"spec": spec.to_dict(), "logrows": lr, "num_rows": rows, "timings": timings,
                 "vk_bytes": vk_p.stat().st_size, "pk_bytes": pk_p.stat().st_size,
                 "vk_sha256": sha256_file(vk_p), "settings_sha256": sha256_file(settings_p),
-                "srs_sha256": sha256_file(srs), "srs_insecure": insecure}
+                "srs_sha256": _srs_digest(srs), "srs_insecure": insecure}
         t = _tmp(meta_p)
         t.write_text(json.dumps(meta, indent=1))
         os.replace(t, meta_p)
@@ -250,36 +284,67 @@ def point_hex(p) -> str:
     return bytes.fromhex(p.x)[::-1].hex() + bytes.fromhex(p.y)[::-1].hex()
 
 
-def commit_columns(art: CircuitArtifacts, values: list[int]) -> str:
-    """KZG commitment (as :func:`point_hex`) of one committed input column of ``art``.
+def column_height(art: CircuitArtifacts) -> int:
+    """Values per committed column of ``art`` (2^logrows minus ezkl's unusable rows, which depend
+    on the circuit): found once by asking ``kzg_commit`` how many columns a vector spans (it returns
+    ⌊len/height⌋ + 1 commitments, column j holding values [j·height, (j+1)·height))."""
+    p = art.dir / f"column_height-{art.logrows}.json"
+    if p.is_file():
+        try:
+            return int(json.loads(p.read_text())["height"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    one = [int_to_felt(1)]
+    lo, hi = 2 ** art.logrows - 64, 2 ** art.logrows  # one column holds lo values, not hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        n = len(_stage("kzg_commit", _ezkl().kzg_commit, one * mid, str(art.vk), str(art.settings), str(art.srs)))
+        lo, hi = (mid, hi) if n == 1 else (lo, mid)
+    t = _tmp(p)
+    t.write_text(json.dumps({"height": lo + 1}))
+    os.replace(t, p)
+    return lo + 1
 
-    Raises if the input spans more than one column (then the blinders would not blind all of it)."""
-    felts = [int_to_felt(v) for v in values]
-    pts = _stage("kzg_commit", _ezkl().kzg_commit, felts, str(art.vk), str(art.settings), str(art.srs))
-    if len(pts) != 1:
-        raise EzklError(f"input of {len(values)} values spans {len(pts)} columns; raise logrows")
-    return point_hex(pts[0])
+
+def commit_vectors(art: CircuitArtifacts, vectors, *, batch: int = 256) -> list[str]:
+    """KZG commitments (as :func:`point_hex`) of many input columns of ``art``'s logrows, batched:
+    each vector is padded with zeros to one column's height and up to ``batch`` of them go to one
+    ``ezkl.kzg_commit`` call (a commitment is linear in the values, so zero padding leaves it as the
+    single-vector one; tested). Each vector must fit one column."""
+    h = column_height(art)
+    out = []
+    pad = int_to_felt(0)
+    vectors = list(vectors)
+    for i in range(0, len(vectors), batch):
+        felts = []
+        group = vectors[i:i + batch]
+        for v in group:
+            if len(v) > h:
+                raise EzklError(f"a vector of {len(v)} values does not fit one column of {h}")
+            felts.extend(int_to_felt(x) for x in v)
+            felts.extend([pad] * (h - len(v)))
+        pts = _stage("kzg_commit", _ezkl().kzg_commit, felts, str(art.vk), str(art.settings), str(art.srs))
+        pts = pts[:len(group)]  # a message filling its last column exactly gets one empty column more
+        if len(pts) != len(group):
+            raise EzklError(f"kzg_commit returned {len(pts)} commitments for {len(group)} columns")
+        out.extend(point_hex(p) for p in pts)
+    return out
 
 
 # ---------------------------------------------------------------- prove / verify
 
 def prove_chunk(art: CircuitArtifacts, inputs: list[list[int]], out_proof: str | os.PathLike,
                 *, workdir: str | os.PathLike | None = None) -> dict:
-    """Witness + proof of one chunk. ``inputs``: the five integer input vectors in
-    :data:`COMMITTED_INPUTS` order. Writes ``out_proof`` atomically; returns timings and sizes."""
+    """Witness + proof of one chunk. ``inputs``: the integer input vectors in
+    ``spec.input_names()`` order. Writes ``out_proof`` atomically; returns timings and sizes."""
     ezkl = _ezkl()
     lens = art.spec.input_lengths()
     if [len(v) for v in inputs] != list(lens):
         raise ValueError(f"chunk inputs have lengths {[len(v) for v in inputs]}, expected {list(lens)}")
-    bound = art.spec.input_bound
-    for name, v in zip(COMMITTED_INPUTS, inputs):
-        bad = [x for x in v if abs(int(x)) > bound]
-        if bad:
-            raise ValueError(f"input {name} holds {len(bad)} values outside ±{bound} (e.g. {bad[0]})")
     out_proof = Path(out_proof)
     with tempfile.TemporaryDirectory(dir=workdir) as td:
         td = Path(td)
-        (td / "input.json").write_text(json.dumps({"input_data": [[float(int(x)) for x in v] for v in inputs]}))
+        (td / "input.json").write_text(json.dumps({"input_data": [[_exact_float(x) for x in v] for v in inputs]}))
         t0 = time.perf_counter()
         _stage("gen_witness", ezkl.gen_witness, str(td / "input.json"), str(art.compiled), str(td / "witness.json"),
                vk_path=str(art.vk), srs_path=str(art.srs))
@@ -303,7 +368,15 @@ def verify_chunk(proof_path, settings_path, vk_path, srs_path) -> bool:
         return False
 
 
-def proof_public(proof: dict, n_inputs: int = N_INPUTS) -> tuple[list[int], list[str]]:
+def _exact_float(x) -> float:
+    """ezkl reads inputs as f64: refuse integers it would round (|x| > 2^53)."""
+    f = float(int(x))
+    if int(f) != int(x):
+        raise ValueError(f"input value {int(x)} is not exactly representable for ezkl (|x| > 2^53)")
+    return f
+
+
+def proof_public(proof: dict, n_inputs: int) -> tuple[list[int], list[str]]:
     """(instances as signed ints, embedded input commitments as :func:`point_hex`) of a proof dict."""
     inst = proof["instances"]
     flat = [felt_to_int(x) for col in inst for x in col]
@@ -312,3 +385,11 @@ def proof_public(proof: dict, n_inputs: int = N_INPUTS) -> tuple[list[int], list
         raise ValueError("proof too short")
     coms = [raw[64 * i:64 * (i + 1)].hex() for i in range(n_inputs)]
     return flat, coms
+
+
+def verify_chunk_bytes(raw: bytes, settings_path, vk_path, srs_path) -> bool:
+    """:func:`verify_chunk` of exactly these bytes (the ones the caller hashed and parsed)."""
+    with tempfile.TemporaryDirectory() as td:
+        p = Path(td) / "proof.json"
+        p.write_bytes(raw)
+        return verify_chunk(p, settings_path, vk_path, srs_path)

@@ -1,36 +1,25 @@
-"""Fixed-point quantization of the ZK-APEX statement, its error bound and the tolerance τ.
+"""Fixed-point quantization of the ZK-APEX statement in inverse-Fisher column form, and the
+honest integer witness.
 
-The circuit (circuits/relation.py) works on exact integers. For blocks ``b`` of ``B`` weights:
+Scales (all powers of two, all fixed at personalization time, before any mask):
 
-* θ on one global power-of-two scale: ``θ̂ = round(θ · 2^sθ)``. ``sθ`` is fixed at commitment
-  time from θp alone (before any mask exists), with 16× headroom below ezkl's input range
-  ``|x| ≤ 2^24 − 1`` for θu and λ.
-* the Fisher per block on its own power-of-two scale, so blocks of very different magnitude keep
-  the same relative precision: ``s_b = −⌈log2 max|C_b|⌉`` (so ``max|C_b|·2^s_b ∈ (½, 1]``) and
-  ``Ĉ_b = round(C_b · 2^(s_b + s_c))``, ``|Ĉ_b| ≤ 2^s_c``. The KKT system ``Cδ + E_Mλ = 0`` is
-  invariant under ``C_b → 2^s_b C_b, λ_b → 2^s_b λ_b``; the statement is about the committed Ĉ.
-* δ, λ: the prover's integer witness is the exact Group-OBS solution for the committed Ĉ,
-  rounded: ``δ̂_M = −θ̂p_M`` (so θ̂u_M = 0 exactly), ``δ̂_F = round(−Ĉ_FF⁻¹ Ĉ_FM δ̂_M)`` (float64
-  solve), ``λ̂_M = round(−(Ĉδ̂)_M / 2^s_c)``, ``λ̂_F = 0``. (The float core's δ is an equally valid
-  starting point; it differs from this δ̂ by the quantization of C.)
+* θ on one global scale: ``θ̂ = round(θ·2^sθ)``, ``sθ`` the largest with ``max|θp|·2^sθ ≤ 2^(w−2)``
+  (``w = theta_bits``: 4× headroom for θu). One θ *unit* is ``2^−sθ``.
+* the inverse Fisher ``A_b = C_b⁻¹`` per block on its own scale: ``Â_b = round(A_b·2^e_b)`` with
+  ``max|Â_b| ∈ [2^(a−2), 2^(a−1))``. Group-OBS is invariant under ``A_b → c·A_b`` (δ = −A E(EᵀAE)⁻¹θ_M),
+  so per-block scales change nothing but precision.
 
-The circuit checks ``|r| ≤ τ`` element-wise with ``r = Ĉδ̂ + 2^s_c λ̂`` (integers).
+The witness for a block with masked positions ``S`` (:func:`certify_block`), with ``h = 2^(s−g)``:
+``μ̂ = round(μ*)`` where ``Â[S,S]μ* = h·θ̂p[S]`` (float64 solve, refined against the exact integer
+residual), ``θ̂u[S] = 0``, ``θ̂u[F] = θ̂p[F] − round((Â[F,S]μ̂)/h)`` (exact integers), and
+``Y = round(2^ty·D⁻¹)`` for the padded ``D = Â[S,S]``. Every bound of the circuit is checked here
+exactly, so a block the circuit would reject raises :class:`QuantizationError` naming the block
+and the reason (e.g. an ill-conditioned masked sub-matrix: increase damping) before any proving.
 
-**Error bound.** Write ``δ*`` for the exact real solution given ``δ̂_M`` (so ``(Ĉδ*)_F = 0``) and
-``e = δ̂ − δ*`` (``e_M = 0``, ``|e_F| ≤ ½ + ε`` where ε is the float64 solve error in integer
-units). Off the mask, ``r_i = Σ_{j∈F} Ĉ_ij e_j``, so ``|r_i| ≤ (½+ε) Σ_{j∈F}|Ĉ_ij| ≤
-(½+ε)(B−1)·2^s_c``. On the mask, λ̂ absorbs ``(Ĉδ̂)_M`` up to its rounding: ``|r_i| ≤ 2^(s_c−1)``.
-Hence ``|r|_∞ ≤ (B−1)·2^(s_c−1) + ε(B−1)·2^s_c ≤ τ := B·2^(s_c−1)`` whenever ``ε ≤ 1/(2(B−1))``
-(ε ~ 2^24·κ(Ĉ_FF)·2^-52, i.e. any block with condition number below ~10^6). In real units
-(divide by ``2^(sθ+s_c+s_b)``) this is ``|C_b δ + E λ| ≤ B·2^-(sθ+1) · max|C_b|``: the KKT
-residual of the rounded θu is at most what rounding θu to sθ bits can cause. :func:`quantize_unlearning`
-computes the integer residual exactly and raises if any honest entry exceeded τ (it never should).
-
-**What τ detects.** A cheating δ̃ = δ + η (real units) moves the residual by ``C'η`` where
-``C' = 2^s_b C``: any η with ``|C'η|_∞ > B·2^-(sθ+1)`` is rejected — e.g. the mask-only update
-(η = −δ_F) whenever its residual exceeds that (see tests).
-
-τ depends only on public values (B, s_c), so the verifier recomputes it.
+**The guarantee** (circuits/relation.py, docs/PROOFS.md): any θ̂u the verifier accepts satisfies
+``θ̂u[S] = 0`` and ``|θ̂u − θ̂u*|∞ < 1 + ε`` units, ``θ̂u*`` the exact Group-OBS result for the
+committed ``Â``; :func:`weight_unit_bound` returns ``1 + ε``. Blocks without a masked weight are
+pinned exactly (θ̂u = θ̂p: same commitment).
 """
 
 from __future__ import annotations
@@ -42,158 +31,228 @@ import numpy as np
 
 from ._errors import NonFiniteError, ShapeError, SingularBlockError, ZkapexError
 
-#: ezkl's range (decomposition base 4096, 2 legs): every input and every abs/relu argument.
-INPUT_BOUND = 4096 ** 2 - 1
-THETA_HEADROOM = 16
-
 
 class QuantizationError(ZkapexError):
-    """Values do not fit the fixed-point ranges (or an honest residual exceeded τ)."""
+    """Values do not fit the fixed-point ranges, or a block cannot be certified."""
 
 
-def tau(block_size: int, s_c: int) -> int:
-    """The public tolerance τ = B·2^(s_c−1) on |Ĉδ̂ + 2^s_c λ̂| (integer units)."""
-    return int(block_size) * 2 ** (int(s_c) - 1)
-
-
-def default_fisher_exponent(block_size: int, bound: int = INPUT_BOUND) -> int:
-    """Largest s_c with B·2^s_c ≤ (bound+1)/2, so τ ≤ bound/4 and |r|−τ stays in ezkl's range."""
-    s = int(math.floor(math.log2((bound + 1) / 2 / int(block_size))))
-    if s < 1:
-        raise QuantizationError(f"block size {block_size} too large for the range ±{bound}")
-    return s
-
-
-def _as_f64(x, name, ndim):
+def _as_f64(x, name, ndim=None):
     a = np.asarray(x, dtype=np.float64)
-    if a.ndim != ndim:
+    if ndim is not None and a.ndim != ndim:
         raise ShapeError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
     if not np.all(np.isfinite(a)):
         raise NonFiniteError(f"{name} holds NaN or infinite values")
     return a
 
 
-def theta_exponent(theta_p, *, bound: int = INPUT_BOUND, headroom: int = THETA_HEADROOM) -> int:
-    """Largest sθ with max|θp|·2^sθ ≤ bound/headroom (capped at 40). θp: any shape."""
-    t = _as_f64(theta_p, "theta_p", np.ndim(theta_p))
+def theta_exponent(theta_p, theta_bits: int = 16) -> int:
+    """Largest sθ with max|θp|·2^sθ ≤ 2^(theta_bits−2) (capped at 40). θp: any shape."""
+    t = _as_f64(theta_p, "theta_p")
     m = float(np.max(np.abs(t))) if t.size else 0.0
     if m == 0.0:
-        return 20
-    return int(min(40, math.floor(math.log2(bound / headroom / m))))
+        return theta_bits - 2
+    return int(min(40, math.floor(math.log2(2.0 ** (theta_bits - 2) / m))))
 
 
-def fisher_block_exponents(fisher) -> np.ndarray:
-    """(nb,) int: s_b = −⌈log2 max|C_b|⌉, so max|C_b|·2^s_b ∈ (½, 1]. fisher (nb,B,B)."""
+def quantize_theta(theta, s_theta: int, bound_bits: int = 16) -> np.ndarray:
+    """round(θ·2^sθ) as int64, any shape; QuantizationError if |θ̂| ≥ 2^bound_bits."""
+    t = _as_f64(theta, "theta")
+    q = np.rint(np.ldexp(t, int(s_theta))).astype(np.int64)
+    _check_range(q, "theta", 2 ** bound_bits)
+    return q
+
+
+def inverse_fisher(fisher) -> np.ndarray:
+    """A_b = C_b⁻¹ for every block, (nb,B,B) float64 symmetric, via batched Cholesky.
+    SingularBlockError naming the blocks that are not positive definite."""
     c = _as_f64(fisher, "fisher", 3)
     if c.shape[1] != c.shape[2]:
         raise ShapeError(f"fisher blocks must be square, got {c.shape}")
-    m = np.max(np.abs(c), axis=(1, 2))
+    c = 0.5 * (c + np.swapaxes(c, 1, 2))
+    bad = []
+    try:
+        L = np.linalg.cholesky(c)
+    except np.linalg.LinAlgError:
+        L = np.empty_like(c)
+        for b in range(c.shape[0]):
+            try:
+                L[b] = np.linalg.cholesky(c[b])
+            except np.linalg.LinAlgError:
+                bad.append(b)
+    if bad:
+        raise SingularBlockError(f"Fisher blocks {bad[:8]} are not positive definite (add damping)")
+    eye = np.broadcast_to(np.eye(c.shape[1]), c.shape)
+    Linv = np.linalg.solve(L, eye)
+    A = np.einsum("kji,kjl->kil", Linv, Linv)
+    return 0.5 * (A + np.swapaxes(A, 1, 2))
+
+
+def inverse_block_exponents(A, a_bits: int = 24) -> np.ndarray:
+    """(nb,) int e_b with max|A_b|·2^e_b ∈ [2^(a−2), 2^(a−1))."""
+    a = _as_f64(A, "inverse fisher", 3)
+    m = np.max(np.abs(a), axis=(1, 2))
     bad = np.flatnonzero(m == 0)
     if bad.size:
-        raise SingularBlockError(f"Fisher blocks {bad[:8].tolist()} are all zero")
-    return -np.ceil(np.log2(m)).astype(np.int64)
+        raise SingularBlockError(f"inverse Fisher blocks {bad[:8].tolist()} are all zero")
+    return (a_bits - 2 - np.floor(np.log2(m))).astype(np.int64)
 
 
-def quantize_theta(theta, s_theta: int, *, bound: int = INPUT_BOUND) -> np.ndarray:
-    """round(θ·2^sθ) as int64, any shape; QuantizationError if outside ±bound."""
-    t = _as_f64(theta, "theta", np.ndim(theta))
-    q = np.rint(np.ldexp(t, int(s_theta))).astype(np.int64)
-    _check_range(q, "theta", bound)
+def quantize_inverse(A, exps, a_bits: int = 24) -> np.ndarray:
+    """Â_b = round(A_b·2^e_b) as int64 (nb,B,B), |Â| < 2^(a−1)."""
+    a = _as_f64(A, "inverse fisher", 3)
+    e = np.asarray(exps, dtype=np.int64)
+    if e.shape != (a.shape[0],):
+        raise ShapeError(f"exponents must have shape ({a.shape[0]},), got {e.shape}")
+    q = np.rint(np.ldexp(a, e[:, None, None])).astype(np.int64)
+    _check_range(q, "inverse fisher", 2 ** (a_bits - 1))
     return q
-
-
-def quantize_fisher(fisher, block_exps, s_c: int) -> np.ndarray:
-    """Ĉ_b = round(C_b·2^(s_b+s_c)) as int64 (nb,B,B); symmetric if C is."""
-    c = _as_f64(fisher, "fisher", 3)
-    e = np.asarray(block_exps, dtype=np.int64)
-    if e.shape != (c.shape[0],):
-        raise ShapeError(f"block_exps must have shape ({c.shape[0]},), got {e.shape}")
-    q = np.rint(np.ldexp(c, (e + int(s_c))[:, None, None])).astype(np.int64)
-    _check_range(q, "fisher", 2 ** int(s_c))
-    return q
-
-
-def dequantize_fisher(fisher_q, block_exps, s_c: int) -> np.ndarray:
-    return np.ldexp(np.asarray(fisher_q, dtype=np.float64),
-                    -(np.asarray(block_exps, dtype=np.int64) + int(s_c))[:, None, None])
 
 
 def _check_range(q, name, bound):
-    if q.size and int(np.max(np.abs(q))) > bound:
+    if q.size and int(np.max(np.abs(q))) >= bound:
         i = np.unravel_index(int(np.argmax(np.abs(q))), q.shape)
-        raise QuantizationError(f"{name} exceeds the fixed-point range ±{bound} at {tuple(int(x) for x in i)} "
-                                f"(value {int(q[i])}); use a smaller scale")
+        raise QuantizationError(f"{name} leaves the fixed-point range ±{bound} at {tuple(int(x) for x in i)} "
+                                f"(value {int(q[i])})")
 
 
 @dataclass(frozen=True)
-class QuantizedUnlearning:
-    """Integer witness of one statement. Shapes: (nb,B) except residual (nb,B)."""
+class BlockWitness:
+    """Integer witness of one masked block for a circuit of ``kmax`` slots.
 
-    theta_u: np.ndarray   # θ̂u = θ̂p + δ̂, zero on the mask
-    delta: np.ndarray     # δ̂
-    lam: np.ndarray       # λ̂ (scale 2^sθ; the circuit multiplies by 2^s_c), zero off the mask
-    residual: np.ndarray  # r = Ĉδ̂ + 2^s_c λ̂ (exact, int64)
-    tau: int
+    theta_u (B,) int64; mu (kmax,) Python ints (< 2^53); ycert (kmax,kmax) int64;
+    idx (kmax,) slot positions (unused slots 0); q (kmax,) 0/1 slot used; residual_units: max
+    |r|/h on free rows; error_units: max |θ̂u − θ̂u*| (float estimate)."""
 
-
-def kkt_residual_int(fisher_q, delta_q, lam_q, s_c: int) -> np.ndarray:
-    """Exact r = Ĉδ̂ + 2^s_c λ̂ (int64; |Ĉ| ≤ 2^23, |δ̂| ≤ 2^24 keeps B ≤ 2^15 exact)."""
-    C = np.asarray(fisher_q, dtype=np.int64)
-    d = np.asarray(delta_q, dtype=np.int64)
-    return np.einsum("kij,kj->ki", C, d) + np.asarray(lam_q, dtype=np.int64) * (2 ** int(s_c))
+    theta_u: np.ndarray
+    mu: list
+    ycert: np.ndarray
+    idx: np.ndarray
+    q: np.ndarray
+    positions: np.ndarray
 
 
-def quantize_unlearning(theta_p_q, fisher_q, mask, s_c: int, *, bound: int = INPUT_BOUND) -> QuantizedUnlearning:
-    """The Group-OBS update for the committed integers, rounded (see the module docstring).
+def _obj(a):
+    return np.asarray(a, dtype=np.int64).astype(object)
 
-    theta_p_q (nb,B) int, fisher_q (nb,B,B) int, mask (nb,B) bool. Raises SingularBlockError if
-    a block's off-mask Fisher is singular, QuantizationError if a value leaves the range or the
-    honest residual exceeds τ (ill-conditioned block)."""
+
+def slot_layout(positions, kmax: int):
+    """(idx, q) for the masked ``positions`` (sorted) in ``kmax`` slots."""
+    k = len(positions)
+    if k > kmax:
+        raise QuantizationError(f"{k} masked weights do not fit {kmax} slots")
+    idx = np.zeros(kmax, dtype=np.int64)
+    idx[:k] = positions
+    q = np.zeros(kmax, dtype=np.int64)
+    q[:k] = 1
+    return idx, q
+
+
+def padded_d(a_hat_cols, idx, q, a_bits: int):
+    """D = Â[S,S] on used slots, 2^(a−1)·I on unused ones; (kmax,kmax) int64. a_hat_cols (B,kmax)."""
+    cols = np.asarray(a_hat_cols, dtype=np.int64)
+    D = cols[idx, :] * (q[:, None] * q[None, :])
+    D = D + np.diag((1 - q) * 2 ** (a_bits - 1))
+    return D
+
+
+def certify_block(theta_p_q, a_hat, positions, spec, *, block: int | None = None) -> BlockWitness:
+    """The honest integer witness for one block. theta_p_q (B,) int, a_hat (B,B) int (Â of the
+    block), positions: sorted masked indices (1 ≤ k ≤ spec.kmax). ``spec``: a circuits CircuitSpec.
+
+    Raises QuantizationError when a bound of the circuit would fail (the message names the block)."""
+    where = f"block {block}" if block is not None else "block"
+    bd, cs = spec.bounds, spec.commit
     tp = np.asarray(theta_p_q, dtype=np.int64)
-    C = np.asarray(fisher_q, dtype=np.int64)
-    m = np.asarray(mask, dtype=bool)
-    nb, B = tp.shape if tp.ndim == 2 else (None, None)
-    if tp.ndim != 2 or C.shape != (nb, B, B) or m.shape != (nb, B):
-        raise ShapeError(f"shapes theta_p {tp.shape}, fisher {C.shape}, mask {m.shape} do not agree "
-                         "((nb,B), (nb,B,B), (nb,B))")
-    delta = np.where(m, -tp, 0).astype(np.int64)
-    # exact solve of C_FF δ_F = −C_FM δ_M as one batched system: masked rows/cols → identity.
-    Cf = C.astype(np.float64)
-    keep = ~m
-    A = np.where(keep[:, :, None] & keep[:, None, :], Cf, 0.0)
-    A[m] = 0.0
-    idx = np.nonzero(m)
-    A[idx[0], idx[1], idx[1]] = 1.0
-    rhs = -np.einsum("kij,kj->ki", Cf, delta.astype(np.float64))
-    rhs[m] = 0.0
+    Ah = np.asarray(a_hat, dtype=np.int64)
+    S = np.asarray(positions, dtype=np.int64)
+    B = tp.shape[0]
+    if Ah.shape != (B, B):
+        raise ShapeError(f"{where}: inverse Fisher block has shape {Ah.shape}, expected ({B}, {B})")
+    if S.size == 0:
+        raise QuantizationError(f"{where}: no masked weight (blocks without a mask are not proven)")
+    k, kmax = S.size, spec.kmax
+    idx, q = slot_layout(S, kmax)
+    cols = np.zeros((B, kmax), dtype=np.int64)
+    cols[:, :k] = Ah[:, S]
+    D = padded_d(cols, idx, q, cs.a_bits)
+    h = bd.h
+    # μ* : D μ = h·θ̂p[S] (unused slots: 0), float solve + exact-residual refinement
+    rhs = np.zeros(kmax, dtype=object)
+    rhs[:k] = _obj(tp[S]) * h
+    Df = D.astype(np.float64)
     try:
-        sol = np.linalg.solve(A, rhs[..., None])[..., 0]
+        Dinv = np.linalg.inv(Df)
     except np.linalg.LinAlgError:
-        sol = np.full_like(rhs, np.nan)
-        for k in range(nb):
-            try:
-                sol[k] = np.linalg.solve(A[k], rhs[k])
-            except np.linalg.LinAlgError:
-                pass
-    bad = np.flatnonzero(~np.all(np.isfinite(sol), axis=1))
-    if bad.size:
-        raise SingularBlockError(f"quantized Fisher blocks {bad[:8].tolist()} are singular off the mask")
-    delta = np.where(m, delta, np.rint(sol)).astype(np.int64)
-    cd = np.einsum("kij,kj->ki", C, delta)
-    lam = np.where(m, -np.rint(cd / 2.0 ** s_c), 0).astype(np.int64)
-    theta_u = tp + delta
-    theta_u[m] = 0
-    for name, a in (("theta_u", theta_u), ("lam", lam), ("delta", delta)):
-        _check_range(a, name, bound)
-    r = kkt_residual_int(C, delta, lam, s_c)
-    t = tau(B, s_c)
-    over = np.flatnonzero(np.max(np.abs(r), axis=1) > t)
-    if over.size:
-        raise QuantizationError(f"honest residual exceeds τ={t} in blocks {over[:8].tolist()} "
-                                "(ill-conditioned Fisher blocks; increase damping)")
-    return QuantizedUnlearning(theta_u=theta_u, delta=delta, lam=lam, residual=r, tau=t)
+        raise QuantizationError(f"{where}: the masked sub-matrix of the inverse Fisher is singular") from None
+    mu = np.array([int(x) for x in np.rint(Dinv @ np.array([float(x) for x in rhs]))], dtype=object)
+    Dobj = _obj(D)
+    for _ in range(4):
+        res = rhs - Dobj.dot(mu)
+        step = np.rint(Dinv @ np.array([float(x) for x in res]))
+        if not np.any(step):
+            break
+        mu = mu + np.array([int(x) for x in step], dtype=object)
+    mu = mu * _obj(q)
+    mu_bound = 2 ** 53
+    if any(abs(int(x)) >= mu_bound for x in mu):
+        raise QuantizationError(f"{where}: μ̂ exceeds 2^53 (ill-conditioned masked sub-matrix; increase damping)")
+    res = rhs - Dobj.dot(mu)
+    tol_masked = 2 ** (bd.s - bd.g - bd.t)
+    if max(abs(int(x)) for x in res) >= tol_masked:
+        raise QuantizationError(f"{where}: masked rows residual exceeds the bound (ill-conditioned)")
+    amu = _obj(cols).dot(mu)  # (B,) exact
+    tu = np.zeros(B, dtype=object)
+    for i in range(B):
+        v = int(tp[i]) * h - int(amu[i])  # h·θ̂u ≈ h·θ̂p − Â μ̂
+        tu[i] = (2 * v + h) // (2 * h)  # round half up
+    tu[S] = 0
+    r = (tu - _obj(tp)) * h + amu
+    free = np.ones(B, dtype=bool)
+    free[S] = False
+    if free.any() and max(abs(int(x)) for x in r[free]) >= h:
+        raise QuantizationError(f"{where}: free-row residual exceeds one unit (internal error)")
+    if max(abs(int(x)) for x in tu) >= 2 ** bd.s:
+        raise QuantizationError(f"{where}: θ̂u leaves the range")
+    Y = np.rint(Dinv * 2.0 ** bd.ty).astype(np.int64)
+    if int(np.max(np.abs(Y))) >= 2 ** bd.y:
+        raise QuantizationError(
+            f"{where}: the masked sub-matrix of the inverse Fisher is too ill-conditioned to certify "
+            f"(max|D⁻¹|·2^a = {float(np.max(np.abs(Dinv))) * 2 ** cs.a_bits:.3g} ≥ 2^{bd.gamma}); increase damping")
+    E = _obj(Y).dot(Dobj) - _obj(np.eye(kmax, dtype=np.int64)) * 2 ** bd.ty
+    if max(abs(int(x)) for x in E.ravel()) >= 2 ** bd.e:
+        raise QuantizationError(f"{where}: the inverse certificate Y is not accurate enough (internal error)")
+    return BlockWitness(theta_u=np.array([int(x) for x in tu], dtype=np.int64), mu=[int(x) for x in mu],
+                        ycert=Y, idx=idx, q=q, positions=S)
 
 
-def residual_bound_real(block_size: int, s_theta: int) -> float:
-    """The honest bound in real units of the normalized Fisher C' = 2^s_b C: B·2^-(sθ+1)."""
-    return block_size * 2.0 ** (-(s_theta + 1))
+def exact_update(theta_p_q, a_hat, positions, h: int):
+    """θ̂u* as exact Fractions (B,): the Group-OBS result for the committed Â (test oracle)."""
+    from fractions import Fraction
+
+    tp = [int(x) for x in theta_p_q]
+    S = [int(x) for x in positions]
+    k = len(S)
+    Ah = np.asarray(a_hat, dtype=np.int64)
+    M = [[Fraction(int(Ah[S[i], S[j]])) for j in range(k)] + [Fraction(h * tp[S[i]])] for i in range(k)]
+    for c in range(k):  # Gauss–Jordan with exact rationals
+        p = next(r for r in range(c, k) if M[r][c] != 0)
+        M[c], M[p] = M[p], M[c]
+        piv = M[c][c]
+        M[c] = [x / piv for x in M[c]]
+        for r in range(k):
+            if r != c and M[r][c] != 0:
+                f = M[r][c]
+                M[r] = [x - f * y for x, y in zip(M[r], M[c])]
+    mu = [M[i][k] for i in range(k)]
+    out = []
+    for i in range(len(tp)):
+        if i in S:
+            out.append(Fraction(0))
+        else:
+            out.append(Fraction(tp[i]) - sum(int(Ah[i, S[j]]) * mu[j] for j in range(k)) / h)
+    return out
+
+
+def weight_unit_bound(spec) -> float:
+    """1 + ε: any accepted θ̂u is within this many θ units of θ̂u* (free rows; 0 on the mask)."""
+    return 1.0 + float(spec.bounds.epsilon)

@@ -1,7 +1,9 @@
-"""The ZK-APEX protocol: personalization commitment, unlearning statement, proof bundle, verifier.
+"""The ZK-APEX protocol: personalization commitment (θp and the inverse Fisher, per block and per
+column), the proof plan, the prover (process pool or Ray), and the verifier.
 
 See docs/PROOFS.md for the design and the soundness argument."""
 
+from ._circuits import relation as _relation
 from .artifacts import load_arrays, read_json_artifact, save_arrays, write_json_artifact
 from .commitments import (
     Commitment,
@@ -12,16 +14,17 @@ from .commitments import (
     save_commitment,
 )
 from .keystore import KeyStore
-from .prover import ProofError, Unlearned, prove_unlearning, unlearn_committed
-from .statement import context_limbs, mask_digest
+from .prover import ProofError, Unlearned, adopt_unlearned, prove_unlearning, prove_witness, unlearn_committed
+from .statement import context_limbs, mask_digest, plan_proofs
 from .verifier import VerificationResult, load_statement, verify_bundle
-from ._circuits import relation as _relation
 
 CircuitSpec = _relation.CircuitSpec
+CommitSpec = _relation.CommitSpec
 
 __all__ = [
-    "CircuitSpec", "Commitment", "CommitmentSecrets", "KeyStore", "ProofError", "Unlearned",
-    "VerificationResult", "commit_personalization", "context_limbs", "load_arrays", "load_commitment",
-    "load_secrets", "load_statement", "mask_digest", "prove_unlearning", "read_json_artifact",
-    "save_arrays", "save_commitment", "unlearn_committed", "verify_bundle", "write_json_artifact",
+    "CircuitSpec", "CommitSpec", "Commitment", "CommitmentSecrets", "KeyStore", "ProofError", "Unlearned",
+    "VerificationResult", "adopt_unlearned", "commit_personalization", "context_limbs", "load_arrays",
+    "load_commitment", "load_secrets", "load_statement", "mask_digest", "plan_proofs", "prove_unlearning",
+    "prove_witness", "read_json_artifact", "save_arrays", "save_commitment", "unlearn_committed",
+    "verify_bundle", "write_json_artifact",
 ]

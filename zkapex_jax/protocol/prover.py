@@ -1,11 +1,17 @@
-"""Client side: the unlearning update on the committed integers, and the proof bundle.
+"""Client side: the certified unlearning update on the committed integers, and the proof bundle.
 
 Bundle directory::
 
-    statement.json      format zkapex.statement: client/request ids, mask digest, commitment hash,
-                        circuit spec, scales, τ, SRS label, per chunk: proof file, its sha256, Com(θu)
-    proofs/chunk_00000.json ...   one ezkl proof per chunk
-    settings.json       ezkl settings used (informational; the verifier uses its own)
+    statement.json   format zkapex.statement (v2): client/request ids, mask digest, commitment hash,
+                     commitment spec, sθ, the proof plan (per proof: circuit bucket, blocks, file,
+                     sha256), Com(θu) of every block, the weight-unit bound, SRS label, prover stats
+    proofs/proof_00000.json ...   one ezkl proof per planned proof
+
+Only blocks with a masked weight are proven; every other block keeps θu_b = θp_b and its
+Com(θu_b) *is* Com(θp_b) (same values, same blinders). Proofs are independent tasks: a local
+process pool (``executor="process"``) or Ray (``executor="ray"``: a local instance by default, an
+existing cluster by ``ray_address``), with failed tasks retried; the bundle is written to a
+temporary sibling and renamed, so nothing half-written is ever left.
 """
 
 from __future__ import annotations
@@ -17,152 +23,284 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .. import quant
 from .._errors import ArtifactError, MaskMismatchError, ShapeError, ZkapexError
-from ._circuits import stages
-from .artifacts import atomic_write_bytes, sha256_hex, write_json_artifact
-from .commitments import Commitment, CommitmentSecrets, chunk_slices, pad_chunk, quantize_personalization, random_blinders
+from ._circuits import relation, stages
+from .artifacts import sha256_hex, write_json_artifact
+from .commitments import Commitment, CommitmentSecrets, quantize_personalization, random_blinders
 from .keystore import KeyStore
-from .statement import context_limbs, mask_digest, statement_core
+from .statement import context_limbs, mask_digest, plan_proofs, statement_core
 
 STATEMENT_FORMAT = "zkapex.statement"
-VERSION = 1
+VERSION = 2
 
 
 class ProofError(ZkapexError):
-    """Proving failed or produced a proof that does not match the published commitments."""
+    """Proving failed, or the proofs / the given model do not match what was committed."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Unlearned:
-    """The update on the committed integers. theta_u/delta/lam (nb,B) float (real units)."""
+    """The certified update. theta_u (nb,B) float = θ̂u·2^−sθ (exactly the model the proofs
+    cover); theta_u_q (nb,B) int64; witnesses: masked block → quant.BlockWitness; plan: the proof
+    plan ``[(CircuitSpec, [blocks])]``."""
 
     theta_u: np.ndarray
-    delta: np.ndarray
-    lam: np.ndarray
-    q: quant.QuantizedUnlearning
+    theta_u_q: np.ndarray
     theta_p_q: np.ndarray
-    fisher_q: np.ndarray
+    inverse_q: np.ndarray
+    witnesses: dict
+    plan: list
+    bound_units: float
+    mask: np.ndarray = field(repr=False, default=None)
 
 
-def unlearn_committed(theta_p, fisher, mask_blocks, commitment: Commitment, secrets: CommitmentSecrets) -> Unlearned:
-    """Group-OBS for the committed (quantized) θp and C and the mask (nb,B) bool; θu is exactly the
-    model the proof certifies (θ̂u·2^-sθ)."""
-    spec = commitment.spec
-    m = np.asarray(mask_blocks, dtype=bool)
-    if m.shape != (commitment.num_blocks, spec.block_size):
-        raise MaskMismatchError(f"mask blocks have shape {m.shape}, the commitment has "
-                                f"({commitment.num_blocks}, {spec.block_size})")
-    tq, cq, sth, _ = quantize_personalization(theta_p, fisher, spec, theta_exp=secrets.theta_exp,
-                                              fisher_exps=secrets.fisher_exps)
-    q = quant.quantize_unlearning(tq, cq, m, spec.s_c)
-    s = 2.0 ** -sth
-    lam_real = np.ldexp(q.lam.astype(np.float64), -sth)  # in units of the normalized Fisher
-    return Unlearned(theta_u=q.theta_u * s, delta=q.delta * s, lam=lam_real, q=q, theta_p_q=tq, fisher_q=cq)
+def _check_mask(m, commitment):
+    m = np.asarray(m)
+    want = (commitment.num_blocks, commitment.spec.block_size)
+    if m.shape != want:
+        raise MaskMismatchError(f"mask blocks have shape {m.shape}, the commitment has {want}")
+    return m.astype(bool)
 
 
-def _prove_one(args):
-    art, inputs, out = args
-    return stages.prove_chunk(art, inputs, out)
+def unlearn_committed(theta_p, fisher, mask_blocks, commitment: Commitment, secrets: CommitmentSecrets, *,
+                      keystore: KeyStore | None = None, inverse=None) -> Unlearned:
+    """Group-OBS for the committed (quantized) θp and Â = quantized C⁻¹ and the mask (nb,B) bool.
+
+    Raises quant.QuantizationError naming the block if a masked block cannot be certified."""
+    cs = commitment.spec
+    m = _check_mask(mask_blocks, commitment)
+    keystore = keystore or KeyStore()
+    tq, aq, sth, _ = quantize_personalization(theta_p, fisher, cs, theta_exp=secrets.theta_exp,
+                                              inverse_exps=secrets.inverse_exps, inverse=inverse)
+    plan = plan_proofs(m, cs, root=keystore.root)
+    tu = tq.copy()
+    wit = {}
+    for spec, blocks in plan:
+        for b in blocks:
+            w = quant.certify_block(tq[b], aq[b], np.flatnonzero(m[b]), spec, block=b)
+            wit[b] = w
+            tu[b] = w.theta_u
+    bound = max([quant.weight_unit_bound(s) for s, _ in plan], default=0.0)
+    return Unlearned(theta_u=np.ldexp(tu.astype(np.float64), -sth), theta_u_q=tu, theta_p_q=tq, inverse_q=aq,
+                     witnesses=wit, plan=plan, bound_units=bound, mask=m)
+
+
+def adopt_unlearned(u: Unlearned, theta_u_given, commitment: Commitment) -> Unlearned:
+    """Make the bundle certify ``theta_u_given`` (nb,B) float — the model the client deploys — or
+    raise ProofError naming the first offending weight: masked weights must be exactly 0 and every
+    weight must be within the circuit's tolerance (< 1 θ unit of the committed Group-OBS centre;
+    unmasked blocks: exactly θp)."""
+    g = np.asarray(theta_u_given, dtype=np.float64)
+    if g.shape != u.theta_u_q.shape:
+        raise ShapeError(f"unlearned model has block shape {g.shape}, expected {u.theta_u_q.shape}")
+    if not np.all(np.isfinite(g)):
+        raise ProofError("the unlearned model holds NaN or infinite weights")
+    gq = np.rint(np.ldexp(g, commitment.theta_exp))
+    off_grid = np.abs(gq - np.ldexp(g, commitment.theta_exp)) > 1e-6
+    if off_grid.any():
+        b, i = (int(x) for x in np.argwhere(off_grid)[0])
+        raise ProofError(f"weight {i} of block {b} is not on the committed fixed-point grid (2^-{commitment.theta_exp})")
+    gq = gq.astype(np.int64)
+    m = u.mask
+    if np.any(gq[m] != 0):
+        b, i = (int(x) for x in np.argwhere(m & (gq != 0))[0])
+        raise ProofError(f"masked weight {i} of block {b} is not zero in the unlearned model")
+    unmasked = ~m.any(axis=1)
+    bad = unmasked[:, None] & (gq != u.theta_p_q)
+    if bad.any():
+        b, i = (int(x) for x in np.argwhere(bad)[0])
+        raise ProofError(f"block {b} has no masked weight but weight {i} changed")
+    h_of = {b: s.bounds.h for s, blocks in u.plan for b in blocks}
+    for b, w in u.witnesses.items():
+        h = h_of[b]
+        cols = u.inverse_q[b][:, w.positions].astype(object)
+        mu = np.array(w.mu[:len(w.positions)], dtype=object)
+        r = (gq[b].astype(object) - u.theta_p_q[b].astype(object)) * h + cols.dot(mu)
+        over = [i for i in range(len(r)) if not m[b, i] and abs(int(r[i])) >= h]
+        if over:
+            raise ProofError(f"weight {over[0]} of block {b} is off the certified update by ≥ 1 θ unit "
+                             f"(bound {u.bound_units:.3f} units of 2^-{commitment.theta_exp})")
+    out = Unlearned(**{**u.__dict__})
+    out.theta_u_q = gq
+    out.theta_u = np.ldexp(gq.astype(np.float64), -commitment.theta_exp)
+    return out
+
+
+def _prove_task(task):
+    """One proof in a fresh temporary folder; returns (index, proof bytes, timings). Runs in a pool
+    process or a Ray worker (which derives the same keys from the spec in its own key store)."""
+    idx, spec_dict, inputs, root, srs = task
+    spec = relation.CircuitSpec.from_dict(spec_dict)
+    art = KeyStore(root, srs_path=srs).ensure(spec)
+    with tempfile.TemporaryDirectory() as td:
+        t = stages.prove_chunk(art, inputs, Path(td) / "proof.json")
+        return idx, (Path(td) / "proof.json").read_bytes(), t
+
+
+def _run_local(tasks, jobs, progress):
+    if jobs > 1 and len(tasks) > 1:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+            it = ex.map(_prove_task, tasks)
+            if progress:
+                from tqdm import tqdm
+                it = tqdm(it, total=len(tasks), desc="prove", unit="proof")
+            return list(it)
+    it = tasks
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(tasks, desc="prove", unit="proof")
+    return [_prove_task(t) for t in it]
+
+
+def _run_ray(tasks, jobs, progress, address, retries=3):
+    """Each proof a Ray task (max_retries: a killed worker's proof is retried)."""
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=max(1, jobs), include_dashboard=False, log_to_driver=False)
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(_prove_task)
+        pending = [remote.remote(t) for t in tasks]
+        out = []
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=len(tasks), desc="prove (ray)", unit="proof")
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            out += ray.get(done)
+            if bar:
+                bar.update(len(done))
+        if bar:
+            bar.close()
+        return sorted(out, key=lambda x: x[0])
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def build_tasks(u: Unlearned, commitment: Commitment, secrets: CommitmentSecrets, core: dict,
+                keystore: KeyStore) -> list:
+    """The proof tasks of the plan: (index, spec dict, integer inputs, key-store root, SRS)."""
+    cs = commitment.spec
+    R = cs.n_blind
+    tasks = []
+    for c, (spec, blocks) in enumerate(u.plan):
+        rows, theta_u_blind = [], {}
+        for b in blocks:
+            w = u.witnesses[b]
+            cols = np.zeros((cs.block_size, spec.kmax), dtype=np.int64)
+            cols[:, :len(w.positions)] = u.inverse_q[b][:, w.positions]
+            rows.append(dict(theta_p=u.theta_p_q[b], theta_u=u.theta_u_q[b], cols=cols, mu=w.mu, ycert=w.ycert,
+                             mask=u.mask[b].astype(np.int64), idx=w.idx, q=w.q))
+        fresh = {}
+
+        def blinders(name, j, blocks=blocks, w_of=u.witnesses, fresh=fresh):
+            if j is not None and j < len(blocks):
+                b = blocks[j]
+                if name == "theta_p":
+                    return secrets.blind_theta_p[b]
+                if name.startswith("col_"):
+                    t = int(name[4:])
+                    pos = w_of[b].positions
+                    return secrets.blind_columns[b, pos[t]] if t < len(pos) else random_blinders(R)
+            return fresh.setdefault((name, j), random_blinders(R))
+
+        inputs = relation.assemble_inputs(spec, rows, context_limbs(core, c, cs.n_ctx), blinders=blinders)
+        tasks.append((c, spec.to_dict(), inputs, str(keystore.root),
+                      None if keystore.srs_path is None else str(keystore.srs_path)))
+    return tasks
 
 
 def prove_unlearning(theta_p, fisher, mask_blocks, commitment: Commitment, secrets: CommitmentSecrets, *,
                      request_id: str, out_dir, keystore: KeyStore | None = None, jobs: int = 1,
-                     progress: bool = False) -> Path:
+                     progress: bool = False, executor: str = "process", ray_address: str | None = None,
+                     theta_u=None, inverse=None) -> Path:
     """Prove the unlearning of ``mask_blocks`` (nb,B) bool for the committed θp (nb,B), C (nb,B,B).
 
-    Writes the bundle directory ``out_dir`` (built in a temporary sibling, then renamed: nothing
-    half-written). Raises ProofError if θp/C do not open the published commitment."""
+    ``theta_u`` (nb,B), if given, is the unlearned model to certify (ProofError, and nothing
+    written, if it is not the certified transformation). Writes the bundle directory ``out_dir``."""
     if secrets.commitment_sha256 and secrets.commitment_sha256 != commitment.sha256:
         raise ArtifactError("the secrets file belongs to another commitment")
-    m = np.asarray(mask_blocks, dtype=bool)
-    u = unlearn_committed(theta_p, fisher, m, commitment, secrets)
-    return prove_witness(u.theta_p_q, u.fisher_q, u.q.theta_u, u.q.lam, m, commitment, secrets,
-                         request_id=request_id, out_dir=out_dir, keystore=keystore, jobs=jobs, progress=progress)
+    keystore = keystore or KeyStore()
+    u = unlearn_committed(theta_p, fisher, mask_blocks, commitment, secrets, keystore=keystore, inverse=inverse)
+    if theta_u is not None:
+        u = adopt_unlearned(u, theta_u, commitment)
+    return prove_witness(u, commitment, secrets, request_id=request_id, out_dir=out_dir, keystore=keystore,
+                         jobs=jobs, progress=progress, executor=executor, ray_address=ray_address)
 
 
-def prove_witness(theta_p_q, fisher_q, theta_u_q, lam_q, mask_blocks, commitment: Commitment,
-                  secrets: CommitmentSecrets, *, request_id: str, out_dir, keystore: KeyStore | None = None,
-                  jobs: int = 1, progress: bool = False, check_openings: bool = True) -> Path:
-    """Prove raw integer witnesses θ̂p, θ̂u, λ̂ (nb,B) int, Ĉ (nb,B,B) int for the mask (nb,B).
-
-    No honesty check: whatever the witness, the verifier decides (used by the adversarial tests).
-    ``check_openings`` raises ProofError when the proofs' Com(θp)/Com(C) are not the published ones."""
+def prove_witness(u: Unlearned, commitment: Commitment, secrets: CommitmentSecrets, *, request_id: str, out_dir,
+                  keystore: KeyStore | None = None, jobs: int = 1, progress: bool = False, executor: str = "process",
+                  ray_address: str | None = None, check_openings: bool = True) -> Path:
+    """Prove the witnesses in ``u`` as they are (no honesty check: the verifier decides; the
+    adversarial tests use this). ``check_openings`` raises ProofError when a proof's Com(θp) or
+    column commitments are not the published ones (wrong parameters, Fisher or secrets)."""
     if not isinstance(request_id, str) or not request_id:
         raise ValueError("request_id must be a non-empty string")
+    if executor not in ("process", "ray"):
+        raise ValueError(f"executor must be 'process' or 'ray', got {executor!r}")
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} already exists")
-    spec = commitment.spec
-    nb, B = commitment.num_blocks, spec.block_size
-    arrays = {"theta_p": theta_p_q, "theta_u": theta_u_q, "lam": lam_q, "mask": mask_blocks}
-    for k, a in arrays.items():
-        if np.shape(a) != (nb, B):
-            raise ShapeError(f"{k} has shape {np.shape(a)}, expected ({nb}, {B})")
-    if np.shape(fisher_q) != (nb, B, B):
-        raise ShapeError(f"fisher has shape {np.shape(fisher_q)}, expected ({nb}, {B}, {B})")
-    tpq, cq, tuq, lq = (np.asarray(a, dtype=np.int64) for a in (theta_p_q, fisher_q, theta_u_q, lam_q))
-    m = np.asarray(mask_blocks, dtype=bool)
     keystore = keystore or KeyStore()
-    art = keystore.ensure(spec)
-    if art.meta["srs_sha256"] != commitment.srs_sha256:
-        raise ProofError("the SRS in use differs from the one the commitment was made with")
+    cs = commitment.spec
+    m = u.mask
     md = mask_digest(m)
     core = statement_core(client_id=commitment.client_id, request_id=request_id, mask_digest=md,
-                          commitment_sha256=commitment.sha256, spec=spec.to_dict(), theta_exp=commitment.theta_exp,
-                          n_chunks=commitment.n_chunks)
-    K, R = spec.chunk_blocks, spec.n_blind
+                          commitment_sha256=commitment.sha256, spec=cs.to_dict(), theta_exp=commitment.theta_exp,
+                          n_chunks=len(u.plan))
+    arts = {}
+    for spec, _ in u.plan:  # keys once per shape, before any worker starts
+        if spec.key not in arts:
+            arts[spec.key] = keystore.ensure(spec)
+            if arts[spec.key].meta["srs_sha256"] != commitment.srs_sha256:
+                raise ProofError("the SRS in use differs from the one the commitment was made with")
+    tasks = build_tasks(u, commitment, secrets, core, keystore)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         (tmp / "proofs").mkdir()
-        tasks = []
-        for c, sl in chunk_slices(commitment.num_blocks, K):
-            inputs = [
-                pad_chunk(tpq[sl], K).ravel().tolist() + list(secrets.blind_theta_p[c]),
-                pad_chunk(cq[sl], K, fisher_scale=2 ** spec.s_c).ravel().tolist() + list(secrets.blind_fisher[c]),
-                pad_chunk(tuq[sl], K).ravel().tolist() + random_blinders(R),
-                pad_chunk(lq[sl], K).ravel().tolist() + random_blinders(R),
-                context_limbs(core, c, spec.n_ctx) + pad_chunk(m[sl].astype(np.int64), K).ravel().tolist(),
-            ]
-            tasks.append((art, inputs, tmp / "proofs" / f"chunk_{c:05d}.json"))
         t0 = time.perf_counter()
-        if jobs > 1 and len(tasks) > 1:
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
-                it = ex.map(_prove_one, tasks)
-                if progress:
-                    from tqdm import tqdm
-                    it = tqdm(it, total=len(tasks), desc="prove", unit="chunk")
-                timings = list(it)
-        else:
-            it = tasks
-            if progress:
-                from tqdm import tqdm
-                it = tqdm(tasks, desc="prove", unit="chunk")
-            timings = [_prove_one(t) for t in it]
+        results = _run_ray(tasks, jobs, progress, ray_address) if executor == "ray" else _run_local(tasks, jobs, progress)
         wall = time.perf_counter() - t0
-        chunks = []
-        for c, (_, _, p) in enumerate(tasks):
-            proof = json.loads(p.read_bytes())
-            _, coms = stages.proof_public(proof)
-            if check_openings and (coms[0] != commitment.com_theta_p[c] or coms[1] != commitment.com_fisher[c]):
-                raise ProofError(f"chunk {c}: θp/C do not open the published personalization commitment "
-                                 "(wrong parameters, Fisher or secrets file)")
-            chunks.append({"index": c, "proof": f"proofs/{p.name}", "proof_sha256": sha256_hex(p.read_bytes()),
-                           "com_theta_u": coms[2]})
-        shutil.copyfile(art.settings, tmp / "settings.json")
+        com_tu = [commitment.theta_p_hex(b) for b in range(commitment.num_blocks)]
+        proofs = []
+        for (c, raw, timing), (spec, blocks) in zip(sorted(results, key=lambda x: x[0]), u.plan):
+            p = tmp / "proofs" / f"proof_{c:05d}.json"
+            p.write_bytes(raw)
+            _, coms = stages.proof_public(json.loads(raw), spec.n_inputs)
+            K, k = spec.chunk_blocks, spec.kmax
+            for j, b in enumerate(blocks):
+                if check_openings:
+                    pos = u.witnesses[b].positions
+                    if coms[j] != commitment.theta_p_hex(b) or any(
+                            coms[2 * K + j * k + t] != commitment.column_hex(b, int(pos[t])) for t in range(len(pos))):
+                        raise ProofError(f"block {b}: θp or the inverse Fisher do not open the published "
+                                         "commitment (wrong parameters, Fisher or secrets file)")
+                com_tu[b] = coms[K + j]
+            proofs.append({"index": c, "kmax": k, "chunk_blocks": K, "blocks": blocks,
+                           "proof": f"proofs/{p.name}", "proof_sha256": sha256_hex(raw),
+                           "prove_s": round(timing["prove_s"], 3), "witness_s": round(timing["witness_s"], 3)})
         write_json_artifact(tmp / "statement.json", STATEMENT_FORMAT, VERSION, {
-            **core, "tau": spec.tau, "s_c": spec.s_c, "chunks": chunks,
-            "srs": {"sha256": commitment.srs_sha256, "insecure": bool(art.srs_insecure)},
-            "prover": {"wall_s": round(wall, 3), "jobs": jobs,
-                       "witness_s": round(sum(t["witness_s"] for t in timings), 3),
-                       "prove_s": round(sum(t["prove_s"] for t in timings), 3),
-                       "logrows": art.logrows, "num_rows": art.num_rows}})
+            **core, "proofs": proofs, "com_theta_u": com_tu, "bound_units": u.bound_units,
+            "srs": {"sha256": commitment.srs_sha256, "insecure": bool(commitment.srs_insecure)},
+            "prover": {"wall_s": round(wall, 3), "jobs": jobs, "executor": executor,
+                       "witness_s": round(sum(r[2]["witness_s"] for r in results), 3),
+                       "prove_s": round(sum(r[2]["prove_s"] for r in results), 3),
+                       "logrows": cs.logrows, "n_proofs": len(results),
+                       "masked_blocks": len(u.witnesses)}})
         os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

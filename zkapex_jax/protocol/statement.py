@@ -49,3 +49,65 @@ def context_limbs(core: dict, chunk_index: int, n_ctx: int) -> list[int]:
 
 def n_chunks(num_blocks: int, chunk_blocks: int) -> int:
     return max(1, math.ceil(num_blocks / chunk_blocks))
+
+
+# ----------------------------------------------------------------------------- the proof plan
+
+#: blocks per proof are capped so a proof stays small enough to retry cheaply.
+MAX_CHUNK_BLOCKS = 16
+
+
+def bucket_sizes(block_size: int) -> list[int]:
+    """Slot counts of the buckets: powers of two up to the block size (and the block size)."""
+    out, k = [], 1
+    while k < block_size:
+        out.append(k)
+        k *= 2
+    return out + [block_size]
+
+
+def bucket_spec(cspec, kmax: int, *, root=None):
+    """The circuit of bucket ``kmax``: as many blocks per proof as fit the commitment's logrows
+    (a power of two ≤ MAX_CHUNK_BLOCKS), or None if not even one block fits."""
+    from ._circuits import relation, stages
+
+    K = MAX_CHUNK_BLOCKS
+    while K >= 1:
+        spec = relation.CircuitSpec(cspec, kmax=kmax, chunk_blocks=K)
+        if stages.fits(spec, root=root):
+            return spec
+        K //= 2
+    return None
+
+
+def plan_proofs(mask_blocks, cspec, *, root=None) -> list[tuple]:
+    """The canonical proof plan for a (nb,B) block mask: ``[(CircuitSpec, [block, ...]), ...]``.
+
+    Masked blocks, in index order, go to the smallest bucket with kmax ≥ their masked count whose
+    circuit fits the commitment's logrows, K consecutive ones per proof. Blocks without a masked
+    weight are not proven (θu_b = θp_b, same commitment). Both parties derive the same plan from
+    public data. Raises ValueError if a block's masked count exceeds every bucket that fits."""
+    m = np.asarray(mask_blocks).astype(bool)
+    counts = m.sum(axis=1)
+    groups: dict[int, list[int]] = {}
+    specs = {}
+    sizes = bucket_sizes(cspec.block_size)
+    for b in np.flatnonzero(counts):
+        k = int(counts[b])
+        for kmax in sizes:
+            if kmax < k:
+                continue
+            if kmax not in specs:
+                specs[kmax] = bucket_spec(cspec, kmax, root=root)
+            if specs[kmax] is not None:
+                groups.setdefault(kmax, []).append(int(b))
+                break
+        else:
+            raise ValueError(f"block {int(b)} has {k} masked weights: no circuit with that many slots fits "
+                             f"2^{cspec.logrows} rows; commit with a larger logrows")
+    plan = []
+    for kmax in sorted(groups):
+        spec, blocks = specs[kmax], groups[kmax]
+        for i in range(0, len(blocks), spec.chunk_blocks):
+            plan.append((spec, blocks[i:i + spec.chunk_blocks]))
+    return plan

@@ -1,23 +1,29 @@
 """Provider side: verify a proof bundle against the provider's own keys and published data.
 
 ``ezkl.verify`` only checks a proof against the public values stored in it. The verifier here
-additionally requires, for every chunk ``0..n−1`` (none missing, none extra):
+additionally requires:
 
-1. the proof verifies under the vk/settings/SRS from the provider's own :class:`KeyStore`, derived
-   from the circuit spec in the *published commitment* (never files from the bundle);
-2. the SRS is the one the commitment was made with;
-3. the public instances are exactly ``[ctx limbs, mask blocks of the chunk, 0, 0, 0, 0]``: the limbs
-   recomputed from (client id, request id, mask digest, commitment hash, spec, sθ, chunk index,
-   chunk count) and the mask blocks taken from the published mask — so a proof replayed for
-   another client/request/mask/chunk, a false statement with non-zero checks, or edited
-   instances is rejected;
-4. the commitments embedded in the proof equal the published Com(θp), Com(C) of that chunk and
-   the statement's Com(θu).
+1. the statement names the published commitment (hash, client id, spec, sθ) and the published
+   mask (digest); its proof plan equals the canonical plan the verifier derives from the mask
+   (:func:`~zkapex_jax.protocol.statement.plan_proofs`): every masked block proven exactly once,
+   in its bucket, no other block;
+2. every proof verifies under the vk/settings/SRS of the verifier's own :class:`KeyStore`,
+   derived from the public spec (never files from the bundle), and the SRS is the commitment's;
+3. its public instances are exactly the expected ones: statement limbs (client, request, mask,
+   commitment, spec, sθ, proof index, proof count), per block the published mask bits, the
+   masked positions (slots) and slot-used bits, the public 0, all ``zeros`` (θ̂u[S] = 0) and all
+   ``sink`` values 0;
+4. the commitments embedded in each proof equal the published ones: Com(θp_b), and for every used
+   slot t Com(Â_b[:, S_t]) — **this comparison binds the proof to the committed curvature** (a
+   wrong column passes every in-circuit check) — and Com(θu_b) equals the statement's;
+5. Com(θu_b) = Com(θp_b) for every block without a masked weight (the model is unchanged there).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,10 +32,13 @@ import numpy as np
 from .._errors import ArtifactError
 from ._circuits import relation, stages
 from .artifacts import read_json_artifact, require, sha256_hex
-from .commitments import Commitment, pad_chunk
+from .commitments import Commitment
 from .keystore import KeyStore
 from .prover import STATEMENT_FORMAT, VERSION
-from .statement import context_limbs, mask_digest, statement_core
+from .statement import context_limbs, mask_digest, plan_proofs, statement_core
+
+#: proof files larger than this are rejected unread (ezkl proofs here are < 1 MB).
+MAX_PROOF_BYTES = 64 << 20
 
 
 @dataclass
@@ -37,9 +46,10 @@ class VerificationResult:
     valid: bool
     reason: str
     insecure_srs: bool = True
-    n_chunks: int = 0
+    n_proofs: int = 0
     client_id: str = ""
     request_id: str = ""
+    bound_units: float = 0.0
     details: dict = field(default_factory=dict)
 
     def __bool__(self):
@@ -51,16 +61,57 @@ def load_statement(bundle) -> dict:
     if not bundle.is_dir():
         raise ArtifactError(f"{bundle}: bundle directory not found")
     path = bundle / "statement.json"
+    if path.exists() and not path.is_file():
+        raise ArtifactError(f"{path}: not a regular file")
     doc = read_json_artifact(path, STATEMENT_FORMAT, (VERSION,))
     for key, typ in (("client_id", str), ("request_id", str), ("mask_digest", str), ("commitment_sha256", str),
-                     ("spec", dict), ("theta_exp", int), ("n_chunks", int), ("tau", int), ("s_c", int),
-                     ("chunks", list), ("srs", dict)):
+                     ("spec", dict), ("theta_exp", int), ("n_chunks", int), ("proofs", list),
+                     ("com_theta_u", list), ("srs", dict)):
         require(doc, key, typ, path)
-    for i, c in enumerate(doc["chunks"]):
-        if not isinstance(c, dict) or not all(isinstance(c.get(k), t) for k, t in
-                                              (("index", int), ("proof", str), ("proof_sha256", str), ("com_theta_u", str))):
-            raise ArtifactError(f"{path}: chunk entry {i} is malformed")
+    for i, c in enumerate(doc["proofs"]):
+        ok = isinstance(c, dict) and all(isinstance(c.get(k), t) and not isinstance(c.get(k), bool) for k, t in
+                                         (("index", int), ("kmax", int), ("chunk_blocks", int), ("blocks", list),
+                                          ("proof", str), ("proof_sha256", str)))
+        if not ok or not all(isinstance(b, int) and not isinstance(b, bool) for b in c["blocks"]):
+            raise ArtifactError(f"{path}: proof entry {i} is malformed")
+    if not all(isinstance(x, str) for x in doc["com_theta_u"]):
+        raise ArtifactError(f"{path}: com_theta_u must be a list of strings")
     return doc
+
+
+def _read_proof(bundle: Path, rel: str) -> bytes:
+    root = bundle.resolve()
+    if "\x00" in rel:
+        raise ValueError("NUL byte in the proof path")
+    p = (bundle / rel).resolve()
+    if root not in p.parents:
+        raise ValueError(f"proof path {rel!r} escapes the bundle")
+    st = os.stat(p)
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"proof {rel!r} is not a regular file")
+    if st.st_size > MAX_PROOF_BYTES:
+        raise ValueError(f"proof {rel!r} is larger than {MAX_PROOF_BYTES} bytes")
+    with open(p, "rb") as f:
+        return f.read(MAX_PROOF_BYTES + 1)
+
+
+def expected_instances(spec, blocks, mask, ctx) -> list[int]:
+    """The public instances a proof of ``blocks`` must carry (see circuits/relation.py)."""
+    K, B, k = spec.chunk_blocks, spec.block_size, spec.kmax
+    pub = list(ctx)
+    for j in range(K):
+        if j < len(blocks):
+            row = mask[blocks[j]]
+            pos = np.flatnonzero(row)
+            idx = np.zeros(k, dtype=np.int64)
+            idx[:len(pos)] = pos
+            q = np.zeros(k, dtype=np.int64)
+            q[:len(pos)] = 1
+            pub += row.astype(np.int64).tolist() + idx.tolist() + q.tolist()
+        else:
+            pub += [0] * (B + 2 * k)
+    pub.append(0)
+    return pub + [0] * (K * B) + [0] * len(relation.CHECK_GROUPS)
 
 
 def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyStore | None = None,
@@ -71,9 +122,8 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
     Raises ArtifactError only if the bundle's statement file is missing or malformed."""
     bundle = Path(bundle)
     st = load_statement(bundle)
-    spec = commitment.spec
-    res = VerificationResult(False, "", insecure_srs=commitment.srs_insecure, client_id=st["client_id"],
-                             request_id=st["request_id"])
+    cs = commitment.spec
+    res = VerificationResult(False, "", insecure_srs=True, client_id=st["client_id"], request_id=st["request_id"])
 
     def reject(msg):
         res.reason = msg
@@ -87,84 +137,96 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
         return reject(f"statement client {st['client_id']!r} differs from the commitment's {commitment.client_id!r}")
     if st["commitment_sha256"] != commitment.sha256:
         return reject("statement refers to another personalization commitment")
-    if st["spec"] != spec.to_dict() or st["theta_exp"] != commitment.theta_exp:
-        return reject("statement's circuit spec or θ scale differs from the commitment's")
-    if st["tau"] != spec.tau or st["s_c"] != spec.s_c:
-        return reject(f"statement's τ={st['tau']} / s_c={st['s_c']} differ from the ones the circuit fixes "
-                      f"({spec.tau}, {spec.s_c})")
+    if st["spec"] != cs.to_dict() or st["theta_exp"] != commitment.theta_exp:
+        return reject("statement's commitment spec or θ scale differs from the commitment's")
     m = np.asarray(mask_blocks)
-    if m.shape != (commitment.num_blocks, spec.block_size):
+    if m.shape != (commitment.num_blocks, cs.block_size):
         return reject(f"published mask has block shape {m.shape}, commitment needs "
-                      f"({commitment.num_blocks}, {spec.block_size})")
+                      f"({commitment.num_blocks}, {cs.block_size})")
     m = m.astype(bool)
     md = mask_digest(m)
     if st["mask_digest"] != md:
         return reject("statement's mask digest differs from the published mask")
-    n = commitment.n_chunks
-    if st["n_chunks"] != n:
-        return reject(f"statement has {st['n_chunks']} chunks, the commitment {n}")
-    idx = [c["index"] for c in st["chunks"]]
-    if sorted(idx) != list(range(n)):
-        missing = sorted(set(range(n)) - set(idx))
-        return reject(f"chunks missing or repeated: expected 0..{n - 1}, missing {missing[:10]}, got {len(idx)} entries")
     if st["srs"].get("sha256") != commitment.srs_sha256:
         return reject("bundle made with a different SRS than the commitment")
     keystore = keystore or KeyStore()
-    art = keystore.ensure(spec)
-    meta = art.meta
-    if meta["srs_sha256"] != commitment.srs_sha256:
-        return reject("the verifier's SRS differs from the one the commitment was made with")
-    res.insecure_srs = bool(art.srs_insecure or commitment.srs_insecure)
+    try:
+        plan = plan_proofs(m, cs, root=keystore.root)
+    except ValueError as e:
+        return reject(f"the mask cannot be certified under this commitment ({e})")
+    n = len(plan)
+    if st["n_chunks"] != n or len(st["proofs"]) != n:
+        return reject(f"statement has {len(st['proofs'])} proofs ({st['n_chunks']} declared), the mask needs {n}")
+    got = sorted(st["proofs"], key=lambda c: c["index"])
+    if [c["index"] for c in got] != list(range(n)):
+        return reject(f"proof indices are not 0..{n - 1} exactly once")
+    for e, (spec, blocks) in zip(got, plan):
+        if e["blocks"] != blocks or e["kmax"] != spec.kmax or e["chunk_blocks"] != spec.chunk_blocks:
+            return reject(f"proof {e['index']}: covers blocks {e['blocks'][:8]} in bucket k={e['kmax']}, "
+                          f"the plan says {blocks[:8]} in k={spec.kmax}")
+    if len(st["com_theta_u"]) != commitment.num_blocks:
+        return reject("statement lists Com(θu) for the wrong number of blocks")
+    masked = m.any(axis=1)
+    for b in np.flatnonzero(~masked):
+        if st["com_theta_u"][b] != commitment.theta_p_hex(b):
+            return reject(f"block {b} has no masked weight but its Com(θu) differs from Com(θp)")
     core = statement_core(client_id=commitment.client_id, request_id=st["request_id"], mask_digest=md,
-                          commitment_sha256=commitment.sha256, spec=spec.to_dict(), theta_exp=commitment.theta_exp,
+                          commitment_sha256=commitment.sha256, spec=cs.to_dict(), theta_exp=commitment.theta_exp,
                           n_chunks=n)
-    K = spec.chunk_blocks
-    KB = K * spec.block_size
-    n_inst = spec.n_ctx + KB + relation.N_CHECKS
-    entries = sorted(st["chunks"], key=lambda c: c["index"])
+    insecure = bool(commitment.srs_insecure)
+    items = list(zip(got, plan))
     if progress:
         from tqdm import tqdm
-        entries = tqdm(entries, desc="verify", unit="chunk")
-    root = bundle.resolve()
-    for e in entries:
+        items = tqdm(items, desc="verify", unit="proof")
+    bound = 0.0
+    for e, (spec, blocks) in items:
         c = e["index"]
-        p = (bundle / e["proof"]).resolve()
-        if root not in p.parents:
-            return reject(f"chunk {c}: proof path {e['proof']!r} escapes the bundle")
+        art = keystore.ensure(spec)
+        if art.meta["srs_sha256"] != commitment.srs_sha256:
+            return reject("the verifier's SRS differs from the one the commitment was made with")
+        insecure = insecure or bool(art.srs_insecure)
         try:
-            raw = p.read_bytes()
-        except OSError as ex:
-            return reject(f"chunk {c}: proof file unreadable ({ex.__class__.__name__})")
+            raw = _read_proof(bundle, e["proof"])
+        except (OSError, ValueError) as ex:
+            return reject(f"proof {c}: unreadable ({ex})")
         if sha256_hex(raw) != e["proof_sha256"]:
-            return reject(f"chunk {c}: proof file differs from the hash in the statement")
+            return reject(f"proof {c}: file differs from the hash in the statement")
         try:
-            proof = json.loads(raw)
-            inst, coms = stages.proof_public(proof)
+            inst, coms = stages.proof_public(json.loads(raw), spec.n_inputs)
         except Exception as ex:  # noqa: BLE001 — any malformed proof is a rejection
-            return reject(f"chunk {c}: malformed proof ({ex.__class__.__name__}: {str(ex)[:80]})")
-        if len(inst) != n_inst:
-            return reject(f"chunk {c}: proof has {len(inst)} public values, the circuit {n_inst}")
-        if coms[0] != commitment.com_theta_p[c]:
-            return reject(f"chunk {c}: Com(θp) in the proof is not the published one")
-        if coms[1] != commitment.com_fisher[c]:
-            return reject(f"chunk {c}: Com(C) in the proof is not the published one")
-        if coms[2] != e["com_theta_u"]:
-            return reject(f"chunk {c}: Com(θu) in the proof differs from the statement's")
-        ctx = context_limbs(core, c, spec.n_ctx)
-        if inst[:spec.n_ctx] != ctx:
-            return reject(f"chunk {c}: proof is bound to another statement (client, request, mask, commitment or chunk)")
-        sl = slice(c * K, min((c + 1) * K, commitment.num_blocks))
-        want_mask = pad_chunk(m[sl].astype(np.int64), K).ravel().tolist()
-        if inst[spec.n_ctx:spec.n_ctx + KB] != want_mask:
-            return reject(f"chunk {c}: proof's mask differs from the published mask")
-        checks = inst[spec.n_ctx + KB:]
-        for name, v in zip(relation.CHECK_NAMES, checks):
-            if v != 0:
-                return reject(f"chunk {c}: {name} (check value {v})")
-        if not stages.verify_chunk(p, art.settings, art.vk, art.srs):
-            return reject(f"chunk {c}: proof does not verify under the provider's verification key")
+            return reject(f"proof {c}: malformed ({ex.__class__.__name__}: {str(ex)[:80]})")
+        K, k = spec.chunk_blocks, spec.kmax
+        for j, b in enumerate(blocks):
+            if coms[j] != commitment.theta_p_hex(b):
+                return reject(f"proof {c}: Com(θp) of block {b} is not the published one")
+            for t, pos in enumerate(np.flatnonzero(m[b])):
+                if coms[2 * K + j * k + t] != commitment.column_hex(b, int(pos)):
+                    return reject(f"proof {c}: slot {t} of block {b} is not the published inverse-Fisher "
+                                  f"column {int(pos)}")
+            if coms[K + j] != st["com_theta_u"][b]:
+                return reject(f"proof {c}: Com(θu) of block {b} differs from the statement's")
+        want = expected_instances(spec, blocks, m, context_limbs(core, c, cs.n_ctx))
+        if len(inst) != len(want):
+            return reject(f"proof {c}: {len(inst)} public values, the circuit has {len(want)}")
+        npub = spec.public_length()
+        if inst[:cs.n_ctx] != want[:cs.n_ctx]:
+            return reject(f"proof {c}: bound to another statement (client, request, mask, commitment or index)")
+        if inst[:npub] != want[:npub]:
+            return reject(f"proof {c}: public mask / slot positions differ from the published mask")
+        zeros = inst[npub:npub + K * spec.block_size]
+        if any(zeros):
+            return reject(f"proof {c}: masked weights of θu are not zero")
+        sink = inst[npub + K * spec.block_size:]
+        if any(sink):
+            return reject(f"proof {c}: range-check outputs are not zero")
+        if not stages.verify_chunk_bytes(raw, art.settings, art.vk, art.srs):
+            return reject(f"proof {c}: does not verify under the provider's verification key")
+        bound = max(bound, 1.0 + float(spec.epsilon))
     res.valid = True
-    res.n_chunks = n
-    res.reason = f"valid: {n} chunk proofs verified" + (" (INSECURE locally generated SRS: test only)"
-                                                          if res.insecure_srs else "")
+    res.n_proofs = n
+    res.insecure_srs = insecure
+    res.bound_units = bound
+    res.reason = (f"valid: {n} proofs cover the {int(masked.sum())} masked blocks; "
+                  f"{int((~masked).sum())} blocks unchanged (Com(θu) = Com(θp)); θu within {bound:.3f} "
+                  f"units of 2^-{commitment.theta_exp} of the committed Group-OBS update")
     return res
