@@ -1,4 +1,5 @@
-"""circuits/: the ONNX relation against an exact integer oracle, ezkl witness outputs, commitments."""
+"""circuits/: the ONNX relation against the exact oracle, ezkl's range checks at the witness level
+(the attacker's route: edit the witness JSON after gen_witness, then prove), commitments, keys."""
 
 import json
 import os
@@ -9,172 +10,249 @@ import pytest
 from zkapex_jax import quant
 from zkapex_jax.protocol._circuits import relation, stages
 
-K, B = 2, 4
+B, KMAX, K = 4, 2, 2
+P_FIELD = stages.FIELD_MODULUS
+SQRT_M1 = pow(5, (P_FIELD - 1) // 4, P_FIELD)  # a square root of −1 mod p (p ≡ 1 mod 4)
+assert SQRT_M1 * SQRT_M1 % P_FIELD == P_FIELD - 1
+
+
+def _spec():
+    return relation.CircuitSpec(relation.CommitSpec(block_size=B, logrows=13), kmax=KMAX, chunk_blocks=K)
 
 
 @pytest.fixture(scope="module")
 def art(tmp_path_factory):
-    old = os.environ.get("ZKAPEX_CACHE")
-    os.environ["ZKAPEX_CACHE"] = str(tmp_path_factory.mktemp("zkcache"))
-    try:
-        yield stages.ensure_circuit(relation.CircuitSpec(block_size=B, chunk_blocks=K))
-    finally:
-        if old is None:
-            os.environ.pop("ZKAPEX_CACHE", None)
-        else:
-            os.environ["ZKAPEX_CACHE"] = old
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZKAPEX_CACHE", str(tmp_path_factory.mktemp("zkcache")))
+        yield stages.ensure_circuit(_spec())
 
 
-def _honest(rng, spec):
+def honest_blocks(seed=0, spec=None):
+    spec = spec or _spec()
+    rng = np.random.default_rng(seed)
     g = rng.normal(size=(K, 3 * B, B))
-    c = np.einsum("kni,knj->kij", g, g) / (3 * B) + 1e-3 * np.eye(B)
-    theta = rng.normal(size=(K, B)) * 0.05
-    mask = np.array([[1, 0, 1, 0], [0, 1, 0, 0]], dtype=bool)
-    s_t = quant.theta_exponent(theta)
-    tq = quant.quantize_theta(theta, s_t)
-    cq = quant.quantize_fisher(c, quant.fisher_block_exponents(c), spec.s_c)
-    w = quant.quantize_unlearning(tq, cq, mask, spec.s_c)
-    return tq, cq, w.theta_u, w.lam, mask
+    C = np.einsum("kni,knj->kij", g, g) / (3 * B) + 1e-2 * np.eye(B)
+    A = quant.inverse_fisher(C)
+    Ah = quant.quantize_inverse(A, quant.inverse_block_exponents(A, 24), 24)
+    th = rng.normal(size=(K, B)) * 0.05
+    tq = quant.quantize_theta(th, quant.theta_exponent(th, 16))
+    pos = [np.array([0, 2]), np.array([3])]
+    out = []
+    for j in range(K):
+        w = quant.certify_block(tq[j], Ah[j], pos[j], spec)
+        cols = np.zeros((B, KMAX), np.int64)
+        cols[:, :len(pos[j])] = Ah[j][:, pos[j]]
+        out.append(dict(theta_p=tq[j], theta_u=w.theta_u, cols=cols, mu=w.mu, ycert=w.ycert,
+                        mask=np.isin(np.arange(B), pos[j]).astype(np.int64), idx=w.idx, q=w.q))
+    return out
 
 
-def _inputs(spec, tq, cq, tu, lam, mask, ctx=None, blind=None):
-    R = spec.n_blind
-    bl = blind if blind is not None else list(range(1, R + 1))
-    ctx = ctx if ctx is not None else list(range(spec.n_ctx))
-    return [tq.ravel().tolist() + bl, cq.ravel().tolist() + bl, tu.ravel().tolist() + bl,
-            lam.ravel().tolist() + bl, ctx + mask.astype(np.int64).ravel().tolist()]
+def fixed_blinders(name, j):
+    return [11 + i for i in range(_spec().n_blind)]
 
 
-def _witness_outputs(art, inputs, tmp_path):
-    import ezkl
+def inputs_of(blocks, spec=None):
+    spec = spec or _spec()
+    return relation.assemble_inputs(spec, blocks, list(range(spec.n_ctx)), blinders=fixed_blinders)
 
-    (tmp_path / "in.json").write_text(json.dumps({"input_data": [[float(x) for x in v] for v in inputs]}))
-    w = ezkl.gen_witness(str(tmp_path / "in.json"), str(art.compiled), str(tmp_path / "w.json"),
-                         vk_path=str(art.vk), srs_path=str(art.srs))
-    return [stages.felt_to_int(x) for col in w["outputs"] for x in col], w
+
+def stack(blocks, key):
+    return np.stack([np.asarray(b[key], dtype=object) for b in blocks])
 
 
 def test_spec_roundtrip_and_validation():
-    s = relation.CircuitSpec(block_size=16, chunk_blocks=8)
-    assert s.s_c == quant.default_fisher_exponent(16) and s.tau == quant.tau(16, s.s_c)
-    assert relation.CircuitSpec.from_dict(s.to_dict()) == s and s.key.startswith("K8_B16_")
-    assert relation.CircuitSpec(block_size=16, chunk_blocks=4).key != s.key
-    with pytest.raises(ValueError, match="s_c"):
-        relation.CircuitSpec(block_size=16, chunk_blocks=1, s_c=30)
-    with pytest.raises(ValueError, match="block_size"):
-        relation.CircuitSpec(block_size=0, chunk_blocks=1)
+    s = _spec()
+    assert relation.CircuitSpec.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    assert s.key.startswith("B4_k2_K2_L13_") and s.commit.s == 60
+    assert s.n_inputs == K * (2 + KMAX) + 3 == len(s.input_lengths()) == len(s.input_names())
+    for bad in (dict(block_size=0), dict(block_size=4, logrows=12), dict(block_size=4, decomp_base=1000),
+                dict(block_size=4, decomp_legs=7), dict(block_size=10000, logrows=13)):
+        with pytest.raises(ValueError):
+            relation.CommitSpec(**bad)
+    with pytest.raises(ValueError):
+        relation.CircuitSpec(relation.CommitSpec(block_size=4), kmax=5)
+    with pytest.raises(ValueError, match="relation version"):
+        relation.CommitSpec.from_dict({**s.commit.to_dict(), "relation_version": 3})
 
 
-def test_onnx_graph_matches_oracle():
+def _reference_eval(spec, inputs):
+    """Evaluate the ONNX graph in float64 with onnx's reference evaluator, exposing every Abs
+    argument (the values ezkl range-checks)."""
+    import onnx
     from onnx.reference import ReferenceEvaluator
 
-    spec = relation.CircuitSpec(block_size=B, chunk_blocks=K, s_c=3)  # small scale: exact in float32
-    sess = ReferenceEvaluator(relation.build_relation(spec))
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        tp, tu, lam = (rng.integers(-20, 20, size=(K, B)) for _ in range(3))
-        c = rng.integers(-8, 8, size=(K, B, B))
-        m = rng.random((K, B)) < 0.5
-        ins = _inputs(spec, tp, c, tu, lam, m)
-        feeds = dict(zip(stages.COMMITTED_INPUTS, (np.asarray(v, dtype=np.float32)[None] for v in ins)))
-        pub, checks = sess.run(None, feeds)
-        assert np.array_equal(pub[0], np.asarray(ins[4], dtype=np.float32))
-        assert [int(x) for x in checks] == [int(x) for x in relation.relation_reference(spec, tp, c, tu, lam, m)]
+    model = relation.build_relation(spec)
+    g = model.graph
+    names = [n.input[0] for n in g.node if n.op_type == "Abs"]
+    for nm in names:
+        g.output.append(onnx.helper.make_tensor_value_info(nm, onnx.TensorProto.DOUBLE, None))
+    outs = ReferenceEvaluator(model).run(None, {n: np.array([v], dtype=np.float64)
+                                                for n, v in zip(spec.input_names(), inputs)})
+    return dict(zip([o.name for o in g.output], outs)), names
 
 
-def test_ezkl_witness_matches_oracle(art, tmp_path):
+@pytest.mark.parametrize("seed", [0, 1])
+def test_onnx_graph_matches_oracle(seed):
+    spec = _spec()
+    blocks = honest_blocks(seed)
+    rng = np.random.default_rng(seed)
+    if seed == 1:  # a dishonest witness: the graph and the oracle must agree on what fails
+        blocks[0]["theta_u"] = blocks[0]["theta_u"] + rng.integers(-3, 4, size=B)
+        blocks[1]["mu"] = [int(x) + 12345 for x in blocks[1]["mu"]]
+    outs, names = _reference_eval(spec, inputs_of(blocks))
+    ref = relation.relation_reference(spec, *[stack(blocks, k) for k in
+                                              ("theta_p", "theta_u", "cols", "mu", "ycert", "mask", "idx", "q")])
+    S = 2.0 ** spec.bounds.s
+    got = [float(np.max(np.abs(outs[n]))) / S for n in names]  # graph order of the Abs nodes
+    want = [float(ref[g]) for g in ("residual", "theta_p", "columns", "mu", "ycert", "ycert_error", "theta_u")]
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+    assert np.array_equal(outs["zeros"], np.asarray(ref["zeros"], dtype=np.float64))
+    assert ref["ok"] == (seed == 0)
+    assert (max(want) < 1 and not np.any(outs["zeros"])) == (seed == 0)
+
+
+def _witness(art, inputs, tmp_path):
+    import ezkl
+
+    (tmp_path / "in.json").write_text(json.dumps({"input_data": [[float(x) for x in v] for v in inputs]}))
+    ezkl.gen_witness(str(tmp_path / "in.json"), str(art.compiled), str(tmp_path / "w.json"),
+                     vk_path=str(art.vk), srs_path=str(art.srs))
+    return json.loads((tmp_path / "w.json").read_text())
+
+
+def _prove_edited(art, w, tmp_path, edit):
+    """Edit the witness JSON as an attacker would, then prove and verify. True iff accepted."""
+    import ezkl
+
+    w = json.loads(json.dumps(w))
+    edit(w)
+    p = tmp_path / "w_edit.json"
+    p.write_text(json.dumps(w))
+    try:
+        ezkl.prove(str(p), str(art.compiled), str(art.pk), str(tmp_path / "pf.json"), srs_path=str(art.srs))
+    except Exception:  # noqa: BLE001 — synthesis refuses
+        return False
+    return stages.verify_chunk(tmp_path / "pf.json", art.settings, art.vk, art.srs)
+
+
+def test_honest_witness_outputs_zero_and_proves(art, tmp_path):
+    inputs = inputs_of(honest_blocks())
+    w = _witness(art, inputs, tmp_path)
+    outs = [stages.felt_to_int(x) for col in w["outputs"] for x in col]
     spec = art.spec
-    rng = np.random.default_rng(1)
-    tq, cq, tu, lam, mask = _honest(rng, spec)
-    outs, _ = _witness_outputs(art, _inputs(spec, tq, cq, tu, lam, mask), tmp_path)
-    n_pub = spec.n_ctx + K * B
-    assert outs[:n_pub] == list(range(spec.n_ctx)) + mask.astype(int).ravel().tolist()
-    assert outs[n_pub:] == [0] * relation.N_CHECKS
-    # dishonest variants: each check fires, with the oracle's exact value
-    bad_tu = tu.copy()
-    bad_tu[mask] = tq[mask]
-    bad_lam = lam.copy()
-    bad_lam[~mask] = 3
-    bad_res = tu.copy()
-    i = int(np.flatnonzero(~mask[1])[0])
-    bad_res[1, i] += int(np.ceil(3 * spec.tau / max(1, abs(int(cq[1, i, i])))))
-    small_c = cq // 4  # a Fisher shrunk at commitment time (to make τ vacuous)
-    for tu_, lam_, c_, which in ((bad_tu, lam, cq, 0), (tu, bad_lam, cq, 1), (bad_res, lam, cq, 2),
-                                 (tu, lam, small_c, 3)):
-        ref = relation.relation_reference(spec, tq, c_, tu_, lam_, mask)
-        try:
-            outs, _ = _witness_outputs(art, _inputs(spec, tq, c_, tu_, lam_, mask), tmp_path)
-        except RuntimeError:  # a value outside ezkl's range: no witness at all (also a rejection)
-            assert max(abs(int(x)) for x in ref) > spec.input_bound
-            continue
-        assert outs[n_pub:] == [int(x) for x in ref] and outs[n_pub + which] != 0
+    assert outs[:spec.public_length()] == inputs[-1]
+    assert not any(outs[spec.public_length():])  # zeros and sink
+    assert _prove_edited(art, w, tmp_path, lambda w: None)
 
 
-def test_block_without_mask_must_stay(art, tmp_path):
-    """A block with no masked weight: a 1-unit change of θu passes τ but not the δ = 0 check."""
+def _input_slot(spec, name):
+    return spec.input_names().index(name)
+
+
+EDITS = {
+    # name: (input, element, value) — each breaks exactly one range check of the relation
+    "theta_p out of range": ("theta_p_0", 1, 2 ** 60),
+    "theta_p a field element": ("theta_p_0", 1, SQRT_M1),
+    "column entry ≥ 2^a": ("col_0_0", 1, 2 ** 24),
+    "column entry a field element": ("col_1_0", 0, SQRT_M1),
+    "mu a field element": ("mu", 0, SQRT_M1),
+    "Y entry ≥ 2^y": ("ycert", 0, 2 ** 40),
+    "free weight of theta_u moved by one unit": ("theta_u_0", 1, None),
+}
+
+
+@pytest.mark.parametrize("case", list(EDITS))
+def test_witness_edits_are_refused(art, tmp_path, case):
+    """The attacker's route: edit a committed (polycommit, never range-checked by ezkl) input in
+    the witness after gen_witness. Every check the soundness argument uses lives in the graph."""
     spec = art.spec
-    rng = np.random.default_rng(5)
-    tq, cq, _, _, mask = _honest(rng, spec)
-    mask[1] = False
-    w = quant.quantize_unlearning(tq, cq, mask, spec.s_c)
-    assert np.all(w.delta[1] == 0)
-    tu = w.theta_u.copy()
-    tu[1, 2] += 1
-    ref = relation.relation_reference(spec, tq, cq, tu, w.lam, mask)
-    outs, _ = _witness_outputs(art, _inputs(spec, tq, cq, tu, w.lam, mask), tmp_path)
-    n_pub = spec.n_ctx + K * B
-    assert outs[n_pub:] == [int(x) for x in ref] == [0, 0, 0, 0, 1]
+    blocks = honest_blocks()
+    w = _witness(art, inputs_of(blocks), tmp_path)
+    name, i, v = EDITS[case]
+    slot = _input_slot(spec, name)
+    if v is None:
+        v = int(blocks[0]["theta_u"][i]) + 1
+
+    def edit(w):
+        w["inputs"][slot][i] = stages.int_to_felt(v)
+
+    assert not _prove_edited(art, w, tmp_path, edit)
 
 
-def test_residual_out_of_range_cannot_be_witnessed(art, tmp_path):
+def test_witness_edit_of_a_blinder_still_proves(art, tmp_path):
+    """Control: editing a value the relation does not read (a blinder) proves and verifies, so the
+    refusals above come from the range checks, not from editing as such."""
     spec = art.spec
-    rng = np.random.default_rng(2)
-    tq, cq, tu, lam, mask = _honest(rng, spec)
-    tu = tu.copy()
-    tu[~mask] += 2 ** 20  # residual ≫ 2^24
-    with pytest.raises(stages.EzklError, match="gen_witness"):
-        stages.prove_chunk(art, _inputs(spec, tq, cq, tu, lam, mask), tmp_path / "p.json")
-    assert not (tmp_path / "p.json").exists()
-    with pytest.raises(ValueError, match="outside"):
-        stages.prove_chunk(art, _inputs(spec, tq + 2 ** 24, cq, tu, lam, mask), tmp_path / "p.json")
+    w = _witness(art, inputs_of(honest_blocks()), tmp_path)
+    slot = _input_slot(spec, "mu")
+
+    def edit(w):
+        w["inputs"][slot][-1] = stages.int_to_felt(SQRT_M1)  # last blinder of μ: any field element
+
+    assert _prove_edited(art, w, tmp_path, edit)
 
 
-def test_commitments_bind_and_hide(art, tmp_path):
+def test_range_bound_is_exactly_2_pow_s(tmp_path):
+    """ezkl's Abs decomposition in the project's settings (base 4096, 5 legs): 2^60 − 1 proves,
+    2^60 does not (values edited into the witness: f64 inputs cannot carry them)."""
+    import ezkl
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array([1], dtype=np.int64), "ax")]
+    nodes = [helper.make_node("Abs", ["x"], ["a"]), helper.make_node("ReduceSum", ["a", "ax"], ["s"], keepdims=1),
+             helper.make_node("Mul", ["s", "z"], ["out"])]
+    g = helper.make_graph(nodes, "r", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 2]),
+                                       helper.make_tensor_value_info("z", TensorProto.DOUBLE, [1, 1])],
+                          [helper.make_tensor_value_info("out", TensorProto.DOUBLE, [1, 1])], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "r.onnx")
+    spec = _spec()
+    ra = stages._run_args(spec, 13)
+    ezkl.gen_settings(str(tmp_path / "r.onnx"), str(tmp_path / "s.json"), py_run_args=ra)
+    ezkl.compile_circuit(str(tmp_path / "r.onnx"), str(tmp_path / "c"), str(tmp_path / "s.json"))
+    srs, _ = stages.ensure_srs(13)
+    ezkl.setup(str(tmp_path / "c"), str(tmp_path / "vk"), str(tmp_path / "pk"), srs_path=str(srs))
+    (tmp_path / "in.json").write_text(json.dumps({"input_data": [[1.0, 2.0], [0.0]]}))
+    ezkl.gen_witness(str(tmp_path / "in.json"), str(tmp_path / "c"), str(tmp_path / "w.json"))
+    w = json.loads((tmp_path / "w.json").read_text())
+
+    class A:
+        pass
+
+    a = A()
+    a.compiled, a.pk, a.srs, a.settings, a.vk = tmp_path / "c", tmp_path / "pk", srs, tmp_path / "s.json", tmp_path / "vk"
+    for v, ok in ((2 ** 60 - 1, True), (-(2 ** 60 - 1), True), (2 ** 60, False), (-(2 ** 60), False)):
+        def edit(w, v=v):
+            w["inputs"][0][0] = stages.int_to_felt(v)
+        assert _prove_edited(a, w, tmp_path, edit) is ok, v
+
+
+def test_commitments_batch_single_and_proof_agree(art, tmp_path):
     spec = art.spec
-    rng = np.random.default_rng(3)
-    tq, cq, tu, lam, mask = _honest(rng, spec)
-    ins = _inputs(spec, tq, cq, tu, lam, mask)
-    _, w = _witness_outputs(art, ins, tmp_path)
-    coms = [stages.commit_columns(art, v) for v in ins]
-    # the witness' (and so the proof's) commitments are exactly kzg_commit of each full column
-    for c, wc in zip(coms, w["processed_inputs"]["polycommit"]):
-        assert len(wc) == 1 and c == stages.point_hex(wc[0])
-    # unused blinders are committed: changing one changes the commitment (hiding), values too (binding)
-    blind2 = ins[0][:-1] + [ins[0][-1] + 1]
-    assert stages.commit_columns(art, blind2) != coms[0]
-    vals2 = [ins[0][0] + 1] + ins[0][1:]
-    assert stages.commit_columns(art, vals2) != coms[0]
+    inputs = inputs_of(honest_blocks())
+    proof = tmp_path / "p.json"
+    stages.prove_chunk(art, inputs, proof)
+    _, coms = stages.proof_public(json.loads(proof.read_text()), spec.n_inputs)
+    committed = list(range(K * (2 + KMAX)))
+    batch = stages.commit_vectors(art, [inputs[i] for i in committed], batch=3)
+    assert batch == [coms[i] for i in committed]
+    single = stages.commit_vectors(art, [inputs[0]], batch=1)
+    assert single[0] == coms[0]
+    # hiding: another blinder, another commitment; binding: one value changed, another commitment
+    other = stages.commit_vectors(art, [inputs[0][:-1] + [inputs[0][-1] + 1], [inputs[0][0] + 1] + inputs[0][1:]])
+    assert other[0] != coms[0] and other[1] != coms[0]
 
 
-def test_prove_verify_and_tampered_instances(art, tmp_path):
-    spec = art.spec
-    rng = np.random.default_rng(4)
-    tq, cq, tu, lam, mask = _honest(rng, spec)
-    ins = _inputs(spec, tq, cq, tu, lam, mask)
-    stages.prove_chunk(art, ins, tmp_path / "p.json")
-    assert stages.verify_chunk(tmp_path / "p.json", art.settings, art.vk, art.srs)
-    proof = json.loads((tmp_path / "p.json").read_text())
-    inst, coms = stages.proof_public(proof)
-    assert inst == ins[4] + [0] * relation.N_CHECKS
-    assert coms == [stages.commit_columns(art, v) for v in ins]
-    proof["instances"][0][spec.n_ctx] = stages.int_to_felt(1 - ins[4][spec.n_ctx])  # flip a mask bit
-    (tmp_path / "q.json").write_text(json.dumps(proof))
-    assert not stages.verify_chunk(tmp_path / "q.json", art.settings, art.vk, art.srs)
+def test_commitments_agree_across_circuits_of_one_logrows(art, tmp_path):
+    """Column commitments depend on logrows only: the commit circuit's equal any bucket's."""
+    other = stages.ensure_circuit(relation.CircuitSpec(art.spec.commit, kmax=1, chunk_blocks=1))
+    v = [[3, -5, 7, 1] + fixed_blinders("x", 0), [0, 0, 0, 2 ** 40] + fixed_blinders("x", 0)]
+    assert stages.commit_vectors(art, v) == stages.commit_vectors(other, v)
 
 
 def test_keys_are_derived_deterministically(art, tmp_path):
-    """Two parties compiling the public spec independently get the same vk (the provider never
-    needs the client's keys)."""
-    other = stages.ensure_circuit(art.spec, root=tmp_path / "other")
-    assert other.meta["vk_sha256"] == art.meta["vk_sha256"]
-    assert other.meta["settings_sha256"] == art.meta["settings_sha256"]
+    a2 = stages.ensure_circuit(art.spec, root=tmp_path / "other")
+    assert a2.meta["vk_sha256"] == art.meta["vk_sha256"]
+    assert a2.meta["settings_sha256"] == art.meta["settings_sha256"]

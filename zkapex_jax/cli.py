@@ -1,13 +1,14 @@
 """The ``zkapex`` command: thin verbs over zkapex_jax.protocol and zkapex_jax.pipeline.
 
-    zkapex keys     --block-size B --chunk-blocks K [--keystore DIR] [--srs FILE]        (provider)
+    zkapex keys     --block-size B [--logrows L] [--kmax K] [--keystore DIR] [--srs FILE]   (provider)
     zkapex mask     --global CKPT --out MASK.json [--model M] [--fraction F] [--seed S] (provider)
     zkapex fisher   --params CKPT --out FISHER.npz [--model M] [--block-size B] [--seed S] (client)
-    zkapex commit   --params CKPT --fisher FISHER.npz --client-id ID --out COM.json --secrets SEC.json
-                    [--chunk-blocks K]                                                     (client)
+    zkapex commit   --params CKPT --fisher FISHER.npz --client-id ID --out COM.npz --secrets SEC.npz
+                    [--logrows L] [--force]                                                (client)
     zkapex unlearn  --params CKPT --fisher F --commitment COM --secrets SEC --mask MASK --out CKPT_U
     zkapex prove    --params CKPT --fisher F --commitment COM --secrets SEC --mask MASK
-                    --request-id R --out BUNDLE [--jobs N]                                 (client)
+                    --request-id R --out BUNDLE [--jobs N] [--executor process|ray]
+                    [--ray-address ADDR] [--unlearned CKPT_U]                              (client)
     zkapex verify   BUNDLE --commitment COM --mask MASK [--keystore DIR] [--client-id ID]
                     [--request-id R] [--json]                                              (provider)
     zkapex demo     --out DIR [--big] [--jobs N]       the whole protocol on Fashion-MNIST
@@ -108,17 +109,31 @@ def _load_client(args):
 
 # ----------------------------------------------------------------------------- verbs
 
-def cmd_keys(args) -> int:
-    from .protocol import CircuitSpec
+def _commit_spec(block_size, logrows, keystore):
+    from .protocol import CommitSpec
+    from .protocol.statement import default_logrows
 
-    spec = CircuitSpec(block_size=args.block_size, chunk_blocks=args.chunk_blocks)
+    lr = logrows if logrows is not None else default_logrows(block_size, root=keystore.root)
+    return CommitSpec(block_size=block_size, logrows=lr)
+
+
+def cmd_keys(args) -> int:
+    from .protocol.statement import bucket_sizes, bucket_spec
+
+    ks = _keystore(args, "keystore")
+    cs = _commit_spec(args.block_size, args.logrows, ks)
     t0 = time.perf_counter()
-    art = _keystore(args, "keystore").ensure(spec)
-    _say(json.dumps({"spec": spec.key, "logrows": art.logrows, "num_rows": art.num_rows, "vk": str(art.vk),
-                     "vk_sha256": art.meta["vk_sha256"], "pk_bytes": art.meta["pk_bytes"],
-                     "srs": str(art.srs), "srs_insecure": art.srs_insecure,
-                     "seconds": round(time.perf_counter() - t0, 2)}, indent=1))
-    if art.srs_insecure:
+    built = []
+    for kmax in ([args.kmax] if args.kmax else bucket_sizes(cs.block_size)):
+        spec = bucket_spec(cs, kmax, root=ks.root)
+        if spec is None:
+            continue
+        art = ks.ensure(spec)
+        built.append({"spec": spec.key, "kmax": kmax, "chunk_blocks": spec.chunk_blocks, "num_rows": art.num_rows,
+                      "vk_sha256": art.meta["vk_sha256"], "pk_bytes": art.meta["pk_bytes"],
+                      "bound_units": 1 + float(spec.epsilon), "srs_insecure": art.srs_insecure})
+    _say(json.dumps({"logrows": cs.logrows, "circuits": built, "seconds": round(time.perf_counter() - t0, 2)}, indent=1))
+    if any(b["srs_insecure"] for b in built):
         _say("WARNING: locally generated SRS — INSECURE, for tests only (pass --srs with a ceremony file)")
     return 0
 
@@ -159,18 +174,32 @@ def cmd_fisher(args) -> int:
     return 0
 
 
+def _refuse_outputs(*paths, force=False):
+    """Outputs must differ from each other, and exist only with --force."""
+    rp = [Path(p).resolve() for p in paths]
+    if len(set(rp)) != len(rp):
+        raise ZkapexError(f"output paths must differ: {', '.join(str(p) for p in paths)}")
+    for p in paths:
+        if Path(p).exists() and not force:
+            raise ZkapexError(f"{p} exists; pass --force to replace it")
+
+
 def cmd_commit(args) -> int:
-    from .protocol import CircuitSpec, commit_personalization, save_commitment
+    from .protocol import commit_personalization, save_commitment
     from .train import load_checkpoint
 
+    if not args.client_id:
+        raise ZkapexError("--client-id must not be empty")
+    _refuse_outputs(args.out, args.secrets, force=args.force)
     fisher, layout = load_fisher(args.fisher)
     params, _ = load_checkpoint(args.params)
-    spec = CircuitSpec(block_size=layout.block_size, chunk_blocks=args.chunk_blocks)
-    com, sec = commit_personalization(theta_blocks(params, layout), fisher, spec, client_id=args.client_id,
-                                      keystore=_keystore(args), layout=layout.to_dict(), progress=True)
+    ks = _keystore(args)
+    cs = _commit_spec(layout.block_size, args.logrows, ks)
+    com, sec = commit_personalization(theta_blocks(params, layout), fisher, cs, client_id=args.client_id,
+                                      keystore=ks, layout=layout.to_dict(), progress=True)
     com = save_commitment(args.out, com, sec, args.secrets)
-    _say(f"commitment: {com.n_chunks} chunks of {spec.chunk_blocks}×{spec.block_size} → {args.out} "
-         f"(sha256 {com.sha256[:16]}…); secrets → {args.secrets} (keep private)")
+    _say(f"commitment: {com.num_blocks} blocks × ({cs.block_size} inverse-Fisher columns + θp), logrows "
+         f"{cs.logrows} → {args.out} (sha256 {com.sha256[:16]}…); secrets → {args.secrets} (keep private)")
     return 0
 
 
@@ -180,12 +209,15 @@ def cmd_unlearn(args) -> int:
     from .train import load_checkpoint, save_checkpoint
 
     com, sec, fisher, layout, params, tb, mb = _load_client(args)
-    u = unlearn_committed(tb, fisher, mb, com, sec)
-    theta_u = set_paths(params, {p: np.asarray(v, dtype=np.asarray(layout_leaf).dtype) for (p, v), layout_leaf in
-                                 zip(layout.from_blocks(u.theta_u).items(), _leaves(params, layout))})
+    if Path(args.out).exists() and not args.force:
+        raise ZkapexError(f"{args.out} exists; pass --force to replace it")
+    u = unlearn_committed(tb, fisher, mb, com, sec, keystore=_keystore(args))
+    theta_u = set_paths(params, {p: np.asarray(v, dtype=np.float64).astype(np.asarray(layout_leaf).dtype)
+                                 for (p, v), layout_leaf in zip(layout.from_blocks(u.theta_u).items(),
+                                                                _leaves(params, layout))})
     save_checkpoint(args.out, theta_u, {"unlearned_from": str(args.params), "commitment_sha256": com.sha256})
-    _say(f"unlearned: {int(mb.sum())} weights removed, max |residual| {int(np.max(np.abs(u.q.residual)))} ≤ τ "
-         f"{u.q.tau} → {args.out}")
+    _say(f"unlearned: {int(mb.sum())} weights removed in {len(u.witnesses)} blocks; certified within "
+         f"{u.bound_units:.3f} units of 2^-{com.theta_exp} → {args.out}")
     return 0
 
 
@@ -199,11 +231,26 @@ def _leaves(params, layout):
 def cmd_prove(args) -> int:
     from .protocol import prove_unlearning
 
+    from .train import load_checkpoint
+
+    if not args.request_id:
+        raise ZkapexError("--request-id must not be empty")
+    if args.jobs < 1:
+        raise ZkapexError(f"--jobs must be ≥ 1, got {args.jobs}")
+    if Path(args.out).exists():
+        raise ZkapexError(f"{args.out} exists; choose a new bundle directory")
     com, sec, fisher, layout, params, tb, mb = _load_client(args)
+    theta_u = None
+    if args.unlearned:
+        pu, _ = load_checkpoint(args.unlearned)
+        theta_u = theta_blocks(pu, layout)
     t0 = time.perf_counter()
     out = prove_unlearning(tb, fisher, mb, com, sec, request_id=args.request_id, out_dir=args.out,
-                           keystore=_keystore(args), jobs=args.jobs, progress=True)
-    _say(f"bundle: {com.n_chunks} chunk proofs → {out} ({time.perf_counter() - t0:.1f} s)")
+                           keystore=_keystore(args), jobs=args.jobs, progress=True, executor=args.executor,
+                           ray_address=args.ray_address, theta_u=theta_u)
+    st = json.loads((Path(out) / "statement.json").read_text())
+    _say(f"bundle: {len(st['proofs'])} proofs for {st['prover']['masked_blocks']} masked blocks → {out} "
+         f"({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
@@ -222,7 +269,8 @@ def cmd_verify(args) -> int:
         _emit_verify(args, {"valid": False, "malformed": True, "reason": f"key store: {e}"})
         return EXIT_MALFORMED
     _emit_verify(args, {"valid": res.valid, "reason": res.reason, "client_id": res.client_id,
-                        "request_id": res.request_id, "chunks": res.n_chunks, "insecure_srs": res.insecure_srs})
+                        "request_id": res.request_id, "proofs": res.n_proofs, "bound_units": res.bound_units,
+                        "insecure_srs": res.insecure_srs})
     return EXIT_VALID if res.valid else EXIT_REJECTED
 
 
@@ -232,6 +280,8 @@ def _emit_verify(args, d):
     elif d.get("malformed"):
         print(f"MALFORMED: {d['reason']}", file=sys.stderr, flush=True)
     else:
+        _say(f"client {d['client_id']!r} ({ascii(d['client_id'])}), request {d['request_id']!r} "
+             f"({ascii(d['request_id'])})")
         _say(("VALID: " if d["valid"] else "REJECTED: ") + d["reason"])
         if d.get("insecure_srs"):
             _say("WARNING: the SRS was generated locally — INSECURE, test only")
@@ -239,20 +289,21 @@ def _emit_verify(args, d):
 
 # ----------------------------------------------------------------------------- demo
 
-def run_demo(out, *, model="vit-demo", block_size=16, chunk_blocks=8, jobs=2, seed=0, quick=False,
-             pattern=None, cache=None, srs=None):
+def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, jobs=2, seed=0, quick=False,
+             pattern=None, cache=None, srs=None, executor="process"):
     """The whole protocol end to end; returns the summary dict (also written to out/summary.json)."""
     import jax
 
     from . import pipeline as pl
     from .params import set_paths
-    from .protocol import (CircuitSpec, KeyStore, commit_personalization, prove_unlearning,
-                           save_commitment, unlearn_committed, verify_bundle)
+    from .protocol import (KeyStore, commit_personalization, prove_witness, save_commitment,
+                           unlearn_committed, verify_bundle)
+    from .protocol.statement import plan_proofs
     from .train import save_checkpoint
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"model": model, "block_size": block_size, "chunk_blocks": chunk_blocks, "jobs": jobs}
+    summary: dict = {"model": model, "block_size": block_size, "jobs": jobs, "executor": executor}
     times = summary.setdefault("seconds", {})
 
     def stage(name):
@@ -286,30 +337,31 @@ def run_demo(out, *, model="vit-demo", block_size=16, chunk_blocks=8, jobs=2, se
     with stage("client: Fisher"):
         fisher = np.asarray(pl.client_fisher(cfg, theta_p, data, layout), dtype=np.float64)
         save_fisher(out / "fisher.npz", fisher, layout)
-    spec = CircuitSpec(block_size=block_size, chunk_blocks=chunk_blocks)
     client_ks = KeyStore(cache, srs_path=srs)
     provider_ks = KeyStore(out / "provider-keys", srs_path=srs)
     with stage("client: commit"):
+        cs = _commit_spec(block_size, logrows, client_ks)
         tb = theta_blocks(theta_p, layout)
-        com, sec = commit_personalization(tb, fisher, spec, client_id="client-0", keystore=client_ks,
+        com, sec = commit_personalization(tb, fisher, cs, client_id="client-0", keystore=client_ks,
                                           layout=layout.to_dict(), progress=True)
-        com = save_commitment(out / "commitment.json", com, sec, out / "commitment-secrets.json")
+        com = save_commitment(out / "commitment.npz", com, sec, out / "commitment-secrets.npz")
     with stage("provider: mask"):
         mask = pl.provider_mask(cfg, theta_g, data, seed=seed)
         mask.save(out / "mask.json")
         mb = np.asarray(mask.to_blocks(layout), dtype=bool)
     with stage("client: Group-OBS (float) and certified update"):
         theta_u_float, info = pl.unlearn(theta_p, fisher, mask, layout)
-        u = unlearn_committed(tb, fisher, mb, com, sec)
+        u = unlearn_committed(tb, fisher, mb, com, sec, keystore=client_ks)
         leaves = _leaves(theta_p, layout)
         theta_u = set_paths(theta_p, {p: np.asarray(v, dtype=np.asarray(l).dtype)
                                       for (p, v), l in zip(layout.from_blocks(u.theta_u).items(), leaves)})
         save_checkpoint(out / "unlearned", theta_u, {"commitment_sha256": com.sha256})
     with stage("client: prove"):
-        bundle = prove_unlearning(tb, fisher, mb, com, sec, request_id="request-0", out_dir=out / "bundle",
-                                  keystore=client_ks, jobs=jobs, progress=True)
+        bundle = prove_witness(u, com, sec, request_id="request-0", out_dir=out / "bundle", keystore=client_ks,
+                               jobs=jobs, progress=True, executor=executor)
     with stage("provider: keys"):
-        provider_ks.ensure(spec)
+        for spec, _ in plan_proofs(mb, cs, root=provider_ks.root):
+            provider_ks.ensure(spec)
     with stage("provider: verify"):
         res = verify_bundle(bundle, com, mb, keystore=provider_ks, client_id="client-0", request_id="request-0")
     with stage("evaluate"):
@@ -317,16 +369,19 @@ def run_demo(out, *, model="vit-demo", block_size=16, chunk_blocks=8, jobs=2, se
                 (("global", theta_g), ("personalized", theta_p), ("mask_only", pl.mask_only(theta_p, mask)),
                  ("group_obs_float", theta_u_float), ("certified", theta_u))}
     st = json.loads((bundle / "statement.json").read_text())
-    proof_bytes = sum((bundle / c["proof"]).stat().st_size for c in st["chunks"])
-    raw_bytes = sum(len(json.loads((bundle / c["proof"]).read_text())["proof"]) for c in st["chunks"])
-    art = client_ks.ensure(spec)
+    proof_bytes = sum((bundle / c["proof"]).stat().st_size for c in st["proofs"])
+    raw_bytes = sum(len(json.loads((bundle / c["proof"]).read_text())["proof"]) for c in st["proofs"])
+    com_bytes = Path(com.path).stat().st_size
+    dev = np.abs(np.asarray(u.theta_u) - np.asarray(theta_blocks(theta_u_float, layout)))
     summary.update({
         "valid": res.valid, "reason": res.reason, "insecure_srs": res.insecure_srs,
-        "blocks": layout.num_blocks, "chunks": com.n_chunks, "masked_weights": int(mb.sum()),
-        "params_certified": int(layout.num_blocks * block_size), "logrows": art.logrows, "num_rows": art.num_rows,
-        "pk_bytes": art.meta["pk_bytes"], "vk_bytes": art.meta["vk_bytes"], "proof_file_bytes": proof_bytes,
-        "proof_bytes": raw_bytes, "prover": st["prover"], "tau": spec.tau,
-        "max_residual_int": int(np.max(np.abs(u.q.residual))), "float_max_residual": info["max_residual"],
+        "blocks": layout.num_blocks, "masked_blocks": len(u.witnesses), "proofs": len(st["proofs"]),
+        "masked_weights": int(mb.sum()), "params_certified": int(layout.num_blocks * block_size),
+        "logrows": cs.logrows, "buckets": sorted({(s.kmax, s.chunk_blocks) for s, _ in u.plan}),
+        "bound_units": res.bound_units, "theta_unit": 2.0 ** -com.theta_exp,
+        "max_dev_certified_vs_float": float(dev.max()), "commitment_bytes": com_bytes,
+        "proof_file_bytes": proof_bytes, "proof_bytes": raw_bytes, "prover": st["prover"],
+        "float_max_residual": info["max_residual"],
         "accuracy": {k: {m: round(v[m], 4) for m in ("personal_acc", "personal_acc_orig", "personal_acc_shift",
                                                     "forget_acc", "other_acc")} for k, v in accs.items()},
     })
@@ -338,22 +393,21 @@ def run_demo(out, *, model="vit-demo", block_size=16, chunk_blocks=8, jobs=2, se
              f"{v['forget_acc']:>8.3f}{v['other_acc']:>8.3f}")
     p = summary["prover"]
     _say(f"\nstatement: {summary['blocks']} blocks × {block_size} = {summary['params_certified']} parameters, "
-         f"{summary['masked_weights']} masked, {summary['chunks']} chunks of {chunk_blocks} blocks "
-         f"(logrows {art.logrows}, {art.num_rows} rows)")
-    _say(f"proof: prove {p['prove_s']:.1f} s summed over chunks / {p['wall_s']:.1f} s wall with {jobs} jobs, "
-         f"witness {p['witness_s']:.1f} s, proofs {raw_bytes / 1e3:.1f} kB ({proof_bytes / 1e3:.1f} kB JSON), "
-         f"pk {art.meta['pk_bytes'] / 1e6:.1f} MB, vk {art.meta['vk_bytes'] / 1e3:.1f} kB")
+         f"{summary['masked_weights']} masked in {summary['masked_blocks']} blocks → {summary['proofs']} proofs "
+         f"(logrows {cs.logrows}, buckets (kmax, blocks/proof) {summary['buckets']})")
+    _say(f"proof: prove {p['prove_s']:.1f} s summed / {p['wall_s']:.1f} s wall with {jobs} jobs, witness "
+         f"{p['witness_s']:.1f} s, proofs {raw_bytes / 1e3:.1f} kB ({proof_bytes / 1e3:.1f} kB JSON), commitment "
+         f"{com_bytes / 1e3:.1f} kB; θu certified within {res.bound_units:.3f} units of 2^-{com.theta_exp}")
     _say(("VALID: " if res.valid else "REJECTED: ") + res.reason)
     return summary
 
 
 def _cmd_demo(args) -> int:
-    if args.big:
-        model, B, K = "vit-tiny", 16, 8
-    else:
-        model, B, K = args.model, args.block_size, args.chunk_blocks
-    s = run_demo(args.out, model=model, block_size=B, chunk_blocks=K, jobs=args.jobs, seed=args.seed,
-                 quick=args.quick, pattern=args.pattern, cache=args.cache, srs=args.srs)
+    model, B = ("vit-tiny", 16) if args.big else (args.model, args.block_size)
+    if B < 1 or args.jobs < 1:
+        raise ZkapexError("--block-size and --jobs must be ≥ 1")
+    s = run_demo(args.out, model=model, block_size=B, logrows=args.logrows, jobs=args.jobs, seed=args.seed,
+                 quick=args.quick, pattern=args.pattern, cache=args.cache, srs=args.srs, executor=args.executor)
     return EXIT_VALID if s["valid"] else EXIT_REJECTED
 
 
@@ -370,8 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--keystore", default=None, help="the provider's own key store (default: the cache)")
 
     p = sub.add_parser("keys", help="[provider] compile and key a circuit shape in the key store")
-    p.add_argument("--block-size", type=int, required=True)
-    p.add_argument("--chunk-blocks", type=int, default=8)
+    p.add_argument("--block-size", type=int, required=True, help="weights per block B")
+    p.add_argument("--logrows", type=int, default=None, help="the commitment's logrows (default: fit 32 masked/block)")
+    p.add_argument("--kmax", type=int, default=None, help="build only this bucket (default: every bucket that fits)")
     common(p, keystore=True)
     p.set_defaults(fn=cmd_keys)
 
@@ -398,8 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fisher", required=True)
     p.add_argument("--client-id", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--secrets", required=True)
-    p.add_argument("--chunk-blocks", type=int, default=8)
+    p.add_argument("--secrets", required=True, help="the client's private blinders (never publish)")
+    p.add_argument("--logrows", type=int, default=None, help="circuit size fixed at commitment (default: auto)")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
     common(p)
     p.set_defaults(fn=cmd_commit)
 
@@ -410,7 +466,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(a, required=True)
         if name == "prove":
             p.add_argument("--request-id", required=True)
-            p.add_argument("--jobs", type=int, default=1, help="parallel prover processes")
+            p.add_argument("--jobs", type=int, default=1, help="parallel prover processes / local Ray workers")
+            p.add_argument("--executor", choices=("process", "ray"), default="process",
+                           help="a local process pool, or Ray (a local instance, or --ray-address)")
+            p.add_argument("--ray-address", default=None, help="an existing Ray cluster (e.g. auto, ray://host:10001)")
+            p.add_argument("--unlearned", default=None,
+                           help="certify this unlearned checkpoint (fails, exit 1, if it is not the certified update)")
+        else:
+            p.add_argument("--force", action="store_true", help="replace an existing output checkpoint")
         common(p)
         p.set_defaults(fn=fn)
 
@@ -429,7 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--big", action="store_true", help="a bigger statement: vit-tiny fc1 (65,536 parameters)")
     p.add_argument("--model", default="vit-demo")
     p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--chunk-blocks", type=int, default=8)
+    p.add_argument("--logrows", type=int, default=None, help="the commitment's circuit size (default: auto)")
+    p.add_argument("--executor", choices=("process", "ray"), default="process", help="how proofs run in parallel")
     p.add_argument("--pattern", default=None, help="restrict the statement to kernels matching this pattern")
     p.add_argument("--quick", action="store_true", help="tiny training settings (tests)")
     p.add_argument("--jobs", type=int, default=2)
@@ -445,8 +509,13 @@ def main(argv=None) -> int:
         os.environ["ZKAPEX_CACHE"] = str(args.cache)
     if args.cmd == "verify":
         return args.fn(args)
+    from .protocol.prover import ProofError
+
     try:
         return int(args.fn(args) or 0)
+    except ProofError as e:  # the model is not the certified update / openings do not match
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return EXIT_REJECTED
     except (ZkapexError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return EXIT_MALFORMED

@@ -111,3 +111,18 @@ def plan_proofs(mask_blocks, cspec, *, root=None) -> list[tuple]:
         for i in range(0, len(blocks), spec.chunk_blocks):
             plan.append((spec, blocks[i:i + spec.chunk_blocks]))
     return plan
+
+
+def default_logrows(block_size: int, *, k_cap: int | None = None, root=None, **commit_kw) -> int:
+    """The smallest logrows (≥ ezkl's minimum) at which a block with ``k_cap`` masked weights
+    (default min(B, 32)) fits one proof: the commitment fixes it, so choose it before the mask."""
+    from ._circuits import relation, stages
+
+    k_cap = min(block_size, 32) if k_cap is None else int(k_cap)
+    lr = relation.CommitSpec(block_size=block_size, **commit_kw).logrows_min
+    while lr <= 24:
+        cs = relation.CommitSpec(block_size=block_size, logrows=lr, **commit_kw)
+        if stages.fits(relation.CircuitSpec(cs, kmax=k_cap, chunk_blocks=1), root=root):
+            return lr
+        lr += 1
+    raise ValueError(f"no logrows ≤ 24 fits a block of {block_size} with {k_cap} masked weights")
