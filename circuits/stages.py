@@ -198,7 +198,10 @@ def ensure_circuit(spec: CircuitSpec, *, srs_path=None, root=None, progress=None
                 cached = False  # a damaged cache entry is rebuilt
             if cached:
                 srs, insecure = ensure_srs(meta["logrows"], srs_path)
-                if meta.get("srs_sha256") == _srs_digest(srs):  # keys made with another SRS are rebuilt
+                # keys made with another SRS, or a vk/settings file changed on disk, are rebuilt
+                if (meta.get("srs_sha256") == _srs_digest(srs)
+                        and meta.get("vk_sha256") == sha256_file(base / f"vk-{srs_tag}.key")
+                        and meta.get("settings_sha256") == sha256_file(base / "settings.json")):
                     return _artifacts(spec, base, meta, srs, insecure, srs_tag)
         timings = {}
         onnx_p = base / "relation.onnx"

@@ -1,43 +1,56 @@
-"""The adversarial suite: every forged or tampered bundle is REJECTED with a reason; none crashes
-the verifier; malformed input gives a clear ArtifactError; nothing is half-written."""
+"""The adversarial suite: forged or tampered bundles are REJECTED with the right reason, forged
+witnesses cannot even be proven, and nothing crashes or hangs the verifier.
 
-import dataclasses
+Attacks work at the lowest level an attacker reaches: witnesses assembled by hand and proven
+with ezkl directly (``prove_witness`` skips every honesty check), proof and statement files
+edited byte by byte (and re-hashed), commitments of other values. Witness-JSON edits of single
+inputs (the range-check bypass of ezkl's polycommit inputs) are in tests/test_circuit.py."""
+
+import copy
 import json
+import os
 import shutil
 
 import numpy as np
 import pytest
 
-from zkapex_jax import ArtifactError
+from zkapex_jax import ArtifactError, quant
 from zkapex_jax import protocol as P
 from zkapex_jax.protocol import artifacts
-from zkapex_jax.protocol._circuits import relation, stages
-from zkapex_jax.protocol.prover import STATEMENT_FORMAT, prove_witness
+from zkapex_jax.protocol._circuits import stages
+from zkapex_jax.protocol.prover import STATEMENT_FORMAT, VERSION, prove_witness
+from zkapex_jax.protocol.statement import statement_core
 
-NB, B, K = 3, 4, 2  # 2 chunks, the last one padded
+NB, B = 4, 8
+
+
+def empirical_fisher(rng, nb, B, n, damping):
+    """A real empirical Fisher: n < B per-example gradients → flat directions at the damping."""
+    g = rng.normal(size=(nb, n, B)) * np.linspace(0.2, 2.0, B)
+    return np.einsum("kni,knj->kij", g, g) / n + damping * np.eye(B)
 
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory):
-    """One commitment, one honest bundle, the provider's own key store (shape K=2, B=4)."""
+    """One commitment, one honest bundle, the provider's own key store (B=8, logrows 13)."""
     root = tmp_path_factory.mktemp("adv")
-    with pytest.MonkeyPatch.context() as mp:  # keys and SRS in a temporary cache
+    with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ZKAPEX_CACHE", str(root / "cache"))
         rng = np.random.default_rng(7)
-        g = rng.normal(size=(NB, 3 * B, B))
-        fisher = np.einsum("kni,knj->kij", g, g) / (3 * B) + 1e-3 * np.eye(B)
+        fisher = empirical_fisher(rng, NB, B, 5, 1e-3)
         theta_p = rng.normal(size=(NB, B)) * 0.05
         mask = np.zeros((NB, B), dtype=bool)
         mask[0, [0, 2]] = True
-        mask[2, 1] = True
-        spec = P.CircuitSpec(block_size=B, chunk_blocks=K)
+        mask[2, 5] = True
+        mask[3, [1, 4, 6]] = True
+        cs = P.CommitSpec(block_size=B, logrows=13)
         client = P.KeyStore(root / "client")
-        com, sec = P.commit_personalization(theta_p, fisher, spec, client_id="alice", keystore=client)
-        com = P.save_commitment(root / "com.json", com, sec, root / "sec.json")
+        com, sec = P.commit_personalization(theta_p, fisher, cs, client_id="alice", keystore=client)
+        com = P.save_commitment(root / "com.npz", com, sec, root / "sec.npz")
         bundle = P.prove_unlearning(theta_p, fisher, mask, com, sec, request_id="req-1", out_dir=root / "honest",
                                     keystore=client)
-        u = P.unlearn_committed(theta_p, fisher, mask, com, sec)
-        yield dict(root=root, theta_p=theta_p, fisher=fisher, mask=mask, spec=spec, com=com, sec=sec, u=u,
+        u = P.unlearn_committed(theta_p, fisher, mask, com, sec, keystore=client)
+        yield dict(root=root, theta_p=theta_p, fisher=fisher, mask=mask, cs=cs, com=com, sec=sec, u=u,
                    honest=bundle, client=client, provider=P.KeyStore(root / "provider"))
 
 
@@ -59,245 +72,333 @@ def rewrite_statement(bundle, edit):
     doc = json.loads((bundle / "statement.json").read_text())
     body = {k: v for k, v in doc.items() if k not in ("format", "version", "sha256")}
     edit(body)
-    artifacts.write_json_artifact(bundle / "statement.json", STATEMENT_FORMAT, 1, body)
+    artifacts.write_json_artifact(bundle / "statement.json", STATEMENT_FORMAT, VERSION, body)
 
 
-def rehash_proof(bundle, chunk):
+def rehash_proofs(bundle):
     def edit(st):
-        p = bundle / st["chunks"][chunk]["proof"]
-        st["chunks"][chunk]["proof_sha256"] = artifacts.sha256_hex(p.read_bytes())
+        for e in st["proofs"]:
+            e["proof_sha256"] = artifacts.sha256_hex((bundle / e["proof"]).read_bytes())
     rewrite_statement(bundle, edit)
 
 
-def forge(w, tmp_path, *, theta_u=None, lam=None, secrets=None, check_openings=True, request_id="req-1"):
-    u = w["u"]
-    return prove_witness(u.theta_p_q, u.fisher_q, u.q.theta_u if theta_u is None else theta_u,
-                         u.q.lam if lam is None else lam, w["mask"], w["com"], secrets or w["sec"],
-                         request_id=request_id, out_dir=tmp_path / "forged", keystore=w["client"],
-                         check_openings=check_openings)
+def forged_u(w, **changes):
+    u = copy.copy(w["u"])
+    u.theta_u_q = w["u"].theta_u_q.copy()
+    u.inverse_q = w["u"].inverse_q.copy()
+    u.witnesses = dict(w["u"].witnesses)
+    for k, v in changes.items():
+        setattr(u, k, v)
+    return u
+
+
+def forge(w, tmp_path, u, *, secrets=None, request_id="req-1", check_openings=False):
+    return prove_witness(u, w["com"], secrets or w["sec"], request_id=request_id, out_dir=tmp_path / "forged",
+                         keystore=w["client"], check_openings=check_openings)
 
 
 def rejected(res, *words):
-    assert not res.valid, "forged bundle was accepted"
-    assert res.reason and all(x in res.reason for x in words), res.reason
-    return res
+    assert not res.valid, "a forged bundle was accepted"
+    assert any(x in res.reason for x in words), res.reason
+    return True
 
 
 def test_honest_bundle_is_valid(world):
     res = verify(world, world["honest"], client_id="alice", request_id="req-1")
     assert res.valid, res.reason
+    assert res.n_proofs == 3 and res.bound_units <= 1.25
 
 
-# ------------------------------------------------------------------ false statements
+# ------------------------------------------------------------------ forged witnesses, proven by hand
 
-def test_masked_weights_not_zeroed(world, tmp_path):
-    tu = world["u"].q.theta_u.copy()
-    tu[world["mask"]] = 1  # one unit off zero: the residual stays provable, the zero check fires
-    rejected(verify(world, forge(world, tmp_path, theta_u=tu)), "masked weights")
-
-
-def test_masked_weights_left_unchanged_cannot_be_proven(world, tmp_path):
-    tu = world["u"].q.theta_u.copy()
-    tu[world["mask"]] = world["u"].theta_p_q[world["mask"]]
-    with pytest.raises(stages.EzklError, match="gen_witness"):
-        forge(world, tmp_path, theta_u=tu)
-
-
-def test_compensation_not_group_obs_is_rejected(world, tmp_path):
-    """A perturbed δ (residual in (τ, 2^24)) is proven honestly and rejected on its check value."""
-    u, spec = world["u"], world["spec"]
-    tu = u.q.theta_u.copy()
-    i = 3  # block 0, weight 3: off the mask
-    assert not world["mask"][0, i]
-    tu[0, i] += int(np.ceil(3 * spec.tau / abs(int(u.fisher_q[0, i, i]))))
-    rejected(verify(world, forge(world, tmp_path, theta_u=tu)), "KKT residual")
-
-
-def test_mask_only_update_cannot_even_be_proven(world, tmp_path):
-    """δ = −θp on the mask only: its residual leaves ezkl's range, so no witness exists."""
-    u = world["u"]
-    tu = np.where(world["mask"], 0, u.theta_p_q)
-    with pytest.raises(stages.EzklError, match="gen_witness"):
-        forge(world, tmp_path, theta_u=tu)
-    assert not (tmp_path / "forged").exists() and list(tmp_path.iterdir()) == []
+def test_masked_weight_not_zeroed(world, tmp_path):
+    """θu[S] = 5 with μ re-solved so every range check holds: only the public zeros reveal it."""
+    u = forged_u(world)
+    b, s0 = 0, 0
+    tq = world["u"].theta_p_q[b].copy()
+    tq[s0] -= 5
+    spec = next(s for s, bl in u.plan if b in bl)
+    w2 = quant.certify_block(tq, u.inverse_q[b], np.flatnonzero(world["mask"][b]), spec)
+    u.witnesses[b] = w2
+    u.theta_u_q[b] = w2.theta_u
+    u.theta_u_q[b, s0] = 5
+    assert rejected(verify(world, forge(world, tmp_path, u)), "masked weights of θu are not zero")
 
 
 def test_block_without_mask_changed(world, tmp_path):
-    """Block 1 has no masked weight: θu must equal θp there exactly, even if the residual allows."""
-    tu = world["u"].q.theta_u.copy()
-    assert not world["mask"][1].any()
-    tu[1, 0] += 1
-    rejected(verify(world, forge(world, tmp_path, theta_u=tu)), "without masked weights")
+    """Block 1 has no masked weight: any change of it (here one unit) means Com(θu_1) ≠ Com(θp_1)."""
+    b = copy_bundle(world, tmp_path)
+    other = P.commit_personalization(world["theta_p"] + 2.0 ** -world["com"].theta_exp, world["fisher"],
+                                     world["cs"], client_id="alice", keystore=world["client"])[0]
+
+    def edit(st):
+        st["com_theta_u"][1] = other.theta_p_hex(1)
+    rewrite_statement(b, edit)
+    assert rejected(verify(world, b), "block 1 has no masked weight")
 
 
-@pytest.mark.slow
-def test_lambda_off_mask(world, tmp_path):
-    lam = world["u"].q.lam.copy()
-    lam[1, 0] = 5
-    rejected(verify(world, forge(world, tmp_path, lam=lam)), "λ is non-zero")
+def test_flattest_direction_of_a_real_fisher_is_pinned(world, tmp_path):
+    """Hole 2 of v0.1: move θu along the flattest eigenvector of the client's empirical Fisher
+    (restricted to the free weights) by twice the bound, and let the cheater re-fit μ by least
+    squares to absorb it. No witness exists (the residual leaves its range); at the bound,
+    moving one weight across its rounding is accepted (documented in docs/PROOFS.md)."""
+    u0 = world["u"]
+    b = 3
+    S = np.flatnonzero(world["mask"][b])
+    F = np.flatnonzero(~world["mask"][b])
+    C = world["fisher"][b]
+    evals, evecs = np.linalg.eigh(C[np.ix_(F, F)])
+    v = evecs[:, 0] / np.max(np.abs(evecs[:, 0]))
+    assert evals[0] < 1e-2 * evals[-1]  # a genuinely flat direction
+    spec = next(s for s, bl in u0.plan if b in bl)
+    bound = quant.weight_unit_bound(spec)
+    eta = np.zeros(B, dtype=np.int64)
+    eta[F] = np.rint(2 * bound * v).astype(np.int64)
+    assert np.max(np.abs(eta)) >= 2
+    tu = u0.theta_u_q[b] + eta
+    # the cheater's best μ: least squares on every row of h(θu − θp) + Â_S μ = 0
+    A = u0.inverse_q[b][:, S].astype(np.float64)
+    h = spec.bounds.h
+    mu, *_ = np.linalg.lstsq(A, -h * (tu - u0.theta_p_q[b]).astype(np.float64), rcond=None)
+    w_old = u0.witnesses[b]
+    forged = quant.BlockWitness(theta_u=tu, mu=[int(x) for x in np.rint(mu)] + [0] * (spec.kmax - len(S)),
+                                ycert=w_old.ycert, idx=w_old.idx, q=w_old.q, positions=w_old.positions)
+    u = forged_u(world)
+    u.witnesses[b] = forged
+    u.theta_u_q[b] = tu
+    with pytest.raises(RuntimeError):  # ezkl: no witness (a range check fails)
+        forge(world, tmp_path, u)
+    assert not (tmp_path / "forged").exists()
+    # at the bound: the other integer within one unit of the exact update is accepted
+    exact = quant.exact_update(u0.theta_p_q[b], u0.inverse_q[b], S, h)
+    i = int(F[0])
+    alt = int(np.floor(float(exact[i]))) if u0.theta_u_q[b, i] != np.floor(float(exact[i])) else int(np.ceil(float(exact[i])))
+    u2 = forged_u(world)
+    u2.theta_u_q[b, i] = alt
+    res = verify(world, forge(world, tmp_path, u2))
+    assert res.valid and abs(alt - float(exact[i])) < bound, res.reason
+
+
+def test_wrong_inverse_fisher_column(world, tmp_path):
+    """A column other than the committed A[:, S_t] passes every in-circuit check: only the
+    commitment comparison binds it."""
+    u = forged_u(world)
+    b = 0
+    S = np.flatnonzero(world["mask"][b])
+    swapped = u.inverse_q[b].copy()
+    swapped[:, S[0]] = u.inverse_q[b][:, 1]  # column 1 in slot 0
+    u.inverse_q[b] = swapped
+    spec = next(s for s, bl in u.plan if b in bl)
+    w2 = quant.certify_block(u.theta_p_q[b], swapped, S, spec)
+    u.witnesses[b] = w2
+    u.theta_u_q[b] = w2.theta_u
+    assert rejected(verify(world, forge(world, tmp_path, u)), "not the published inverse-Fisher column")
+
+
+def test_designed_curvature_cannot_be_proven(world, tmp_path):
+    """A committed inverse whose masked sub-matrix is singular: the client's own code refuses,
+    and a hand-made Y (here the identity) gives no witness."""
+    A = quant.inverse_fisher(world["fisher"])
+    A[0][:, 2] = A[0][:, 0]
+    A[0][2, :] = A[0][0, :]
+    com, sec = P.commit_personalization(world["theta_p"], world["fisher"], world["cs"], client_id="alice",
+                                        keystore=world["client"], inverse=A)
+    with pytest.raises(quant.QuantizationError, match="block 0"):
+        P.unlearn_committed(world["theta_p"], world["fisher"], world["mask"], com, sec, keystore=world["client"],
+                            inverse=A)
+    u = forged_u(world)
+    aq = quant.quantize_inverse(A, sec.inverse_exps, world["cs"].a_bits)
+    u.inverse_q = aq
+    w_old = u.witnesses[0]
+    u.witnesses[0] = quant.BlockWitness(theta_u=w_old.theta_u, mu=w_old.mu, ycert=np.eye(len(w_old.mu), dtype=np.int64),
+                                        idx=w_old.idx, q=w_old.q, positions=w_old.positions)
+    with pytest.raises(RuntimeError):
+        prove_witness(u, com, sec, request_id="r", out_dir=tmp_path / "d", keystore=world["client"],
+                      check_openings=False)
 
 
 def test_other_theta_p_commitment(world, tmp_path):
-    """Same values, other blinders: the proof opens a Com(θp) other than the published one."""
-    sec2 = dataclasses.replace(world["sec"], blind_theta_p=tuple(tuple(x + 1 for x in b) for b in world["sec"].blind_theta_p))
-    rejected(verify(world, forge(world, tmp_path, secrets=sec2, check_openings=False)), "Com(θp)")
+    """Same θp, other blinders: the proof's Com(θp) is not the published one."""
+    sec2 = P.CommitmentSecrets(blind_theta_p=world["sec"].blind_theta_p + 1, blind_columns=world["sec"].blind_columns,
+                               inverse_exps=world["sec"].inverse_exps, theta_exp=world["sec"].theta_exp,
+                               commitment_sha256=world["sec"].commitment_sha256)
+    assert rejected(verify(world, forge(world, tmp_path, world["u"], secrets=sec2)), "Com(θp)")
 
 
-@pytest.mark.slow
-def test_other_fisher_commitment(world, tmp_path):
-    sec2 = dataclasses.replace(world["sec"], blind_fisher=tuple(tuple(x - 1 for x in b) for b in world["sec"].blind_fisher))
-    rejected(verify(world, forge(world, tmp_path, secrets=sec2, check_openings=False)), "Com(C)")
+def test_other_column_blinders(world, tmp_path):
+    sec2 = P.CommitmentSecrets(blind_theta_p=world["sec"].blind_theta_p, blind_columns=world["sec"].blind_columns + 1,
+                               inverse_exps=world["sec"].inverse_exps, theta_exp=world["sec"].theta_exp,
+                               commitment_sha256=world["sec"].commitment_sha256)
+    assert rejected(verify(world, forge(world, tmp_path, world["u"], secrets=sec2)), "inverse-Fisher column")
 
-
-# ------------------------------------------------------------------ tampering with an honest bundle
 
 def test_theta_u_commitment_swapped(world, tmp_path):
     b = copy_bundle(world, tmp_path)
 
     def edit(st):
-        st["chunks"][0]["com_theta_u"], st["chunks"][1]["com_theta_u"] = st["chunks"][1]["com_theta_u"], st["chunks"][0]["com_theta_u"]
+        st["com_theta_u"][0], st["com_theta_u"][2] = st["com_theta_u"][2], st["com_theta_u"][0]
     rewrite_statement(b, edit)
-    rejected(verify(world, b), "Com(θu)")
+    assert rejected(verify(world, b), "Com(θu) of block")
 
 
-def test_theta_u_other_values(world, tmp_path):
-    """θu ≠ θp + δ: a Com(θu) of other values (here: θp's published commitment)."""
-    b = copy_bundle(world, tmp_path)
-    rewrite_statement(b, lambda st: st["chunks"][0].update(com_theta_u=world["com"].com_theta_p[0]))
-    rejected(verify(world, b), "Com(θu)")
+# ------------------------------------------------------------------ edited proof files (re-hashed)
+
+def _proof_doc(bundle, i=0):
+    st = json.loads((bundle / "statement.json").read_text())
+    p = bundle / st["proofs"][i]["proof"]
+    return p, json.loads(p.read_text())
 
 
-@pytest.mark.slow
-def test_edited_check_instances_of_false_proof(world, tmp_path):
-    """A false statement whose check value is edited to 0 in the proof file: ezkl.verify fails."""
-    u = world["u"]
-    lam = u.q.lam.copy()
-    lam[1, 0] = 5
-    b = forge(world, tmp_path, lam=lam)
-    p = b / "proofs" / "chunk_00000.json"
-    proof = json.loads(p.read_text())
-    inst = proof["instances"][0]
-    n = len(inst)
-    nc = relation.N_CHECKS
-    assert any(stages.felt_to_int(x) != 0 for x in inst[n - nc:])
-    inst[n - nc:] = [stages.int_to_felt(0)] * nc
-    p.write_text(json.dumps(proof))
-    rehash_proof(b, 0)
-    rejected(verify(world, b), "does not verify")
+def test_edited_zero_instances_of_false_proof(world, tmp_path):
+    """The forged θu[S] = 5 proof, its public zeros edited to 0: ezkl.verify fails."""
+    u = forged_u(world)
+    tq = world["u"].theta_p_q[0].copy()
+    tq[0] -= 5
+    spec = next(s for s, bl in u.plan if 0 in bl)
+    w2 = quant.certify_block(tq, u.inverse_q[0], np.flatnonzero(world["mask"][0]), spec)
+    u.witnesses[0], u.theta_u_q[0] = w2, w2.theta_u
+    u.theta_u_q[0, 0] = 5
+    bundle = forge(world, tmp_path, u)
+    st = json.loads((bundle / "statement.json").read_text())
+    i = next(k for k, e in enumerate(st["proofs"]) if 0 in e["blocks"])
+    p, doc = _proof_doc(bundle, i)
+    zero = stages.int_to_felt(0)
+    inst = doc["instances"][0]
+    npub = spec.public_length()
+    inst[npub:npub + spec.chunk_blocks * B] = [zero] * (spec.chunk_blocks * B)
+    doc.pop("pretty_public_inputs", None)
+    p.write_text(json.dumps(doc))
+    rehash_proofs(bundle)
+    assert rejected(verify(world, bundle), "does not verify")
 
 
 def test_edited_instances_to_replay_for_other_request(world, tmp_path):
-    """The attacker recomputes the public statement limbs for request "req-2" (they are public),
-    writes them into the proof's instances and the statement: only ezkl.verify can catch it."""
-    from zkapex_jax.protocol.statement import context_limbs, statement_core
-
     b = copy_bundle(world, tmp_path)
-    com, spec = world["com"], world["spec"]
+
+    def edit(st):
+        st["request_id"] = "req-2"
+    rewrite_statement(b, edit)
+    assert rejected(verify(world, b), "bound to another statement")
+    # and rewriting the limbs in the proofs to the new statement breaks ezkl.verify
+    st = json.loads((b / "statement.json").read_text())
+    com = world["com"]
     core = statement_core(client_id="alice", request_id="req-2", mask_digest=P.mask_digest(world["mask"]),
-                          commitment_sha256=com.sha256, spec=spec.to_dict(), theta_exp=com.theta_exp,
-                          n_chunks=com.n_chunks)
-    for c in range(com.n_chunks):
-        p = b / "proofs" / f"chunk_{c:05d}.json"
-        proof = json.loads(p.read_text())
-        proof["instances"][0][: spec.n_ctx] = [stages.int_to_felt(x) for x in context_limbs(core, c, spec.n_ctx)]
-        p.write_text(json.dumps(proof))
-        rehash_proof(b, c)
-    rewrite_statement(b, lambda st: st.update(request_id="req-2"))
-    rejected(verify(world, b, request_id="req-2"), "does not verify")
+                          commitment_sha256=com.sha256, spec=com.spec.to_dict(), theta_exp=com.theta_exp,
+                          n_chunks=len(st["proofs"]))
+    for e in st["proofs"]:
+        p = b / e["proof"]
+        doc = json.loads(p.read_text())
+        doc["instances"][0][:com.spec.n_ctx] = [stages.int_to_felt(x) for x in
+                                                 P.context_limbs(core, e["index"], com.spec.n_ctx)]
+        p.write_text(json.dumps(doc))
+    rehash_proofs(b)
+    assert rejected(verify(world, b), "does not verify")
 
 
 def test_edited_mask_instance(world, tmp_path):
     b = copy_bundle(world, tmp_path)
-    p = b / "proofs" / "chunk_00001.json"
-    proof = json.loads(p.read_text())
-    spec = world["spec"]
-    proof["instances"][0][spec.n_ctx] = stages.int_to_felt(1)
-    p.write_text(json.dumps(proof))
-    rehash_proof(b, 1)
-    rejected(verify(world, b), "mask")
+    p, doc = _proof_doc(b, 0)
+    n_ctx = world["cs"].n_ctx
+    doc["instances"][0][n_ctx] = stages.int_to_felt(1 - stages.felt_to_int(doc["instances"][0][n_ctx]))
+    p.write_text(json.dumps(doc))
+    rehash_proofs(b)
+    assert rejected(verify(world, b), "public mask")
 
+
+@pytest.mark.parametrize("where", ["commitment", "middle", "end"])
+def test_flipped_bytes_in_proof(world, tmp_path, where):
+    b = copy_bundle(world, tmp_path)
+    p, doc = _proof_doc(b, 0)
+    raw = bytearray(doc["proof"])
+    off = {"commitment": 5, "middle": len(raw) // 2, "end": len(raw) - 3}[where]
+    raw[off] ^= 0x01
+    doc["proof"] = list(raw)
+    doc.pop("hex_proof", None)
+    p.write_text(json.dumps(doc))
+    rehash_proofs(b)
+    assert rejected(verify(world, b), "Com(θp)", "does not verify", "malformed")
+
+
+def test_proof_bytes_flipped_without_rehash(world, tmp_path):
+    b = copy_bundle(world, tmp_path)
+    p, _ = _proof_doc(b, 1)
+    raw = bytearray(p.read_bytes())
+    raw[len(raw) // 3] ^= 0x20
+    p.write_bytes(bytes(raw))
+    assert rejected(verify(world, b), "differs from the hash")
+
+
+# ------------------------------------------------------------------ replay and plan
 
 @pytest.mark.parametrize("field,value,words", [
-    ("request_id", "req-2", "another statement"),
-    ("client_id", "bob", "client"),
+    ("client_id", "mallory", ("differs from the commitment",)),
+    ("commitment_sha256", "0" * 64, ("another personalization commitment",)),
+    ("theta_exp", 3, ("θ scale",)),
 ])
-def test_replay_for_other_request_or_client(world, tmp_path, field, value, words):
-    b = copy_bundle(world, tmp_path)
-    rewrite_statement(b, lambda st: st.update({field: value}))
-    rejected(verify(world, b), words)
-
-
-def test_replay_against_expected_ids(world):
-    rejected(verify(world, world["honest"], request_id="req-2"), "request")
-    rejected(verify(world, world["honest"], client_id="bob"), "client")
-
-
-def test_replay_for_other_mask(world, tmp_path):
-    m2 = world["mask"].copy()
-    m2[1, 3] = True
-    rejected(verify(world, world["honest"], mask=m2), "mask digest")
-    b = copy_bundle(world, tmp_path)
-    rewrite_statement(b, lambda st: st.update(mask_digest=P.mask_digest(m2)))
-    rejected(verify(world, b, mask=m2), "another statement")
-
-
-def test_replay_for_other_client_commitment(world, tmp_path):
-    """Bob publishes a commitment to the very same θp, C: Alice's proof does not transfer."""
-    com_b, sec_b = P.commit_personalization(world["theta_p"], world["fisher"], world["spec"], client_id="bob",
-                                            keystore=world["client"])
-    com_b = P.save_commitment(tmp_path / "bob.json", com_b, sec_b, tmp_path / "bob-sec.json")
-    b = copy_bundle(world, tmp_path)
-    rewrite_statement(b, lambda st: st.update(client_id="bob", commitment_sha256=com_b.sha256))
-    rejected(verify(world, b, com=com_b), "Com(θp)")
-
-
-def test_chunk_left_out(world, tmp_path):
-    b = copy_bundle(world, tmp_path)
-    rewrite_statement(b, lambda st: st.update(chunks=st["chunks"][:1]))
-    rejected(verify(world, b), "missing")
-    b2 = copy_bundle(world, tmp_path, "b2")
-    rewrite_statement(b2, lambda st: st.update(chunks=[st["chunks"][0], st["chunks"][0]]))
-    rejected(verify(world, b2), "missing or repeated")
-
-
-def test_chunks_reordered(world, tmp_path):
+def test_statement_fields_replayed(world, tmp_path, field, value, words):
     b = copy_bundle(world, tmp_path)
 
     def edit(st):
-        a, c = st["chunks"]
-        a["index"], c["index"] = 1, 0
+        st[field] = value
     rewrite_statement(b, edit)
-    assert not verify(world, b).valid
+    assert rejected(verify(world, b), *words)
 
 
-@pytest.mark.parametrize("offset", [5, 70, 300, -7])
-def test_flipped_bytes_in_proof(world, tmp_path, offset):
+def test_replay_against_expected_ids(world):
+    assert rejected(verify(world, world["honest"], request_id="req-9"), "expected")
+    assert rejected(verify(world, world["honest"], client_id="bob"), "expected")
+
+
+def test_replay_for_other_mask(world):
+    m2 = world["mask"].copy()
+    m2[1, 3] = True
+    assert rejected(verify(world, world["honest"], mask=m2), "mask digest")
+
+
+def test_replay_for_other_client_commitment(world, tmp_path):
+    """A second client's commitment to the same θp and C: the bundle names another commitment."""
+    com2, sec2 = P.commit_personalization(world["theta_p"], world["fisher"], world["cs"], client_id="alice",
+                                          keystore=world["client"])
+    com2 = P.save_commitment(tmp_path / "c2.npz", com2, sec2, tmp_path / "s2.npz")
+    assert rejected(verify(world, world["honest"], com=com2), "another personalization commitment")
+
+
+def test_proof_left_out_or_repeated(world, tmp_path):
     b = copy_bundle(world, tmp_path)
-    p = b / "proofs" / "chunk_00000.json"
-    proof = json.loads(p.read_text())
-    proof["proof"][offset] ^= 0x01
-    proof["hex_proof"] = "0x" + bytes(proof["proof"]).hex()
-    p.write_text(json.dumps(proof))
-    rejected(verify(world, b), "chunk 0")  # proof hash in the statement no longer matches
-    rehash_proof(b, 0)
-    rejected(verify(world, b), "chunk 0")
+
+    def drop(st):
+        st["proofs"] = st["proofs"][:-1]
+    rewrite_statement(b, drop)
+    assert rejected(verify(world, b), "the mask needs")
+    b2 = copy_bundle(world, tmp_path, "b2")
+
+    def dup(st):
+        st["proofs"][1] = dict(st["proofs"][0])
+    rewrite_statement(b2, dup)
+    assert rejected(verify(world, b2), "indices", "covers blocks")
 
 
-def test_statement_tau_or_scale_edited(world, tmp_path):
+def test_proofs_swapped_between_entries(world, tmp_path):
     b = copy_bundle(world, tmp_path)
-    rewrite_statement(b, lambda st: st.update(tau=st["tau"] * 4))
-    rejected(verify(world, b), "τ")
+
+    def swap(st):
+        st["proofs"][0]["proof"], st["proofs"][1]["proof"] = st["proofs"][1]["proof"], st["proofs"][0]["proof"]
+        st["proofs"][0]["proof_sha256"], st["proofs"][1]["proof_sha256"] = (st["proofs"][1]["proof_sha256"],
+                                                                              st["proofs"][0]["proof_sha256"])
+    rewrite_statement(b, swap)
+    assert rejected(verify(world, b), "public values", "Com(θp)", "bound to another")
 
 
-# ------------------------------------------------------------------ malformed input
-
-def test_truncated_statement_is_clear_error(world, tmp_path):
+def test_plan_deviation(world, tmp_path):
     b = copy_bundle(world, tmp_path)
-    raw = (b / "statement.json").read_bytes()
-    (b / "statement.json").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(ArtifactError, match="statement.json: not valid JSON"):
-        verify(world, b)
 
+    def edit(st):
+        st["proofs"][0]["kmax"] = 8
+    rewrite_statement(b, edit)
+    assert rejected(verify(world, b), "the plan says")
+
+
+# ------------------------------------------------------------------ malformed input: clear, no crash, no hang
 
 def test_statement_edited_without_rehash(world, tmp_path):
     b = copy_bundle(world, tmp_path)
@@ -308,75 +409,82 @@ def test_statement_edited_without_rehash(world, tmp_path):
         verify(world, b)
 
 
-def test_statement_wrong_types(world, tmp_path):
+@pytest.mark.parametrize("bad", [True, 4.0, "0"])
+def test_statement_wrong_types(world, tmp_path, bad):
     b = copy_bundle(world, tmp_path)
-    rewrite_statement(b, lambda st: st.update(chunks="nope"))
-    with pytest.raises(ArtifactError, match="chunks"):
+
+    def edit(st):
+        st["proofs"][0]["index"] = bad
+    rewrite_statement(b, edit)
+    with pytest.raises(ArtifactError, match="malformed"):
         verify(world, b)
-    with pytest.raises(ArtifactError, match="not found"):
-        verify(world, tmp_path / "missing-bundle")
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "missing", "empty-proof"])
+def test_truncated_statement_is_clear_error(world, tmp_path):
+    b = copy_bundle(world, tmp_path)
+    raw = (b / "statement.json").read_bytes()
+    (b / "statement.json").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ArtifactError, match="JSON"):
+        verify(world, b)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "missing", "empty", "fifo", "directory", "huge"])
 def test_malformed_proof_file(world, tmp_path, damage):
     b = copy_bundle(world, tmp_path)
-    p = b / "proofs" / "chunk_00001.json"
+    p, _ = _proof_doc(b, 0)
     if damage == "truncate":
         p.write_bytes(p.read_bytes()[:100])
     elif damage == "garbage":
-        p.write_bytes(b"\x00\xff" * 50)
+        p.write_bytes(os.urandom(2000))
     elif damage == "missing":
         p.unlink()
-    else:
-        proof = json.loads(p.read_text())
-        proof["proof"] = []
-        proof["hex_proof"] = "0x"
-        p.write_text(json.dumps(proof))
-    if damage != "missing":
-        rehash_proof(b, 1)
-    rejected(verify(world, b), "chunk 1")
+    elif damage == "empty":
+        p.write_bytes(b"")
+    elif damage == "fifo":
+        p.unlink()
+        os.mkfifo(p)
+    elif damage == "directory":
+        p.unlink()
+        p.mkdir()
+    elif damage == "huge":
+        with open(p, "r+b") as f:
+            f.truncate(3 << 30)  # sparse 3 GB: rejected by size, never read
+    if damage in ("truncate", "garbage", "empty"):
+        rehash_proofs(b)
+    assert rejected(verify(world, b), "unreadable", "malformed", "differs from the hash")
 
 
-def test_proof_path_escaping_bundle(world, tmp_path):
+@pytest.mark.parametrize("path", ["../../etc/passwd", "proofs/\x00x", "/etc/hostname"])
+def test_proof_path_escaping_or_nul(world, tmp_path, path):
     b = copy_bundle(world, tmp_path)
-    rewrite_statement(b, lambda st: st["chunks"][0].update(proof="../../etc/passwd"))
-    rejected(verify(world, b), "escapes")
+
+    def edit(st):
+        st["proofs"][0]["proof"] = path
+    rewrite_statement(b, edit)
+    assert rejected(verify(world, b), "unreadable")
 
 
 def test_malformed_commitment_file(world, tmp_path):
-    p = tmp_path / "com.json"
-    raw = (world["root"] / "com.json").read_bytes()
-    p.write_bytes(raw[:-20])
-    with pytest.raises(ArtifactError, match="com.json"):
+    p = tmp_path / "c.npz"
+    p.write_bytes(b"not a zip")
+    with pytest.raises(ArtifactError):
         P.load_commitment(p)
-    doc = json.loads(raw)
-    body = {k: v for k, v in doc.items() if k not in ("format", "version", "sha256")}
-    body["chunks"][0]["com_theta_p"] = "zz"
-    artifacts.write_json_artifact(p, "zkapex.commitment", 1, body)
-    with pytest.raises(ArtifactError, match="malformed commitments"):
-        P.load_commitment(p)
+    with pytest.raises(ArtifactError):
+        P.load_commitment(tmp_path / "none.npz")
     with pytest.raises(ArtifactError, match="format"):
-        P.load_commitment(world["honest"] / "statement.json")
+        P.load_commitment(world["root"] / "sec.npz")
 
 
-def test_corrupted_provider_keys_reject_not_crash(world, tmp_path):
-    """A damaged vk in the provider's own store: every proof fails to verify (no crash)."""
-    shutil.copytree(world["provider"].root, tmp_path / "ks")
-    ks = P.KeyStore(tmp_path / "ks")
-    art = ks.ensure(world["spec"])
-    raw = art.vk.read_bytes()
-    art.vk.write_bytes(raw[: len(raw) // 3])
-    rejected(verify(world, world["honest"], keystore=ks), "does not verify")
-
-
-def test_corrupted_proving_key_leaves_nothing(world, tmp_path):
-    shutil.copytree(world["client"].root, tmp_path / "ks")
-    ks = P.KeyStore(tmp_path / "ks")
-    art = ks.ensure(world["spec"])
-    art.pk.write_bytes(art.pk.read_bytes()[:1000])
-    out = tmp_path / "out"
-    out.mkdir()
-    with pytest.raises(stages.EzklError):
-        P.prove_unlearning(world["theta_p"], world["fisher"], world["mask"], world["com"], world["sec"],
-                           request_id="r", out_dir=out / "bundle", keystore=ks)
-    assert list(out.iterdir()) == []
+def test_corrupted_provider_keys_are_rebuilt_not_trusted(world, tmp_path):
+    """A vk changed on disk no longer matches the store's record: it is rebuilt from the public
+    spec (never used as is), and the verdict is the honest one."""
+    ks = P.KeyStore(tmp_path / "prov")
+    arts = [ks.ensure(spec) for spec, _ in P.plan_proofs(world["mask"], world["cs"], root=ks.root)]
+    good = [a.vk.read_bytes() for a in arts]
+    for a in arts:
+        raw = bytearray(a.vk.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        a.vk.write_bytes(bytes(raw))
+    res = verify(world, world["honest"], keystore=ks)
+    assert res.valid, res.reason
+    assert [a.vk.read_bytes() for a in arts] == good

@@ -1,7 +1,6 @@
-"""zkapex_jax.protocol: commitment → unlearn → prove → verify on a tiny statement; artifacts."""
+"""zkapex_jax.protocol: commitment → unlearn → prove → verify on a tiny statement; artifacts, plan."""
 
 import json
-import contextlib
 
 import numpy as np
 import pytest
@@ -9,134 +8,165 @@ import pytest
 from zkapex_jax import ArtifactError, MaskMismatchError
 from zkapex_jax import protocol as P
 from zkapex_jax.protocol import artifacts
+from zkapex_jax.protocol.statement import bucket_sizes, plan_proofs
 
-NB, B, K = 3, 4, 2  # 3 blocks of 4 weights, 2 blocks per proof → 2 chunks (the last one padded)
+NB, B = 4, 4
+LOGROWS = 13
 
 
 def tiny_problem(seed=0):
     rng = np.random.default_rng(seed)
     g = rng.normal(size=(NB, 3 * B, B))
-    fisher = np.einsum("kni,knj->kij", g, g) / (3 * B) + 1e-3 * np.eye(B)
-    fisher *= np.array([1.0, 1e-4, 30.0])[:, None, None]  # blocks of very different magnitude
+    fisher = np.einsum("kni,knj->kij", g, g) / (3 * B) + 1e-2 * np.eye(B)
+    fisher *= np.array([1.0, 1e-4, 30.0, 1.0])[:, None, None]  # blocks of very different magnitude
     theta_p = rng.normal(size=(NB, B)) * 0.05
     mask = np.zeros((NB, B), dtype=bool)
     mask[0, [0, 2]] = True
-    mask[2, 1] = True  # block 1 has no masked weight: still proves δ = 0
+    mask[2, 1] = True
+    mask[3, [0, 1, 3]] = True  # block 1 has no masked weight: not proven, Com(θu) = Com(θp)
     return theta_p, fisher, mask
-
-
-@contextlib.contextmanager
-def cache_env(path):
-    """Point ZKAPEX_CACHE at a temporary folder inside the ``with`` block."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZKAPEX_CACHE", str(path))
-        yield
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("proto")
-    with cache_env(root / "cache"):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZKAPEX_CACHE", str(root / "cache"))
         theta_p, fisher, mask = tiny_problem()
-        spec = P.CircuitSpec(block_size=B, chunk_blocks=K)
+        cs = P.CommitSpec(block_size=B, logrows=LOGROWS)
         client_ks, provider_ks = P.KeyStore(root / "client"), P.KeyStore(root / "provider")
-        com, sec = P.commit_personalization(theta_p, fisher, spec, client_id="alice", keystore=client_ks)
-        com = P.save_commitment(root / "com.json", com, sec, root / "sec.json")
-        bundle = P.prove_unlearning(theta_p, fisher, mask, P.load_commitment(root / "com.json"),
-                                    P.load_secrets(root / "sec.json", com), request_id="req-1",
+        com, sec = P.commit_personalization(theta_p, fisher, cs, client_id="alice", keystore=client_ks)
+        com = P.save_commitment(root / "com.npz", com, sec, root / "sec.npz")
+        bundle = P.prove_unlearning(theta_p, fisher, mask, P.load_commitment(root / "com.npz"),
+                                    P.load_secrets(root / "sec.npz", com), request_id="req-1",
                                     out_dir=root / "bundle", keystore=client_ks)
-        yield dict(root=root, theta_p=theta_p, fisher=fisher, mask=mask, spec=spec, com=com, sec=sec,
+        yield dict(root=root, theta_p=theta_p, fisher=fisher, mask=mask, cs=cs, com=com, sec=sec,
                    bundle=bundle, provider_ks=provider_ks, client_ks=client_ks)
 
 
 def test_commitment_roundtrip(setup):
-    com = P.load_commitment(setup["root"] / "com.json")
-    assert com == setup["com"] and com.n_chunks == 2 and com.num_blocks == NB
-    assert com.srs_insecure  # locally generated SRS is labelled
-    sec = P.load_secrets(setup["root"] / "sec.json", com)
-    assert len(sec.blind_theta_p) == 2 and len(sec.blind_theta_p[0]) == setup["spec"].n_blind
+    com = P.load_commitment(setup["root"] / "com.npz")
+    assert com.sha256 == setup["com"].sha256 and com.num_blocks == NB and com.client_id == "alice"
+    assert com.com_columns.shape == (NB, B, 64) and com.srs_insecure
+    sec = P.load_secrets(setup["root"] / "sec.npz", com)
+    assert sec.blind_columns.shape == (NB, B, setup["cs"].n_blind)
 
 
 def test_commitments_hide(setup, tmp_path):
-    """Same values, fresh blinders → different commitments (KZG alone is deterministic)."""
-    with cache_env(setup["root"] / "cache"):
-        com2, _ = P.commit_personalization(setup["theta_p"], setup["fisher"], setup["spec"], client_id="alice",
-                                           keystore=setup["client_ks"])
-    assert set(com2.com_theta_p).isdisjoint(setup["com"].com_theta_p)
-    assert set(com2.com_fisher).isdisjoint(setup["com"].com_fisher)
+    """Two commitments of the same θp and C differ (fresh blinders)."""
+    com2, _ = P.commit_personalization(setup["theta_p"], setup["fisher"], setup["cs"], client_id="alice",
+                                       keystore=setup["client_ks"])
+    assert not np.array_equal(com2.com_theta_p, setup["com"].com_theta_p)
+    assert not np.array_equal(com2.com_columns, setup["com"].com_columns)
 
 
 def test_unlearned_model_is_the_certified_one(setup):
-    u = P.unlearn_committed(setup["theta_p"], setup["fisher"], setup["mask"], setup["com"], setup["sec"])
-    assert np.all(u.theta_u[setup["mask"]] == 0)
-    assert np.all(u.delta[1] == 0)  # block without masked weights
-    assert np.allclose(u.theta_u, setup["theta_p"] + u.delta, atol=2.0 ** -setup["com"].theta_exp)
-    assert np.all(np.abs(u.q.residual) <= setup["spec"].tau)
+    u = P.unlearn_committed(setup["theta_p"], setup["fisher"], setup["mask"], setup["com"], setup["sec"],
+                            keystore=setup["client_ks"])
+    m = setup["mask"]
+    assert np.all(u.theta_u[m] == 0) and np.array_equal(u.theta_u_q[1], u.theta_p_q[1])
+    np.testing.assert_array_equal(u.theta_u, np.ldexp(u.theta_u_q.astype(float), -setup["com"].theta_exp))
+    assert sorted(u.witnesses) == [0, 2, 3]
+    # the certified model is the float Group-OBS update up to fixed-point rounding
+    from zkapex_jax import quant
+    A = quant.inverse_fisher(setup["fisher"])
+    for b in (0, 2, 3):
+        S = np.flatnonzero(m[b])
+        tp = u.theta_p_q[b].astype(float)
+        d = -A[b][:, S] @ np.linalg.solve(A[b][np.ix_(S, S)], tp[S])
+        assert np.max(np.abs(u.theta_u_q[b] - (tp + d))) <= 1.0
 
 
 def test_honest_bundle_verifies_with_provider_keys(setup):
-    with cache_env(setup["root"] / "cache"):
-        res = P.verify_bundle(setup["bundle"], setup["com"], setup["mask"], keystore=setup["provider_ks"],
-                              client_id="alice", request_id="req-1")
+    res = P.verify_bundle(setup["bundle"], setup["com"], setup["mask"], keystore=setup["provider_ks"],
+                          client_id="alice", request_id="req-1")
     assert res.valid, res.reason
-    assert res.n_chunks == 2 and res.insecure_srs and "INSECURE" in res.reason
+    assert res.insecure_srs and res.n_proofs == 3 and 1.0 < res.bound_units <= 1.25
     st = P.load_statement(setup["bundle"])
-    assert st["tau"] == setup["spec"].tau and st["mask_digest"] == P.mask_digest(setup["mask"])
+    assert st["com_theta_u"][1] == setup["com"].theta_p_hex(1)  # unmasked block: same commitment
+
+
+def test_plan_is_canonical_and_buckets(setup):
+    plan = plan_proofs(setup["mask"], setup["cs"], root=setup["client_ks"].root)
+    assert [(s.kmax, b) for s, b in plan] == [(1, [2]), (2, [0]), (4, [3])]
+    assert bucket_sizes(16) == [1, 2, 4, 8, 16] and bucket_sizes(6) == [1, 2, 4, 6]
+    assert plan_proofs(np.zeros((NB, B), bool), setup["cs"], root=setup["client_ks"].root) == []
 
 
 def test_prove_refuses_existing_dir_and_bad_mask(setup):
     with pytest.raises(FileExistsError):
         P.prove_unlearning(setup["theta_p"], setup["fisher"], setup["mask"], setup["com"], setup["sec"],
-                           request_id="r", out_dir=setup["bundle"])
+                           request_id="r", out_dir=setup["bundle"], keystore=setup["client_ks"])
     with pytest.raises(MaskMismatchError):
-        P.unlearn_committed(setup["theta_p"], setup["fisher"], setup["mask"][:2], setup["com"], setup["sec"])
+        P.unlearn_committed(setup["theta_p"], setup["fisher"], setup["mask"][:, :2], setup["com"], setup["sec"])
 
 
 def test_wrong_parameters_do_not_open_commitment(setup, tmp_path):
-    with cache_env(setup["root"] / "cache"):
-        with pytest.raises(P.ProofError, match="do not open"):
-            P.prove_unlearning(setup["theta_p"] * 1.01, setup["fisher"], setup["mask"], setup["com"], setup["sec"],
-                               request_id="r", out_dir=tmp_path / "b", keystore=setup["client_ks"])
-    assert not (tmp_path / "b").exists() and list(tmp_path.iterdir()) == []  # nothing half-written
+    with pytest.raises(P.ProofError, match="do not open"):
+        P.prove_unlearning(setup["theta_p"] * 1.01, setup["fisher"], setup["mask"], setup["com"], setup["sec"],
+                           request_id="r", out_dir=tmp_path / "b", keystore=setup["client_ks"])
+    assert not (tmp_path / "b").exists() and not list(tmp_path.iterdir())
+
+
+def test_prove_given_unlearned_model(setup, tmp_path):
+    """`prove --unlearned`: the certified model proves; a model off by more than the bound, or with
+    a masked weight left, fails with a clear message and writes nothing."""
+    u = P.unlearn_committed(setup["theta_p"], setup["fisher"], setup["mask"], setup["com"], setup["sec"],
+                            keystore=setup["client_ks"])
+    unit = 2.0 ** -setup["com"].theta_exp
+    bad = u.theta_u.copy()
+    bad[0, 1] += 2 * unit
+    with pytest.raises(P.ProofError, match="weight 1 of block 0 is off"):
+        P.adopt_unlearned(u, bad, setup["com"])
+    left = u.theta_u.copy()
+    left[3, 0] = unit
+    with pytest.raises(P.ProofError, match="masked weight 0 of block 3"):
+        P.adopt_unlearned(u, left, setup["com"])
+    moved = u.theta_u.copy()
+    moved[1, 2] += unit
+    with pytest.raises(P.ProofError, match="block 1 has no masked weight"):
+        P.prove_unlearning(setup["theta_p"], setup["fisher"], setup["mask"], setup["com"], setup["sec"],
+                           request_id="r", out_dir=tmp_path / "b", keystore=setup["client_ks"], theta_u=moved)
+    assert not (tmp_path / "b").exists()
+    ok = P.adopt_unlearned(u, u.theta_u, setup["com"])
+    assert np.array_equal(ok.theta_u_q, u.theta_u_q)
 
 
 def test_json_artifacts_validate(tmp_path):
     p = tmp_path / "a.json"
-    h = artifacts.write_json_artifact(p, "x.fmt", 1, {"a": 1})
-    assert artifacts.read_json_artifact(p, "x.fmt")["sha256"] == h
-    with pytest.raises(ArtifactError, match="format"):
-        artifacts.read_json_artifact(p, "y.fmt")
-    with pytest.raises(ArtifactError, match="version"):
-        artifacts.read_json_artifact(p, "x.fmt", (2,))
+    d = artifacts.write_json_artifact(p, "zkapex.test", 1, {"x": 1})
+    assert artifacts.read_json_artifact(p, "zkapex.test")["sha256"] == d
     doc = json.loads(p.read_text())
-    doc["a"] = 2
+    doc["x"] = 2
     p.write_text(json.dumps(doc))
     with pytest.raises(ArtifactError, match="hash"):
-        artifacts.read_json_artifact(p, "x.fmt")
-    p.write_text('{"format": "x.f')
-    with pytest.raises(ArtifactError, match="a.json: not valid JSON"):
-        artifacts.read_json_artifact(p, "x.fmt")
+        artifacts.read_json_artifact(p, "zkapex.test")
+    with pytest.raises(ArtifactError, match="format"):
+        artifacts.write_json_artifact(p, "zkapex.other", 1, {"x": 1})
+        artifacts.read_json_artifact(p, "zkapex.test")
     with pytest.raises(ArtifactError, match="not found"):
-        artifacts.read_json_artifact(tmp_path / "none.json", "x.fmt")
+        artifacts.read_json_artifact(tmp_path / "missing.json", "zkapex.test")
 
 
 def test_array_artifacts_validate(tmp_path):
     p = tmp_path / "a.npz"
-    artifacts.save_arrays(p, "x.arr", 1, {"a": np.arange(6).reshape(2, 3)}, {"k": 1})
-    arrs, meta = artifacts.load_arrays(p, "x.arr")
-    assert np.array_equal(arrs["a"], np.arange(6).reshape(2, 3)) and meta == {"k": 1}
-    raw = p.read_bytes()
-    p.write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(ArtifactError, match="a.npz"):
-        artifacts.load_arrays(p, "x.arr")
+    artifacts.save_arrays(p, "zkapex.test", 1, {"a": np.arange(3)}, {"m": 1})
+    arrs, meta = artifacts.load_arrays(p, "zkapex.test")
+    assert arrs["a"].tolist() == [0, 1, 2] and meta == {"m": 1}
+    with np.load(p) as z:  # an array edited, header kept: the content hash no longer matches
+        d = {k: z[k] for k in z.files}
+    d["a"] = d["a"] + 1
+    np.savez(p, **d)
+    with pytest.raises(ArtifactError, match="hash"):
+        artifacts.load_arrays(p, "zkapex.test")
 
 
 def test_mask_digest_and_limbs():
-    m = np.zeros((3, 4), dtype=bool)
+    m = np.zeros((2, 4), bool)
     m2 = m.copy()
-    m2[1, 2] = True
-    assert P.mask_digest(m) != P.mask_digest(m2) != P.mask_digest(m2.reshape(4, 3))
+    m2[1, 3] = True
+    assert P.mask_digest(m) != P.mask_digest(m2)
     core = {"a": 1}
     limbs = P.context_limbs(core, 0, 12)
     assert len(limbs) == 12 and all(0 <= x < 2 ** 21 for x in limbs)
-    assert limbs != P.context_limbs(core, 1, 12) != P.context_limbs({"a": 2}, 0, 12)
+    assert limbs != P.context_limbs(core, 1, 12)
