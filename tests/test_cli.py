@@ -53,22 +53,36 @@ def run(*args):
 @pytest.mark.slow
 def test_full_flow_and_exit_codes(files, capsys):
     d = files
-    assert run("keys", "--block-size", 4, "--chunk-blocks", 2, "--keystore", d / "provider") == 0
+    assert run("keys", "--block-size", 4, "--logrows", 13, "--keystore", d / "provider") == 0
     assert "INSECURE" in capsys.readouterr().out
-    assert run("commit", "--params", d / "pers", "--fisher", d / "fisher.npz", "--client-id", "alice",
-               "--out", d / "com.json", "--secrets", d / "sec.json", "--chunk-blocks", 2) == 0
-    client = ["--params", d / "pers", "--fisher", d / "fisher.npz", "--commitment", d / "com.json",
-              "--secrets", d / "sec.json", "--mask", d / "mask.json"]
+    commit = ["commit", "--params", d / "pers", "--fisher", d / "fisher.npz", "--client-id", "alice",
+              "--out", d / "com.npz", "--secrets", d / "sec.npz", "--logrows", 13]
+    assert run(*commit) == 0
+    before = (d / "com.npz").read_bytes(), (d / "sec.npz").read_bytes()
+    # never overwrite without --force; never the same path twice
+    assert run(*commit) == 2 and "--force" in capsys.readouterr().err
+    assert run(*commit[:-4], "--secrets", d / "com.npz", "--force") == 2
+    assert ((d / "com.npz").read_bytes(), (d / "sec.npz").read_bytes()) == before
+    client = ["--params", d / "pers", "--fisher", d / "fisher.npz", "--commitment", d / "com.npz",
+              "--secrets", d / "sec.npz", "--mask", d / "mask.json"]
     assert run("unlearn", *client, "--out", d / "unl") == 0
     theta_u, _ = load_checkpoint(d / "unl")
     u = np.asarray(get_paths(theta_u, [PATH])[PATH])
     assert np.all(u[[1, 6, 7, 12]] == 0)
-    assert run("prove", *client, "--request-id", "r1", "--out", d / "bundle", "--jobs", 2) == 0
+    assert run("unlearn", *client, "--out", d / "unl") == 2  # exists: refused without --force
+    assert run("prove", *client, "--request-id", "r1", "--out", d / "bundle", "--jobs", 2,
+               "--unlearned", d / "unl") == 0
     capsys.readouterr()
-    v = ["--commitment", d / "com.json", "--keystore", d / "provider"]
+    # a deployed model that is not the certified one: exit 1, no bundle
+    from zkapex_jax.params import set_paths
+    bad = set_paths(theta_u, {PATH: np.where(np.arange(16) == 1, u.ravel()[0], u.ravel()).astype(np.float32).reshape(u.shape)})
+    save_checkpoint(d / "unl-bad", bad)
+    assert run("prove", *client, "--request-id", "r1", "--out", d / "bundle-bad", "--unlearned", d / "unl-bad") == 1
+    assert "masked weight" in capsys.readouterr().err and not (d / "bundle-bad").exists()
+    v = ["--commitment", d / "com.npz", "--keystore", d / "provider"]
     assert run("verify", d / "bundle", *v, "--mask", d / "mask.json", "--request-id", "r1") == 0
     out = capsys.readouterr().out
-    assert out.startswith("VALID") and "INSECURE" in out
+    assert "client 'alice'" in out and "request 'r1'" in out and "\nVALID" in out and "INSECURE" in out
     # rejected: other mask, other request
     assert run("verify", d / "bundle", *v, "--mask", d / "mask2.json", "--json") == 1
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["reason"].startswith("statement's mask digest")
@@ -91,16 +105,16 @@ def test_malformed_fisher_is_clear(files, capsys):
     d = files
     (d / "broken.npz").write_bytes(b"PK\x03\x04 nope")
     assert run("commit", "--params", d / "pers", "--fisher", d / "broken.npz", "--client-id", "a",
-               "--out", d / "c2.json", "--secrets", d / "s2.json") == 2
+               "--out", d / "c2.npz", "--secrets", d / "s2.npz") == 2
     assert "broken.npz" in capsys.readouterr().err
-    assert not (d / "c2.json").exists() and not (d / "s2.json").exists()
+    assert not (d / "c2.npz").exists() and not (d / "s2.npz").exists()
 
 
 def test_keys_and_verify_malformed_inputs(files, capsys):
     d = files
-    assert run("keys", "--block-size", 4, "--chunk-blocks", 2, "--keystore", d / "provider") == 0
+    assert run("keys", "--block-size", 4, "--logrows", 13, "--kmax", 2, "--keystore", d / "provider") == 0
     out = capsys.readouterr().out
-    assert "INSECURE" in out and json.loads(out[: out.rindex("}") + 1])["logrows"] >= 13
+    assert "INSECURE" in out and json.loads(out[: out.rindex("}") + 1])["logrows"] == 13
     assert run("verify", d / "no-bundle", "--commitment", d / "nope.json", "--mask", d / "mask.json") == 2
     assert "nope.json" in capsys.readouterr().err
     (d / "junk.json").write_text("{]")
@@ -120,7 +134,8 @@ def test_parser_help():
 @pytest.mark.slow
 def test_demo_quick(tmp_path):
     """The whole protocol, tiny training, one fc1 kernel of vit-test (minutes)."""
-    rc = run("demo", "--out", tmp_path / "demo", "--quick", "--block-size", 16, "--chunk-blocks", 8,
+    rc = run("demo", "--out", tmp_path / "demo", "--quick", "--block-size", 16,
              "--pattern", "*/layer/0/intermediate/dense/kernel", "--jobs", 2, "--cache", tmp_path / "cache")
     s = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert rc == 0 and s["valid"] and s["chunks"] == 4
+    assert rc == 0 and s["valid"] and s["proofs"] >= 1 and s["masked_blocks"] >= 1
+    assert 1.0 < s["bound_units"] <= 1.25 and s["max_dev_certified_vs_float"] <= 4 * s["theta_unit"]
