@@ -158,8 +158,11 @@ def _run_local(tasks, jobs, progress):
     return [_prove_task(t) for t in it]
 
 
-def _run_ray(tasks, jobs, progress, address, retries=3):
-    """Each proof a Ray task (max_retries: a killed worker's proof is retried)."""
+def _run_ray(tasks, jobs, progress, address, retries=3, task_fn=None):
+    """Each proof a Ray task: ``max_retries`` re-runs the proof of a worker that died, and
+    ``retry_exceptions`` one that raised. A local instance with ``jobs`` CPUs unless ``address``
+    names a cluster (every node then needs the same ``--srs`` ceremony file: keys are derived
+    from the public spec in each node's own key store)."""
     import ray
 
     started = False
@@ -170,7 +173,7 @@ def _run_ray(tasks, jobs, progress, address, retries=3):
             ray.init(num_cpus=max(1, jobs), include_dashboard=False, log_to_driver=False)
         started = True
     try:
-        remote = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(_prove_task)
+        remote = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(task_fn or _prove_task)
         pending = [remote.remote(t) for t in tasks]
         out = []
         bar = None
