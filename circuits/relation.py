@@ -32,7 +32,8 @@ name                   length                       meaning
 ``theta_p_{j}``        ``B + R``                    θ̂p of the proof's j-th block
 ``theta_u_{j}``        ``B + R``                    θ̂u of block j (its commitment is Com(θu_b))
 ``col_{j}_{t}``        ``B + R``                    Â[:, S_t] of block j, slot t (zeros if unused)
-``mu``                 ``K·kmax + R``               μ̂ per block and slot (|μ̂| < 2^53)
+``mu``                 ``2·K·kmax + R``             μ̂ per block and slot: K·kmax high halves, then
+                                                    K·kmax low halves (μ̂ = hi·2^30 + lo)
 ``ycert``              ``K·kmax² + R``              Y per block
 ``public``             ``n_ctx + K·(B+2·kmax) + 1`` statement limbs, then per block the mask (B),
                                                     slot positions (kmax), slot used (kmax); a 0
@@ -57,8 +58,9 @@ FORMAT_VERSION = 4
 CHECK_GROUPS = ("theta_p", "columns", "mu", "residual", "ycert", "ycert_error")
 #: the ε target: parameters are chosen so that ε ≤ 1/4 (|θ̂u − θ̂u*| < 1.25 units).
 EPSILON_TARGET = Fraction(1, 4)
-#: ezkl parses input values as f64, exact below 2^53: the bound on |μ̂| the prover must meet.
-MU_BITS = 53
+#: ezkl parses input values as f64 (exact below 2^53), so μ̂ travels as two 30-bit halves,
+#: μ̂ = hi·2^30 + lo, recombined in the graph; the bound on |μ̂| is then the range 2^s itself.
+MU_SPLIT_BITS = 30
 
 
 def _posint(name, v, lo=1):
@@ -148,7 +150,7 @@ def derive_bounds(cs: CommitSpec, kmax: int) -> Bounds:
     """The largest conditioning budget γ for which ε ≤ 1/4 (ValueError if none ≥ 2)."""
     _posint("kmax", kmax)
     s, a, w = cs.s, cs.a_bits, cs.theta_bits
-    M = min(s, MU_BITS)             # ezkl reads inputs as f64: μ̂ must stay below 2^53
+    M = min(s, 2 * MU_SPLIT_BITS)   # |μ̂| < 2^M: the range check, and two 30-bit halves
     lk = max(0, math.ceil(math.log2(kmax)))
     e = a + lk                     # honest |E_ij| ≤ ½·kmax·2^a < 2^e
     ty = e + lk + 2                # kmax·2^e ≤ 2^ty / 4
@@ -214,7 +216,7 @@ class CircuitSpec:
 
     def input_lengths(self) -> tuple[int, ...]:
         K, B, R, k = self.chunk_blocks, self.block_size, self.n_blind, self.kmax
-        return (B + R,) * (K * (2 + k)) + (K * k + R, K * k * k + R, self.public_length())
+        return (B + R,) * (K * (2 + k)) + (2 * K * k + R, K * k * k + R, self.public_length())
 
     def input_names(self) -> list[str]:
         K, k = self.chunk_blocks, self.kmax
@@ -280,7 +282,10 @@ def build_relation(spec: CircuitSpec):
     cols = node("Concat", [head(f"col_{j}_{t}", B, [1, B, 1]) for j in range(K) for t in range(k)], axis=0)
     cols = node("Reshape", [node("Transpose", [node("Reshape", [cols, const("shape_kkb", [K, k, B], i64)])],
                                  perm=[0, 2, 1]), const("shape_kbk", [K, B, k], i64)])    # (K,B,k): Â[:,S]
-    mu = head("mu", K * k, [K, k])
+    mu_hl = head("mu", 2 * K * k, [2, K, k])
+    mu = node("Add", [node("Mul", [node("Gather", [mu_hl, const("i0", 0, i64)], axis=0),
+                                   const("split", [float(2 ** MU_SPLIT_BITS)])]),
+                      node("Gather", [mu_hl, const("i1", 1, i64)], axis=0)])                  # (K,k)
     ycert = head("ycert", K * k * k, [K, k, k])
     # public vector: ctx ‖ per block (m (B), idx (k), q (k)) ‖ zero
     per = B + 2 * k
@@ -388,7 +393,9 @@ def assemble_inputs(spec: CircuitSpec, blocks, ctx, *, blinders) -> list[list[in
     tp = [ints(b["theta_p"]) + list(blinders("theta_p", j)) for j, b in enumerate(blocks)]
     tu = [ints(b["theta_u"]) + list(blinders("theta_u", j)) for j, b in enumerate(blocks)]
     cols = [ints(np.asarray(b["cols"])[:, t]) + list(blinders(f"col_{t}", j)) for j, b in enumerate(blocks) for t in range(k)]
-    mu = [int(x) for b in blocks for x in b["mu"]] + list(blinders("mu", None))
+    mus = [int(x) for b in blocks for x in b["mu"]]
+    hi = [x >> MU_SPLIT_BITS for x in mus]
+    mu = hi + [x - (h << MU_SPLIT_BITS) for x, h in zip(mus, hi)] + list(blinders("mu", None))
     yc = [x for b in blocks for x in ints(b["ycert"])] + list(blinders("ycert", None))
     pub = [int(x) for x in ctx]
     for b in blocks:

@@ -349,6 +349,7 @@ def prove_chunk(art: CircuitArtifacts, inputs: list[list[int]], out_proof: str |
         td = Path(td)
         (td / "input.json").write_text(json.dumps({"input_data": [[_exact_float(x) for x in v] for v in inputs]}))
         t0 = time.perf_counter()
+        c0 = time.process_time()
         _stage("gen_witness", ezkl.gen_witness, str(td / "input.json"), str(art.compiled), str(td / "witness.json"),
                vk_path=str(art.vk), srs_path=str(art.srs))
         t1 = time.perf_counter()
@@ -358,7 +359,11 @@ def prove_chunk(art: CircuitArtifacts, inputs: list[list[int]], out_proof: str |
         tmp = _tmp(out_proof)
         os.replace(td / "proof.json", tmp)
         os.replace(tmp, out_proof)
-    return {"witness_s": t1 - t0, "prove_s": t2 - t1, "proof_file_bytes": out_proof.stat().st_size}
+    import resource
+
+    return {"witness_s": t1 - t0, "prove_s": t2 - t1, "cpu_s": time.process_time() - c0,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "proof_file_bytes": out_proof.stat().st_size}
 
 
 def verify_chunk(proof_path, settings_path, vk_path, srs_path) -> bool:

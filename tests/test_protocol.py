@@ -89,7 +89,8 @@ def test_honest_bundle_verifies_with_provider_keys(setup):
 def test_plan_is_canonical_and_buckets(setup):
     plan = plan_proofs(setup["mask"], setup["cs"], root=setup["client_ks"].root)
     assert [(s.kmax, b) for s, b in plan] == [(1, [2]), (2, [0]), (4, [3])]
-    assert bucket_sizes(16) == [1, 2, 4, 8, 16] and bucket_sizes(6) == [1, 2, 4, 6]
+    assert bucket_sizes(16) == [1, 2, 4, 8, 12, 16] and bucket_sizes(6) == [1, 2, 4, 6]
+    assert bucket_sizes(576)[:9] == [1, 2, 4, 8, 12, 16, 24, 32, 48] and bucket_sizes(576)[-1] == 576
     assert plan_proofs(np.zeros((NB, B), bool), setup["cs"], root=setup["client_ks"].root) == []
 
 

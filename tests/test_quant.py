@@ -138,10 +138,10 @@ def test_bound_formula_independent_oracle():
         assert b.epsilon == Fraction(kmax * 2 ** a) * v / 2 ** (b.s - b.g)
         assert b.epsilon <= Fraction(1, 4)
         assert quant.weight_unit_bound(spec) == pytest.approx(1 + float(b.epsilon))
-        # honest feasibility: ½·kmax·2^a < 2^(s−g−t) and kmax·2^e ≤ 2^ty/4; μ* < 2^53
+        # honest feasibility: ½·kmax·2^a < 2^(s−g−t) and kmax·2^e ≤ 2^ty/4; |μ*| ≤ 2^(s−1) < 2^60
         assert Fraction(kmax * 2 ** a, 2) < 2 ** (b.s - b.g - b.t)
         assert kmax * 2 ** b.e * 4 <= 2 ** b.ty
-        assert b.s - b.g + max(0, (kmax - 1).bit_length()) + b.gamma - a + spec.commit.theta_bits <= 52
+        assert b.s - b.g + max(0, (kmax - 1).bit_length()) + b.gamma - a + spec.commit.theta_bits <= b.s - 1
 
 
 def test_slot_layout_and_errors():

@@ -119,7 +119,7 @@ def _check_range(q, name, bound):
 class BlockWitness:
     """Integer witness of one masked block for a circuit of ``kmax`` slots.
 
-    theta_u (B,) int64; mu (kmax,) Python ints (< 2^53); ycert (kmax,kmax) int64;
+    theta_u (B,) int64; mu (kmax,) Python ints (< 2^60); ycert (kmax,kmax) int64;
     idx (kmax,) slot positions (unused slots 0); q (kmax,) 0/1 slot used; residual_units: max
     |r|/h on free rows; error_units: max |θ̂u − θ̂u*| (float estimate)."""
 
@@ -193,9 +193,9 @@ def certify_block(theta_p_q, a_hat, positions, spec, *, block: int | None = None
             break
         mu = mu + np.array([int(x) for x in step], dtype=object)
     mu = mu * _obj(q)
-    mu_bound = 2 ** 53
+    mu_bound = 2 ** min(bd.s, 60)
     if any(abs(int(x)) >= mu_bound for x in mu):
-        raise QuantizationError(f"{where}: μ̂ exceeds 2^53 (ill-conditioned masked sub-matrix; increase damping)")
+        raise QuantizationError(f"{where}: μ̂ leaves its range (ill-conditioned masked sub-matrix; increase damping)")
     res = rhs - Dobj.dot(mu)
     tol_masked = 2 ** (bd.s - bd.g - bd.t)
     if max(abs(int(x)) for x in res) >= tol_masked:

@@ -58,12 +58,14 @@ MAX_CHUNK_BLOCKS = 16
 
 
 def bucket_sizes(block_size: int) -> list[int]:
-    """Slot counts of the buckets: powers of two up to the block size (and the block size)."""
-    out, k = [], 1
+    """Slot counts of the buckets: 1, 2, 4, then 1.5× steps (8, 12, 16, 24, 32, 48, …) up to the
+    block size (a block pays for its bucket's kmax, so steps stay ≤ 1.5×)."""
+    out, k = [1, 2, 4], 8
     while k < block_size:
         out.append(k)
+        out.append(k * 3 // 2)
         k *= 2
-    return out + [block_size]
+    return sorted({x for x in out if x < block_size} | {block_size})
 
 
 def bucket_spec(cspec, kmax: int, *, root=None):
