@@ -100,9 +100,17 @@ def main(argv=None):
            "blocks": nb, "block_size": B, "fraction": a.fraction, "logrows": a.logrows, "jobs": a.jobs}
     st = res.setdefault("stages", {})
 
+    out_dir = Path(a.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path = out_dir / f"proof_slice_{a.tag}{time.strftime('%Y%m%d_%H%M%S')}.json"
+
+    def save():  # after every stage and proof: a run stopped early keeps what it measured
+        out_path.write_text(json.dumps(res, indent=1))
+
     def stage(name, t0, **kw):
         st[name] = {"wall_s": round(time.perf_counter() - t0, 3), "peak_rss_mb": round(_rss_mb(), 1), **kw}
         print(f"{name}: {st[name]}", flush=True)
+        save()
 
     t0 = time.perf_counter()
     theta = rng.normal(size=(nb, B)) * 0.02
@@ -141,6 +149,7 @@ def main(argv=None):
                           "setup_s": round(time.perf_counter() - t0, 2), "pk_mb": round(art.meta["pk_bytes"] / 1e6, 1),
                           "vk_kb": round(art.meta["vk_bytes"] / 1e3, 1)}
         print(spec.key, keys[spec.key], flush=True)
+        save()
     core = statement_core(client_id="bench", request_id="r", mask_digest=P.mask_digest(mask),
                           commitment_sha256=com.sha256, spec=cs.to_dict(), theta_exp=com.theta_exp, n_chunks=len(u.plan))
     tasks = prover.build_tasks(u, com, sec, core, ks)
@@ -158,6 +167,8 @@ def main(argv=None):
                            "peak_rss_mb": round(timing["peak_rss_mb"], 1), "proof_json_bytes": len(raw),
                            "proof_bytes": len(json.loads(raw)["proof"]), "verified": ok, "verify_s": round(vs, 3)})
             print(proofs[-1], flush=True)
+            res["proofs"] = proofs
+            save()
     stage("prove", t0, proofs=len(proofs), cpu_s=round(sum(p["cpu_s"] for p in proofs), 1))
     res["proofs"] = proofs
     # cost model: per-block CPU-s by bucket, applied to the full statement
@@ -194,11 +205,8 @@ def main(argv=None):
                     "ideal scaling across cores and machines assumed); proof bytes are ezkl JSON files"})
     res["cost_model_vit_b16"] = model
     print(json.dumps(model, indent=1))
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    p = out / f"proof_slice_{a.tag}{time.strftime('%Y%m%d_%H%M%S')}.json"
-    p.write_text(json.dumps(res, indent=1))
-    print(f"→ {p}")
+    save()
+    print(f"→ {out_path}")
 
 
 if __name__ == "__main__":

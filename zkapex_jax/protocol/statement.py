@@ -70,16 +70,21 @@ def bucket_sizes(block_size: int) -> list[int]:
 
 def bucket_spec(cspec, kmax: int, *, root=None):
     """The circuit of bucket ``kmax``: as many blocks per proof as fit the commitment's logrows
-    (a power of two ≤ MAX_CHUNK_BLOCKS), or None if not even one block fits."""
+    (≤ MAX_CHUNK_BLOCKS), or None if not even one block fits. Row counts come from ezkl's own
+    layout (gen_settings, cached), so both parties find the same K."""
     from ._circuits import relation, stages
 
-    K = MAX_CHUNK_BLOCKS
-    while K >= 1:
-        spec = relation.CircuitSpec(cspec, kmax=kmax, chunk_blocks=K)
-        if stages.fits(spec, root=root):
-            return spec
-        K //= 2
-    return None
+    one = relation.CircuitSpec(cspec, kmax=kmax, chunk_blocks=1)
+    if not stages.fits(one, root=root):
+        return None
+    lo, hi = 1, MAX_CHUNK_BLOCKS + 1  # fits(lo), rows grow with K: bisect the largest K that fits
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if stages.fits(relation.CircuitSpec(cspec, kmax=kmax, chunk_blocks=mid), root=root):
+            lo = mid
+        else:
+            hi = mid
+    return relation.CircuitSpec(cspec, kmax=kmax, chunk_blocks=lo)
 
 
 def plan_proofs(mask_blocks, cspec, *, root=None) -> list[tuple]:
@@ -117,10 +122,13 @@ def plan_proofs(mask_blocks, cspec, *, root=None) -> list[tuple]:
 
 def default_logrows(block_size: int, *, k_cap: int | None = None, root=None, **commit_kw) -> int:
     """The smallest logrows (≥ ezkl's minimum) at which a block with ``k_cap`` masked weights
-    (default min(B, 32)) fits one proof: the commitment fixes it, so choose it before the mask."""
+    fits one proof: the commitment fixes it, so choose it before the mask. Default k_cap:
+    B/2 clipped to [4, 32] (B = 16: 8 → logrows 13; B = 576: 32 → 19). Every proof is paid at this
+    logrows (each committed input is one column of 2^logrows rows), so smaller is cheaper; a block
+    with more masked weights than fit is refused at proving time, never dropped."""
     from ._circuits import relation, stages
 
-    k_cap = min(block_size, 32) if k_cap is None else int(k_cap)
+    k_cap = min(block_size, max(4, min(32, block_size // 2))) if k_cap is None else int(k_cap)
     lr = relation.CommitSpec(block_size=block_size, **commit_kw).logrows_min
     while lr <= 24:
         cs = relation.CommitSpec(block_size=block_size, logrows=lr, **commit_kw)
