@@ -488,3 +488,23 @@ def test_corrupted_provider_keys_are_rebuilt_not_trusted(world, tmp_path):
     res = verify(world, world["honest"], keystore=ks)
     assert res.valid, res.reason
     assert [a.vk.read_bytes() for a in arts] == good
+
+
+def test_statement_claims_another_srs(world, tmp_path):
+    b = copy_bundle(world, tmp_path)
+
+    def edit(st):
+        st["srs"]["sha256"] = "0" * 64
+    rewrite_statement(b, edit)
+    assert rejected(verify(world, b), "different SRS")
+
+
+def test_verifier_with_another_srs_rejects(world, tmp_path):
+    """Keys derived from another SRS (say, a different ceremony file) cannot check these proofs:
+    the verifier says so instead of running ezkl.verify against the wrong parameters."""
+    import ezkl
+
+    srs = tmp_path / "other.srs"
+    ezkl.gen_srs(str(srs), world["cs"].logrows)
+    ks = P.KeyStore(tmp_path / "prov", srs_path=srs)
+    assert rejected(verify(world, world["honest"], keystore=ks), "SRS differs")

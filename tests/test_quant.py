@@ -151,3 +151,12 @@ def test_slot_layout_and_errors():
         quant.slot_layout(np.arange(5), 4)
     with pytest.raises(quant.QuantizationError, match="no masked"):
         quant.certify_block(np.arange(8), np.eye(8, dtype=np.int64), np.array([], dtype=np.int64), _spec())
+
+
+def test_inverse_quantization_rounds_to_nearest():
+    A = np.array([[[1.0, 0.3], [0.3, -2.0 ** -30]]])
+    e = quant.inverse_block_exponents(A, 24)
+    assert e.tolist() == [22]
+    q = quant.quantize_inverse(A, e, 24)
+    want = [[round(Fraction(x) * 2 ** 22) for x in row] for row in A[0]]
+    assert q[0].tolist() == want and q[0, 1, 1] == 0
