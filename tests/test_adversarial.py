@@ -21,13 +21,9 @@ from zkapex_jax.protocol._circuits import stages
 from zkapex_jax.protocol.prover import STATEMENT_FORMAT, VERSION, prove_witness
 from zkapex_jax.protocol.statement import statement_core
 
+from conftest import empirical_fisher
+
 NB, B = 4, 8
-
-
-def empirical_fisher(rng, nb, B, n, damping):
-    """A real empirical Fisher: n < B per-example gradients → flat directions at the damping."""
-    g = rng.normal(size=(nb, n, B)) * np.linspace(0.2, 2.0, B)
-    return np.einsum("kni,knj->kij", g, g) / n + damping * np.eye(B)
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +33,7 @@ def world(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ZKAPEX_CACHE", str(root / "cache"))
         rng = np.random.default_rng(7)
-        fisher = empirical_fisher(rng, NB, B, 5, 1e-3)
+        fisher = empirical_fisher(rng, NB, B, 5, 1e-3, spread=(0.2, 2.0))  # flat directions
         theta_p = rng.normal(size=(NB, B)) * 0.05
         mask = np.zeros((NB, B), dtype=bool)
         mask[0, [0, 2]] = True

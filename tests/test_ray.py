@@ -10,6 +10,8 @@ from zkapex_jax import protocol as P
 from zkapex_jax.protocol import prover
 from zkapex_jax.protocol.statement import statement_core
 
+from conftest import empirical_fisher
+
 ray = pytest.importorskip("ray")
 NB, B = 3, 4
 
@@ -20,8 +22,7 @@ def world(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ZKAPEX_CACHE", str(root / "cache"))
         rng = np.random.default_rng(3)
-        g = rng.normal(size=(NB, 3 * B, B))
-        fisher = np.einsum("kni,knj->kij", g, g) / (3 * B) + 1e-2 * np.eye(B)
+        fisher = empirical_fisher(rng, NB, B, 3 * B, 1e-2)
         theta_p = rng.normal(size=(NB, B)) * 0.05
         mask = np.zeros((NB, B), dtype=bool)
         mask[0, 1] = mask[2, [0, 3]] = True
