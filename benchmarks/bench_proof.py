@@ -83,6 +83,8 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default=None, help="key/SRS cache (default: a fresh one under /tmp)")
+    ap.add_argument("--max-chunk-blocks", type=int, default=None,
+                    help="cap blocks per proof (a smaller prover: e.g. 1 to fit B=576 proofs in 24 GB)")
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     a = ap.parse_args(argv)
@@ -94,6 +96,9 @@ def main(argv=None):
     from zkapex_jax.protocol.commitments import commit_circuit
     from zkapex_jax.protocol.statement import bucket_sizes, statement_core
 
+    if a.max_chunk_blocks:
+        from zkapex_jax.protocol import statement as _statement
+        _statement.MAX_CHUNK_BLOCKS = a.max_chunk_blocks
     rng = np.random.default_rng(a.seed)
     nb, B = a.blocks, a.block_size
     res = {"argv": sys.argv[1:], "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},

@@ -309,12 +309,17 @@ def column_height(art: CircuitArtifacts) -> int:
     return lo + 1
 
 
-def commit_vectors(art: CircuitArtifacts, vectors, *, batch: int = 256) -> list[str]:
+#: field elements handed to one ``kzg_commit`` call (each padded column counts in full).
+COMMIT_BATCH_FELTS = 1 << 22
+
+
+def commit_vectors(art: CircuitArtifacts, vectors, *, batch: int | None = None) -> list[str]:
     """KZG commitments (as :func:`point_hex`) of many input columns of ``art``'s logrows, batched:
-    each vector is padded with zeros to one column's height and up to ``batch`` of them go to one
-    ``ezkl.kzg_commit`` call (a commitment is linear in the values, so zero padding leaves it as the
+    each vector is padded with zeros to one column's height and up to ``batch`` of them (default:
+    as many as fit 2^22 field elements) go to one ``ezkl.kzg_commit`` call (a commitment is linear in the values, so zero padding leaves it as the
     single-vector one; tested). Each vector must fit one column."""
     h = column_height(art)
+    batch = batch or max(1, COMMIT_BATCH_FELTS // h)  # logrows 13: 512 columns a call; 19: 8
     out = []
     pad = int_to_felt(0)
     vectors = list(vectors)

@@ -290,7 +290,7 @@ def _emit_verify(args, d):
 # ----------------------------------------------------------------------------- demo
 
 def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, jobs=2, seed=0, quick=False,
-             pattern=None, cache=None, srs=None, executor="process"):
+             pattern=None, cache=None, srs=None, executor="ray"):
     """The whole protocol end to end; returns the summary dict (also written to out/summary.json)."""
     import jax
 
@@ -467,8 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "prove":
             p.add_argument("--request-id", required=True)
             p.add_argument("--jobs", type=int, default=1, help="parallel prover processes / local Ray workers")
-            p.add_argument("--executor", choices=("process", "ray"), default="process",
-                           help="a local process pool, or Ray (a local instance, or --ray-address)")
+            p.add_argument("--executor", choices=("ray", "process"), default="ray",
+                           help="Ray (default: a local instance with --jobs CPUs, or the cluster at --ray-address), "
+                                "or a local process pool")
             p.add_argument("--ray-address", default=None, help="an existing Ray cluster (e.g. auto, ray://host:10001)")
             p.add_argument("--unlearned", default=None,
                            help="certify this unlearned checkpoint (fails, exit 1, if it is not the certified update)")
@@ -493,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="vit-demo")
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--logrows", type=int, default=None, help="the commitment's circuit size (default: auto)")
-    p.add_argument("--executor", choices=("process", "ray"), default="process", help="how proofs run in parallel")
+    p.add_argument("--executor", choices=("ray", "process"), default="ray",
+                   help="how proofs run in parallel: a local Ray instance (default) or a process pool")
     p.add_argument("--pattern", default=None, help="restrict the statement to kernels matching this pattern")
     p.add_argument("--quick", action="store_true", help="tiny training settings (tests)")
     p.add_argument("--jobs", type=int, default=2)
