@@ -139,3 +139,11 @@ def test_demo_quick(tmp_path):
     s = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert rc == 0 and s["valid"] and s["proofs"] >= 1 and s["masked_blocks"] >= 1
     assert 1.0 < s["bound_units"] <= 1.25 and s["max_dev_certified_vs_float"] <= 4 * s["theta_unit"]
+
+
+@pytest.mark.parametrize("argv", [["keys", "--block-size", "0"], ["keys", "--block-size", "16", "--logrows", "3"],
+                                  ["keys", "--block-size", "16", "--logrows", "13", "--kmax", "99"]])
+def test_bad_numbers_exit_2_without_traceback(argv, capsys, tmp_path):
+    assert run(*argv, "--keystore", tmp_path / "ks", "--cache", tmp_path / "c") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err

@@ -518,7 +518,7 @@ def main(argv=None) -> int:
     except ProofError as e:  # the model is not the certified update / openings do not match
         print(f"error: {e}", file=sys.stderr, flush=True)
         return EXIT_REJECTED
-    except (ZkapexError, FileExistsError, FileNotFoundError) as e:
+    except (ValueError, FileExistsError, FileNotFoundError) as e:  # ZkapexError is a ValueError
         print(f"error: {e}", file=sys.stderr, flush=True)
         return EXIT_MALFORMED
     except RuntimeError as e:  # an ezkl stage failed (circuits.stages.EzklError)
