@@ -218,6 +218,14 @@ class CircuitSpec:
         K, B, R, k = self.chunk_blocks, self.block_size, self.n_blind, self.kmax
         return (B + R,) * (K * (2 + k)) + (2 * K * k + R, K * k * k + R, self.public_length())
 
+    def input_index(self, kind: str, j: int, t: int = 0) -> int:
+        """Position (in :meth:`input_names` order, which is also the order of the commitments a
+        proof embeds) of block j's ``theta_p``, ``theta_u`` or slot-t ``col`` input."""
+        K, k = self.chunk_blocks, self.kmax
+        if not (0 <= j < K and 0 <= t < k):
+            raise IndexError(f"block {j} / slot {t} outside a circuit of {K} blocks × {k} slots")
+        return {"theta_p": j, "theta_u": K + j, "col": 2 * K + j * k + t}[kind]
+
     def input_names(self) -> list[str]:
         K, k = self.chunk_blocks, self.kmax
         return ([f"theta_p_{j}" for j in range(K)] + [f"theta_u_{j}" for j in range(K)]

@@ -65,6 +65,13 @@ def test_spec_roundtrip_and_validation():
     assert relation.CircuitSpec.from_dict(json.loads(json.dumps(s.to_dict()))) == s
     assert s.key.startswith("B4_k2_K2_L13_") and s.commit.s == 60
     assert s.n_inputs == K * (2 + KMAX) + 3 == len(s.input_lengths()) == len(s.input_names())
+    names = s.input_names()
+    for j in range(K):
+        assert names[s.input_index("theta_p", j)] == f"theta_p_{j}"
+        assert names[s.input_index("theta_u", j)] == f"theta_u_{j}"
+        assert [names[s.input_index("col", j, t)] for t in range(KMAX)] == [f"col_{j}_{t}" for t in range(KMAX)]
+    with pytest.raises(IndexError):
+        s.input_index("col", K, 0)
     for bad in (dict(block_size=0), dict(block_size=4, logrows=12), dict(block_size=4, decomp_base=1000),
                 dict(block_size=4, decomp_legs=7), dict(block_size=10000, logrows=13)):
         with pytest.raises(ValueError):

@@ -76,6 +76,19 @@ class CommitmentSecrets:
     commitment_sha256: str
 
 
+def opening_mismatch(commitment: "Commitment", spec, blocks, mask_blocks, coms) -> str | None:
+    """Compare the commitments a proof embeds (``coms``, in input order) with the published ones
+    for the proof's ``blocks``: Com(θp_b) and, per used slot t, Com(Â_b[:, S_t]). Returns the first
+    mismatch as a sentence, or None. (What binds a proof to the committed curvature.)"""
+    for j, b in enumerate(blocks):
+        if coms[spec.input_index("theta_p", j)] != commitment.theta_p_hex(b):
+            return f"Com(θp) of block {b} is not the published one"
+        for t, pos in enumerate(np.flatnonzero(mask_blocks[b])):
+            if coms[spec.input_index("col", j, t)] != commitment.column_hex(b, int(pos)):
+                return f"slot {t} of block {b} is not the published inverse-Fisher column {int(pos)}"
+    return None
+
+
 def commit_circuit(cspec: "relation.CommitSpec") -> "relation.CircuitSpec":
     """The circuit whose keys the client uses to commit (any circuit of this logrows would do)."""
     return relation.CircuitSpec(cspec, kmax=1, chunk_blocks=1)

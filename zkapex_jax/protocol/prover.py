@@ -32,7 +32,8 @@ from .. import quant
 from .._errors import ArtifactError, MaskMismatchError, ShapeError, ZkapexError
 from ._circuits import relation, stages
 from .artifacts import sha256_hex, write_json_artifact
-from .commitments import Commitment, CommitmentSecrets, quantize_personalization, random_blinders
+from .commitments import (Commitment, CommitmentSecrets, opening_mismatch, quantize_personalization,
+                          random_blinders)
 from .keystore import KeyStore
 from .statement import context_limbs, mask_digest, plan_proofs, statement_core
 
@@ -200,7 +201,7 @@ def build_tasks(u: Unlearned, commitment: Commitment, secrets: CommitmentSecrets
     R = cs.n_blind
     tasks = []
     for c, (spec, blocks) in enumerate(u.plan):
-        rows, theta_u_blind = [], {}
+        rows = []
         for b in blocks:
             w = u.witnesses[b]
             cols = np.zeros((cs.block_size, spec.kmax), dtype=np.int64)
@@ -284,16 +285,13 @@ def prove_witness(u: Unlearned, commitment: Commitment, secrets: CommitmentSecre
             p = tmp / "proofs" / f"proof_{c:05d}.json"
             p.write_bytes(raw)
             _, coms = stages.proof_public(json.loads(raw), spec.n_inputs)
-            K, k = spec.chunk_blocks, spec.kmax
+            bad = opening_mismatch(commitment, spec, blocks, m, coms) if check_openings else None
+            if bad:
+                raise ProofError(f"θp or the inverse Fisher do not open the published commitment ({bad}): "
+                                 "wrong parameters, Fisher or secrets file")
             for j, b in enumerate(blocks):
-                if check_openings:
-                    pos = u.witnesses[b].positions
-                    if coms[j] != commitment.theta_p_hex(b) or any(
-                            coms[2 * K + j * k + t] != commitment.column_hex(b, int(pos[t])) for t in range(len(pos))):
-                        raise ProofError(f"block {b}: θp or the inverse Fisher do not open the published "
-                                         "commitment (wrong parameters, Fisher or secrets file)")
-                com_tu[b] = coms[K + j]
-            proofs.append({"index": c, "kmax": k, "chunk_blocks": K, "blocks": blocks,
+                com_tu[b] = coms[spec.input_index("theta_u", j)]
+            proofs.append({"index": c, "kmax": spec.kmax, "chunk_blocks": spec.chunk_blocks, "blocks": blocks,
                            "proof": f"proofs/{p.name}", "proof_sha256": sha256_hex(raw),
                            "prove_s": round(timing["prove_s"], 3), "witness_s": round(timing["witness_s"], 3)})
         write_json_artifact(tmp / "statement.json", STATEMENT_FORMAT, VERSION, {
