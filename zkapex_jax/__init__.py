@@ -60,8 +60,10 @@ from .obs import (
     FisherFactor,
     GroupOBSResult,
     apply_delta,
+    block_batch_for,
     constraint_residual,
     factorize,
+    fisher_group_obs,
     group_obs,
     kkt_residual,
 )

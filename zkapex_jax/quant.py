@@ -63,28 +63,34 @@ def quantize_theta(theta, s_theta: int, bound_bits: int = 16) -> np.ndarray:
 
 
 def inverse_fisher(fisher) -> np.ndarray:
-    """A_b = C_b⁻¹ for every block, (nb,B,B) float64 symmetric, via batched Cholesky.
+    """A_b = C_b⁻¹ for every block, (nb,B,B) float64 symmetric.
+
+    Per block: LAPACK ``dpotrf`` (Cholesky of the symmetrized block) then ``dpotri`` (the inverse
+    from the factor, B³ flops in all), one block at a time so that the working set is one block.
     SingularBlockError naming the blocks that are not positive definite."""
+    from scipy.linalg import lapack  # noqa: PLC0415 - scipy is a dependency of jax
+
     c = _as_f64(fisher, "fisher", 3)
     if c.shape[1] != c.shape[2]:
         raise ShapeError(f"fisher blocks must be square, got {c.shape}")
-    c = 0.5 * (c + np.swapaxes(c, 1, 2))
+    out = np.empty_like(c)
+    lower = np.tril_indices(c.shape[1], -1)
     bad = []
-    try:
-        L = np.linalg.cholesky(c)
-    except np.linalg.LinAlgError:
-        L = np.empty_like(c)
-        for b in range(c.shape[0]):
-            try:
-                L[b] = np.linalg.cholesky(c[b])
-            except np.linalg.LinAlgError:
-                bad.append(b)
+    for b in range(c.shape[0]):
+        cb = 0.5 * (c[b] + c[b].T)
+        L, info = lapack.dpotrf(cb, lower=1, clean=0, overwrite_a=1)
+        if info != 0:
+            bad.append(b)
+            continue
+        a, info = lapack.dpotri(L, lower=1, overwrite_c=1)
+        if info != 0:
+            bad.append(b)
+            continue
+        a[lower[1], lower[0]] = a[lower]  # dpotri fills the lower triangle only
+        out[b] = a
     if bad:
         raise SingularBlockError(f"Fisher blocks {bad[:8]} are not positive definite (add damping)")
-    eye = np.broadcast_to(np.eye(c.shape[1]), c.shape)
-    Linv = np.linalg.solve(L, eye)
-    A = np.einsum("kji,kjl->kil", Linv, Linv)
-    return 0.5 * (A + np.swapaxes(A, 1, 2))
+    return out
 
 
 def inverse_block_exponents(A, a_bits: int = 24) -> np.ndarray:
