@@ -302,11 +302,12 @@ def worker_jax_grouped(args, tmp):
 
     from zkapex_jax.obs import fisher_group_obs
 
-    g_np, theta_np, mask_np = _load(tmp)
+    theta_np, mask_np = np.load(os.path.join(tmp, "theta.npy")), np.load(os.path.join(tmp, "mask.npy"))
     nb = theta_np.shape[0]
+    # the gradients stay on the host (read into memory once, as the other methods hold them);
+    # fisher_group_obs sends one group at a time to the device
+    g = np.load(os.path.join(tmp, "G.npy")).reshape(args.n, nb, args.block)
     rss_inputs = rss_bytes()
-    g = jax.device_put(g_np.reshape(args.n, nb, args.block))
-    del g_np
     theta, mask = jax.device_put(theta_np), mask_np
 
     def run():

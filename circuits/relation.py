@@ -48,7 +48,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields, field
 from fractions import Fraction
 
 import numpy as np
@@ -121,10 +121,15 @@ class CommitSpec:
 
     @classmethod
     def from_dict(cls, d) -> "CommitSpec":
+        if not isinstance(d, dict):
+            raise ValueError(f"spec must be a JSON object, got {type(d).__name__}")
         d = dict(d)
         v = d.pop("relation_version", None)
-        if v != FORMAT_VERSION:
-            raise ValueError(f"relation version {v} unsupported (expected {FORMAT_VERSION})")
+        if isinstance(v, bool) or v != FORMAT_VERSION:
+            raise ValueError(f"relation version {v!r} unsupported (expected {FORMAT_VERSION})")
+        names = {f.name for f in fields(cls)}
+        if set(d) - names:
+            raise ValueError(f"unknown spec field(s) {sorted(set(d) - names)}")
         return cls(**d)
 
 

@@ -210,6 +210,8 @@ def test_fisher_group_obs_equals_dense_oracle_in_every_grouping(x64, block_batch
     assert res.residual.shape == (nb,)
     flat = fisher_group_obs(jnp.asarray(g.reshape(n, -1)), jnp.asarray(theta), mask, damping=damping, block_batch=block_batch)
     np.testing.assert_array_equal(np.asarray(flat.delta), np.asarray(res.delta))
+    host = fisher_group_obs(g, jnp.asarray(theta), mask, damping=damping, block_batch=block_batch)  # numpy: host-side groups
+    np.testing.assert_array_equal(np.asarray(host.delta), np.asarray(res.delta))
 
 
 def test_fisher_group_obs_memory_budget_and_errors(x64):

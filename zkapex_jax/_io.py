@@ -3,6 +3,7 @@ so a reader sees the old file or the new one and never half of one."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -65,3 +66,111 @@ class atomic_group:
                 if tmp.exists():
                     tmp.unlink()
         return False
+
+
+# ---------------------------------------------------------------------------- hostile-input reads
+#: artifacts (JSON statements, masks, commitments, secrets, Fisher files) larger than this are
+#: rejected unread; the largest honest one here is a B = 576 Fisher of a ViT-B layer (~1.4 GB).
+MAX_ARTIFACT_BYTES = 4 << 30
+#: integers in JSON artifacts longer than this many digits are rejected (field elements: 78).
+MAX_JSON_INT_DIGITS = 100
+
+
+def open_regular_file(path: str | os.PathLike, *, max_bytes: int = MAX_ARTIFACT_BYTES, what: str = "file"):
+    """A binary file object for ``path`` after the checks of :func:`read_regular_file` (regular
+    file, size cap, no blocking open); the caller closes it."""
+    import stat as _stat
+
+    p = os.fspath(path)
+    if "\x00" in p:
+        raise ValueError(f"{what} path {p!r} contains a NUL byte")
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {p}: file not found") from None
+    except OSError as e:
+        raise ValueError(f"{what} {p}: cannot open ({e.strerror})") from None
+    st = os.fstat(fd)
+    if not _stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
+        os.close(fd)
+        raise ValueError(f"{what} {p}: " + ("not a regular file" if not _stat.S_ISREG(st.st_mode) else
+                                            f"{st.st_size} bytes is larger than the limit of {max_bytes}"))
+    return os.fdopen(fd, "rb")
+
+
+def read_regular_file(path: str | os.PathLike, *, max_bytes: int = MAX_ARTIFACT_BYTES, what: str = "file") -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``max_bytes``; ``ValueError``
+    naming the problem otherwise. Never blocks on a FIFO or a device (opened non-blocking, checked
+    with ``fstat`` before any read) and never reads more than ``max_bytes + 1`` bytes."""
+    p = os.fspath(path)
+    if "\x00" in p:
+        raise ValueError(f"{what} path {p!r} contains a NUL byte")
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {p}: file not found") from None
+    except OSError as e:
+        raise ValueError(f"{what} {p}: cannot open ({e.strerror})") from None
+    try:
+        import stat as _stat
+
+        st = os.fstat(fd)
+        if not _stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{what} {p}: not a regular file")
+        if st.st_size > max_bytes:
+            raise ValueError(f"{what} {p}: {st.st_size} bytes is larger than the limit of {max_bytes}")
+        chunks, n = [], 0
+        while n <= max_bytes:
+            b = os.read(fd, min(1 << 24, max_bytes + 1 - n))
+            if not b:
+                break
+            chunks.append(b)
+            n += len(b)
+        if n > max_bytes:
+            raise ValueError(f"{what} {p}: larger than the limit of {max_bytes} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _no_duplicates(pairs):
+    d = {}
+    for k, v in pairs:
+        if k in d:
+            raise ValueError(f"duplicate key {k!r}")
+        d[k] = v
+    return d
+
+
+def _bounded_int(s: str) -> int:
+    if len(s.lstrip("-")) > MAX_JSON_INT_DIGITS:
+        raise ValueError(f"an integer of {len(s)} digits (more than {MAX_JSON_INT_DIGITS})")
+    return int(s)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(s: str) -> float:
+    import math
+
+    x = float(s)
+    if not math.isfinite(x):
+        raise ValueError(f"number {s[:20]} overflows a double")
+    return x
+
+
+def loads_strict(raw: bytes | str, what: str = "JSON"):
+    """``json.loads`` that refuses duplicate keys (a second parser might keep the other value),
+    NaN/Infinity, integers of more than :data:`MAX_JSON_INT_DIGITS` digits and nesting deep enough
+    to exhaust the stack; every refusal is a ``ValueError`` naming ``what``."""
+    try:
+        return json.loads(raw, object_pairs_hook=_no_duplicates, parse_int=_bounded_int, parse_float=_finite_float,
+                          parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError(f"{what}: nested too deeply") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{what}: not UTF-8 ({e.reason})") from None
+    except ValueError as e:
+        raise ValueError(f"{what}: not valid JSON ({e})") from None

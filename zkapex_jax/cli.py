@@ -36,6 +36,64 @@ FISHER_FORMAT = "zkapex.fisher"
 EXIT_VALID, EXIT_REJECTED, EXIT_MALFORMED = 0, 1, 2
 
 
+# ----------------------------------------------------------------------------- argument types
+# argparse turns a ValueError/ArgumentTypeError from a type into "error: argument --x: ..." and
+# exit 2, before any work is done.
+
+MAX_BLOCK_SIZE = 1 << 14
+
+
+def _int_in(lo: int, hi: int | None = None):
+    def parse(s: str) -> int:
+        try:
+            v = int(s, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi if hi is not None else '∞'}], got {v}")
+        return v
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _float_in(lo: float, hi: float | None = None, *, lo_open=False):
+    import math
+
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+        if not math.isfinite(v) or v < lo or (lo_open and v == lo) or (hi is not None and v > hi):
+            rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]" if hi is not None else f"≥ {lo:g}"
+            raise argparse.ArgumentTypeError(f"must be a finite number in {rng}, got {s!r}")
+        return v
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _text(s: str) -> str:
+    if not s or not s.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    if len(s) > 256 or any(ord(c) < 32 for c in s):
+        raise argparse.ArgumentTypeError("must be ≤ 256 printable characters")
+    return s
+
+
+def _path(s: str) -> str:
+    if not s or "\x00" in s:
+        raise argparse.ArgumentTypeError(f"not a usable path: {s!r}")
+    return s
+
+
+BLOCK = _int_in(1, MAX_BLOCK_SIZE)
+POS = _int_in(1)
+LOGROWS = _int_in(1, 26)
+SEED = _int_in(0, 2**31 - 1)
+
+
 def _say(msg: str):
     print(msg, flush=True)
 
@@ -88,10 +146,41 @@ def _layout_of(com):
     return BlockLayout.from_dict(com.layout)
 
 
+def _check_srs(args):
+    """--srs must name a readable regular file (checked before any key store is touched)."""
+    srs = getattr(args, "srs", None)
+    if srs is not None:
+        import stat as _stat
+
+        try:
+            st = os.stat(srs)
+        except OSError as e:
+            raise ZkapexError(f"--srs {srs}: {e.strerror}") from None
+        if not _stat.S_ISREG(st.st_mode):
+            raise ZkapexError(f"--srs {srs}: not a regular file")
+
+
 def _keystore(args, attr="cache"):
     from .protocol import KeyStore
 
+    _check_srs(args)
     return KeyStore(getattr(args, attr, None), srs_path=getattr(args, "srs", None))
+
+
+def _check_model_ckpt(cfg, params, path):
+    """The checkpoint's parameter shapes must be the model config's (no JAX shape errors later)."""
+    from .models import param_shapes
+    from .params import flatten_params
+
+    try:
+        want = {p: tuple(v.shape) for p, v in flatten_params(param_shapes(cfg.model)).items()}
+    except (KeyError, ValueError) as e:
+        raise ZkapexError(f"--model {cfg.model!r}: {e}") from None
+    got = {p: tuple(np.shape(v)) for p, v in flatten_params(params).items()}
+    if want != got:
+        diff = sorted(set(want.items()) ^ set(got.items()))[:3]
+        raise ZkapexError(f"{path}: checkpoint does not match --model {cfg.model!r} (e.g. {diff}); "
+                          "pass the --model it was trained with")
 
 
 def _load_client(args):
@@ -121,7 +210,7 @@ def cmd_keys(args) -> int:
     from .protocol.statement import bucket_sizes, bucket_spec
 
     ks = _keystore(args, "keystore")
-    cs = _commit_spec(args.block_size, args.logrows, ks)
+    cs = _commit_spec(args.block_size, args.logrows, ks)  # validates B against logrows before any build
     t0 = time.perf_counter()
     built = []
     for kmax in ([args.kmax] if args.kmax else bucket_sizes(cs.block_size)):
@@ -152,7 +241,9 @@ def cmd_mask(args) -> int:
     from .train import load_checkpoint
 
     cfg = _cfg(args)
+    _refuse_outputs(args.out, force=args.force)
     theta_g, _ = load_checkpoint(args.global_ckpt)
+    _check_model_ckpt(cfg, theta_g, args.global_ckpt)
     data = pl.load_data(cfg, args.seed)
     m = pl.provider_mask(cfg, theta_g, data, seed=args.seed)
     digest = m.save(args.out)
@@ -165,9 +256,11 @@ def cmd_fisher(args) -> int:
     from .train import load_checkpoint
 
     cfg = _cfg(args)
+    _refuse_outputs(args.out, force=args.force)
     params, _ = load_checkpoint(args.params)
-    data = pl.load_data(cfg, args.seed)
+    _check_model_ckpt(cfg, params, args.params)
     layout = pl.block_layout(cfg, params)
+    data = pl.load_data(cfg, args.seed)
     f = pl.client_fisher(cfg, params, data, layout, damping=args.damping)
     save_fisher(args.out, f, layout)
     _say(f"fisher: {layout.num_blocks} blocks of {layout.block_size} → {args.out}")
@@ -188,9 +281,10 @@ def cmd_commit(args) -> int:
     from .protocol import commit_personalization, save_commitment
     from .train import load_checkpoint
 
-    if not args.client_id:
-        raise ZkapexError("--client-id must not be empty")
     _refuse_outputs(args.out, args.secrets, force=args.force)
+    for p in (args.out, args.secrets):
+        if Path(p).resolve() in (Path(args.params).resolve(), Path(args.fisher).resolve()):
+            raise ZkapexError(f"output {p} is one of the inputs")
     fisher, layout = load_fisher(args.fisher)
     params, _ = load_checkpoint(args.params)
     ks = _keystore(args)
@@ -208,9 +302,11 @@ def cmd_unlearn(args) -> int:
     from .protocol import unlearn_committed
     from .train import load_checkpoint, save_checkpoint
 
+    _refuse_outputs(args.out, force=args.force)
+    for other in (args.params, args.fisher, args.commitment, args.secrets, args.mask):
+        if Path(other).resolve() == Path(args.out).resolve():
+            raise ZkapexError(f"--out {args.out} is one of the inputs")
     com, sec, fisher, layout, params, tb, mb = _load_client(args)
-    if Path(args.out).exists() and not args.force:
-        raise ZkapexError(f"{args.out} exists; pass --force to replace it")
     u = unlearn_committed(tb, fisher, mb, com, sec, keystore=_keystore(args))
     theta_u = set_paths(params, {p: np.asarray(v, dtype=np.float64).astype(np.asarray(layout_leaf).dtype)
                                  for (p, v), layout_leaf in zip(layout.from_blocks(u.theta_u).items(),
@@ -233,11 +329,7 @@ def cmd_prove(args) -> int:
 
     from .train import load_checkpoint
 
-    if not args.request_id:
-        raise ZkapexError("--request-id must not be empty")
-    if args.jobs < 1:
-        raise ZkapexError(f"--jobs must be ≥ 1, got {args.jobs}")
-    if Path(args.out).exists():
+    if os.path.lexists(args.out):
         raise ZkapexError(f"{args.out} exists; choose a new bundle directory")
     com, sec, fisher, layout, params, tb, mb = _load_client(args)
     theta_u = None
@@ -262,7 +354,7 @@ def cmd_verify(args) -> int:
         mb = mask_blocks(args.mask, _layout_of(com))
         res = verify_bundle(args.bundle, com, mb, keystore=_keystore(args, "keystore"), client_id=args.client_id,
                             request_id=args.request_id, progress=not args.json)
-    except (ZkapexError, OSError) as e:
+    except (ValueError, OSError) as e:  # ZkapexError/ArtifactError are ValueErrors
         _emit_verify(args, {"valid": False, "malformed": True, "reason": str(e)})
         return EXIT_MALFORMED
     except RuntimeError as e:  # the provider's own key store could not be built (ezkl stage failed)
@@ -288,6 +380,25 @@ def _emit_verify(args, d):
 
 
 # ----------------------------------------------------------------------------- demo
+
+def _validate_demo(model, block_size, pattern, logrows, quick):
+    """Everything the demo's arguments must satisfy, checked on parameter shapes (no training)."""
+    from . import pipeline as pl
+    from .models import param_shapes
+    from .protocol import CommitSpec
+
+    cfg = (pl.PipelineConfig.tiny(model=model if model != "vit-demo" else "vit-test", block_size=block_size)
+           if quick else pl.PipelineConfig(model=model, block_size=block_size))
+    if pattern:
+        cfg = cfg.replace(mask_pattern=pattern)
+    try:
+        shapes = param_shapes(cfg.model)
+    except (KeyError, ValueError) as e:
+        raise ZkapexError(f"--model {model!r}: {e}") from None
+    pl.block_layout(cfg, shapes)  # pattern matches kernels, B divides them (ShapeError/UnknownParameterError)
+    if logrows is not None:
+        CommitSpec(block_size=block_size, logrows=logrows)
+
 
 def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, jobs=2, seed=0, quick=False,
              pattern=None, cache=None, srs=None, executor="ray"):
@@ -404,8 +515,11 @@ def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, jobs=2, seed
 
 def _cmd_demo(args) -> int:
     model, B = ("vit-tiny", 16) if args.big else (args.model, args.block_size)
-    if B < 1 or args.jobs < 1:
-        raise ZkapexError("--block-size and --jobs must be ≥ 1")
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ZkapexError(f"--out {out} exists and is not an empty directory; choose a new one")
+    _check_srs(args)
+    _validate_demo(model, B, args.pattern, args.logrows, args.quick)
     s = run_demo(args.out, model=model, block_size=B, logrows=args.logrows, jobs=args.jobs, seed=args.seed,
                  quick=args.quick, pattern=args.pattern, cache=args.cache, srs=args.srs, executor=args.executor)
     return EXIT_VALID if s["valid"] else EXIT_REJECTED
@@ -418,43 +532,46 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     def common(p, keystore=False):
-        p.add_argument("--cache", default=None, help="key/SRS cache (default $ZKAPEX_CACHE or ~/.cache/zkapex)")
-        p.add_argument("--srs", default=None, help="ceremony SRS file (default: local, INSECURE)")
+        p.add_argument("--cache", type=_path, default=None, help="key/SRS cache (default $ZKAPEX_CACHE or ~/.cache/zkapex)")
+        p.add_argument("--srs", type=_path, default=None, help="ceremony SRS file (default: local, INSECURE)")
         if keystore:
-            p.add_argument("--keystore", default=None, help="the provider's own key store (default: the cache)")
+            p.add_argument("--keystore", type=_path, default=None, help="the provider's own key store (default: the cache)")
 
     p = sub.add_parser("keys", help="[provider] compile and key a circuit shape in the key store")
-    p.add_argument("--block-size", type=int, required=True, help="weights per block B")
-    p.add_argument("--logrows", type=int, default=None, help="the commitment's logrows (default: fit 32 masked/block)")
-    p.add_argument("--kmax", type=int, default=None, help="build only this bucket (default: every bucket that fits)")
+    p.add_argument("--block-size", type=BLOCK, required=True, help="weights per block B")
+    p.add_argument("--logrows", type=LOGROWS, default=None, help="the commitment's logrows (default: fit 32 masked/block)")
+    p.add_argument("--kmax", type=POS, default=None, help="build only this bucket (default: every bucket that fits)")
     common(p, keystore=True)
     p.set_defaults(fn=cmd_keys)
 
     p = sub.add_parser("mask", help="[provider] score the global model and publish the mask")
-    p.add_argument("--global", dest="global_ckpt", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--model", default="vit-demo")
-    p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--fraction", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--global", dest="global_ckpt", type=_path, required=True, help="the global model checkpoint")
+    p.add_argument("--out", type=_path, required=True, help="the mask file to write (JSON)")
+    p.add_argument("--model", default="vit-demo", help="built-in model config (default vit-demo)")
+    p.add_argument("--block-size", type=BLOCK, default=16, help="weights per block B (default 16)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--fraction", type=_float_in(0.0, 1.0, lo_open=True), default=None,
+                   help="fraction of the selected weights to mask, in (0, 1] (default: the config's)")
+    p.add_argument("--seed", type=SEED, default=0, help="PRNG seed (default 0)")
     p.set_defaults(fn=cmd_mask)
 
     p = sub.add_parser("fisher", help="[client] block-wise Fisher of the personalized model")
-    p.add_argument("--params", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--model", default="vit-demo")
-    p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--damping", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--params", type=_path, required=True, help="the personalized checkpoint")
+    p.add_argument("--out", type=_path, required=True, help="the Fisher file to write (.npz)")
+    p.add_argument("--model", default="vit-demo", help="built-in model config (default vit-demo)")
+    p.add_argument("--block-size", type=BLOCK, default=16, help="weights per block B (default 16)")
+    p.add_argument("--damping", type=_float_in(0.0), default=None, help="Fisher damping ≥ 0 (default: the config's)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--seed", type=SEED, default=0, help="PRNG seed (default 0)")
     p.set_defaults(fn=cmd_fisher)
 
     p = sub.add_parser("commit", help="[client] commit to θp and C (before any mask)")
-    p.add_argument("--params", required=True)
-    p.add_argument("--fisher", required=True)
-    p.add_argument("--client-id", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--secrets", required=True, help="the client's private blinders (never publish)")
-    p.add_argument("--logrows", type=int, default=None, help="circuit size fixed at commitment (default: auto)")
+    p.add_argument("--params", type=_path, required=True, help="the personalized checkpoint θp")
+    p.add_argument("--fisher", type=_path, required=True, help="the Fisher file from `zkapex fisher`")
+    p.add_argument("--client-id", type=_text, required=True, help="the client's public identifier")
+    p.add_argument("--out", type=_path, required=True, help="the public commitment to write (.npz)")
+    p.add_argument("--secrets", type=_path, required=True, help="the client's private blinders (never publish)")
+    p.add_argument("--logrows", type=LOGROWS, default=None, help="circuit size fixed at commitment (default: auto)")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     common(p)
     p.set_defaults(fn=cmd_commit)
@@ -462,16 +579,19 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, hlp in (("unlearn", cmd_unlearn, "[client] the certified Group-OBS update → checkpoint"),
                           ("prove", cmd_prove, "[client] prove the unlearning → bundle directory")):
         p = sub.add_parser(name, help=hlp)
-        for a in ("--params", "--fisher", "--commitment", "--secrets", "--mask", "--out"):
-            p.add_argument(a, required=True)
+        for a, h in (("--params", "the personalized checkpoint θp"), ("--fisher", "the Fisher file"),
+                     ("--commitment", "the published commitment"), ("--secrets", "the commitment's secrets"),
+                     ("--mask", "the provider's mask file"),
+                     ("--out", "the unlearned checkpoint to write" if name == "unlearn" else "the bundle directory to create")):
+            p.add_argument(a, type=_path, required=True, help=h)
         if name == "prove":
-            p.add_argument("--request-id", required=True)
-            p.add_argument("--jobs", type=int, default=1, help="parallel prover processes / local Ray workers")
+            p.add_argument("--request-id", type=_text, required=True, help="the deletion request's identifier")
+            p.add_argument("--jobs", type=POS, default=1, help="parallel prover processes / local Ray workers")
             p.add_argument("--executor", choices=("ray", "process"), default="ray",
                            help="Ray (default: a local instance with --jobs CPUs, or the cluster at --ray-address), "
                                 "or a local process pool")
             p.add_argument("--ray-address", default=None, help="an existing Ray cluster (e.g. auto, ray://host:10001)")
-            p.add_argument("--unlearned", default=None,
+            p.add_argument("--unlearned", type=_path, default=None,
                            help="certify this unlearned checkpoint (fails, exit 1, if it is not the certified update)")
         else:
             p.add_argument("--force", action="store_true", help="replace an existing output checkpoint")
@@ -479,34 +599,37 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
 
     p = sub.add_parser("verify", help="[provider] verify a bundle (exit 0 valid, 1 rejected, 2 malformed)")
-    p.add_argument("bundle")
-    p.add_argument("--commitment", required=True)
-    p.add_argument("--mask", required=True)
-    p.add_argument("--client-id", default=None)
-    p.add_argument("--request-id", default=None)
+    p.add_argument("bundle", type=_path, help="the bundle directory from `zkapex prove`")
+    p.add_argument("--commitment", type=_path, required=True, help="the published commitment")
+    p.add_argument("--mask", type=_path, required=True, help="the published mask")
+    p.add_argument("--client-id", type=_text, default=None, help="require this client id")
+    p.add_argument("--request-id", type=_text, default=None, help="require this request id")
     p.add_argument("--json", action="store_true", help="one JSON line instead of text")
     common(p, keystore=True)
     p.set_defaults(fn=cmd_verify)
 
     p = sub.add_parser("demo", help="the whole protocol on Fashion-MNIST (vit-demo, ~10 min on 2 cores)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", type=_path, required=True, help="a new (or empty) output directory")
     p.add_argument("--big", action="store_true", help="a bigger statement: vit-tiny fc1 (65,536 parameters)")
-    p.add_argument("--model", default="vit-demo")
-    p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--logrows", type=int, default=None, help="the commitment's circuit size (default: auto)")
+    p.add_argument("--model", default="vit-demo", help="built-in model config (default vit-demo)")
+    p.add_argument("--block-size", type=BLOCK, default=16, help="weights per block B (default 16)")
+    p.add_argument("--logrows", type=LOGROWS, default=None, help="the commitment's circuit size (default: auto)")
     p.add_argument("--executor", choices=("ray", "process"), default="ray",
                    help="how proofs run in parallel: a local Ray instance (default) or a process pool")
     p.add_argument("--pattern", default=None, help="restrict the statement to kernels matching this pattern")
     p.add_argument("--quick", action="store_true", help="tiny training settings (tests)")
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=POS, default=2, help="parallel provers (default 2)")
+    p.add_argument("--seed", type=SEED, default=0, help="PRNG seed (default 0)")
     common(p)
     p.set_defaults(fn=_cmd_demo)
     return ap
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(None if argv is None else [str(a) for a in argv])
+    except SystemExit as e:  # argparse: usage errors (exit 2, message on stderr) and --help (0)
+        return e.code if isinstance(e.code, int) else EXIT_MALFORMED
     if getattr(args, "cache", None):
         os.environ["ZKAPEX_CACHE"] = str(args.cache)
     if args.cmd == "verify":
@@ -518,7 +641,7 @@ def main(argv=None) -> int:
     except ProofError as e:  # the model is not the certified update / openings do not match
         print(f"error: {e}", file=sys.stderr, flush=True)
         return EXIT_REJECTED
-    except (ValueError, FileExistsError, FileNotFoundError) as e:  # ZkapexError is a ValueError
+    except (ValueError, OSError) as e:  # ZkapexError is a ValueError; unreadable/unwritable paths
         print(f"error: {e}", file=sys.stderr, flush=True)
         return EXIT_MALFORMED
     except RuntimeError as e:  # an ezkl stage failed (circuits.stages.EzklError)

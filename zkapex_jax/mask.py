@@ -408,16 +408,19 @@ class Mask:
     def load(cls, path: str | os.PathLike) -> "Mask":
         """Read and validate a mask file; ``ArtifactError`` naming the file on any problem
         (missing, not JSON, wrong format/version, missing fields, hash mismatch, bad indices)."""
+        from ._io import loads_strict, read_regular_file
+
         path = os.fspath(path)
         try:
-            with open(path, "rb") as f:
-                raw = f.read()
-        except OSError as e:
-            raise ArtifactError(f"mask file {path!r}: cannot read ({e.strerror})") from e
+            raw = read_regular_file(path, what="mask file")
+        except FileNotFoundError as e:
+            raise ArtifactError(f"mask file {path!r}: cannot read (file not found)") from e
+        except (OSError, ValueError) as e:
+            raise ArtifactError(str(e)) from e
         try:
-            doc = json.loads(raw)
+            doc = loads_strict(raw, f"mask file {path!r}")
         except ValueError as e:
-            raise ArtifactError(f"mask file {path!r}: not valid JSON ({e})") from e
+            raise ArtifactError(str(e)) from e
         if not isinstance(doc, dict):
             raise ArtifactError(f"mask file {path!r}: expected a JSON object")
         if doc.get("format") != MASK_FORMAT:

@@ -382,7 +382,8 @@ def fisher_group_obs(
 
     Args:
       grads: ``(N, nb, B)`` per-example gradients in block layout (``(N, D)`` with ``D = nb*B``
-        is accepted when ``theta`` gives ``nb, B``).
+        is accepted when ``theta`` gives ``nb, B``). A numpy array (e.g. ``np.load(...,
+        mmap_mode="r")``) stays on the host and is sent to the device one group at a time.
       theta: ``(nb, B)`` ``theta_p`` in block layout.
       mask: ``(nb, B)`` bool.
       damping: non-negative float added on the Fisher's diagonal.
@@ -401,7 +402,9 @@ def fisher_group_obs(
     if theta.ndim != 2:
         raise ShapeError(f"theta must be (nb, B), got shape {theta.shape}")
     nb, b = theta.shape
-    grads = jnp.asarray(grads)
+    # a host (numpy, possibly memory-mapped) array stays on the host: only one group at a time is
+    # copied to the device, so neither host nor device ever holds a second full copy
+    grads = grads if isinstance(grads, np.ndarray) else jnp.asarray(grads)
     if grads.ndim == 2 and grads.shape[1] == nb * b:
         grads = grads.reshape(grads.shape[0], nb, b)
     if grads.ndim != 3 or grads.shape[1:] != (nb, b):
@@ -423,7 +426,10 @@ def fisher_group_obs(
     deltas, lams, residuals = [], [], []
     for start in range(0, nb, step):
         sl = slice(start, min(start + step, nb))
-        fisher = blockwise_fisher(grads[:, sl, :].reshape(grads.shape[0], -1), b, damping=damping)
+        g = grads[:, sl, :]
+        g = jnp.asarray(np.ascontiguousarray(g)) if isinstance(g, np.ndarray) else g
+        fisher = blockwise_fisher(g.reshape(g.shape[0], -1), b, damping=damping)
+        del g
         res = group_obs(theta[sl], factorize(fisher, block_offset=start), jnp.asarray(m[sl]), check=check,
                         rtol=rtol, max_masked=k, block_offset=start)
         deltas.append(res.delta)

@@ -390,15 +390,33 @@ def params_sha256(params) -> str:
     return h.hexdigest()
 
 
+def _is_checkpoint_dir(path) -> bool:
+    """A directory this library wrote: exactly the params folder and meta.json of our format."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        return False
+    if set(os.listdir(path)) != {_PARAMS, _META}:
+        return False
+    try:
+        with open(os.path.join(path, _META), "rb") as fh:
+            doc = json.loads(fh.read(1 << 24))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == CHECKPOINT_FORMAT
+
+
 def save_checkpoint(path, params, meta: Mapping | None = None) -> str:
     """Write ``params`` (orbax ``StandardCheckpointer``) and ``meta.json`` (format, version,
     sha256 of the params, the tree's shapes/dtypes, your JSON-serialisable ``meta``) into the
     directory ``path``, atomically: everything is written to a temporary sibling directory that
-    then replaces ``path``. Returns the absolute path."""
+    then replaces ``path``. An existing ``path`` is replaced only if it is a checkpoint written by
+    this function (``ZkapexError`` otherwise: a user's folder is never deleted). Returns the
+    absolute path."""
     import orbax.checkpoint as ocp
 
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
+    if os.path.lexists(path) and not _is_checkpoint_dir(path):
+        raise ZkapexError(f"{path} exists and is not a zkapex checkpoint; refusing to replace it")
     os.makedirs(parent, exist_ok=True)
     flat = {p: np.asarray(v) for p, v in flatten_params(params).items()}
     if not flat:

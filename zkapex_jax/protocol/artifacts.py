@@ -39,17 +39,19 @@ def write_json_artifact(path, fmt: str, version: int, payload: Mapping[str, Any]
 
 def read_json_artifact(path, fmt: str, versions=(1,)) -> dict:
     """Load and validate a JSON artifact written by :func:`write_json_artifact`."""
+    from .._io import loads_strict, read_regular_file
+
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path, what="artifact")
     except FileNotFoundError:
         raise ArtifactError(f"{path}: file not found") from None
-    except OSError as e:
-        raise ArtifactError(f"{path}: cannot read ({e})") from None
+    except (OSError, ValueError) as e:
+        raise ArtifactError(str(e)) from None
     try:
-        doc = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path}: not valid JSON ({e})") from None
+        doc = loads_strict(raw, str(path))
+    except ValueError as e:
+        raise ArtifactError(str(e)) from None
     return validate_json_doc(doc, path, fmt, versions)
 
 
@@ -58,7 +60,7 @@ def validate_json_doc(doc, path, fmt: str, versions=(1,)) -> dict:
         raise ArtifactError(f"{path}: expected a JSON object")
     if doc.get("format") != fmt:
         raise ArtifactError(f"{path}: format is {doc.get('format')!r}, expected {fmt!r}")
-    if doc.get("version") not in versions:
+    if isinstance(doc.get("version"), bool) or doc.get("version") not in versions:
         raise ArtifactError(f"{path}: version {doc.get('version')!r} unsupported (expected one of {list(versions)})")
     digest = doc.get("sha256")
     body = {k: v for k, v in doc.items() if k != "sha256"}
@@ -102,9 +104,11 @@ def save_arrays(path, fmt: str, version: int, arrays: Mapping[str, Any], meta: M
 
 
 def load_arrays(path, fmt: str, versions=(1,)) -> tuple[dict[str, np.ndarray], dict]:
+    from .._io import open_regular_file
+
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open_regular_file(path, what="artifact") as f, np.load(f, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise ArtifactError(f"{path}: file not found") from None
@@ -112,13 +116,17 @@ def load_arrays(path, fmt: str, versions=(1,)) -> tuple[dict[str, np.ndarray], d
         raise ArtifactError(f"{path}: not a readable .npz artifact ({e})") from None
     if "__header__" not in data:
         raise ArtifactError(f"{path}: missing header")
+    from .._io import loads_strict
+
     try:
-        header = json.loads(data.pop("__header__").tobytes())
+        header = loads_strict(data.pop("__header__").tobytes(), f"{path} header")
     except Exception as e:
         raise ArtifactError(f"{path}: malformed header ({e})") from None
+    if not isinstance(header, dict):
+        raise ArtifactError(f"{path}: malformed header (not a JSON object)")
     if header.get("format") != fmt:
         raise ArtifactError(f"{path}: format is {header.get('format')!r}, expected {fmt!r}")
-    if header.get("version") not in versions:
+    if isinstance(header.get("version"), bool) or header.get("version") not in versions:
         raise ArtifactError(f"{path}: version {header.get('version')!r} unsupported")
     if _arrays_digest(fmt, header["version"], data, header.get("meta", {})) != header.get("sha256"):
         raise ArtifactError(f"{path}: content hash mismatch (file edited or corrupted)")

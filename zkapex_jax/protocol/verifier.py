@@ -134,7 +134,8 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
         return reject(f"statement client {st['client_id']!r} differs from the commitment's {commitment.client_id!r}")
     if st["commitment_sha256"] != commitment.sha256:
         return reject("statement refers to another personalization commitment")
-    if st["spec"] != cs.to_dict() or st["theta_exp"] != commitment.theta_exp:
+    if (json.dumps(st["spec"], sort_keys=True) != json.dumps(cs.to_dict(), sort_keys=True)  # 4.0 is not 4
+            or st["theta_exp"] != commitment.theta_exp):
         return reject("statement's commitment spec or θ scale differs from the commitment's")
     m = np.asarray(mask_blocks)
     if m.shape != (commitment.num_blocks, cs.block_size):
