@@ -233,7 +233,53 @@ def _cfg(args):
     kw = dict(model=args.model, block_size=args.block_size)
     if getattr(args, "fraction", None) is not None:
         kw["mask_fraction"] = args.fraction
+    if getattr(args, "pattern", None):
+        kw["mask_pattern"] = args.pattern
     return PipelineConfig(**kw)
+
+
+def _model_io(cfg):
+    """(image (H, W, C), num_labels) of the model config."""
+    from .models import make_config
+
+    c = make_config(cfg.model)
+    if not hasattr(c, "image_size"):
+        raise ZkapexError(f"--model {cfg.model!r} is not an image classifier; the CLI's --data takes images")
+    return (int(c.image_size), int(c.image_size), int(c.num_channels)), int(c.num_labels)
+
+
+def _user_split(cfg, path, what, min_examples=1):
+    from .user_data import load_labelled
+
+    shape, k = _model_io(cfg)
+    split, mapping = load_labelled(path, image_shape=shape, num_labels=k, min_examples=min_examples)
+    cls = np.unique(split.y).tolist()
+    _say(f"{what}: {split.n} images of {len(cls)} classes {cls} from {path}"
+         + (f" (folders → labels {mapping})" if mapping else ""))
+    return split
+
+
+def _provider_splits(args, cfg):
+    """forget/retain from --forget/--retain files, or --data split by --forget-classes; None: built-in."""
+    from .user_data import parse_classes, select_classes
+
+    if args.forget or args.retain:
+        if not (args.forget and args.retain) or args.data:
+            raise ZkapexError("give --forget and --retain together (or --data with --forget-classes)")
+        return _user_split(cfg, args.forget, "forget"), _user_split(cfg, args.retain, "retain")
+    if args.data:
+        if not args.forget_classes:
+            raise ZkapexError("--data needs --forget-classes (e.g. --forget-classes 5,7,9)")
+        split = _user_split(cfg, args.data, "data")
+        classes = parse_classes(args.forget_classes, _model_io(cfg)[1])
+        forget, retain = select_classes(split, classes), select_classes(split, classes, keep=False)
+        if forget.n == 0 or retain.n == 0:
+            raise ZkapexError(f"{args.data}: the forget classes {list(classes)} leave "
+                              f"{forget.n} forget and {retain.n} retain images; both must be non-empty")
+        return forget, retain
+    if args.forget_classes:
+        raise ZkapexError("--forget-classes needs --data")
+    return None
 
 
 def cmd_mask(args) -> int:
@@ -244,8 +290,13 @@ def cmd_mask(args) -> int:
     _refuse_outputs(args.out, force=args.force)
     theta_g, _ = load_checkpoint(args.global_ckpt)
     _check_model_ckpt(cfg, theta_g, args.global_ckpt)
-    data = pl.load_data(cfg, args.seed)
-    m = pl.provider_mask(cfg, theta_g, data, seed=args.seed)
+    pl.block_layout(cfg, theta_g)  # the pattern selects kernels
+    own = _provider_splits(args, cfg)
+    if own is None:
+        m = pl.provider_mask(cfg, theta_g, pl.load_data(cfg, args.seed), seed=args.seed)
+    else:
+        scores = pl.provider_scores_on(cfg, theta_g, *own, seed=args.seed)
+        m = pl.provider_mask(cfg, theta_g, None, seed=args.seed, scores=scores)
     digest = m.save(args.out)
     _say(f"mask: {m.num_masked} of {m.size} weights ({m.fraction:.2%}) → {args.out} (sha256 {digest[:16]}…)")
     return 0
@@ -260,10 +311,43 @@ def cmd_fisher(args) -> int:
     params, _ = load_checkpoint(args.params)
     _check_model_ckpt(cfg, params, args.params)
     layout = pl.block_layout(cfg, params)
-    data = pl.load_data(cfg, args.seed)
-    f = pl.client_fisher(cfg, params, data, layout, damping=args.damping)
+    if args.data:
+        split = _user_split(cfg, args.data, "client data")
+        f = pl.client_fisher_on(cfg, params, split, layout, damping=args.damping)
+    else:
+        f = pl.client_fisher(cfg, params, pl.load_data(cfg, args.seed), layout, damping=args.damping)
     save_fisher(args.out, f, layout)
     _say(f"fisher: {layout.num_blocks} blocks of {layout.block_size} → {args.out}")
+    return 0
+
+
+def cmd_personalize(args) -> int:
+    import jax
+
+    from . import pipeline as pl
+    from .train import load_checkpoint, save_checkpoint
+
+    cfg = _cfg(args)
+    kw = {k: v for k, v in (("pers_epochs", args.epochs), ("pers_lr", args.lr), ("layer_decay", args.layer_decay),
+                            ("pers_batch", args.batch)) if v is not None}
+    cfg = cfg.replace(**kw)
+    _refuse_outputs(args.out, force=args.force)
+    if Path(args.out).resolve() == Path(args.global_ckpt).resolve():
+        raise ZkapexError("--out must differ from --global")
+    theta_g, _ = load_checkpoint(args.global_ckpt)
+    _check_model_ckpt(cfg, theta_g, args.global_ckpt)
+    if args.data:
+        split = _user_split(cfg, args.data, "client data", min_examples=2)
+    else:
+        split = pl.load_data(cfg, args.seed).personal_train
+    t0 = time.perf_counter()
+    theta_p, hist = pl.personalize_on(cfg, theta_g, split, key=jax.random.PRNGKey(args.seed))
+    save_checkpoint(args.out, theta_p, {"model": cfg.model, "personalized_from": str(args.global_ckpt),
+                                        "epochs": cfg.pers_epochs, "lr": cfg.pers_lr, "layer_decay": cfg.layer_decay})
+    fns = pl.model_fns(cfg.model)
+    acc = float(np.mean(np.argmax(np.asarray(fns.predict_jit(theta_p, split.x)), -1) == split.y))
+    _say(f"personalized: {split.n} images, {cfg.pers_epochs} epochs (AdamW lr {cfg.pers_lr:g}, layer decay "
+         f"{cfg.layer_decay:g}) in {time.perf_counter() - t0:.1f} s; train accuracy {acc:.3f} → {args.out}")
     return 0
 
 
@@ -550,6 +634,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="vit-demo", help="built-in model config (default vit-demo)")
     p.add_argument("--block-size", type=BLOCK, default=16, help="weights per block B (default 16)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--data", type=_path, default=None,
+                   help="the provider's labelled images (.npz with x, y or a folder of class folders); "
+                        "with --forget-classes (default: the built-in Fashion-MNIST split)")
+    p.add_argument("--forget-classes", default=None, help="comma-separated labels to forget, e.g. 5,7,9 (with --data)")
+    p.add_argument("--forget", type=_path, default=None, help="the forget set (.npz or image folder), with --retain")
+    p.add_argument("--retain", type=_path, default=None, help="the retain set (.npz or image folder), with --forget")
+    p.add_argument("--pattern", default=None, help="kernels to mask (fnmatch pattern; default: every fc1)")
     p.add_argument("--fraction", type=_float_in(0.0, 1.0, lo_open=True), default=None,
                    help="fraction of the selected weights to mask, in (0, 1] (default: the config's)")
     p.add_argument("--seed", type=SEED, default=0, help="PRNG seed (default 0)")
@@ -562,8 +653,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=BLOCK, default=16, help="weights per block B (default 16)")
     p.add_argument("--damping", type=_float_in(0.0), default=None, help="Fisher damping ≥ 0 (default: the config's)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--data", type=_path, default=None,
+                   help="the client's labelled images (.npz with x, y or a folder of class folders; "
+                        "default: the built-in personalization split)")
+    p.add_argument("--pattern", default=None, help="kernels to cover (fnmatch pattern; default: every fc1)")
     p.add_argument("--seed", type=SEED, default=0, help="PRNG seed (default 0)")
     p.set_defaults(fn=cmd_fisher)
+
+    p = sub.add_parser("personalize", help="[client] fine-tune the global model on the client's images")
+    p.add_argument("--global", dest="global_ckpt", type=_path, required=True, help="the global model checkpoint")
+    p.add_argument("--out", type=_path, required=True, help="the personalized checkpoint to write")
+    p.add_argument("--data", type=_path, default=None,
+                   help="the client's labelled images (.npz with x, y or a folder of class folders; "
+                        "default: the built-in personalization split)")
+    p.add_argument("--model", default="vit-demo", help="built-in model config (default vit-demo)")
+    p.add_argument("--epochs", type=POS, default=None, help="epochs (default: the paper's 30)")
+    p.add_argument("--lr", type=_float_in(0.0, 1.0, lo_open=True), default=None, help="AdamW peak lr (default 8e-4)")
+    p.add_argument("--layer-decay", type=_float_in(0.0, 1.0, lo_open=True), default=None,
+                   help="layer-wise lr decay (default 0.8)")
+    p.add_argument("--batch", type=POS, default=None, help="batch size (default 16)")
+    p.add_argument("--block-size", type=BLOCK, default=16, help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=SEED, default=0, help="PRNG seed (default 0)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.set_defaults(fn=cmd_personalize)
 
     p = sub.add_parser("commit", help="[client] commit to θp and C (before any mask)")
     p.add_argument("--params", type=_path, required=True, help="the personalized checkpoint θp")

@@ -217,8 +217,12 @@ def personalize(cfg: PipelineConfig, theta_global, data: data_mod.Splits, *, key
     """[client] Fine-tune the global model on the client's private training images
     (``data.personal_train``: original + shifted, all layers) with AdamW, warm-up and the
     paper's layer-wise lr decay (``cfg.layer_decay``). Returns ``(theta_p, history)``."""
+    return personalize_on(cfg, theta_global, data.personal_train, key=key)
+
+
+def personalize_on(cfg: PipelineConfig, theta_global, split: data_mod.Split, *, key):
+    """:func:`personalize` on any labelled ``split`` (e.g. the client's own images)."""
     fns = model_fns(cfg.model)
-    split = data.personal_train
     total = _steps(split.n, cfg.pers_batch, cfg.pers_epochs)
     opt = train_mod.make_optimizer(theta_global, lr=cfg.pers_lr, total_steps=total,
                                    warmup_steps=cfg.pers_warmup, weight_decay=cfg.weight_decay,
@@ -247,9 +251,16 @@ def provider_mask(cfg: PipelineConfig, theta_global, data: data_mod.Splits, *, s
 
 def provider_scores(cfg: PipelineConfig, theta_global, data: data_mod.Splits, *, seed: int = 0) -> dict:
     """The provider's per-weight scores ``{path: (in, out)}`` (see :func:`provider_mask`)."""
+    return provider_scores_on(cfg, theta_global, data.forget_train, data.retain_train, seed=seed)
+
+
+def provider_scores_on(cfg: PipelineConfig, theta_global, forget: data_mod.Split, retain: data_mod.Split, *,
+                       seed: int = 0) -> dict:
+    """:func:`provider_scores` on any forget / retain splits (e.g. the provider's own files);
+    ``n_mask_forget`` / ``n_mask_retain`` examples of each are drawn with ``seed``."""
     fns = model_fns(cfg.model)
-    forget = _subsample(data.forget_train, cfg.n_mask_forget, seed)
-    retain = _subsample(data.retain_train, cfg.n_mask_retain, seed + 1)
+    forget = _subsample(forget, cfg.n_mask_forget, seed)
+    retain = _subsample(retain, cfg.n_mask_retain, seed + 1)
     return compute_scores(fns.loss, theta_global, (forget.x, forget.y), (retain.x, retain.y),
                           wrt=cfg.mask_pattern, method=cfg.mask_method, h=cfg.mask_h, r=cfg.mask_r,
                           damping=cfg.mask_damping, chunk_size=cfg.fisher_chunk)
@@ -269,8 +280,15 @@ def client_fisher(cfg: PipelineConfig, theta_p, data: data_mod.Splits, layout: B
     ``C_b = damping·I + (1/m) Σ g gᵀ`` over ``layout``'s blocks (``accumulate_fisher``).
     ``n_samples`` (default ``cfg.n_fisher``, None = all m images) subsamples the set.
     Returns ``(nb, B, B)``."""
+    return client_fisher_on(cfg, theta_p, data.personal_train, layout, damping=damping, n_samples=n_samples,
+                            seed=seed)
+
+
+def client_fisher_on(cfg: PipelineConfig, theta_p, split: data_mod.Split, layout: BlockLayout, *,
+                     damping: float | None = None, n_samples: int | None = None, seed: int = 0):
+    """:func:`client_fisher` on any labelled ``split`` (e.g. the client's own images)."""
     fns = model_fns(cfg.model)
-    split = _subsample(data.personal_train, cfg.n_fisher if n_samples is None else n_samples, seed)
+    split = _subsample(split, cfg.n_fisher if n_samples is None else n_samples, seed)
     return accumulate_fisher(fns.loss, theta_p, (split.x, split.y), layout,
                              damping=cfg.damping if damping is None else damping,
                              chunk_size=cfg.fisher_chunk)
