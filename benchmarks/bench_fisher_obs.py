@@ -114,7 +114,7 @@ def make_mask(args, params, loss, keys, layout):
     import jax
     import jax.numpy as jnp
 
-    from zkapex_jax.mask import Mask, compute_scores
+    from zkapex_jax.core.mask import Mask, compute_scores
 
     k_m, k_fx, k_rx = keys
     if args.mask == "random":
@@ -136,8 +136,8 @@ def make_mask(args, params, loss, keys, layout):
 def worker_prepare(args, tmp):
     import jax
 
-    from zkapex_jax.blocks import BlockLayout
-    from zkapex_jax.fisher import per_example_grads
+    from zkapex_jax.core.blocks import BlockLayout
+    from zkapex_jax.core.fisher import per_example_grads
 
     params, batch, loss, keys = make_problem(args)
     layout = BlockLayout.from_params(params, "fc1/kernel", args.block, "out_in")
@@ -179,8 +179,8 @@ def worker_jax(args, tmp):
     import jax
     import jax.numpy as jnp
 
-    from zkapex_jax.fisher import blockwise_fisher
-    from zkapex_jax.obs import constraint_residual, factorize, group_obs
+    from zkapex_jax.core.fisher import blockwise_fisher
+    from zkapex_jax.core.obs import constraint_residual, factorize, group_obs
 
     g_np, theta_np, mask_np = _load(tmp)
     rss_inputs = rss_bytes()
@@ -228,8 +228,8 @@ def worker_jax(args, tmp):
 def worker_jax_stream(args, tmp):
     import jax
 
-    from zkapex_jax.blocks import BlockLayout
-    from zkapex_jax.fisher import accumulate_fisher
+    from zkapex_jax.core.blocks import BlockLayout
+    from zkapex_jax.core.fisher import accumulate_fisher
 
     params, batch, loss, _ = make_problem(args)
     layout = BlockLayout.from_params(params, "fc1/kernel", args.block, "out_in")
@@ -300,7 +300,7 @@ def worker_jax_grouped(args, tmp):
     """fisher_group_obs: gradients -> Fisher -> Cholesky -> Group-OBS, --block-batch blocks at a time."""
     import jax
 
-    from zkapex_jax.obs import fisher_group_obs
+    from zkapex_jax.core.obs import fisher_group_obs
 
     theta_np, mask_np = np.load(os.path.join(tmp, "theta.npy")), np.load(os.path.join(tmp, "mask.npy"))
     nb = theta_np.shape[0]
@@ -408,8 +408,8 @@ def worker_sherman_batched(args, tmp, backend):
 
 def worker_client_inverse(args, tmp):
     """What the protocol's client computes once before any mask: C (float64) and A = C^-1 for every
-    block (zkapex_jax.quant.inverse_fisher), from the same gradients."""
-    from zkapex_jax.quant import inverse_fisher
+    block (zkapex_jax.core.quant.inverse_fisher), from the same gradients."""
+    from zkapex_jax.core.quant import inverse_fisher
 
     g_np, theta, _ = _load(tmp)
     nb = theta.shape[0]

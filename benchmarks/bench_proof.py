@@ -90,7 +90,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     os.environ["ZKAPEX_CACHE"] = a.cache or f"/tmp/zkapex-bench-cache-{a.block_size}-{a.logrows}"
     from zkapex_jax import protocol as P
-    from zkapex_jax import quant
+    from zkapex_jax.core import quant
     from zkapex_jax.protocol import prover
     from zkapex_jax.protocol._circuits import stages
     from zkapex_jax.protocol.commitments import commit_circuit

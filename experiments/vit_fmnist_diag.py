@@ -5,7 +5,7 @@ lr: the personalized model's accuracies, then mask-only accuracies (mask scored 
 model, applied to θp) at 4 / 10 / 20 % of fc1 for several score conventions:
 
 - ``as_stated``   PAPER.md's second-order neg: ``(g_f w - h F_f w²) / (r (g_r w - h F_r w²) + 1e-12)``
-                  (``zkapex_jax.mask.score_second_order_neg``, what the study uses);
+                  (``zkapex_jax.core.mask.score_second_order_neg``, what the study uses);
 - ``loglik_grad`` the same with g read as the log-likelihood gradient (g -> -g);
 - ``abs_dL_ratio`` ``|ΔL_f| / (r |ΔL_r| + 1e-12)`` with the second-order Taylor change of the loss
                   when a weight is zeroed, ``ΔL = -g w + ½ F w²``;
@@ -28,13 +28,13 @@ import time
 import jax
 import numpy as np
 
-from experiments import vit_fmnist as V
+from zkapex_jax.studies import vit_fmnist as V
 from experiments.configs import vit_fmnist as C
-from zkapex_jax import pipeline as P
-from zkapex_jax.fisher import grad_moments
-from zkapex_jax.mask import Mask
-from zkapex_jax.obs import factorize
-from zkapex_jax.params import flatten_params
+from zkapex_jax.studies import image as P
+from zkapex_jax.core.fisher import grad_moments
+from zkapex_jax.core.mask import Mask
+from zkapex_jax.core.obs import factorize
+from zkapex_jax.core.params import flatten_params
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,8 @@ import shutil
 import numpy as np
 import pytest
 
-from zkapex_jax import ArtifactError, quant
+from zkapex_jax import ArtifactError
+from zkapex_jax.core import quant
 from zkapex_jax import protocol as P
 from zkapex_jax.protocol import artifacts
 from zkapex_jax.protocol._circuits import stages
@@ -504,3 +505,18 @@ def test_verifier_with_another_srs_rejects(world, tmp_path):
     ezkl.gen_srs(str(srs), world["cs"].logrows)
     ks = P.KeyStore(tmp_path / "prov", srs_path=srs)
     assert rejected(verify(world, world["honest"], keystore=ks), "SRS differs")
+
+
+def test_commitment_claiming_a_ceremony_srs_still_gets_the_insecure_warning(world, tmp_path):
+    """A commitment file edited to say its SRS came from a ceremony (srs.insecure = false, re-hashed
+    as an attacker would) does not silence the warning: the verifier's own key store used a
+    locally generated SRS, and that is what it reports."""
+    import dataclasses
+
+    forged = dataclasses.replace(world["com"], srs_insecure=False)
+    P.save_commitment(tmp_path / "com.npz", forged)
+    com = P.load_commitment(tmp_path / "com.npz")
+    assert com.srs_insecure is False
+    res = verify(world, world["honest"], com=com)
+    assert res.valid, res.reason
+    assert res.insecure_srs, "a local SRS was reported as a ceremony one"

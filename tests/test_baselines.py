@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from zkapex_jax import ShapeError, UnknownParameterError
-from zkapex_jax import baselines as B
+from zkapex_jax.studies import baselines as B
 
 D, K = 6, 4
 

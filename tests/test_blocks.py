@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from zkapex_jax._errors import ShapeError, UnknownParameterError
-from zkapex_jax.blocks import BlockLayout, flatten_leaf, unflatten_leaf
+from zkapex_jax.core.blocks import BlockLayout, flatten_leaf, unflatten_leaf
 
 
 def _params():
@@ -94,7 +94,7 @@ def test_sizes_and_describe():
 
 
 def test_functional_forms():
-    from zkapex_jax.blocks import from_blocks, to_blocks
+    from zkapex_jax.core.blocks import from_blocks, to_blocks
 
     lay = BlockLayout(("a",), ((4, 6),), 4)
     k = np.arange(24, dtype=np.float32).reshape(4, 6)

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from zkapex_jax import quant
+from zkapex_jax.core import quant
 from zkapex_jax.protocol._circuits import relation, stages
 
 B, KMAX, K = 4, 2, 2

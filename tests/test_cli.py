@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from zkapex_jax import cli
-from zkapex_jax.blocks import BlockLayout
-from zkapex_jax.mask import Mask
+from zkapex_jax.core.blocks import BlockLayout
+from zkapex_jax.core.mask import Mask
 from zkapex_jax.models import build_model
-from zkapex_jax.params import get_paths
-from zkapex_jax.train import load_checkpoint, save_checkpoint
+from zkapex_jax.core.params import get_paths
+from zkapex_jax.models.train import load_checkpoint, save_checkpoint
 
 PATH = "vit/encoder/layer/0/attention/attention/query/bias"  # 16 weights of vit-test: 4 blocks of 4
 
@@ -24,7 +24,7 @@ def files(tmp_path_factory):
     os.environ["ZKAPEX_CACHE"] = str(d / "cache")
     _, params = build_model("vit-test", seed=0)
     flat = get_paths(params, [PATH])
-    from zkapex_jax.params import set_paths
+    from zkapex_jax.core.params import set_paths
 
     rng = np.random.default_rng(0)
     params = set_paths(params, {PATH: np.asarray(rng.normal(size=flat[PATH].shape) * 0.05, dtype=np.float32)})
@@ -74,7 +74,7 @@ def test_full_flow_and_exit_codes(files, capsys):
                "--unlearned", d / "unl") == 0
     capsys.readouterr()
     # a deployed model that is not the certified one: exit 1, no bundle
-    from zkapex_jax.params import set_paths
+    from zkapex_jax.core.params import set_paths
     bad = set_paths(theta_u, {PATH: np.where(np.arange(16) == 1, u.ravel()[0], u.ravel()).astype(np.float32).reshape(u.shape)})
     save_checkpoint(d / "unl-bad", bad)
     assert run("prove", *client, "--request-id", "r1", "--out", d / "bundle-bad", "--unlearned", d / "unl-bad") == 1

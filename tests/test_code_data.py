@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from zkapex_jax import ArtifactError, DataNotFoundError, ShapeError
-from zkapex_jax import code_data as cd
+from zkapex_jax.data import code as cd
 
 SMALL = {"train": 40_000, "val": 8_000, "test": 8_000}
 

@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from zkapex_jax import data
+from zkapex_jax.data import images as data
 from zkapex_jax._errors import ArtifactError, DataNotFoundError, ShapeError, ZkapexError
 
 FMNIST_INSTALLED = os.path.isfile(os.path.join(data.FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz"))

@@ -5,8 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from zkapex_jax import pipeline as P
-from zkapex_jax.params import flatten_params
+from zkapex_jax.studies import image as P
+from zkapex_jax.core.params import flatten_params
 
 
 def test_tiny_vit_end_to_end():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from zkapex_jax._errors import NonFiniteError, ShapeError, UnknownParameterError
-from zkapex_jax.blocks import BlockLayout
-from zkapex_jax.fisher import (
+from zkapex_jax.core.blocks import BlockLayout
+from zkapex_jax.core.fisher import (
     accumulate_fisher,
     batch_size,
     blockwise_fisher,
@@ -187,7 +187,7 @@ def test_fisher_errors(strict):
 def test_every_gram_branch_equals_float64_oracle(x64, branch, n, nb, b):
     """block_gram lowers to one of these per platform; each is forced here (the suite runs on CPU,
     where the batched accelerator branch would otherwise never run), against a dense float64 sum."""
-    from zkapex_jax.fisher import GRAM_BRANCHES
+    from zkapex_jax.core.fisher import GRAM_BRANCHES
 
     rng = np.random.default_rng(n * 100 + b)
     x = rng.normal(size=(n, nb, b))
@@ -201,7 +201,7 @@ def test_every_gram_branch_equals_float64_oracle(x64, branch, n, nb, b):
 def test_blockwise_fisher_through_each_gram_branch(x64, monkeypatch, branch):
     """The whole Fisher (1/N scaling and damping included) with block_gram forced to each branch:
     a branch that scaled by 1/N itself (or forgot the damping) fails here."""
-    import zkapex_jax.fisher as F
+    import zkapex_jax.core.fisher as F
 
     monkeypatch.setattr(F, "block_gram", F.GRAM_BRANCHES[branch])
     rng = np.random.default_rng(3)

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 
 from zkapex_jax import cli
-from zkapex_jax.blocks import BlockLayout
-from zkapex_jax.mask import Mask
+from zkapex_jax.core.blocks import BlockLayout
+from zkapex_jax.core.mask import Mask
 from zkapex_jax.models import build_model
-from zkapex_jax.params import get_paths, set_paths
-from zkapex_jax.train import save_checkpoint
+from zkapex_jax.core.params import get_paths, set_paths
+from zkapex_jax.models.train import save_checkpoint
 
 PATH = "vit/encoder/layer/0/attention/attention/query/bias"  # 16 weights of vit-test: 4 blocks of 4
 HANG_S = 120

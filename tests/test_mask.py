@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from zkapex_jax._errors import ArtifactError, MaskMismatchError, NonFiniteError
-from zkapex_jax.blocks import BlockLayout
-from zkapex_jax.mask import (
+from zkapex_jax.core.blocks import BlockLayout
+from zkapex_jax.core.mask import (
     METHODS,
     Mask,
     compute_scores,

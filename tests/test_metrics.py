@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from zkapex_jax import ShapeError
-from zkapex_jax import metrics as M
+from zkapex_jax.studies import metrics as M
 
 
 def test_accuracy_and_class_accuracy():

@@ -10,7 +10,7 @@ import pytest
 
 from zkapex_jax import models
 from zkapex_jax._errors import ArtifactError, ShapeError, UnknownParameterError, ZkapexError
-from zkapex_jax.params import flatten_params, select_paths
+from zkapex_jax.core.params import flatten_params, select_paths
 
 
 @pytest.fixture(scope="module")

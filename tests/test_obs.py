@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from zkapex_jax._errors import NonFiniteError, ShapeError, SingularBlockError
-from zkapex_jax.obs import (
+from zkapex_jax.core.obs import (
     FisherFactor,
     GroupOBSResult,
     apply_delta,
@@ -94,7 +94,7 @@ def test_factor_reuse_and_single_compile(x64):
     np.testing.assert_allclose(chol @ np.swapaxes(chol, 1, 2), fisher, rtol=1e-12, atol=1e-14)
     assert np.all(np.triu(chol, 1) == 0)
     rng = np.random.default_rng(7)
-    from zkapex_jax.obs import _group_obs_core
+    from zkapex_jax.core.obs import _group_obs_core
 
     _group_obs_core.clear_cache()
     for p in (0.0, 0.2, 0.7, 1.0):  # different masked counts per block: same shapes, same jit
@@ -175,7 +175,7 @@ def test_singular_masked_subsystem_names_block(dtype):
 
 
 def test_masked_positions():
-    from zkapex_jax.obs import masked_positions
+    from zkapex_jax.core.obs import masked_positions
 
     m = np.array([[False, True, False, True], [False] * 4, [True] * 4])
     idx, valid = masked_positions(m)
@@ -194,7 +194,7 @@ def test_masked_positions():
 def test_fisher_group_obs_equals_dense_oracle_in_every_grouping(x64, block_batch):
     """Gradients -> Fisher -> Group-OBS in groups of block_batch blocks equals the dense float64
     oracle on the Fisher built from the same gradients, whatever the grouping (last group shorter)."""
-    from zkapex_jax.obs import fisher_group_obs
+    from zkapex_jax.core.obs import fisher_group_obs
 
     rng = np.random.default_rng(5)
     n, nb, b, damping = 6, 7, 5, 1e-2
@@ -215,7 +215,7 @@ def test_fisher_group_obs_equals_dense_oracle_in_every_grouping(x64, block_batch
 
 
 def test_fisher_group_obs_memory_budget_and_errors(x64):
-    from zkapex_jax.obs import block_batch_for, fisher_group_obs
+    from zkapex_jax.core.obs import block_batch_for, fisher_group_obs
 
     rng = np.random.default_rng(6)
     n, nb, b = 4, 6, 8

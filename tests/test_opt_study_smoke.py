@@ -1,4 +1,4 @@
-"""Smoke test of Study 2 (experiments/opt_code.py): the tiny config end to end to a results JSON
+"""Smoke test of Study 2 (experiments/opt_code.py → zkapex_jax.studies.opt_code): the tiny config end to end to a results JSON
 of the required shape, plus exact checks of the study's own helpers (LoRA merge, sub-block
 Fisher)."""
 
@@ -11,12 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import opt_code
-from experiments.common import load_results
+from experiments import opt_code as entry
+from zkapex_jax.models import init_lora, merge_lora
+from zkapex_jax.studies import opt_code
+from zkapex_jax.studies.report import load_results
 from experiments.configs.opt_code import CONFIGS, get_config
-from zkapex_jax.mask import top_k_count
+from zkapex_jax.core.mask import top_k_count
 from zkapex_jax.models import build_model
-from zkapex_jax.params import flatten_params
+from zkapex_jax.core.params import flatten_params
 
 
 def test_sub_block_fisher_matches_numpy():
@@ -33,14 +35,14 @@ def test_sub_block_fisher_matches_numpy():
 def test_lora_merge_is_identity_at_init_and_exact_after():
     _, params = build_model("opt-test", seed=0)
     targets = ("*/fc1/kernel", "*/self_attn/q_proj/kernel")
-    lora = opt_code.init_lora(params, targets, 2, jax.random.PRNGKey(1))
+    lora = init_lora(params, targets, 2, jax.random.PRNGKey(1))
     assert len(lora) == 4  # 2 layers x 2 targets
-    merged = opt_code.merge_lora(params, lora, 8.0)
+    merged = merge_lora(params, lora, 8.0)
     for p, v in flatten_params(params).items():
         np.testing.assert_array_equal(np.asarray(flatten_params(merged)[p]), np.asarray(v))
     k = next(iter(lora))
     lora[k]["b"] = jnp.ones_like(lora[k]["b"])
-    merged = flatten_params(opt_code.merge_lora(params, lora, 0.5))
+    merged = flatten_params(merge_lora(params, lora, 0.5))
     p = k.replace("|", "/")
     want = np.asarray(flatten_params(params)[p]) + 0.5 * np.asarray(lora[k]["a"]) @ np.ones((2, lora[k]["b"].shape[1]))
     np.testing.assert_allclose(np.asarray(merged[p]), want, rtol=1e-6, atol=1e-6)
@@ -62,7 +64,7 @@ def test_configs_are_consistent():
 def test_tiny_study_end_to_end(tmp_path):
     cfg = get_config("tiny")
     out = tmp_path / "opt_code.json"
-    opt_code.main(["--config", "tiny", "--seeds", "0", "--out", str(out), "--figures", str(tmp_path / "fig")])
+    entry.main(["--config", "tiny", "--seeds", "0", "--out", str(out), "--figures", str(tmp_path / "fig")])
     res = load_results(out)  # validates shape, format and hash
     assert res["study"] == "opt_code" and res["seeds"] == [0]
     for m in ("personalized", "mask_only", "zkapex", "retrain", *cfg.baselines):

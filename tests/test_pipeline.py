@@ -7,12 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zkapex_jax import pipeline as P
-from zkapex_jax.blocks import BlockLayout
+from zkapex_jax.studies import image as P
+from zkapex_jax.core.blocks import BlockLayout
 from zkapex_jax.data import Split
-from zkapex_jax.fisher import blockwise_fisher, per_example_grads
-from zkapex_jax.mask import Mask
-from zkapex_jax.params import flatten_params
+from zkapex_jax.core.fisher import blockwise_fisher, per_example_grads
+from zkapex_jax.core.mask import Mask
+from zkapex_jax.core.params import flatten_params
 
 CFG = P.PipelineConfig.tiny(block_size=16)
 

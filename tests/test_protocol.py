@@ -68,7 +68,7 @@ def test_unlearned_model_is_the_certified_one(setup):
     np.testing.assert_array_equal(u.theta_u, np.ldexp(u.theta_u_q.astype(float), -setup["com"].theta_exp))
     assert sorted(u.witnesses) == [0, 2, 3]
     # the certified model is the float Group-OBS update up to fixed-point rounding
-    from zkapex_jax import quant
+    from zkapex_jax.core import quant
     A = quant.inverse_fisher(setup["fisher"])
     for b in (0, 2, 3):
         S = np.flatnonzero(m[b])

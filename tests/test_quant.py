@@ -6,7 +6,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from zkapex_jax import NonFiniteError, ShapeError, SingularBlockError, quant
+from zkapex_jax import NonFiniteError, ShapeError, SingularBlockError
+from zkapex_jax.core import quant
 from zkapex_jax.protocol._circuits import relation
 
 
@@ -99,7 +100,7 @@ def test_exact_update_matches_float_group_obs():
 
 
 def test_certified_update_agrees_with_core_group_obs(x64):
-    from zkapex_jax import obs
+    from zkapex_jax.core import obs
 
     spec = _spec(kmax=4)
     tq, Ah, S, C, th = _block(3, k=4)

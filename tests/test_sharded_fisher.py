@@ -12,8 +12,8 @@ SCRIPT = textwrap.dedent(
     """
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec
-    from zkapex_jax.blocks import BlockLayout
-    from zkapex_jax.fisher import accumulate_fisher, data_mesh
+    from zkapex_jax.core.blocks import BlockLayout
+    from zkapex_jax.core.fisher import accumulate_fisher, data_mesh
 
     assert len(jax.devices()) == 2, jax.devices()
     rng = np.random.default_rng(0)
@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent(
                 np.testing.assert_allclose(np.asarray(f), np.asarray(ref), rtol=1e-5, atol=1e-6)
         # the compiled program really splits the batch: it holds a cross-device reduction
         # (one reduction after the scan, none inside it)
-        from zkapex_jax.fisher import _fisher_scan, _prepare_chunks, _scan_shardings
+        from zkapex_jax.core.fisher import _fisher_scan, _prepare_chunks, _scan_shardings
         chunks, weights, m = _prepare_chunks(batch, n, 4, mesh)
         hlo = _fisher_scan.lower(jax.device_put(params, NamedSharding(m, PartitionSpec())), chunks, weights,
                                  np.float32(1e-4), loss_fn=loss, layout=layout, n=n,

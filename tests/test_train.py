@@ -11,9 +11,10 @@ import numpy as np
 import optax
 import pytest
 
-from zkapex_jax import models, train
+from zkapex_jax import models
+from zkapex_jax.models import train
 from zkapex_jax._errors import ArtifactError, ShapeError, ZkapexError
-from zkapex_jax.params import flatten_params
+from zkapex_jax.core.params import flatten_params
 
 
 def _toy_params(seed=0):

@@ -9,8 +9,8 @@ import pytest
 from zkapex_jax import cli
 from zkapex_jax._errors import ZkapexError
 from zkapex_jax.models import build_model
-from zkapex_jax.train import save_checkpoint
-from zkapex_jax.user_data import load_labelled, parse_classes, select_classes
+from zkapex_jax.models.train import save_checkpoint
+from zkapex_jax.data.files import load_labelled, parse_classes, select_classes
 
 SHAPE = (28, 28, 1)
 
@@ -104,10 +104,11 @@ def test_cli_on_own_folder(tmp_path, capsys, monkeypatch):
     assert cli.main(["mask", "--global", str(tmp_path / "global"), "--data", str(tmp_path / "provider"),
                      "--forget-classes", "5,7,9", "--out", str(tmp_path / "mask.json"), "--pattern", pattern,
                      "--block-size", "16", *m]) == 0
-    from zkapex_jax.mask import Mask
+    from zkapex_jax.core.mask import Mask
 
     mk = Mask.load(tmp_path / "mask.json")
     assert mk.num_masked > 0 and mk.paths and all("intermediate" in p for p in mk.paths)
+    assert mk.meta["forget_classes"] == [5, 7, 9] and mk.meta["data"] == "provider"  # what the user named
     assert cli.main(["fisher", "--params", str(tmp_path / "pers"), "--data", str(tmp_path / "client"),
                      "--out", str(tmp_path / "fisher.npz"), "--pattern", pattern, "--block-size", "16", *m]) == 0
     f, layout = cli.load_fisher(tmp_path / "fisher.npz")
@@ -126,3 +127,88 @@ def test_cli_on_own_folder(tmp_path, capsys, monkeypatch):
         err = capsys.readouterr().err
         assert "error:" in err and "Traceback" not in err
     assert not (tmp_path / "m2.json").exists() and not (tmp_path / "f2.npz").exists()
+
+
+def _code_folder(root, lang, n_files=3, seed=0):
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    words = {"rust": ["fn", "let", "mut", "impl", "match", "Some", "None", "->", "{", "}", ";"],
+             "java": ["public", "class", "void", "static", "new", "return", "(", ")", "{", "}", ";"]}[lang]
+    for i in range(n_files):
+        (root / f"f{i}.txt").write_text(" ".join(rng.choice(words, 300)) + "\n")
+    (root / "blob.bin").write_bytes(b"\x00\xff" * 50)  # a binary file is skipped, not an error
+    return root
+
+
+def test_text_folders_for_a_language_model(tmp_path, capsys):
+    """A provider and a client with an LM: personalize, mask and Fisher on text/code folders."""
+    from zkapex_jax.core.mask import Mask
+    from zkapex_jax.data.code import train_bpe_tokenizer
+    from zkapex_jax.data.files import load_token_sequences
+    from zkapex_jax.models import family
+
+    rust = _code_folder(tmp_path / "rust", "rust")
+    java = _code_folder(tmp_path / "java", "java", seed=1)
+    tok = train_bpe_tokenizer([p.read_text() for d in (rust, java) for p in sorted(d.glob("*.txt"))], 300,
+                              use_cache=False)
+    tok.save(tmp_path / "tok.json")
+    rows = load_token_sequences(rust, tok, 16)
+    assert rows.ndim == 2 and rows.shape[1] == 16 and rows.shape[0] >= 4 and rows.max() < tok.vocab_size
+    with pytest.raises(ZkapexError, match="no UTF-8 text"):
+        load_token_sequences(tmp_path / "rust" / "blob.bin", tok, 16)
+    with pytest.raises(ZkapexError, match="at least 10000"):
+        load_token_sequences(rust, tok, 16, min_sequences=10000)
+
+    fam = family("opt-test", vocab_size=tok.vocab_size)
+    save_checkpoint(tmp_path / "global", fam.init(0))
+    lm = ["--model", "opt-test", "--tokenizer", str(tmp_path / "tok.json"), "--seq-len", "16", "--block-size", "16"]
+    assert cli.main(["personalize", "--global", str(tmp_path / "global"), "--data", str(rust),
+                     "--out", str(tmp_path / "pers"), "--epochs", "1", *lm]) == 0
+    assert "sequences of 16 tokens" in capsys.readouterr().out
+    assert cli.main(["mask", "--global", str(tmp_path / "global"), "--forget", str(java), "--retain", str(rust),
+                     "--out", str(tmp_path / "mask.json"), "--fraction", "0.1", *lm]) == 0
+    mk = Mask.load(tmp_path / "mask.json")
+    assert mk.num_masked > 0 and all(p.endswith("fc1/kernel") for p in mk.paths)
+    assert mk.meta["forget_data"] == "java" and mk.meta["retain_data"] == "rust"
+    assert cli.main(["fisher", "--params", str(tmp_path / "pers"), "--data", str(rust),
+                     "--out", str(tmp_path / "fisher.npz"), *lm]) == 0
+    f, layout = cli.load_fisher(tmp_path / "fisher.npz")
+    assert f.shape == (layout.num_blocks, 16, 16) and np.isfinite(f).all()
+    capsys.readouterr()
+    # an LM without its tokenizer, a class list for text, too long sequences: exit 2, nothing written
+    for argv, words in (
+        (["fisher", "--params", str(tmp_path / "pers"), "--data", str(rust), "--out", str(tmp_path / "x.npz"),
+          "--model", "opt-test"], "--tokenizer"),
+        (["mask", "--global", str(tmp_path / "global"), "--data", str(rust), "--forget-classes", "1",
+          "--out", str(tmp_path / "x.json"), *lm], "--forget and --retain"),
+        (["fisher", "--params", str(tmp_path / "pers"), "--data", str(rust), "--out", str(tmp_path / "x.npz"),
+          *lm[:-4], "--seq-len", "4096"], "positions"),
+        (["fisher", "--params", str(tmp_path / "pers"), "--out", str(tmp_path / "x.npz"), *lm], "give --data"),
+        (["fisher", "--params", str(tmp_path / "pers"), "--data", str(rust), "--out", str(tmp_path / "x.npz"),
+          "--model", str(tmp_path / "nomodel")], "neither a built-in"),
+    ):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err, err
+    assert not (tmp_path / "x.npz").exists() and not (tmp_path / "x.json").exists()
+
+
+def test_a_local_hugging_face_directory_as_the_model(tmp_path, capsys):
+    """--model and --params may name a Hugging Face model directory (config.json + weights)."""
+    model, params = build_model("vit-test", seed=3)
+    model.save_pretrained(tmp_path / "hf", params=params)
+    assert (tmp_path / "hf" / "config.json").exists()
+    make_folder(tmp_path / "client", classes=("0", "2"), per_class=3)
+    assert cli.main(["fisher", "--model", str(tmp_path / "hf"), "--params", str(tmp_path / "hf"),
+                     "--data", str(tmp_path / "client"), "--out", str(tmp_path / "fisher.npz"),
+                     "--block-size", "16"]) == 0
+    f, layout = cli.load_fisher(tmp_path / "fisher.npz")
+    assert layout.num_blocks == 2 * 16 * 32 // 16 and np.isfinite(f).all()
+    # the HF directory's parameters are the ones used: the same Fisher as from the built-in model
+    from zkapex_jax import family
+    from zkapex_jax.protocol import client
+    from zkapex_jax.data.files import load_labelled
+
+    split, _ = load_labelled(tmp_path / "client", image_shape=(28, 28, 1), num_labels=10)
+    want = client.client_fisher(family("vit-test"), params, (split.x, split.y), layout, damping=1e-6)
+    np.testing.assert_allclose(f, np.asarray(want), rtol=1e-4, atol=1e-7)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from experiments import common
+from zkapex_jax.studies import report as common
 from experiments import vit_fmnist as study_mod
 from experiments.configs import vit_fmnist as configs
 

@@ -15,7 +15,7 @@ from ._errors import (
     UnknownParameterError,
     ZkapexError,
 )
-from .blocks import BlockLayout
+from .core.blocks import BlockLayout
 from .data import (
     Split,
     Splits,
@@ -24,7 +24,7 @@ from .data import (
     load_image_dataset,
     make_splits,
 )
-from .fisher import (
+from .core.fisher import (
     accumulate_fisher,
     blockwise_fisher,
     data_mesh,
@@ -32,7 +32,7 @@ from .fisher import (
     grad_moments,
     per_example_grads,
 )
-from .mask import (
+from .core.mask import (
     Mask,
     compute_scores,
     score_salun,
@@ -45,9 +45,13 @@ from .mask import (
 from .models import (
     FC1_PATTERN_OPT,
     FC1_PATTERN_VIT,
+    Family,
+    LoRAConfig,
     FC2_PATTERN_OPT,
     MODEL_CONFIGS,
     build_model,
+    family,
+    family_of_model,
     load_pretrained,
     lm_token_accuracy,
     make_classifier_loss,
@@ -56,7 +60,7 @@ from .models import (
     make_lm_predict,
     param_shapes,
 )
-from .obs import (
+from .core.obs import (
     FisherFactor,
     GroupOBSResult,
     apply_delta,
@@ -67,8 +71,8 @@ from .obs import (
     group_obs,
     kkt_residual,
 )
-from .params import flatten_params, get_paths, select_paths, set_paths, unflatten_params
-from .train import (
+from .core.params import flatten_params, get_paths, select_paths, set_paths, unflatten_params
+from .models.train import (
     accuracy,
     evaluate,
     fit,
@@ -81,9 +85,8 @@ from .train import (
 
 __version__ = "0.1.0"
 
-# Heavier parts load on first use: ``zkapex_jax.protocol`` (ezkl), ``quant``, ``pipeline``,
-# ``baselines``, ``metrics``, ``code_data``.
-_LAZY_SUBMODULES = ("baselines", "code_data", "metrics", "pipeline", "protocol", "quant")
+# Heavier parts load on first use: ``zkapex_jax.protocol`` (ezkl) and ``zkapex_jax.studies``.
+_LAZY_SUBMODULES = ("protocol", "studies")
 
 
 def __getattr__(name):

@@ -1,4 +1,4 @@
-"""The ``zkapex`` command: thin verbs over zkapex_jax.protocol and zkapex_jax.pipeline.
+"""The ``zkapex`` command: thin verbs over zkapex_jax.protocol and zkapex_jax.studies.image.
 
     zkapex keys     --block-size B [--logrows L] [--kmax K] [--keystore DIR] [--srs FILE]   (provider)
     zkapex mask     --global CKPT --out MASK.json [--model M] [--fraction F] [--seed S] (provider)
@@ -110,7 +110,7 @@ def save_fisher(path, fisher, layout) -> str:
 def load_fisher(path):
     """(fisher (nb,B,B) float64, BlockLayout)."""
     from ._errors import ArtifactError
-    from .blocks import BlockLayout
+    from .core.blocks import BlockLayout
     from .protocol import load_arrays
 
     arrs, meta = load_arrays(path, FISHER_FORMAT)
@@ -126,20 +126,20 @@ def load_fisher(path):
 
 
 def theta_blocks(params, layout) -> np.ndarray:
-    from .params import get_paths
+    from .core.params import get_paths
 
     return np.asarray(layout.to_blocks(get_paths(params, layout.paths)), dtype=np.float64)
 
 
 def mask_blocks(mask_path, layout) -> np.ndarray:
-    from .mask import Mask
+    from .core.mask import Mask
 
     return np.asarray(Mask.load(mask_path).to_blocks(layout), dtype=bool)
 
 
 def _layout_of(com):
     from ._errors import ArtifactError
-    from .blocks import BlockLayout
+    from .core.blocks import BlockLayout
 
     if com.layout is None:
         raise ArtifactError(f"{com.path}: commitment has no block layout")
@@ -167,32 +167,85 @@ def _keystore(args, attr="cache"):
     return KeyStore(getattr(args, attr, None), srs_path=getattr(args, "srs", None))
 
 
-def _check_model_ckpt(cfg, params, path):
-    """The checkpoint's parameter shapes must be the model config's (no JAX shape errors later)."""
+def _is_hf_dir(path) -> bool:
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json"))
+
+
+def _load_params(path):
+    """Parameters from a zkapex checkpoint or a local Hugging Face model directory."""
+    from .models import load_pretrained
+    from .models.train import load_checkpoint
+
+    if _is_hf_dir(path):
+        return load_pretrained(path)[1]
+    return load_checkpoint(path)[0]
+
+
+def _tokenizer(args):
+    from .data.code import CodeTokenizer
+
+    if not getattr(args, "tokenizer", None):
+        return None
+    return CodeTokenizer.load(args.tokenizer)
+
+
+def _family(args):
+    """The model family of --model: a built-in config name or a local Hugging Face directory.
+    A causal LM needs --tokenizer (its vocabulary sets the model's)."""
+    from .models import MODEL_CONFIGS, family, family_of_model, load_pretrained, make_config
+
+    if _is_hf_dir(args.model):
+        fam = family_of_model(load_pretrained(args.model)[0])
+    elif args.model in MODEL_CONFIGS:
+        lm = not hasattr(make_config(args.model), "image_size")
+        tok = _tokenizer(args)
+        if lm and tok is None:
+            raise ZkapexError(f"--model {args.model!r} is a language model: give --tokenizer (a zkapex "
+                              "code tokenizer JSON) so its data folders can be tokenized")
+        fam = family(args.model, vocab_size=tok.vocab_size) if lm else family(args.model)
+    else:
+        raise ZkapexError(f"--model {args.model!r}: neither a built-in config ({', '.join(sorted(MODEL_CONFIGS))}) "
+                          "nor a Hugging Face model directory (config.json + weights)")
+    if fam.kind == "lm":
+        if getattr(args, "tokenizer", None) is None:
+            raise ZkapexError("a language model needs --tokenizer")
+        if args.seq_len > fam.config.max_position_embeddings:
+            raise ZkapexError(f"--seq-len {args.seq_len} exceeds the model's {fam.config.max_position_embeddings} "
+                              "positions")
+    return fam
+
+
+def _builtin_image(args) -> bool:
+    from .models import MODEL_CONFIGS
+
+    return args.model in MODEL_CONFIGS and not _is_hf_dir(args.model)
+
+
+def _check_model_ckpt(fam, params, path):
+    """The checkpoint's parameter shapes must be the model's (no JAX shape errors later)."""
     from .models import param_shapes
-    from .params import flatten_params
+    from .core.params import flatten_params
 
     try:
-        want = {p: tuple(v.shape) for p, v in flatten_params(param_shapes(cfg.model)).items()}
+        want = {p: tuple(v.shape) for p, v in flatten_params(param_shapes(fam.config)).items()}
     except (KeyError, ValueError) as e:
-        raise ZkapexError(f"--model {cfg.model!r}: {e}") from None
+        raise ZkapexError(f"--model {fam.name!r}: {e}") from None
     got = {p: tuple(np.shape(v)) for p, v in flatten_params(params).items()}
     if want != got:
         diff = sorted(set(want.items()) ^ set(got.items()))[:3]
-        raise ZkapexError(f"{path}: checkpoint does not match --model {cfg.model!r} (e.g. {diff}); "
+        raise ZkapexError(f"{path}: checkpoint does not match --model {fam.name!r} (e.g. {diff}); "
                           "pass the --model it was trained with")
 
 
 def _load_client(args):
     from .protocol import load_commitment, load_secrets
-    from .train import load_checkpoint
 
     com = load_commitment(args.commitment)
     sec = load_secrets(args.secrets, com)
     fisher, layout = load_fisher(args.fisher)
     if layout.to_dict() != com.layout:
         raise ZkapexError(f"{args.fisher}: block layout differs from the commitment's")
-    params, _ = load_checkpoint(args.params)
+    params = _load_params(args.params)
     return com, sec, fisher, layout, params, theta_blocks(params, layout), mask_blocks(args.mask, layout)
 
 
@@ -227,10 +280,14 @@ def cmd_keys(args) -> int:
     return 0
 
 
-def _cfg(args):
-    from .pipeline import PipelineConfig
+def _cfg(args, fam=None):
+    """The study defaults (mask method, sizes, recipes) for the CLI's verbs; the mask pattern
+    defaults to the family's (fc1 of every layer)."""
+    from .studies.image import PipelineConfig
 
     kw = dict(model=args.model, block_size=args.block_size)
+    if fam is not None:
+        kw["mask_pattern"] = fam.mask_patterns if len(fam.mask_patterns) > 1 else fam.mask_patterns[0]
     if getattr(args, "fraction", None) is not None:
         kw["mask_fraction"] = args.fraction
     if getattr(args, "pattern", None):
@@ -238,20 +295,23 @@ def _cfg(args):
     return PipelineConfig(**kw)
 
 
-def _model_io(cfg):
-    """(image (H, W, C), num_labels) of the model config."""
-    from .models import make_config
-
-    c = make_config(cfg.model)
-    if not hasattr(c, "image_size"):
-        raise ZkapexError(f"--model {cfg.model!r} is not an image classifier; the CLI's --data takes images")
+def _model_io(fam):
+    """(image (H, W, C), num_labels) of an image classifier."""
+    c = fam.config
     return (int(c.image_size), int(c.image_size), int(c.num_channels)), int(c.num_labels)
 
 
-def _user_split(cfg, path, what, min_examples=1):
-    from .user_data import load_labelled
+def _user_split(fam, path, what, min_examples=1, args=None):
+    """The user's data for ``fam``: a ``Split`` of images, or ``(n, T)`` token rows for an LM."""
+    if fam.kind == "lm":
+        from .data.files import load_token_sequences
 
-    shape, k = _model_io(cfg)
+        rows = load_token_sequences(path, _tokenizer(args), args.seq_len, min_sequences=min_examples)
+        _say(f"{what}: {rows.shape[0]} sequences of {rows.shape[1]} tokens from {path}")
+        return rows
+    from .data.files import load_labelled
+
+    shape, k = _model_io(fam)
     split, mapping = load_labelled(path, image_shape=shape, num_labels=k, min_examples=min_examples)
     cls = np.unique(split.y).tolist()
     _say(f"{what}: {split.n} images of {len(cls)} classes {cls} from {path}"
@@ -259,94 +319,142 @@ def _user_split(cfg, path, what, min_examples=1):
     return split
 
 
-def _provider_splits(args, cfg):
-    """forget/retain from --forget/--retain files, or --data split by --forget-classes; None: built-in."""
-    from .user_data import parse_classes, select_classes
+def _as_data(fam, split):
+    return split if fam.kind == "lm" else (split.x, split.y)
+
+
+def _n(split) -> int:
+    return int(split.shape[0]) if isinstance(split, np.ndarray) else split.n
+
+
+def _subsample(split, n, seed):
+    from .studies.image import _subsample as sub_split
+
+    if isinstance(split, np.ndarray):
+        if n is None or n >= split.shape[0]:
+            return split
+        return split[np.sort(np.random.default_rng(seed).choice(split.shape[0], size=n, replace=False))]
+    return sub_split(split, n, seed)
+
+
+def _provider_splits(args, fam):
+    """(forget, retain, meta) from --forget/--retain, or --data split by --forget-classes;
+    None: the built-in split."""
+    from .data.files import parse_classes, select_classes
 
     if args.forget or args.retain:
         if not (args.forget and args.retain) or args.data:
             raise ZkapexError("give --forget and --retain together (or --data with --forget-classes)")
-        return _user_split(cfg, args.forget, "forget"), _user_split(cfg, args.retain, "retain")
+        forget = _user_split(fam, args.forget, "forget", args=args)
+        retain = _user_split(fam, args.retain, "retain", args=args)
+        return forget, retain, {"forget_classes": None, "forget_data": os.path.basename(os.path.normpath(args.forget)),
+                                "retain_data": os.path.basename(os.path.normpath(args.retain))}
     if args.data:
+        if fam.kind == "lm":
+            raise ZkapexError("a language model's forget set is a folder: give --forget and --retain")
         if not args.forget_classes:
             raise ZkapexError("--data needs --forget-classes (e.g. --forget-classes 5,7,9)")
-        split = _user_split(cfg, args.data, "data")
-        classes = parse_classes(args.forget_classes, _model_io(cfg)[1])
+        split = _user_split(fam, args.data, "data")
+        classes = parse_classes(args.forget_classes, _model_io(fam)[1])
         forget, retain = select_classes(split, classes), select_classes(split, classes, keep=False)
         if forget.n == 0 or retain.n == 0:
             raise ZkapexError(f"{args.data}: the forget classes {list(classes)} leave "
                               f"{forget.n} forget and {retain.n} retain images; both must be non-empty")
-        return forget, retain
+        return forget, retain, {"forget_classes": sorted(int(c) for c in classes),
+                                "data": os.path.basename(os.path.normpath(args.data))}
     if args.forget_classes:
         raise ZkapexError("--forget-classes needs --data")
+    if not _builtin_image(args) or fam.kind != "classifier":
+        raise ZkapexError(f"--model {args.model!r} has no built-in data: give --forget and --retain"
+                          + (" (text/code folders)" if fam.kind == "lm" else " (or --data with --forget-classes)"))
     return None
 
 
-def cmd_mask(args) -> int:
-    from . import pipeline as pl
-    from .train import load_checkpoint
+def _client_data(args, fam, cfg, what, min_examples=1):
+    """--data, or the built-in personalization split (built-in image models only)."""
+    if args.data:
+        return _user_split(fam, args.data, what, min_examples=min_examples, args=args)
+    if not _builtin_image(args) or fam.kind != "classifier":
+        raise ZkapexError(f"--model {args.model!r} has no built-in data: give --data"
+                          + (" (a text/code file or folder)" if fam.kind == "lm" else ""))
+    from .studies import image as pl
 
-    cfg = _cfg(args)
+    return pl.load_data(cfg, args.seed).personal_train
+
+
+def cmd_mask(args) -> int:
+    from .protocol import provider
+    from .studies import image as pl
+
     _refuse_outputs(args.out, force=args.force)
-    theta_g, _ = load_checkpoint(args.global_ckpt)
-    _check_model_ckpt(cfg, theta_g, args.global_ckpt)
+    fam = _family(args)
+    cfg = _cfg(args, fam)
+    theta_g = _load_params(args.global_ckpt)
+    _check_model_ckpt(fam, theta_g, args.global_ckpt)
     pl.block_layout(cfg, theta_g)  # the pattern selects kernels
-    own = _provider_splits(args, cfg)
+    own = _provider_splits(args, fam)
     if own is None:
-        m = pl.provider_mask(cfg, theta_g, pl.load_data(cfg, args.seed), seed=args.seed)
+        data = pl.load_data(cfg, args.seed)
+        forget, retain = data.forget_train, data.retain_train
+        meta = {}
     else:
-        scores = pl.provider_scores_on(cfg, theta_g, *own, seed=args.seed)
-        m = pl.provider_mask(cfg, theta_g, None, seed=args.seed, scores=scores)
+        forget, retain, meta = own
+    forget = _subsample(forget, cfg.n_mask_forget, args.seed)
+    retain = _subsample(retain, cfg.n_mask_retain, args.seed + 1)
+    scores = provider.score_weights(fam, theta_g, _as_data(fam, forget), _as_data(fam, retain),
+                                    patterns=cfg.mask_pattern, method=cfg.mask_method, h=cfg.mask_h, r=cfg.mask_r,
+                                    damping=cfg.mask_damping, chunk_size=cfg.fisher_chunk)
+    meta.update(n_forget=_n(forget), n_retain=_n(retain))
+    m = pl.provider_mask(cfg, theta_g, None, seed=args.seed, scores=scores, meta=meta)
     digest = m.save(args.out)
     _say(f"mask: {m.num_masked} of {m.size} weights ({m.fraction:.2%}) → {args.out} (sha256 {digest[:16]}…)")
     return 0
 
 
 def cmd_fisher(args) -> int:
-    from . import pipeline as pl
-    from .train import load_checkpoint
+    from .protocol import client
+    from .studies import image as pl
 
-    cfg = _cfg(args)
     _refuse_outputs(args.out, force=args.force)
-    params, _ = load_checkpoint(args.params)
-    _check_model_ckpt(cfg, params, args.params)
+    fam = _family(args)
+    cfg = _cfg(args, fam)
+    params = _load_params(args.params)
+    _check_model_ckpt(fam, params, args.params)
     layout = pl.block_layout(cfg, params)
-    if args.data:
-        split = _user_split(cfg, args.data, "client data")
-        f = pl.client_fisher_on(cfg, params, split, layout, damping=args.damping)
-    else:
-        f = pl.client_fisher(cfg, params, pl.load_data(cfg, args.seed), layout, damping=args.damping)
+    data = _client_data(args, fam, cfg, "client data")
+    f = client.client_fisher(fam, params, _as_data(fam, data), layout,
+                             damping=cfg.damping if args.damping is None else args.damping, chunk_size=cfg.fisher_chunk)
     save_fisher(args.out, f, layout)
-    _say(f"fisher: {layout.num_blocks} blocks of {layout.block_size} → {args.out}")
+    _say(f"fisher: {layout.num_blocks} blocks of {layout.block_size} from {_n(data)} examples → {args.out}")
     return 0
 
 
 def cmd_personalize(args) -> int:
     import jax
 
-    from . import pipeline as pl
-    from .train import load_checkpoint, save_checkpoint
+    from .models.train import save_checkpoint
+    from .protocol import client
+    from .studies import image as pl
 
-    cfg = _cfg(args)
-    kw = {k: v for k, v in (("pers_epochs", args.epochs), ("pers_lr", args.lr), ("layer_decay", args.layer_decay),
-                            ("pers_batch", args.batch)) if v is not None}
-    cfg = cfg.replace(**kw)
     _refuse_outputs(args.out, force=args.force)
     if Path(args.out).resolve() == Path(args.global_ckpt).resolve():
         raise ZkapexError("--out must differ from --global")
-    theta_g, _ = load_checkpoint(args.global_ckpt)
-    _check_model_ckpt(cfg, theta_g, args.global_ckpt)
-    if args.data:
-        split = _user_split(cfg, args.data, "client data", min_examples=2)
-    else:
-        split = pl.load_data(cfg, args.seed).personal_train
+    fam = _family(args)
+    cfg = _cfg(args, fam)
+    kw = {k: v for k, v in (("pers_epochs", args.epochs), ("pers_lr", args.lr), ("layer_decay", args.layer_decay),
+                            ("pers_batch", args.batch)) if v is not None}
+    cfg = cfg.replace(**kw)
+    theta_g = _load_params(args.global_ckpt)
+    _check_model_ckpt(fam, theta_g, args.global_ckpt)
+    data = _client_data(args, fam, cfg, "client data", min_examples=2)
     t0 = time.perf_counter()
-    theta_p, hist = pl.personalize_on(cfg, theta_g, split, key=jax.random.PRNGKey(args.seed))
-    save_checkpoint(args.out, theta_p, {"model": cfg.model, "personalized_from": str(args.global_ckpt),
+    theta_p, hist = client.personalize(fam, theta_g, _as_data(fam, data), pl.personal_recipe(cfg),
+                                       key=jax.random.PRNGKey(args.seed))
+    save_checkpoint(args.out, theta_p, {"model": args.model, "personalized_from": str(args.global_ckpt),
                                         "epochs": cfg.pers_epochs, "lr": cfg.pers_lr, "layer_decay": cfg.layer_decay})
-    fns = pl.model_fns(cfg.model)
-    acc = float(np.mean(np.argmax(np.asarray(fns.predict_jit(theta_p, split.x)), -1) == split.y))
-    _say(f"personalized: {split.n} images, {cfg.pers_epochs} epochs (AdamW lr {cfg.pers_lr:g}, layer decay "
+    acc = fam.accuracy(theta_p, _as_data(fam, data))
+    unit = "sequences" if fam.kind == "lm" else "images"
+    _say(f"personalized: {_n(data)} {unit}, {cfg.pers_epochs} epochs (AdamW lr {cfg.pers_lr:g}, layer decay "
          f"{cfg.layer_decay:g}) in {time.perf_counter() - t0:.1f} s; train accuracy {acc:.3f} → {args.out}")
     return 0
 
@@ -363,14 +471,13 @@ def _refuse_outputs(*paths, force=False):
 
 def cmd_commit(args) -> int:
     from .protocol import commit_personalization, save_commitment
-    from .train import load_checkpoint
 
     _refuse_outputs(args.out, args.secrets, force=args.force)
     for p in (args.out, args.secrets):
         if Path(p).resolve() in (Path(args.params).resolve(), Path(args.fisher).resolve()):
             raise ZkapexError(f"output {p} is one of the inputs")
     fisher, layout = load_fisher(args.fisher)
-    params, _ = load_checkpoint(args.params)
+    params = _load_params(args.params)
     ks = _keystore(args)
     cs = _commit_spec(layout.block_size, args.logrows, ks)
     com, sec = commit_personalization(theta_blocks(params, layout), fisher, cs, client_id=args.client_id,
@@ -382,9 +489,9 @@ def cmd_commit(args) -> int:
 
 
 def cmd_unlearn(args) -> int:
-    from .params import set_paths
+    from .core.params import set_paths
     from .protocol import unlearn_committed
-    from .train import load_checkpoint, save_checkpoint
+    from .models.train import save_checkpoint
 
     _refuse_outputs(args.out, force=args.force)
     for other in (args.params, args.fisher, args.commitment, args.secrets, args.mask):
@@ -402,7 +509,7 @@ def cmd_unlearn(args) -> int:
 
 
 def _leaves(params, layout):
-    from .params import get_paths
+    from .core.params import get_paths
 
     flat = get_paths(params, layout.paths)
     return [flat[p] for p in layout.paths]
@@ -411,15 +518,12 @@ def _leaves(params, layout):
 def cmd_prove(args) -> int:
     from .protocol import prove_unlearning
 
-    from .train import load_checkpoint
-
     if os.path.lexists(args.out):
         raise ZkapexError(f"{args.out} exists; choose a new bundle directory")
     com, sec, fisher, layout, params, tb, mb = _load_client(args)
     theta_u = None
     if args.unlearned:
-        pu, _ = load_checkpoint(args.unlearned)
-        theta_u = theta_blocks(pu, layout)
+        theta_u = theta_blocks(_load_params(args.unlearned), layout)
     t0 = time.perf_counter()
     out = prove_unlearning(tb, fisher, mb, com, sec, request_id=args.request_id, out_dir=args.out,
                            keystore=_keystore(args), jobs=args.jobs, progress=True, executor=args.executor,
@@ -467,7 +571,7 @@ def _emit_verify(args, d):
 
 def _validate_demo(model, block_size, pattern, logrows, quick):
     """Everything the demo's arguments must satisfy, checked on parameter shapes (no training)."""
-    from . import pipeline as pl
+    from .studies import image as pl
     from .models import param_shapes
     from .protocol import CommitSpec
 
@@ -489,12 +593,12 @@ def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, jobs=2, seed
     """The whole protocol end to end; returns the summary dict (also written to out/summary.json)."""
     import jax
 
-    from . import pipeline as pl
-    from .params import set_paths
+    from .studies import image as pl
+    from .core.params import set_paths
     from .protocol import (KeyStore, commit_personalization, prove_witness, save_commitment,
                            unlearn_committed, verify_bundle)
     from .protocol.statement import plan_proofs
-    from .train import save_checkpoint
+    from .models.train import save_checkpoint
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -631,42 +735,56 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("mask", help="[provider] score the global model and publish the mask")
     p.add_argument("--global", dest="global_ckpt", type=_path, required=True, help="the global model checkpoint")
     p.add_argument("--out", type=_path, required=True, help="the mask file to write (JSON)")
-    p.add_argument("--model", default="vit-demo", help="built-in model config (default vit-demo)")
+    p.add_argument("--model", default="vit-demo", type=_text,
+                   help="built-in model config (vit-demo, vit-tiny, opt-tiny, ...) or a local Hugging Face model "
+                        "directory (config.json + weights; default vit-demo)")
     p.add_argument("--block-size", type=BLOCK, default=16, help="weights per block B (default 16)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--data", type=_path, default=None,
                    help="the provider's labelled images (.npz with x, y or a folder of class folders); "
                         "with --forget-classes (default: the built-in Fashion-MNIST split)")
     p.add_argument("--forget-classes", default=None, help="comma-separated labels to forget, e.g. 5,7,9 (with --data)")
-    p.add_argument("--forget", type=_path, default=None, help="the forget set (.npz or image folder), with --retain")
-    p.add_argument("--retain", type=_path, default=None, help="the retain set (.npz or image folder), with --forget")
+    p.add_argument("--forget", type=_path, default=None,
+                   help="the forget set (.npz or image folder; text/code folder for an LM), with --retain")
+    p.add_argument("--retain", type=_path, default=None,
+                   help="the retain set (.npz or image folder; text/code folder for an LM), with --forget")
     p.add_argument("--pattern", default=None, help="kernels to mask (fnmatch pattern; default: every fc1)")
     p.add_argument("--fraction", type=_float_in(0.0, 1.0, lo_open=True), default=None,
                    help="fraction of the selected weights to mask, in (0, 1] (default: the config's)")
     p.add_argument("--seed", type=SEED, default=0, help="PRNG seed (default 0)")
+    p.add_argument("--tokenizer", type=_path, default=None,
+                   help="a language model's tokenizer (zkapex code tokenizer JSON); its data are text/code folders")
+    p.add_argument("--seq-len", type=POS, default=64, help="a language model's sequence length (default 64)")
     p.set_defaults(fn=cmd_mask)
 
     p = sub.add_parser("fisher", help="[client] block-wise Fisher of the personalized model")
     p.add_argument("--params", type=_path, required=True, help="the personalized checkpoint")
     p.add_argument("--out", type=_path, required=True, help="the Fisher file to write (.npz)")
-    p.add_argument("--model", default="vit-demo", help="built-in model config (default vit-demo)")
+    p.add_argument("--model", default="vit-demo", type=_text,
+                   help="built-in model config (vit-demo, vit-tiny, opt-tiny, ...) or a local Hugging Face model "
+                        "directory (config.json + weights; default vit-demo)")
     p.add_argument("--block-size", type=BLOCK, default=16, help="weights per block B (default 16)")
     p.add_argument("--damping", type=_float_in(0.0), default=None, help="Fisher damping ≥ 0 (default: the config's)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--data", type=_path, default=None,
-                   help="the client's labelled images (.npz with x, y or a folder of class folders; "
-                        "default: the built-in personalization split)")
+                   help="the client's labelled images (.npz with x, y or a folder of class folders), or text/code "
+                        "files for an LM (default: the built-in personalization split)")
     p.add_argument("--pattern", default=None, help="kernels to cover (fnmatch pattern; default: every fc1)")
     p.add_argument("--seed", type=SEED, default=0, help="PRNG seed (default 0)")
+    p.add_argument("--tokenizer", type=_path, default=None,
+                   help="a language model's tokenizer (zkapex code tokenizer JSON); its data are text/code folders")
+    p.add_argument("--seq-len", type=POS, default=64, help="a language model's sequence length (default 64)")
     p.set_defaults(fn=cmd_fisher)
 
     p = sub.add_parser("personalize", help="[client] fine-tune the global model on the client's images")
     p.add_argument("--global", dest="global_ckpt", type=_path, required=True, help="the global model checkpoint")
     p.add_argument("--out", type=_path, required=True, help="the personalized checkpoint to write")
     p.add_argument("--data", type=_path, default=None,
-                   help="the client's labelled images (.npz with x, y or a folder of class folders; "
-                        "default: the built-in personalization split)")
-    p.add_argument("--model", default="vit-demo", help="built-in model config (default vit-demo)")
+                   help="the client's labelled images (.npz with x, y or a folder of class folders), or text/code "
+                        "files for an LM (default: the built-in personalization split)")
+    p.add_argument("--model", default="vit-demo", type=_text,
+                   help="built-in model config (vit-demo, vit-tiny, opt-tiny, ...) or a local Hugging Face model "
+                        "directory (config.json + weights; default vit-demo)")
     p.add_argument("--epochs", type=POS, default=None, help="epochs (default: the paper's 30)")
     p.add_argument("--lr", type=_float_in(0.0, 1.0, lo_open=True), default=None, help="AdamW peak lr (default 8e-4)")
     p.add_argument("--layer-decay", type=_float_in(0.0, 1.0, lo_open=True), default=None,
@@ -675,6 +793,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=BLOCK, default=16, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=SEED, default=0, help="PRNG seed (default 0)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--tokenizer", type=_path, default=None,
+                   help="a language model's tokenizer (zkapex code tokenizer JSON); its data are text/code folders")
+    p.add_argument("--seq-len", type=POS, default=64, help="a language model's sequence length (default 64)")
     p.set_defaults(fn=cmd_personalize)
 
     p = sub.add_parser("commit", help="[client] commit to θp and C (before any mask)")
@@ -723,7 +844,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole protocol on Fashion-MNIST (vit-demo, ~10 min on 2 cores)")
     p.add_argument("--out", type=_path, required=True, help="a new (or empty) output directory")
     p.add_argument("--big", action="store_true", help="a bigger statement: vit-tiny fc1 (65,536 parameters)")
-    p.add_argument("--model", default="vit-demo", help="built-in model config (default vit-demo)")
+    p.add_argument("--model", default="vit-demo", type=_text,
+                   help="built-in model config (vit-demo, vit-tiny, opt-tiny, ...) or a local Hugging Face model "
+                        "directory (config.json + weights; default vit-demo)")
     p.add_argument("--block-size", type=BLOCK, default=16, help="weights per block B (default 16)")
     p.add_argument("--logrows", type=LOGROWS, default=None, help="the commitment's circuit size (default: auto)")
     p.add_argument("--executor", choices=("ray", "process"), default="ray",

@@ -1,7 +1,7 @@
 """Configs (as code) of Study 2: the code language model (the paper's OPT-125M / CodeParrot
 study, forget Scala, personalize on Rust with a merged LoRA; ~70% recovery).
 
-Our analog on locally installed code (see :mod:`zkapex_jax.code_data`):
+Our analog on locally installed code (see :mod:`zkapex_jax.data.code`):
 
 - global languages (the provider's training data): C, C++, Python, JavaScript;
 - forget language: JavaScript (the provider unlearns it);
@@ -18,85 +18,7 @@ Our analog on locally installed code (see :mod:`zkapex_jax.code_data`):
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-
-
-@dataclass(frozen=True)
-class OptCodeConfig:
-    name: str
-    # ---- data
-    global_languages: tuple[str, ...] = ("c", "cpp", "python", "javascript")
-    forget_language: str = "javascript"
-    personal_language: str = "rust"
-    max_bytes: dict = field(default_factory=lambda: {"train": 1_000_000, "val": 100_000, "test": 150_000})
-    max_file_bytes: int = 32_768
-    tokenizer: str = "bpe"  # "bpe" (byte-level, trained locally) or "bytes"
-    vocab_size: int = 2048
-    seq_len: int = 64
-    n_eval: int = 256  # test sequences per language for the accuracies
-    n_personal_train: int = 1024  # the client's Rust training sequences (personalization + Fisher pool)
-    # ---- model
-    model: str = "opt-tiny"
-    model_overrides: dict = field(default_factory=lambda: {"num_hidden_layers": 2})
-    # ---- provider training (global model and the retrain baseline)
-    global_steps: int = 400
-    global_batch: int = 32
-    global_lr: float = 2e-3
-    warmup_steps: int = 50
-    weight_decay: float = 0.01
-    # ---- client personalization
-    personalize: str = "lora"  # "lora" (merged, as the paper) or "full"
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_targets: tuple[str, ...] = (
-        "*/self_attn/q_proj/kernel",
-        "*/self_attn/k_proj/kernel",
-        "*/self_attn/v_proj/kernel",
-        "*/self_attn/out_proj/kernel",
-        "*/fc1/kernel",
-        "*/fc2/kernel",
-    )
-    personal_steps: int = 160
-    personal_batch: int = 32
-    personal_lr: float = 2e-3
-    # ---- provider mask
-    mask_patterns: tuple[str, ...] = ("*/layers/*/fc1/kernel", "*/layers/*/fc2/kernel")
-    mask_fraction: float = 0.04
-    mask_method: str = "second_order_neg"
-    mask_h: float = 0.5
-    mask_r: float = 1.5
-    mask_damping: float = 1e-8
-    n_mask_examples: int = 128  # forget and retain sequences for the scores
-    # ---- client Fisher / Group-OBS
-    fisher_block: int = 128
-    fisher_damping: float = 1e-6
-    n_fisher: int = 256
-    fisher_chunk: int = 32
-    # ---- baselines
-    baselines: tuple[str, ...] = ("finetune_after_mask", "gradient_ascent", "ssd", "salun")
-    ft_steps: int = 60
-    ft_lr: float = 5e-4
-    ga_steps: int = 20
-    ga_lr: float = 1e-3
-    ga_max_loss: float = 8.0
-    ssd_alpha: float = 10.0
-    ssd_lambda: float = 1.0
-    salun_fraction: float = 0.04
-    salun_steps: int = 40
-    salun_lr: float = 5e-4
-    # ---- sweeps (seed 0 / first seed only; reuse that seed's models)
-    sweep_fractions: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08)
-    sweep_blocks: tuple[int, ...] = (32, 64, 128)
-    sweep_dampings: tuple[float, ...] = (1e-8, 1e-4, 1e-2)
-    sweep_n_fisher: tuple[int, ...] = (32, 128)
-    eval_batch: int = 128
-
-    def replace(self, **kw) -> "OptCodeConfig":
-        return dataclasses.replace(self, **kw)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+from zkapex_jax.studies.opt_code import OptCodeConfig
 
 
 DEFAULT = OptCodeConfig(name="default")

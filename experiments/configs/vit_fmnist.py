@@ -31,72 +31,8 @@ models (all classes, and without the forget classes) plus two personalizations.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-
-from zkapex_jax.models import FC1_PATTERN_VIT as FC1
-from zkapex_jax.pipeline import PipelineConfig
-
-FC2 = "*/encoder/layer/*/output/dense/kernel"
-ATT_Q = "*/encoder/layer/*/attention/attention/query/kernel"
-ATT_K = "*/encoder/layer/*/attention/attention/key/kernel"
-ATT_V = "*/encoder/layer/*/attention/attention/value/kernel"
-ATT_O = "*/encoder/layer/*/attention/output/dense/kernel"
-HEAD = "classifier/kernel"
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    """The study: a pipeline config, seeds, baseline settings and sweep grids.
-
-    Baselines (``zkapex_jax.baselines``) run on the personalized model θp:
-    fine-tune-after-mask on the client's personalization training set; gradient ascent on the
-    provider's forget images (``n_mask_forget`` of them); SSD with forget = those images and
-    retain = the client's training set; SalUn with saliency from the forget images, random-label
-    fine-tuning on them plus the client's training set.
-    """
-
-    name: str
-    pipeline: PipelineConfig
-    seeds: tuple[int, ...] = (0, 1, 2)
-    # recovery is reported only where masking cost at least this much personal accuracy
-    # (about one standard error of the personal-accuracy estimate on ~2,400 test images)
-    recovery_min_drop: float = 0.01
-    # fine-tune after mask (unmasked weights, mask held at 0)
-    ft_steps: int = 60
-    ft_lr: float = 1e-4
-    ft_batch: int = 16
-    # gradient ascent (all weights, SGD, step budget)
-    ga_steps: int = 30
-    ga_lr: float = 5e-3
-    ga_batch: int = 32
-    # SSD
-    ssd_alpha: float = 10.0
-    ssd_lambda: float = 1.0
-    # SalUn
-    salun_fraction: float = 0.5
-    salun_steps: int = 40
-    salun_lr: float = 1e-4
-    salun_batch: int = 16
-    # also report mask-only / ZK-APEX with these provider scores (rows "mask_only__<m>", "zkapex__<m>")
-    extra_mask_methods: tuple[str, ...] = ()
-    # sweeps (each over every seed in sweep_seeds; models are reused from the main run)
-    sweep_seeds: tuple[int, ...] = (0, 1, 2)
-    sweep_fractions: tuple[float, ...] = (0.01, 0.04, 0.1, 0.2, 0.35, 0.5)
-    sweep_block_sizes: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
-    sweep_dampings: tuple[float, ...] = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
-    sweep_n_fisher: tuple[int, ...] = (8, 16, 32, 64, 96)
-    # ablation beyond the paper: which matrices the provider may mask (same 4% fraction)
-    sweep_patterns: tuple[tuple[str, tuple[str, ...]], ...] = (
-        ("fc1", (FC1,)),
-        ("fc1+fc2", (FC1, FC2)),
-        ("all_encoder_dense", (FC1, FC2, ATT_Q, ATT_K, ATT_V, ATT_O)),
-        ("fc1+head", (FC1, HEAD)),
-    )
-
-    def replace(self, **kw) -> "StudyConfig":
-        return dataclasses.replace(self, **kw)
-
+from zkapex_jax.studies.image import PipelineConfig
+from zkapex_jax.studies.vit_fmnist import FC1, HEAD, StudyConfig
 
 DEFAULT = StudyConfig(
     name="default",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import quant
+from ..core import quant
 from .._errors import ArtifactError, ShapeError
 from ._circuits import relation, stages
 from .artifacts import load_arrays, save_arrays

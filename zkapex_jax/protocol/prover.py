@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import quant
+from ..core import quant
 from .._errors import ArtifactError, MaskMismatchError, ShapeError, ZkapexError
 from ._circuits import relation, stages
 from .artifacts import sha256_hex, write_json_artifact

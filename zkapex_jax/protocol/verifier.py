@@ -32,7 +32,7 @@ import numpy as np
 from .._errors import ArtifactError
 from ._circuits import relation, stages
 from .artifacts import read_json_artifact, require, sha256_hex
-from .. import quant
+from ..core import quant
 from .commitments import Commitment, opening_mismatch
 from .keystore import KeyStore
 from .prover import STATEMENT_FORMAT, VERSION

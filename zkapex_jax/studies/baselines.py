@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._errors import ShapeError, UnknownParameterError
-from .params import flatten_params, select_paths, unflatten_params
+from .._errors import ShapeError, UnknownParameterError
+from ..core.params import flatten_params, select_paths, unflatten_params
 
 __all__ = [
     "batch_mean_loss",

@@ -23,7 +23,7 @@ Image layout: the library's images are **NHWC** float32 in [0, 1], ``(N, 28, 28,
 transposes them to NHWC itself; the functions here do the NCHW transpose for you, so callers
 always pass NHWC.
 
-Parameter paths (``/``-joined, see :mod:`zkapex_jax.params`)::
+Parameter paths (``/``-joined, see :mod:`zkapex_jax.core.params`)::
 
     vit/encoder/layer/<i>/intermediate/dense/kernel     (hidden, intermediate)   ViT fc1
     model/decoder/layers/<i>/fc1/kernel                  (hidden, ffn)            OPT fc1
@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._errors import ArtifactError, ShapeError, ZkapexError
+from .._errors import ArtifactError, ShapeError, ZkapexError
 
 __all__ = [
     "MODEL_CONFIGS",
@@ -62,6 +62,7 @@ __all__ = [
     "make_lm_predict",
     "lm_token_accuracy",
     "nchw",
+    "model_type",
 ]
 
 FC1_PATTERN_VIT = "*/encoder/layer/*/intermediate/dense/kernel"
@@ -144,6 +145,11 @@ MODEL_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
              max_position_embeddings=2048),
     ),
 }
+
+
+def model_type(config) -> str:
+    """``"vit"`` or ``"opt"`` for a transformers config (``ZkapexError`` otherwise)."""
+    return _family_of_config(config)
 
 
 def _family_of_config(config) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from ._errors import ShapeError, UnknownParameterError
+from .._errors import ShapeError, UnknownParameterError
 from .params import flatten_params, select_paths
 
 ORDERS = ("out_in", "in_out")
@@ -120,7 +120,7 @@ class BlockLayout:
         cls, params: Mapping, patterns: str | Iterable[str], block_size: int, order: str = "out_in"
     ) -> "BlockLayout":
         """Layout of the leaves of ``params`` matching ``patterns`` (``fnmatch``, see
-        :func:`zkapex_jax.params.select_paths`); ``UnknownParameterError`` if a pattern matches
+        :func:`zkapex_jax.core.params.select_paths`); ``UnknownParameterError`` if a pattern matches
         nothing, ``ShapeError`` if a kernel's size is not divisible by ``block_size``."""
         paths = select_paths(params, patterns)
         flat = flatten_params(params)

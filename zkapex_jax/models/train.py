@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._errors import ArtifactError, ShapeError, ZkapexError
-from .params import flatten_params, unflatten_params
+from .._errors import ArtifactError, ShapeError, ZkapexError
+from ..core.params import flatten_params, unflatten_params
 
 __all__ = [
     "CHECKPOINT_FORMAT",

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._errors import NonFiniteError, ShapeError, SingularBlockError, ZkapexError
+from .._errors import NonFiniteError, ShapeError, SingularBlockError, ZkapexError
 
 
 class QuantizationError(ZkapexError):

@@ -48,8 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write_text
-from ._errors import ArtifactError, DataNotFoundError, ShapeError
+from .._io import atomic_write_text
+from .._errors import ArtifactError, DataNotFoundError, ShapeError
 
 __all__ = [
     "LANGUAGES",

@@ -30,7 +30,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ._errors import NonFiniteError, ShapeError, UnknownParameterError
+from .._errors import NonFiniteError, ShapeError, UnknownParameterError
 from .blocks import BlockLayout, from_blocks, to_blocks
 from .params import SEP, _key_str, select_paths
 
@@ -160,7 +160,7 @@ def per_example_grads(
       params: the parameter pytree (nested dicts / ``FrozenDict``).
       batch: pytree whose leaves share a leading axis of ``N`` examples.
       wrt: ``None`` (all parameters) or path pattern(s) (``fnmatch``; see
-        :func:`zkapex_jax.params.select_paths`). Only the selected leaves are differentiated; the
+        :func:`zkapex_jax.core.params.select_paths`). Only the selected leaves are differentiated; the
         others are closed over as constants.
       chunk_size: ``None`` for one ``vmap`` over all ``N``; otherwise the batch is padded to a
         multiple of ``chunk_size`` (repeating the last example) and processed chunk by chunk with
@@ -238,7 +238,7 @@ def blockwise_fisher(grads: Any, block_size: int, *, damping: float):
 
     Args:
       grads: ``(N, D)`` per-example gradients, ``D`` divisible by ``block_size``; block ``b`` is
-        ``grads[:, b*B:(b+1)*B]`` (lay kernels out with :class:`~zkapex_jax.blocks.BlockLayout`).
+        ``grads[:, b*B:(b+1)*B]`` (lay kernels out with :class:`~zkapex_jax.core.blocks.BlockLayout`).
       block_size: ``B``.
       damping: non-negative ``float`` added on the diagonal.
 
@@ -396,7 +396,7 @@ def accumulate_fisher(
       loss_fn: ``loss_fn(params, example) -> scalar`` for ONE example.
       params: parameter pytree; must contain ``layout.paths`` with ``layout.shapes``.
       batch: pytree of arrays with a leading axis of ``N`` examples.
-      layout: the :class:`~zkapex_jax.blocks.BlockLayout` (paths, block size, order).
+      layout: the :class:`~zkapex_jax.core.blocks.BlockLayout` (paths, block size, order).
       damping: non-negative float added on the diagonal.
       chunk_size: examples per scan step (rounded up to a multiple of the device count when
         sharded; capped at ``N``).

@@ -1,4 +1,5 @@
-"""Bring-your-own labelled images for the CLI and the library: an ``.npz`` or an image folder.
+"""Bring-your-own data for the CLI and the library: labelled images (an ``.npz`` or an image
+folder) for a classifier, text/code files for a causal LM.
 
 * ``.npz`` with ``x`` ``(N, H, W)`` or ``(N, H, W, C)`` (uint8 0..255, or float in [0, 1]) and
   ``y`` ``(N,)`` integer labels;
@@ -6,6 +7,9 @@
   converted to the model's channels and resized to its input size). Sub-folders named by
   integers (``0/``, ``7/``) are those labels; otherwise classes are the sorted folder names
   numbered from 0 (the mapping is returned).
+
+* for an LM: a text/code file or a folder of them, tokenized with the provider's tokenizer and cut
+  into sequences (:func:`load_token_sequences`).
 
 Everything is validated against the model's input ``(H, W, C)`` and number of labels, with an
 error (:class:`~zkapex_jax._errors.ZkapexError`) naming the file and the problem.
@@ -18,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import ZkapexError
-from .data import Split
+from .._errors import ZkapexError
+from .images import Split
 
-__all__ = ["load_labelled", "select_classes", "parse_classes", "IMAGE_SUFFIXES"]
+__all__ = ["load_labelled", "load_token_sequences", "select_classes", "parse_classes", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 MAX_IMAGES = 1_000_000
@@ -81,7 +85,7 @@ def _check_labels(y: np.ndarray, where: str, num_labels: int) -> np.ndarray:
 
 
 def _load_npz(path: Path, shape, num_labels) -> Split:
-    from ._io import open_regular_file
+    from .._io import open_regular_file
 
     try:
         with open_regular_file(path, max_bytes=MAX_NPZ_BYTES, what="data file") as f, \
@@ -169,3 +173,52 @@ def load_labelled(path, *, image_shape: tuple[int, int, int], num_labels: int, m
     if split.n < min_examples:
         raise ZkapexError(f"{p}: {split.n} examples; at least {min_examples} needed")
     return split, mapping
+
+
+MAX_TEXT_FILES = 100_000
+MAX_TEXT_BYTES = 1 << 30
+
+
+def load_token_sequences(path, tokenizer, seq_len: int, *, min_sequences: int = 1) -> np.ndarray:
+    """A causal LM's data from a text/code file or a folder of them (searched recursively, in
+    sorted order): every regular file that decodes as UTF-8 and holds no NUL byte is tokenized,
+    followed by end-of-text, and the stream is cut into ``(n, seq_len)`` int32 rows. Other files
+    (binaries, links, special files) are skipped; caps: 100,000 files, 1 GiB of text.
+
+    Raises ``ZkapexError`` naming the path when nothing usable is found or there are fewer than
+    ``min_sequences`` rows."""
+    from .._io import read_regular_file
+    from .code import chunk_tokens, encode_split
+
+    p = Path(os.fspath(path))
+    if "\x00" in str(p):
+        raise ZkapexError(f"data path {str(p)!r} contains a NUL byte")
+    if not p.exists():
+        raise ZkapexError(f"{p}: data not found (give a text/code file or a folder of them)")
+    if int(seq_len) < 2:
+        raise ZkapexError(f"sequence length must be >= 2, got {seq_len}")
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and not f.is_symlink())
+    if len(files) > MAX_TEXT_FILES:
+        raise ZkapexError(f"{p}: {len(files)} files, more than {MAX_TEXT_FILES}")
+    texts, total = [], 0
+    for f in files:
+        if total >= MAX_TEXT_BYTES:
+            raise ZkapexError(f"{p}: more than {MAX_TEXT_BYTES >> 30} GiB of text")
+        try:
+            raw = read_regular_file(f, max_bytes=MAX_TEXT_BYTES - total)
+        except (OSError, ValueError):
+            continue
+        if b"\x00" in raw:
+            continue
+        try:
+            texts.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            continue
+        total += len(raw)
+    if not texts:
+        raise ZkapexError(f"{p}: no UTF-8 text files")
+    rows = chunk_tokens(encode_split(tokenizer, texts), int(seq_len))
+    if rows.shape[0] < min_sequences:
+        raise ZkapexError(f"{p}: {rows.shape[0]} sequences of {seq_len} tokens from {len(texts)} files; "
+                          f"at least {min_sequences} needed")
+    return rows

@@ -7,7 +7,7 @@ import fnmatch
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ._errors import UnknownParameterError
+from .._errors import UnknownParameterError
 
 SEP = "/"
 
@@ -91,7 +91,7 @@ def set_paths(params: Mapping, updates: Mapping[str, Any]) -> dict:
         if p not in flat:
             raise UnknownParameterError(f"unknown parameter path {p!r}")
         if tuple(getattr(v, "shape", ())) != tuple(getattr(flat[p], "shape", ())):
-            from ._errors import ShapeError
+            from .._errors import ShapeError
 
             raise ShapeError(
                 f"update for {p!r} has shape {tuple(v.shape)}, parameter has {tuple(flat[p].shape)}"

@@ -38,7 +38,7 @@ import numpy as np
 from jax import lax
 from jax.scipy.linalg import solve_triangular
 
-from ._errors import NonFiniteError, ShapeError, SingularBlockError
+from .._errors import NonFiniteError, ShapeError, SingularBlockError
 
 __all__ = [
     "FisherFactor",
@@ -375,7 +375,7 @@ def fisher_group_obs(
 
     Equivalent to ``group_obs(theta, blockwise_fisher(grads, B, damping=damping), mask)`` but no
     ``(nb, B, B)`` array is ever held: groups of ``block_batch`` blocks go through
-    :func:`~zkapex_jax.fisher.blockwise_fisher`, :func:`factorize` and :func:`group_obs` and only
+    :func:`~zkapex_jax.core.fisher.blockwise_fisher`, :func:`factorize` and :func:`group_obs` and only
     ``delta``, ``lam`` and ``residual`` (``O(nb B)``) are kept. Every group has the same static
     shape (the last one is computed with its own, smaller shape), and ``K`` is fixed for all groups
     from the whole mask, so at most two programs are compiled.

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._errors import ShapeError
+from .._errors import ShapeError
 
 __all__ = [
     "accuracy_from_logits",

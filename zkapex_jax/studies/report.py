@@ -1,4 +1,4 @@
-"""Shared helpers for the experiment entry points: the results JSON (atomic writer, validated
+"""Reporting for the studies: the results JSON (atomic writer, validated
 loader), mean ± std aggregation over seeds, markdown tables and matplotlib plots.
 
 Results file shape (both studies)::
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from zkapex_jax._errors import ArtifactError
-from zkapex_jax._io import atomic_write_bytes, atomic_write_text
+from .._errors import ArtifactError
+from .._io import atomic_write_bytes, atomic_write_text
 
 RESULTS_FORMAT = "zkapex.results"
 RESULTS_VERSION = 1

@@ -1,4 +1,6 @@
-"""The end-to-end ViT pipeline of ZK-APEX (arXiv 2512.09953) as plain functions.
+"""The image study of ZK-APEX (arXiv 2512.09953): its settings, splits and evaluation, and the
+protocol's stages (:mod:`zkapex_jax.protocol.provider` / :mod:`~zkapex_jax.protocol.client`)
+called with them. The CLI demo and ``experiments/vit_fmnist.py`` run this.
 
 Stages (who runs them in the protocol in brackets)::
 
@@ -12,9 +14,8 @@ Stages (who runs them in the protocol in brackets)::
 
 The provider scores the mask with ITS global model on forget vs. retain data (it never sees
 θp); the client's Fisher is the block-wise empirical Fisher of θp on the client's
-personalization training images (``accumulate_fisher``); Group-OBS removes the masked weights
-and compensates the rest within each block (``group_obs`` + ``apply_delta`` through a
-:class:`~zkapex_jax.blocks.BlockLayout`).
+personalization training images; Group-OBS removes the masked weights and compensates the rest
+within each block (``client.unlearn``).
 
 Everything is a pure function of its arguments (PRNG keys explicit); nothing prints. The
 caller (``experiments/``, the CLI demo) decides about files and progress output.
@@ -23,30 +24,27 @@ caller (``experiments/``, the CLI demo) decides about files and progress output.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import data as data_mod
+from ..data import images as data_mod
 from . import metrics as M
-from . import models as models_mod
-from . import train as train_mod
-from ._errors import ZkapexError
-from .blocks import BlockLayout
-from .fisher import accumulate_fisher
-from .mask import Mask, compute_scores
-from .obs import apply_delta, factorize, group_obs
-from .params import flatten_params, get_paths, set_paths
+from .. import models as models_mod
+from ..core.blocks import BlockLayout
+from ..core.mask import Mask
+from ..models.family import Family, family
+from ..protocol import client, provider
+from ..protocol.provider import Recipe
 
 __all__ = [
     "PipelineConfig",
-    "ModelFns",
+    "global_recipe",
+    "personal_recipe",
     "model_fns",
     "load_data",
     "train_global",
@@ -72,10 +70,10 @@ class PipelineConfig:
     (``n_train_per_domain`` of each for training), the ``shift`` (a Sobel-edge "sketch", the
     ImageNet-Sketch analog), and subsampling of the global training / test sets.
 
-    Training (``zkapex_jax.train``): AdamW with warm-up; personalization adds the paper's
+    Training (``zkapex_jax.models.train``): AdamW with warm-up; personalization adds the paper's
     layer-wise lr decay.
 
-    Mask (``zkapex_jax.mask``): the paper's "second-order neg" score on fc1 of every layer,
+    Mask (``zkapex_jax.core.mask``): the paper's "second-order neg" score on fc1 of every layer,
     global top ``mask_fraction``, from ``n_mask_forget`` / ``n_mask_retain`` provider images
     (paper: 480), Fisher-diagonal damping ``mask_damping`` (paper 1e-8).
 
@@ -143,29 +141,26 @@ class PipelineConfig:
 
 # ----------------------------------------------------------------------------- model functions
 
-@dataclass(frozen=True)
-class ModelFns:
-    """The model object and its pure functions (built once per model name)."""
-
-    model: Any
-    loss: Any      # loss(params, (x (28,28,1), y ())) -> scalar, ONE example
-    predict: Any   # predict(params, x (N,28,28,1)) -> logits (N, K)  (not jitted)
-    predict_jit: Any
-
-
-@lru_cache(maxsize=8)
-def model_fns(name: str) -> ModelFns:
-    """Build (and cache) the Flax model of ``name`` and its loss / predict functions.
-    The same function objects are returned for the same name, so jitted code is reused."""
-    model, _ = models_mod.build_model(name, seed=0)
-    predict = models_mod.make_classifier_predict(model)
-    return ModelFns(model, models_mod.make_classifier_loss(model), predict, jax.jit(predict))
+def model_fns(name: str) -> Family:
+    """The :class:`~zkapex_jax.models.Family` of ``name`` (built once; jitted code is reused)."""
+    return family(name)
 
 
 def init_params(cfg: PipelineConfig, *, seed: int):
     """Fresh random parameters of ``cfg.model`` (``seed`` picks the initialisation)."""
-    _, params = models_mod.build_model(cfg.model, seed=seed)
-    return params
+    return model_fns(cfg.model).init(seed)
+
+
+def global_recipe(cfg: PipelineConfig) -> Recipe:
+    """The provider's recipe: AdamW, warm-up, cosine decay, no layer decay."""
+    return Recipe(epochs=cfg.global_epochs, lr=cfg.global_lr, batch=cfg.global_batch, warmup=cfg.global_warmup,
+                  weight_decay=cfg.weight_decay)
+
+
+def personal_recipe(cfg: PipelineConfig) -> Recipe:
+    """The client's recipe (the paper's): AdamW, warm-up, layer-wise lr decay."""
+    return Recipe(epochs=cfg.pers_epochs, lr=cfg.pers_lr, batch=cfg.pers_batch, warmup=cfg.pers_warmup,
+                  weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
 
 
 # ----------------------------------------------------------------------------- data
@@ -191,62 +186,50 @@ def _subsample(split, n: int | None, seed: int):
 
 # ----------------------------------------------------------------------------- training
 
-def _steps(n: int, batch: int, epochs: int) -> int:
-    return max(1, -(-n // min(batch, n))) * epochs
-
-
 def train_global(cfg: PipelineConfig, data: data_mod.Splits, *, key, exclude_forget: bool = False,
                  init_seed: int | None = None):
     """[provider] Train the global ViT from scratch on ``data.global_train`` (all classes), or,
     with ``exclude_forget=True``, on ``data.retain_train`` (the retrain gold standard: the same
-    recipe without the forget classes). AdamW with linear warm-up and cosine decay, no layer
-    decay. Returns ``(params, history)``."""
-    fns = model_fns(cfg.model)
+    recipe without the forget classes). Returns ``(params, history)``
+    (:func:`zkapex_jax.protocol.provider.train_global` with :func:`global_recipe`)."""
     k_init, k_fit = jax.random.split(key)
     seed = int(jax.random.randint(k_init, (), 0, 2**31 - 1)) if init_seed is None else init_seed
-    params = init_params(cfg, seed=seed)
+    fam = model_fns(cfg.model)
     split = data.retain_train if exclude_forget else data.global_train
-    total = _steps(split.n, cfg.global_batch, cfg.global_epochs)
-    opt = train_mod.make_optimizer(params, lr=cfg.global_lr, total_steps=total,
-                                   warmup_steps=cfg.global_warmup, weight_decay=cfg.weight_decay)
-    return train_mod.fit(fns.loss, params, (split.x, split.y), optimizer=opt, epochs=cfg.global_epochs,
-                         batch_size=cfg.global_batch, key=k_fit)
+    return provider.train_global(fam, fam.init(seed), (split.x, split.y), global_recipe(cfg), key=k_fit)
 
 
 def personalize(cfg: PipelineConfig, theta_global, data: data_mod.Splits, *, key):
     """[client] Fine-tune the global model on the client's private training images
-    (``data.personal_train``: original + shifted, all layers) with AdamW, warm-up and the
-    paper's layer-wise lr decay (``cfg.layer_decay``). Returns ``(theta_p, history)``."""
+    (``data.personal_train``: original + shifted, all layers) with :func:`personal_recipe`.
+    Returns ``(theta_p, history)``."""
     return personalize_on(cfg, theta_global, data.personal_train, key=key)
 
 
 def personalize_on(cfg: PipelineConfig, theta_global, split: data_mod.Split, *, key):
     """:func:`personalize` on any labelled ``split`` (e.g. the client's own images)."""
-    fns = model_fns(cfg.model)
-    total = _steps(split.n, cfg.pers_batch, cfg.pers_epochs)
-    opt = train_mod.make_optimizer(theta_global, lr=cfg.pers_lr, total_steps=total,
-                                   warmup_steps=cfg.pers_warmup, weight_decay=cfg.weight_decay,
-                                   layer_decay=cfg.layer_decay)
-    return train_mod.fit(fns.loss, theta_global, (split.x, split.y), optimizer=opt, epochs=cfg.pers_epochs,
-                         batch_size=cfg.pers_batch, key=key)
+    return client.personalize(model_fns(cfg.model), theta_global, (split.x, split.y), personal_recipe(cfg), key=key)
 
 
 # ----------------------------------------------------------------------------- provider mask
 
 def provider_mask(cfg: PipelineConfig, theta_global, data: data_mod.Splits, *, seed: int = 0,
-                  fraction: float | None = None, scores: Mapping[str, Any] | None = None):
+                  fraction: float | None = None, scores: Mapping[str, Any] | None = None,
+                  meta: Mapping[str, Any] | None = None):
     """[provider] Score every fc1 weight of the provider's GLOBAL model on forget
     (``n_mask_forget`` images of ``data.forget_train``) vs. retain data (``n_mask_retain`` of
     ``data.retain_train``) and keep the global top ``fraction`` (default ``cfg.mask_fraction``).
     The provider never sees θp. Passing ``scores`` (from :func:`provider_scores`) skips the
-    gradient passes, e.g. for a fraction sweep.
-    Returns a :class:`~zkapex_jax.mask.Mask`."""
+    gradient passes, e.g. for a fraction sweep; ``meta`` overrides what the mask records about
+    its forget set (e.g. the classes a user named, or the files).
+    Returns a :class:`~zkapex_jax.core.mask.Mask`."""
     if scores is None:
         scores = provider_scores(cfg, theta_global, data, seed=seed)
     frac = cfg.mask_fraction if fraction is None else fraction
-    meta = {"h": cfg.mask_h, "r": cfg.mask_r, "damping": cfg.mask_damping, "n_forget": cfg.n_mask_forget,
+    info = {"h": cfg.mask_h, "r": cfg.mask_r, "damping": cfg.mask_damping, "n_forget": cfg.n_mask_forget,
             "n_retain": cfg.n_mask_retain, "forget_classes": list(cfg.forget_classes)}
-    return Mask.from_scores(scores, frac, scope=cfg.mask_scope, method=cfg.mask_method, meta=meta)
+    info.update(meta or {})
+    return provider.publish_mask(scores, frac, scope=cfg.mask_scope, method=cfg.mask_method, meta=info)
 
 
 def provider_scores(cfg: PipelineConfig, theta_global, data: data_mod.Splits, *, seed: int = 0) -> dict:
@@ -258,12 +241,11 @@ def provider_scores_on(cfg: PipelineConfig, theta_global, forget: data_mod.Split
                        seed: int = 0) -> dict:
     """:func:`provider_scores` on any forget / retain splits (e.g. the provider's own files);
     ``n_mask_forget`` / ``n_mask_retain`` examples of each are drawn with ``seed``."""
-    fns = model_fns(cfg.model)
     forget = _subsample(forget, cfg.n_mask_forget, seed)
     retain = _subsample(retain, cfg.n_mask_retain, seed + 1)
-    return compute_scores(fns.loss, theta_global, (forget.x, forget.y), (retain.x, retain.y),
-                          wrt=cfg.mask_pattern, method=cfg.mask_method, h=cfg.mask_h, r=cfg.mask_r,
-                          damping=cfg.mask_damping, chunk_size=cfg.fisher_chunk)
+    return provider.score_weights(model_fns(cfg.model), theta_global, (forget.x, forget.y), (retain.x, retain.y),
+                                  patterns=cfg.mask_pattern, method=cfg.mask_method, h=cfg.mask_h, r=cfg.mask_r,
+                                  damping=cfg.mask_damping, chunk_size=cfg.fisher_chunk)
 
 
 # ----------------------------------------------------------------------------- client Fisher
@@ -287,40 +269,15 @@ def client_fisher(cfg: PipelineConfig, theta_p, data: data_mod.Splits, layout: B
 def client_fisher_on(cfg: PipelineConfig, theta_p, split: data_mod.Split, layout: BlockLayout, *,
                      damping: float | None = None, n_samples: int | None = None, seed: int = 0):
     """:func:`client_fisher` on any labelled ``split`` (e.g. the client's own images)."""
-    fns = model_fns(cfg.model)
     split = _subsample(split, cfg.n_fisher if n_samples is None else n_samples, seed)
-    return accumulate_fisher(fns.loss, theta_p, (split.x, split.y), layout,
-                             damping=cfg.damping if damping is None else damping,
-                             chunk_size=cfg.fisher_chunk)
+    return client.client_fisher(model_fns(cfg.model), theta_p, (split.x, split.y), layout,
+                                damping=cfg.damping if damping is None else damping, chunk_size=cfg.fisher_chunk)
 
 
 # ----------------------------------------------------------------------------- unlearning
 
-def unlearn(theta_p, fisher, mask: Mask, layout: BlockLayout):
-    """[client] Group-OBS: per block δ = −C⁻¹E(EᵀC⁻¹E)⁻¹θ_M, θu = θp + δ with θu[M] = 0 exactly.
-
-    ``fisher``: ``(nb, B, B)`` or a ``FisherFactor`` (reuse across masks). Returns
-    ``(theta_u, info)`` with ``info = {"result": GroupOBSResult, "max_residual": float,
-    "num_masked": int, "seconds": float}``."""
-    mask.check_matches(theta_p)
-    t0 = time.perf_counter()
-    flat = get_paths(theta_p, layout.paths)
-    theta_b = layout.to_blocks(flat)
-    mask_b = mask.to_blocks(layout)
-    res = group_obs(theta_b, fisher, mask_b)
-    theta_u_b = apply_delta(theta_b, res.delta, mask_b)
-    theta_u = set_paths(theta_p, layout.from_blocks(theta_u_b))
-    jax.block_until_ready(theta_u_b)
-    return theta_u, {"result": res, "max_residual": float(jnp.max(res.residual)),
-                     "num_masked": int(mask.num_masked), "seconds": time.perf_counter() - t0}
-
-
-def mask_only(theta_p, mask: Mask):
-    """θp with the masked weights set to 0 and nothing compensated."""
-    mask.check_matches(theta_p)
-    flat = flatten_params(theta_p)
-    upd = {p: jnp.where(jnp.asarray(m), jnp.zeros((), flat[p].dtype), flat[p]) for p, m in mask.dense().items()}
-    return set_paths(theta_p, upd)
+unlearn = client.unlearn
+mask_only = client.mask_only
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -328,20 +285,12 @@ def mask_only(theta_p, mask: Mask):
 def predict_logits(cfg: PipelineConfig, params, x, *, batch_size: int | None = None) -> np.ndarray:
     """Logits ``(N, K)`` of ``x`` ``(N, 28, 28, 1)``, in batches of exactly ``batch_size``
     (default ``cfg.eval_batch``; the last one padded), so one shape is compiled for all splits."""
-    fns = model_fns(cfg.model)
-    bs = batch_size or cfg.eval_batch
+    fam = model_fns(cfg.model)
     x = np.asarray(x)
-    n = x.shape[0]
-    if n == 0:
-        return np.zeros((0, fns.model.config.num_labels), np.float32)
-    out = []  # every batch padded to ``bs``: one compiled shape whatever the split sizes
-    for s in range(0, n, bs):
-        xb = x[s:s + bs]
-        m = xb.shape[0]
-        if m < bs:
-            xb = np.concatenate([xb, np.repeat(xb[-1:], bs - m, axis=0)])
-        out.append(np.asarray(fns.predict_jit(params, jnp.asarray(xb)))[:m])
-    return np.concatenate(out)
+    if x.shape[0] == 0:
+        return np.zeros((0, fam.config.num_labels), np.float32)
+    # every batch padded to exactly ``eval_batch``: one compiled shape whatever the split sizes
+    return fam.logits(params, x, batch_size=batch_size or cfg.eval_batch, pad_to_batch=True)
 
 
 def evaluate(cfg: PipelineConfig, params, data: data_mod.Splits, *, mia: bool = True, seed: int = 0) -> dict:
@@ -353,7 +302,7 @@ def evaluate(cfg: PipelineConfig, params, data: data_mod.Splits, *, mia: bool = 
     - ``forget_acc``: test images of the forget classes; ``other_acc``: test images of the
       remaining global classes; ``global_acc``: the whole test set;
     - ``mia_acc`` / ``mia_auc``: entropy attack, forget-train members vs. forget-test
-      non-members (``zkapex_jax.metrics.mia_entropy``).
+      non-members (``zkapex_jax.studies.metrics.mia_entropy``).
     """
     def acc(split):
         if split.n == 0:

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._errors import ArtifactError, DataNotFoundError, ShapeError, ZkapexError
+from .._errors import ArtifactError, DataNotFoundError, ShapeError, ZkapexError
 
 __all__ = [
     "FASHION_MNIST_DIR",

@@ -44,8 +44,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from ._io import atomic_write_text
-from ._errors import ArtifactError, MaskMismatchError, NonFiniteError, ShapeError
+from .._io import atomic_write_text
+from .._errors import ArtifactError, MaskMismatchError, NonFiniteError, ShapeError
 from .blocks import BlockLayout
 from .fisher import _check_damping, grad_moments
 from .params import flatten_params
@@ -408,7 +408,7 @@ class Mask:
     def load(cls, path: str | os.PathLike) -> "Mask":
         """Read and validate a mask file; ``ArtifactError`` naming the file on any problem
         (missing, not JSON, wrong format/version, missing fields, hash mismatch, bad indices)."""
-        from ._io import loads_strict, read_regular_file
+        from .._io import loads_strict, read_regular_file
 
         path = os.fspath(path)
         try:

@@ -1,0 +1,131 @@
+"""Model families as the stages see them: one-example loss, batched predict, accuracy and the
+parameter patterns the mask targets.
+
+A :class:`Family` is everything the provider / client stages (:mod:`zkapex_jax.protocol.provider`,
+:mod:`zkapex_jax.protocol.client`) need to know about a model, so the same stages run a ViT
+classifier and an OPT causal LM::
+
+    fam = family("vit-tiny")                    # or family("opt-tiny", vocab_size=4096)
+    params = fam.init(seed=0)
+    fam.loss(params, (x, y))                    # ONE example: image (H, W, C) + label ()
+    fam.accuracy(params, (x, y))                # top-1 over a batch
+    fam.mask_patterns                           # ("*/encoder/layer/*/intermediate/dense/kernel",)
+
+An example is ``(x (H, W, C) float, y () int)`` for a classifier and ``tokens (T,) int`` for a
+causal LM; a dataset is the same with a leading axis ``N``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._errors import ShapeError, ZkapexError
+from . import hf
+
+__all__ = ["Family", "family", "family_of_model"]
+
+KINDS = ("classifier", "lm")
+
+
+@dataclass(frozen=True, eq=False)
+class Family:
+    """A model and its pure functions.
+
+    Attributes:
+      name: the config name (``"vit-tiny"``) or ``"<model_type>:custom"`` for a loaded model.
+      kind: ``"classifier"`` (examples ``(x, y)``) or ``"lm"`` (examples ``tokens (T,)``).
+      model: the transformers Flax model object (call it only with explicit params).
+      loss: ``loss(params, example) -> scalar`` for ONE example; vmap it for a batch.
+      predict: ``predict(params, inputs (N, ...)) -> logits``; not jitted.
+      mask_patterns: the kernels the paper masks for this family (fc1 of every layer).
+      overrides: the config overrides the model was built with.
+    """
+
+    name: str
+    kind: str
+    model: Any
+    loss: Callable
+    predict: Callable
+    mask_patterns: tuple[str, ...]
+    overrides: tuple = ()
+    _predict_jit: Callable = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ZkapexError(f"family kind must be one of {KINDS}, got {self.kind!r}")
+        object.__setattr__(self, "_predict_jit", jax.jit(self.predict))
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def init(self, seed: int):
+        """Fresh random parameters (``seed`` picks the initialisation)."""
+        if self.name.endswith(":custom"):
+            _, params = hf.build_model(self.model.config, seed=seed)
+        else:
+            _, params = hf.build_model(self.name, seed=seed, **dict(self.overrides))
+        return params
+
+    def logits(self, params, inputs, *, batch_size: int = 256, pad_to_batch: bool = False) -> np.ndarray:
+        """Logits of ``inputs`` ``(N, ...)`` in batches of ``min(batch_size, N)`` (exactly
+        ``batch_size`` with ``pad_to_batch``), the last one padded, so one shape is compiled per
+        call (per ``batch_size`` with ``pad_to_batch``). Returns numpy ``(N, ...)``."""
+        x = np.asarray(inputs)
+        n = x.shape[0]
+        if n == 0:
+            raise ShapeError("no examples to predict")
+        bs = batch_size if pad_to_batch else min(batch_size, n)
+        out = []
+        for s in range(0, n, bs):
+            xb = x[s:s + bs]
+            m = xb.shape[0]
+            if m < bs:
+                xb = np.concatenate([xb, np.repeat(xb[-1:], bs - m, axis=0)])
+            out.append(np.asarray(self._predict_jit(params, jnp.asarray(xb)))[:m])
+        return np.concatenate(out)
+
+    def accuracy(self, params, data, *, batch_size: int = 256) -> float:
+        """Top-1 accuracy: of labels for a classifier (``data = (x (N, H, W, C), y (N,))``), of
+        next tokens over all ``T - 1`` positions for an LM (``data = tokens (N, T)``)."""
+        if self.kind == "lm":
+            return hf.lm_token_accuracy(self.predict, params, data, batch_size=batch_size)
+        x, y = data
+        y = np.asarray(y)
+        if y.shape[0] != np.shape(x)[0]:
+            raise ShapeError(f"{np.shape(x)[0]} inputs but {y.shape[0]} labels")
+        return float(np.mean(np.argmax(self.logits(params, x, batch_size=batch_size), -1) == y))
+
+
+def _make(name: str, model, overrides: tuple) -> Family:
+    mt = hf.model_type(model.config)
+    if mt == "vit":
+        return Family(name, "classifier", model, hf.make_classifier_loss(model), hf.make_classifier_predict(model),
+                      (hf.FC1_PATTERN_VIT,), overrides)
+    return Family(name, "lm", model, hf.make_lm_loss(model), hf.make_lm_predict(model), (hf.FC1_PATTERN_OPT,),
+                  overrides)
+
+
+@lru_cache(maxsize=16)
+def _family_cached(name: str, overrides: tuple) -> Family:
+    model, _ = hf.build_model(name, seed=0, **dict(overrides))
+    return _make(name, model, overrides)
+
+
+def family(name: str, **overrides) -> Family:
+    """The :class:`Family` of a named config (see :data:`~zkapex_jax.models.MODEL_CONFIGS`),
+    built once per ``(name, overrides)``: the same function objects come back, so jitted code
+    is reused."""
+    return _family_cached(name, tuple(sorted(overrides.items())))
+
+
+def family_of_model(model) -> Family:
+    """The :class:`Family` of a model object you built or loaded (e.g. ``load_pretrained``)."""
+    return _make(f"{hf.model_type(model.config)}:custom", model, ())

@@ -1,0 +1,82 @@
+"""The client's stages: personalize the global model on private data (full fine-tuning or
+LoRA), compute the block-wise Fisher of θp on that data, and unlearn a published mask with
+Group-OBS. Pure functions over a :class:`~zkapex_jax.models.Family`; nothing prints.
+
+::
+
+    theta_p, hist = personalize(fam, theta_g, own_data, Recipe(epochs=30, lr=8e-4, batch=16,
+                                                               layer_decay=0.8), key=k)
+    layout = BlockLayout.from_params(theta_p, fam.mask_patterns, 576)
+    fisher = client_fisher(fam, theta_p, own_data, layout, damping=1e-6)   # (nb, B, B)
+    theta_u, info = unlearn(theta_p, fisher, mask, layout)                # θu = θp + δ
+
+Committing to θp and the curvature, and proving θu, are :mod:`zkapex_jax.protocol`'s
+``commit_personalization`` / ``prove_unlearning``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+
+from ..core.blocks import BlockLayout
+from ..core.fisher import accumulate_fisher
+from ..core.mask import Mask
+from ..core.obs import apply_delta, group_obs
+from ..core.params import flatten_params, get_paths, set_paths
+from ..models.lora import LoRAConfig, init_lora, lora_loss, merge_lora
+from .provider import Recipe, fit_recipe
+
+__all__ = ["personalize", "client_fisher", "unlearn", "mask_only"]
+
+
+def personalize(family, theta_global, data, recipe: Recipe, *, key, lora: LoRAConfig | None = None):
+    """[client] Fine-tune the global model on the client's ``data`` with ``recipe`` (the
+    paper's: AdamW, warm-up, layer-wise lr decay). With ``lora``, train rank-r adapters on
+    ``lora.targets`` instead (no weight decay on them) and merge them into θp.
+    Returns ``(theta_p, history)``."""
+    if lora is None:
+        return fit_recipe(family.loss, theta_global, data, recipe, key=key)
+    k_init, k_fit = jax.random.split(key)
+    adapters = init_lora(theta_global, lora.targets, lora.rank, k_init)
+    recipe = Recipe(**{**recipe.__dict__, "weight_decay": 0.0, "layer_decay": None})
+    adapters, hist = fit_recipe(lora_loss(family.loss, theta_global, lora.scale), adapters, data, recipe, key=k_fit)
+    return merge_lora(theta_global, adapters, lora.scale), hist
+
+
+def client_fisher(family, theta_p, data, layout: BlockLayout, *, damping: float = 1e-6, chunk_size: int = 32):
+    """[client] ``C_b = damping·I + (1/N) Σ_i g_i g_iᵀ`` over ``layout``'s blocks, ``g_i`` the
+    per-example gradient of ``family.loss`` at θp (vmap, ``chunk_size`` examples at a time).
+    Returns ``(nb, B, B)``."""
+    return accumulate_fisher(family.loss, theta_p, data, layout, damping=damping, chunk_size=chunk_size)
+
+
+def unlearn(theta_p, fisher, mask: Mask, layout: BlockLayout):
+    """[client] Group-OBS: per block ``δ = −C⁻¹E(EᵀC⁻¹E)⁻¹θ_M``, ``θu = θp + δ`` with
+    ``θu[M] = 0`` exactly.
+
+    ``fisher``: ``(nb, B, B)`` or a ``FisherFactor`` (factorize once, reuse across masks).
+    Returns ``(theta_u, info)``, ``info = {"result": GroupOBSResult, "max_residual",
+    "num_masked", "delta_norm", "theta_masked_norm", "seconds"}``."""
+    mask.check_matches(theta_p)
+    t0 = time.perf_counter()
+    theta_b = layout.to_blocks(get_paths(theta_p, layout.paths))
+    mask_b = mask.to_blocks(layout)
+    res = group_obs(theta_b, fisher, mask_b)
+    theta_u_b = apply_delta(theta_b, res.delta, mask_b)
+    theta_u = set_paths(theta_p, layout.from_blocks(theta_u_b))
+    jax.block_until_ready(theta_u_b)
+    return theta_u, {"result": res, "max_residual": float(jnp.max(res.residual)),
+                     "num_masked": int(mask.num_masked), "delta_norm": float(jnp.linalg.norm(res.delta)),
+                     "theta_masked_norm": float(jnp.linalg.norm(jnp.where(mask_b, theta_b, 0.0))),
+                     "seconds": time.perf_counter() - t0}
+
+
+def mask_only(theta_p, mask: Mask):
+    """θp with the masked weights set to 0 and nothing compensated (the recovery baseline)."""
+    mask.check_matches(theta_p)
+    flat = flatten_params(theta_p)
+    upd = {p: jnp.where(jnp.asarray(m), jnp.zeros((), flat[p].dtype), flat[p]) for p, m in mask.dense().items()}
+    return set_paths(theta_p, upd)

@@ -1,0 +1,640 @@
+"""Study 2 — the code language model (the paper's OPT-125M / CodeParrot study, on local code).
+
+The entry point with its command line is ``experiments/opt_code.py``; the named configs are in
+``experiments/configs/opt_code.py``. Progress goes to the ``zkapex_jax.studies`` logger.
+
+Per seed: the provider trains a global ``FlaxOPTForCausalLM`` on C, C++, Python and JavaScript;
+the client personalizes it on Rust (a LoRA on the attention and FFN projections, merged: θp); the
+provider unlearns JavaScript: it scores the fc1+fc2 kernels of every layer on its global model
+(second-order-neg, forget = JavaScript, retain = the other global languages) and publishes the
+global top-4% mask M; the client computes the block-wise Fisher of θp on its Rust data and applies
+Group-OBS (θu = θp + δ, θu[M] = 0). Methods: ``personalized`` (θp), ``mask_only`` (θp, θp[M] = 0),
+``zkapex`` (θu), ``retrain`` (global model trained without JavaScript, then personalized the same
+way) and the baselines of :mod:`zkapex_jax.studies.baselines` (fine-tune after mask, gradient ascent, SSD,
+SalUn). Metrics: next-token top-1 accuracy on held-out Rust (``personal_acc``), JavaScript
+(``forget_acc``) and the other global languages (``retain_acc``); recovery =
+(zkapex − mask_only) / (personalized − mask_only) on ``personal_acc``. Sweeps on the first seed
+(mask fraction, Fisher block size, damping, number of Fisher samples) reuse that seed's models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..core.blocks import BlockLayout
+from ..core.obs import factorize
+from ..data import code as cd
+from ..models import Family, LoRAConfig, family
+from ..models.train import steps_per_epoch
+from ..protocol import client, provider
+from ..protocol.provider import Recipe
+from . import baselines as bl
+from .metrics import recovery as recovery_of
+from .report import aggregate, load_results, markdown_table, mean_std, plot_sweep, save_figure, write_results
+
+STUDY = "opt_code"
+PAPER = {"recovery": 0.70, "model": "OPT-125M", "data": "CodeParrot C++/C/Scala/Java; LoRA on Rust; forget Scala"}
+
+
+_LOG = logging.getLogger("zkapex_jax.studies")
+
+
+def log(msg: str) -> None:
+    _LOG.info(msg)
+
+
+@dataclass(frozen=True)
+class OptCodeConfig:
+    name: str
+    # ---- data
+    global_languages: tuple[str, ...] = ("c", "cpp", "python", "javascript")
+    forget_language: str = "javascript"
+    personal_language: str = "rust"
+    max_bytes: dict = field(default_factory=lambda: {"train": 1_000_000, "val": 100_000, "test": 150_000})
+    max_file_bytes: int = 32_768
+    tokenizer: str = "bpe"  # "bpe" (byte-level, trained locally) or "bytes"
+    vocab_size: int = 2048
+    seq_len: int = 64
+    n_eval: int = 256  # test sequences per language for the accuracies
+    n_personal_train: int = 1024  # the client's Rust training sequences (personalization + Fisher pool)
+    # ---- model
+    model: str = "opt-tiny"
+    model_overrides: dict = field(default_factory=lambda: {"num_hidden_layers": 2})
+    # ---- provider training (global model and the retrain baseline)
+    global_steps: int = 400
+    global_batch: int = 32
+    global_lr: float = 2e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    # ---- client personalization
+    personalize: str = "lora"  # "lora" (merged, as the paper) or "full"
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = (
+        "*/self_attn/q_proj/kernel",
+        "*/self_attn/k_proj/kernel",
+        "*/self_attn/v_proj/kernel",
+        "*/self_attn/out_proj/kernel",
+        "*/fc1/kernel",
+        "*/fc2/kernel",
+    )
+    personal_steps: int = 160
+    personal_batch: int = 32
+    personal_lr: float = 2e-3
+    # ---- provider mask
+    mask_patterns: tuple[str, ...] = ("*/layers/*/fc1/kernel", "*/layers/*/fc2/kernel")
+    mask_fraction: float = 0.04
+    mask_method: str = "second_order_neg"
+    mask_h: float = 0.5
+    mask_r: float = 1.5
+    mask_damping: float = 1e-8
+    n_mask_examples: int = 128  # forget and retain sequences for the scores
+    # ---- client Fisher / Group-OBS
+    fisher_block: int = 128
+    fisher_damping: float = 1e-6
+    n_fisher: int = 256
+    fisher_chunk: int = 32
+    # ---- baselines
+    baselines: tuple[str, ...] = ("finetune_after_mask", "gradient_ascent", "ssd", "salun")
+    ft_steps: int = 60
+    ft_lr: float = 5e-4
+    ga_steps: int = 20
+    ga_lr: float = 1e-3
+    ga_max_loss: float = 8.0
+    ssd_alpha: float = 10.0
+    ssd_lambda: float = 1.0
+    salun_fraction: float = 0.04
+    salun_steps: int = 40
+    salun_lr: float = 5e-4
+    # ---- sweeps (seed 0 / first seed only; reuse that seed's models)
+    sweep_fractions: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08)
+    sweep_blocks: tuple[int, ...] = (32, 64, 128)
+    sweep_dampings: tuple[float, ...] = (1e-8, 1e-4, 1e-2)
+    sweep_n_fisher: tuple[int, ...] = (32, 128)
+    eval_batch: int = 128
+
+    def replace(self, **kw) -> "OptCodeConfig":
+        return dataclasses.replace(self, **kw)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def prepare_data(cfg: OptCodeConfig) -> dict:
+    """Corpus, tokenizer (trained on the global languages' training split) and token sequences.
+
+    Returns ``{"seqs": {lang: {split: (n, T) int32}}, "tokenizer": CodeTokenizer, "summary": ...}``."""
+    langs = list(cfg.global_languages)
+    if cfg.forget_language not in langs:
+        raise ValueError(f"forget language {cfg.forget_language!r} must be one of the global languages {langs}")
+    if cfg.personal_language in langs:
+        raise ValueError("the personalization language must not be a global language")
+    corpus = cd.load_code_corpus(
+        langs + [cfg.personal_language], max_bytes=cfg.max_bytes, max_file_bytes=cfg.max_file_bytes, seed=0
+    )
+    if cfg.tokenizer == "bpe":
+        train_texts = [t for lang in langs for t in corpus.texts[lang]["train"]]
+        tok = cd.train_bpe_tokenizer(train_texts, cfg.vocab_size)
+    elif cfg.tokenizer == "bytes":
+        tok = cd.byte_tokenizer()
+    else:
+        raise ValueError(f"unknown tokenizer {cfg.tokenizer!r}")
+    seqs = cd.make_lm_splits(corpus, tok, cfg.seq_len, max_sequences={"test": cfg.n_eval}, seed=0)
+    for lang in seqs:
+        if seqs[lang]["test"].shape[0] < cfg.n_eval:
+            raise ValueError(f"{lang}: only {seqs[lang]['test'].shape[0]} test sequences, need n_eval={cfg.n_eval}")
+    return {
+        "seqs": seqs,
+        "tokenizer": tok,
+        "corpus_summary": corpus.summary(),
+        "corpus_digest": corpus.digest,
+        "roots": corpus.roots,
+        "sequences": {lang: {s: int(v.shape[0]) for s, v in d.items()} for lang, d in seqs.items()},
+    }
+
+
+def _concat_shuffled(arrays: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    x = np.concatenate(arrays, axis=0)
+    return x[rng.permutation(x.shape[0])]
+
+
+def _retain_sample(cfg, seqs, n, rng) -> np.ndarray:
+    """n training sequences drawn evenly from the retained global languages."""
+    retain = [l for l in cfg.global_languages if l != cfg.forget_language]
+    per = -(-n // len(retain))
+    parts = [seqs[l]["train"][rng.choice(seqs[l]["train"].shape[0], per, replace=False)] for l in retain]
+    return _concat_shuffled(parts, rng)[:n]
+
+
+# ------------------------------------------------------------------------------------ stages
+
+
+def lm_family(cfg: OptCodeConfig, vocab_size: int) -> Family:
+    """The OPT family of ``cfg`` with the tokenizer's vocabulary."""
+    overrides = dict(cfg.model_overrides)
+    overrides["vocab_size"] = vocab_size
+    overrides.setdefault("max_position_embeddings", max(cfg.seq_len, 2))
+    return family(cfg.model, **overrides)
+
+
+def pair_loss(fam: Family):
+    """``loss(params, (x (T,), y (T,)))``: next-token loss of inputs ``x`` against targets ``y``
+    (``y == x`` is the usual LM loss); SalUn relabels ``y``."""
+
+    def loss(params, example):
+        x, y = example
+        logits = fam.predict(params, jnp.asarray(x, jnp.int32)[None])[0, :-1]
+        tgt = jnp.asarray(y, jnp.int32)[1:]
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), tgt[:, None], axis=-1))
+
+    return loss
+
+
+def global_recipe(cfg: OptCodeConfig, n: int) -> Recipe:
+    epochs = max(1, round(cfg.global_steps / steps_per_epoch(n, cfg.global_batch)))
+    total = epochs * steps_per_epoch(n, cfg.global_batch)
+    return Recipe(epochs=epochs, lr=cfg.global_lr, batch=cfg.global_batch, warmup=min(cfg.warmup_steps, total // 4),
+                  weight_decay=cfg.weight_decay, grad_clip=1.0)
+
+
+def personal_recipe(cfg: OptCodeConfig, n: int) -> Recipe:
+    epochs = max(1, round(cfg.personal_steps / steps_per_epoch(n, cfg.personal_batch)))
+    total = epochs * steps_per_epoch(n, cfg.personal_batch)
+    return Recipe(epochs=epochs, lr=cfg.personal_lr, batch=cfg.personal_batch,
+                  warmup=min(cfg.warmup_steps, total // 4), weight_decay=cfg.weight_decay, grad_clip=1.0)
+
+
+def lora_config(cfg: OptCodeConfig) -> LoRAConfig | None:
+    if cfg.personalize == "full":
+        return None
+    if cfg.personalize != "lora":
+        raise ValueError(f"personalize must be 'lora' or 'full', got {cfg.personalize!r}")
+    return LoRAConfig(cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+
+
+def train_global(cfg, fam: Family, params0, seqs, languages, key):
+    """[provider] The global model: AdamW on the training sequences of ``languages``."""
+    rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
+    data = _concat_shuffled([seqs[lang]["train"] for lang in languages], rng)
+    data = data[: min(data.shape[0], cfg.global_steps * cfg.global_batch)]
+    return provider.train_global(fam, params0, data, global_recipe(cfg, data.shape[0]), key=key)
+
+
+def personalize(cfg, fam: Family, params_global, data: np.ndarray, key):
+    """[client] θp: a LoRA trained on ``data`` and merged (or full fine-tuning)."""
+    return client.personalize(fam, params_global, data, personal_recipe(cfg, data.shape[0]), key=key,
+                              lora=lora_config(cfg))
+
+
+def provider_scores(cfg, fam: Family, params_global, forget: np.ndarray, retain: np.ndarray) -> dict:
+    return provider.score_weights(fam, params_global, forget, retain, patterns=list(cfg.mask_patterns),
+                                  method=cfg.mask_method, h=cfg.mask_h, r=cfg.mask_r, damping=cfg.mask_damping,
+                                  chunk_size=32)
+
+
+def zkapex_update(theta_p, fisher, mask, layout: BlockLayout):
+    """Group-OBS on every block (:func:`zkapex_jax.protocol.client.unlearn`); returns (θu, info)."""
+    theta_u, info = client.unlearn(theta_p, fisher, mask, layout)
+    return theta_u, {"kkt_residual_max": info["max_residual"], "delta_norm": info["delta_norm"],
+                     "theta_masked_norm": info["theta_masked_norm"]}
+
+
+def sub_block_fisher(fisher, block: int):
+    """The Fisher of blocks of ``block`` consecutive weights from one of larger blocks B
+    (``block`` divides B): the diagonal ``block × block`` sub-blocks, exactly."""
+    nb, b, _ = fisher.shape
+    if b % block:
+        raise ValueError(f"block {block} does not divide {b}")
+    k = b // block
+    f = fisher.reshape(nb, k, block, k, block)
+    idx = jnp.arange(k)
+    return f[:, idx, :, idx, :].transpose(1, 0, 2, 3).reshape(nb * k, block, block)
+
+
+# ------------------------------------------------------------------------------------ one seed
+
+
+def _acc(cfg, fam: Family, params, tokens) -> float:
+    return fam.accuracy(params, tokens, batch_size=cfg.eval_batch)
+
+
+def evaluate(cfg, fam: Family, params, seqs) -> dict:
+    retain = [l for l in cfg.global_languages if l != cfg.forget_language]
+    out = {
+        "personal_acc": _acc(cfg, fam, params, seqs[cfg.personal_language]["test"]),
+        "forget_acc": _acc(cfg, fam, params, seqs[cfg.forget_language]["test"]),
+    }
+    per = {l: _acc(cfg, fam, params, seqs[l]["test"]) for l in retain}
+    out["retain_acc"] = float(np.mean(list(per.values())))
+    for l, v in per.items():
+        out[f"acc_{l}"] = v
+    return out
+
+
+def _quick_eval(cfg, fam: Family, params, seqs) -> dict:
+    return {"personal_acc": _acc(cfg, fam, params, seqs[cfg.personal_language]["test"]),
+            "forget_acc": _acc(cfg, fam, params, seqs[cfg.forget_language]["test"])}
+
+
+def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool) -> dict:
+    seqs = data["seqs"]
+    tok = data["tokenizer"]
+    times: dict[str, float] = {}
+    t_seed = time.perf_counter()
+    key = jax.random.PRNGKey(seed)
+    (k_init, k_glob, k_ret, k_pers, k_pers_r, k_ft, k_ga, k_sal, k_data) = jax.random.split(key, 9)
+    rng = np.random.default_rng(int(jax.random.randint(k_data, (), 0, 2**31 - 1)))
+    fns = lm_family(cfg, tok.vocab_size)
+    params0 = fns.init(seed)
+    n_params = int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params0)))
+
+    # client data: Rust training sequences (personalization, Fisher and the baselines' retain data)
+    rust = seqs[cfg.personal_language]["train"]
+    rust = rust[rng.permutation(rust.shape[0])[: cfg.n_personal_train]]
+    forget_pool = seqs[cfg.forget_language]["train"]
+
+    t = time.perf_counter()
+    theta_g, h_g = train_global(cfg, fns, params0, seqs, cfg.global_languages, k_glob)
+    times["train_global_s"] = time.perf_counter() - t
+    log(f"seed {seed}: global model trained ({h_g['steps']} steps, loss {h_g['final_loss']:.3f}, {times['train_global_s']:.0f}s)")
+
+    t = time.perf_counter()
+    theta_p, h_p = personalize(cfg, fns, theta_g, rust, k_pers)
+    times["personalize_s"] = time.perf_counter() - t
+
+    # provider: scores + mask on its global model (forget vs retain data)
+    t = time.perf_counter()
+    forget = forget_pool[rng.choice(forget_pool.shape[0], cfg.n_mask_examples, replace=False)]
+    retain = _retain_sample(cfg, seqs, cfg.n_mask_examples, rng)
+    scores = provider_scores(cfg, fns, theta_g, forget, retain)
+    mask = provider.publish_mask(scores, cfg.mask_fraction, method=cfg.mask_method,
+                                 meta={"h": cfg.mask_h, "r": cfg.mask_r, "forget": cfg.forget_language})
+    times["mask_s"] = time.perf_counter() - t
+
+    # client: block Fisher of θp on its Rust data, Group-OBS
+    t = time.perf_counter()
+    layout = BlockLayout.from_params(theta_p, list(cfg.mask_patterns), cfg.fisher_block, "out_in")
+    fisher_data = rust[: cfg.n_fisher]
+    fisher = client.client_fisher(fns, theta_p, fisher_data, layout, damping=cfg.fisher_damping,
+                                  chunk_size=cfg.fisher_chunk)
+    times["fisher_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    factor = factorize(fisher)
+    theta_u, obs_info = zkapex_update(theta_p, factor, mask, layout)
+    times["group_obs_s"] = time.perf_counter() - t
+    dense = mask.dense()
+    theta_m = bl.mask_only(theta_p, dense)
+
+    models = {"personalized": theta_p, "mask_only": theta_m, "zkapex": theta_u}
+    t = time.perf_counter()
+    metrics = {name: evaluate(cfg, fns, p, seqs) for name, p in models.items()}
+    times["evaluate_s"] = time.perf_counter() - t
+    log(f"seed {seed}: " + ", ".join(f"{m} p={v['personal_acc']:.4f} f={v['forget_acc']:.4f}" for m, v in metrics.items())
+        + f" (personalization loss {h_p['final_loss']:.3f}; fisher {times['fisher_s']:.0f}s, obs {times['group_obs_s']:.0f}s, "
+        f"max KKT residual {obs_info['kkt_residual_max']:.2e})")
+
+    # retrain: global model without the forget language, then the same personalization
+    t = time.perf_counter()
+    retained = [l for l in cfg.global_languages if l != cfg.forget_language]
+    theta_gr, h_gr = train_global(cfg, fns, params0, seqs, retained, k_ret)
+    models["retrain"], _ = personalize(cfg, fns, theta_gr, rust, k_pers_r)
+    times["retrain_s"] = time.perf_counter() - t
+
+    # baselines (on the client's θp; forget data from the provider, retain = the client's Rust)
+    t = time.perf_counter()
+    wrt = list(cfg.mask_patterns)
+    for name in cfg.baselines:
+        t_b = time.perf_counter()
+        if name == "finetune_after_mask":
+            models[name], _ = bl.finetune_after_mask(fns.loss, theta_p, dense, rust, steps=cfg.ft_steps,
+                                                     lr=cfg.ft_lr, batch_size=cfg.personal_batch, key=k_ft)
+        elif name == "gradient_ascent":
+            models[name], _ = bl.gradient_ascent(fns.loss, theta_p, forget_pool, steps=cfg.ga_steps, lr=cfg.ga_lr,
+                                                 batch_size=cfg.personal_batch, key=k_ga, max_loss=cfg.ga_max_loss)
+        elif name == "ssd":
+            models[name], _ = bl.ssd(fns.loss, theta_p, forget, rust[: cfg.n_mask_examples], alpha=cfg.ssd_alpha,
+                                     lam=cfg.ssd_lambda, wrt=wrt)
+        elif name == "salun":
+            v = tok.vocab_size
+
+            def relabel(d, k):
+                x, _ = d
+                return x, jax.random.randint(k, x.shape, 0, v, jnp.int32)
+
+            models[name], _ = bl.salun(pair_loss(fns), theta_p, (forget, forget), (rust, rust), relabel=relabel,
+                                       fraction=cfg.salun_fraction, steps=cfg.salun_steps, lr=cfg.salun_lr,
+                                       batch_size=cfg.personal_batch, key=k_sal, wrt=wrt)
+        else:
+            raise ValueError(f"unknown baseline {name!r}")
+        times[f"{name}_s"] = time.perf_counter() - t_b
+    times["baselines_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    metrics.update({name: evaluate(cfg, fns, p, seqs) for name, p in models.items() if name not in metrics})
+    metrics["global"] = evaluate(cfg, fns, theta_g, seqs)
+    metrics["global_retrain"] = evaluate(cfg, fns, theta_gr, seqs)
+    times["evaluate_s"] += time.perf_counter() - t
+    rec = recovery_of(metrics["zkapex"]["personal_acc"], metrics["mask_only"]["personal_acc"],
+                      metrics["personalized"]["personal_acc"])
+    recs = {name: recovery_of(metrics[name]["personal_acc"], metrics["mask_only"]["personal_acc"],
+                              metrics["personalized"]["personal_acc"])
+            for name in ("zkapex", "finetune_after_mask") if name in metrics}
+    for name in metrics:
+        metrics[name]["forget_gap_to_retrain"] = abs(metrics[name]["forget_acc"] - metrics["retrain"]["forget_acc"])
+    log(f"seed {seed}: " + ", ".join(f"{m} p={v['personal_acc']:.4f} f={v['forget_acc']:.4f}" for m, v in metrics.items())
+        + f"; recovery {rec:.3f}")
+
+    out = {
+        "seed": seed,
+        "metrics": metrics,
+        "recovery": rec,
+        "recovery_by_method": recs,
+        "obs": obs_info,
+        "mask": {"num_masked": mask.num_masked, "size": mask.size, "sha256": mask.content_hash()},
+        "layout": {"num_blocks": layout.num_blocks, "block_size": layout.block_size, "size": layout.size},
+        "train": {"global": {k: h_g[k] for k in ("steps", "final_loss")},
+                  "global_retrain": {k: h_gr[k] for k in ("steps", "final_loss")},
+                  "personalize": {k: h_p[k] for k in ("steps", "final_loss")}},
+        "n_params": n_params,
+    }
+    if sweeps:
+        t = time.perf_counter()
+        out["sweeps"] = run_sweeps(cfg, fns, seqs, theta_p, scores, fisher, layout, rust, metrics)
+        times["sweeps_s"] = time.perf_counter() - t
+    times["seed_total_s"] = time.perf_counter() - t_seed
+    out["times"] = times
+    log(f"seed {seed} times: " + ", ".join(f"{k}={v:.1f}" for k, v in times.items()))
+    return out
+
+
+def run_sweeps(cfg, fns, seqs, theta_p, scores, fisher, layout, rust, metrics) -> dict:
+    """Mask fraction, block size, damping and Fisher sample-count sweeps on one seed."""
+    pers = metrics["personalized"]["personal_acc"]
+
+    def point(mask, fisher_b, layout_b):
+        th_u, _ = zkapex_update(theta_p, fisher_b, mask, layout_b)
+        th_m = bl.mask_only(theta_p, mask.dense())
+        e_u, e_m = _quick_eval(cfg, fns, th_u, seqs), _quick_eval(cfg, fns, th_m, seqs)
+        return {"zkapex": e_u, "mask_only": e_m,
+                "recovery": recovery_of(e_u["personal_acc"], e_m["personal_acc"], pers)}
+
+    base_mask = provider.publish_mask(scores, cfg.mask_fraction, method=cfg.mask_method)
+    out: dict[str, list] = {"fraction": [], "block": [], "damping": [], "n_fisher": []}
+    for f in cfg.sweep_fractions:
+        out["fraction"].append({"x": f, **point(provider.publish_mask(scores, f, method=cfg.mask_method), fisher,
+                                                layout)})
+    for b in cfg.sweep_blocks:
+        if cfg.fisher_block % b:
+            continue
+        lb = BlockLayout.from_params(theta_p, list(cfg.mask_patterns), b, "out_in")
+        out["block"].append({"x": b, **point(base_mask, sub_block_fisher(fisher, b), lb)})
+    eye = jnp.eye(fisher.shape[-1], dtype=fisher.dtype)
+    for d in cfg.sweep_dampings:
+        try:
+            out["damping"].append({"x": d, **point(base_mask, fisher - cfg.fisher_damping * eye + d * eye, layout)})
+        except ValueError as e:  # a singular system at tiny damping is a result too
+            out["damping"].append({"x": d, "error": str(e)[:200]})
+    for m in cfg.sweep_n_fisher:
+        f_m = client.client_fisher(fns, theta_p, rust[:m], layout, damping=cfg.fisher_damping,
+                                   chunk_size=min(cfg.fisher_chunk, m))
+        try:
+            out["n_fisher"].append({"x": m, **point(base_mask, f_m, layout)})
+        except ValueError as e:
+            out["n_fisher"].append({"x": m, "error": str(e)[:200]})
+    return out
+
+
+# ------------------------------------------------------------------------------------ study
+
+
+METHOD_ORDER = ("personalized", "mask_only", "zkapex", "retrain", "finetune_after_mask", "gradient_ascent",
+                "ssd", "salun", "global", "global_retrain")
+
+
+def _assemble(cfg_dict: Mapping, data_info: Mapping, seeds: Sequence[int], per_seed: Sequence[Mapping],
+              per_seed_metrics: Sequence[Mapping], sweeps, wall: Mapping, device: str) -> dict:
+    """The results object from per-seed records (also used by ``--merge``)."""
+    def rec(ms, name):
+        return recovery_of(ms[name]["personal_acc"], ms["mask_only"]["personal_acc"], ms["personalized"]["personal_acc"])
+
+    recs = [rec(ms, "zkapex") for ms in per_seed_metrics]
+    return {
+        "study": STUDY,
+        "seeds": [int(s) for s in seeds],
+        "methods": aggregate(per_seed_metrics),
+        "recovery": mean_std(recs),
+        "recovery_per_seed": recs,
+        "recovery_by_method": {m: mean_std([rec(ms, m) for ms in per_seed_metrics])
+                               for m in ("zkapex", "finetune_after_mask", "gradient_ascent", "ssd", "salun")
+                               if m in per_seed_metrics[0]},
+        "config": dict(cfg_dict),
+        "data": dict(data_info),
+        "per_seed": list(per_seed),
+        "per_seed_metrics": list(per_seed_metrics),
+        "sweeps": sweeps,
+        "wall_time_s": dict(wall),
+        "paper": PAPER,
+        "device": device,
+    }
+
+
+def run_study(cfg: OptCodeConfig, seeds: Sequence[int], out: str, figures: str | None = None, *,
+              sweeps: bool = True) -> dict:
+    """Run ``cfg`` for every seed (sweeps on the first), write the results JSON to ``out`` (and
+    figures to ``figures``). Returns the results object."""
+    log(f"config {cfg.name}: seeds {list(seeds)}, device {jax.devices()[0]}")
+    t0 = time.perf_counter()
+    t = time.perf_counter()
+    data = prepare_data(cfg)
+    t_data = time.perf_counter() - t
+    log(f"data ready ({t_data:.1f}s): vocab {data['tokenizer'].vocab_size}, sequences {data['sequences']}")
+    runs = [run_seed(cfg, s, data, sweeps=sweeps and i == 0) for i, s in enumerate(seeds)]
+    data_info = {"sequences": data["sequences"], "corpus": data["corpus_summary"], "roots": data["roots"],
+                 "corpus_sha256": data["corpus_digest"], "tokenizer_sha256": data["tokenizer"].sha256,
+                 "vocab_size": data["tokenizer"].vocab_size}
+    results = _assemble(
+        cfg.to_dict(), data_info, seeds,
+        [{k: r[k] for k in ("seed", "recovery", "obs", "mask", "layout", "train", "n_params", "times")} for r in runs],
+        [{m: r["metrics"][m] for m in METHOD_ORDER if m in r["metrics"]} for r in runs],
+        runs[0].get("sweeps"),
+        {"data_s": t_data, "total_s": time.perf_counter() - t0, "per_seed_s": [r["times"]["seed_total_s"] for r in runs]},
+        str(jax.devices()[0]),
+    )
+    obj = write_results(out, results)
+    if figures:
+        make_figures(obj, figures)
+    log(f"wrote {out}: recovery {fmt(obj['recovery'])}")
+    return obj
+
+
+def fmt(st) -> str:
+    return "n/a" if not st or st.get("mean") is None else f"{st['mean']:.3f} ± {st['std']:.3f}"
+
+
+def make_figures(results: Mapping, figdir: str) -> list[str]:
+    """docs/figures/opt_*.png from a results object (sweeps of the first seed, methods bar chart)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(figdir, exist_ok=True)
+    written = []
+    sw = results.get("sweeps") or {}
+    retrain = results["methods"].get("retrain", {})
+    pers = results["per_seed_metrics"][0]["personalized"]
+    labels = {"fraction": ("mask fraction", True), "block": ("Fisher block size", True),
+              "damping": ("damping", True), "n_fisher": ("Fisher samples (Rust sequences)", True)}
+    for key, (xlabel, logx) in labels.items():
+        pts = [p for p in sw.get(key, []) if "error" not in p]
+        if not pts:
+            continue
+        xs = [p["x"] for p in pts]
+        series = {
+            "ZK-APEX personal acc": ([p["zkapex"]["personal_acc"] for p in pts], [0.0] * len(pts)),
+            "mask-only personal acc": ([p["mask_only"]["personal_acc"] for p in pts], [0.0] * len(pts)),
+            "ZK-APEX forget acc": ([p["zkapex"]["forget_acc"] for p in pts], [0.0] * len(pts)),
+        }
+        hl = {"personalized personal acc": pers["personal_acc"], "personalized forget acc": pers["forget_acc"],
+              "retrain forget acc (mean)": (retrain.get("forget_acc") or {}).get("mean")}
+        path = os.path.join(figdir, f"opt_sweep_{key}.png")
+        plot_sweep(path, xs, series, xlabel=xlabel, ylabel="next-token top-1 accuracy",
+                   title=f"OPT code study, seed {results['seeds'][0]}: {xlabel}", logx=logx, hlines=hl)
+        written.append(path)
+    # methods bar chart
+    ms = [m for m in METHOD_ORDER if m in results["methods"] and not m.startswith("global")]
+    fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=120)
+    x = np.arange(len(ms))
+    for i, (metric, lab) in enumerate((("personal_acc", "Rust (personal)"), ("forget_acc", "JavaScript (forget)"))):
+        mu = [results["methods"][m][metric]["mean"] for m in ms]
+        sd = [results["methods"][m][metric]["std"] for m in ms]
+        # dots with error bars (not bars): the axis does not start at 0, the differences are small
+        ax.errorbar(x + (i - 0.5) * 0.2, mu, yerr=sd, fmt="o", capsize=3, label=lab)
+    ax.set_xticks(x)
+    ax.set_xticklabels(ms, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel("next-token top-1 accuracy")
+    ax.set_title(f"OPT code study: mean ± std over seeds {results['seeds']}; recovery {fmt(results['recovery'])}",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    path = os.path.join(figdir, "opt_methods.png")
+    save_figure(fig, path)
+    written.append(path)
+    return written
+
+
+def report_tables(results: Mapping) -> str:
+    """Markdown tables (methods, recovery, sweeps, wall times) from a results object."""
+    metrics = ["personal_acc", "forget_acc", "retain_acc", "forget_gap_to_retrain"]
+    ms = {m: results["methods"][m] for m in METHOD_ORDER if m in results["methods"]}
+    lines = [f"Seeds {results['seeds']}; mean ± std (population std over seeds).", "",
+             markdown_table(ms, metrics, digits=4), "",
+             f"Recovery (zkapex, on personal_acc): {fmt(results['recovery'])}; per seed "
+             + ", ".join("n/a" if r is None else f"{r:.3f}" for r in results["recovery_per_seed"]), ""]
+    for m, st in results.get("recovery_by_method", {}).items():
+        lines.append(f"- recovery of {m}: {fmt(st)}")
+    lines.append("")
+    sw = results.get("sweeps") or {}
+    for key, pts in sw.items():
+        if not pts:
+            continue
+        lines += [f"Sweep `{key}` (seed {results['seeds'][0]}):", "",
+                  "| x | zkapex personal | zkapex forget | mask-only personal | mask-only forget | recovery |",
+                  "|---|---|---|---|---|---|"]
+        for p in pts:
+            if "error" in p:
+                lines.append(f"| {p['x']} | error: {p['error'][:80]} | | | | |")
+                continue
+            rec = "n/a" if p["recovery"] is None else f"{p['recovery']:.3f}"
+            lines.append(f"| {p['x']} | {p['zkapex']['personal_acc']:.4f} | {p['zkapex']['forget_acc']:.4f} | "
+                         f"{p['mask_only']['personal_acc']:.4f} | {p['mask_only']['forget_acc']:.4f} | {rec} |")
+        lines.append("")
+    lines += ["Wall times per seed (s):", "", "| phase | " + " | ".join(str(s["seed"]) for s in results["per_seed"]) + " |",
+              "|---|" + "---|" * len(results["per_seed"])]
+    for k in results["per_seed"][0]["times"]:
+        lines.append(f"| {k} | " + " | ".join(f"{s['times'].get(k, float('nan')):.1f}" for s in results["per_seed"]) + " |")
+    lines.append("")
+    lines.append(f"Total wall time: {results['wall_time_s']['total_s']:.0f} s on {results.get('device')}.")
+    return "\n".join(lines)
+
+
+def merge_results(paths: Sequence[str], out: str, figures: str | None = None) -> dict:
+    """Combine results files of the SAME config, corpus and tokenizer run for different seeds
+    (e.g. seeds run in separate processes) into one results file; sweeps from the first file
+    that has them. Raises ``ValueError`` when the runs are not comparable."""
+    parts = [load_results(p) for p in paths]
+    ref = parts[0]
+    for p, r in zip(paths, parts):
+        for key in ("config",):
+            if r[key] != ref[key]:
+                raise ValueError(f"{p}: {key} differs from {paths[0]}'s; only identical runs can be merged")
+        for key in ("corpus_sha256", "tokenizer_sha256"):
+            if r["data"][key] != ref["data"][key]:
+                raise ValueError(f"{p}: data {key} differs from {paths[0]}'s")
+    seeds = [s for r in parts for s in r["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds overlap across the files: {seeds}")
+    sweeps = next((r["sweeps"] for r in parts if r.get("sweeps")), None)
+    wall = {"data_s": [r["wall_time_s"]["data_s"] for r in parts],
+            "total_s": sum(r["wall_time_s"]["total_s"] for r in parts),
+            "per_seed_s": [x for r in parts for x in r["wall_time_s"]["per_seed_s"]],
+            "merged_from": [os.path.basename(p) for p in paths]}
+    results = _assemble(ref["config"], ref["data"], seeds, [x for r in parts for x in r["per_seed"]],
+                        [x for r in parts for x in r["per_seed_metrics"]], sweeps, wall, ref["device"])
+    obj = write_results(out, results)
+    if figures:
+        make_figures(obj, figures)
+    log(f"merged {len(paths)} files into {out}: seeds {seeds}, recovery {fmt(obj['recovery'])}")
+    return obj
