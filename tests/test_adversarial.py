@@ -507,16 +507,19 @@ def test_verifier_with_another_srs_rejects(world, tmp_path):
     assert rejected(verify(world, world["honest"], keystore=ks), "SRS differs")
 
 
-def test_commitment_claiming_a_ceremony_srs_still_gets_the_insecure_warning(world, tmp_path):
-    """A commitment file edited to say its SRS came from a ceremony (srs.insecure = false, re-hashed
-    as an attacker would) does not silence the warning: the verifier's own key store used a
+def test_commitment_claiming_a_ceremony_srs_still_gets_the_insecure_warning(world, tmp_path, monkeypatch):
+    """A client that writes "ceremony SRS" into its commitment (srs.insecure = false, re-hashed)
+    and proves against it does not silence the warning: the verifier's own key store used a
     locally generated SRS, and that is what it reports."""
     import dataclasses
 
+    monkeypatch.setenv("ZKAPEX_CACHE", str(world["root"] / "cache"))
     forged = dataclasses.replace(world["com"], srs_insecure=False)
-    P.save_commitment(tmp_path / "com.npz", forged)
+    com = P.save_commitment(tmp_path / "com.npz", forged, world["sec"], tmp_path / "sec.npz")
     com = P.load_commitment(tmp_path / "com.npz")
     assert com.srs_insecure is False
-    res = verify(world, world["honest"], com=com)
+    bundle = P.prove_unlearning(world["theta_p"], world["fisher"], world["mask"], com, world["sec"],
+                                request_id="req-1", out_dir=tmp_path / "b", keystore=world["client"])
+    res = verify(world, bundle, com=com)
     assert res.valid, res.reason
     assert res.insecure_srs, "a local SRS was reported as a ceremony one"

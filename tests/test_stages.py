@@ -134,3 +134,25 @@ def test_family_of_a_loaded_model_and_bad_recipe():
     assert jax.tree.structure(fam.init(3)) == jax.tree.structure(family("vit-test").init(3))
     with pytest.raises(ValueError, match="lr"):
         Recipe(epochs=1, lr=0.0, batch=8)
+
+
+def test_forget_aware_unlearn_keeps_the_compensation_off_the_forget_subspace(fam_params):
+    fam, params, kind = fam_params
+    layout = BlockLayout.from_params(params, fam.mask_patterns, 8)
+    fisher = client.client_fisher(fam, params, _data(kind, 24, seed=2), layout, damping=0.0)
+    fisher = fisher + 1e-3 * jnp.mean(jnp.diagonal(fisher, axis1=1, axis2=2)) * jnp.eye(8)  # damping << curvature
+    forget = _data(kind, 8, seed=3)
+    mask = provider.publish_mask(provider.score_weights(fam, params, forget, _data(kind, 8, seed=4)), 0.1)
+    u = np.asarray(provider.publish_forget_subspace(fam, params, forget, layout, 2))
+    assert u.shape == (layout.num_blocks, 8, 2)
+    plain, _ = client.unlearn(params, fisher, mask, layout)
+    aware, _ = client.unlearn(params, fisher, mask, layout, forget_basis=u)
+    tb = np.asarray(layout.to_blocks(flatten_params(params)), np.float64)
+    mb = np.asarray(mask.to_blocks(layout))
+    d_aware = np.asarray(layout.to_blocks(flatten_params(aware)), np.float64) - tb
+    d_plain = np.asarray(layout.to_blocks(flatten_params(plain)), np.float64) - tb
+    np.testing.assert_allclose(d_aware[mb], -tb[mb], atol=1e-6)
+    u_r = np.where(mb[:, :, None], 0.0, u)
+    scale = np.abs(d_plain).max()
+    assert np.abs(np.einsum("kbr,kb->kr", u_r, d_aware)).max() < 1e-4 * scale
+    assert np.abs(np.einsum("kbr,kb->kr", u_r, d_plain)).max() > 1e-2 * scale  # plain ZK-APEX does move along U

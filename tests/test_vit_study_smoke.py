@@ -55,6 +55,19 @@ def test_results_writer_rejects_bad_shape_and_tampering(tmp_path):
 
 def test_aggregate_mean_std_and_nan():
     agg = common.aggregate([{"a": {"x": 1.0, "y": float("nan")}}, {"a": {"x": 3.0, "y": float("nan")}}])
-    assert agg["a"]["x"] == {"mean": 2.0, "std": 1.0}
-    assert agg["a"]["y"] == {"mean": None, "std": None}
+    assert {k: agg["a"]["x"][k] for k in ("mean", "std", "n")} == {"mean": 2.0, "std": 1.0, "n": 2}
+    assert agg["a"]["x"]["ci95"] == [1.0, 3.0]  # two seeds: the bootstrap means lie in {1, 2, 3}
+    assert agg["a"]["y"] == {"mean": None, "std": None, "ci95": None, "n": 0}
     assert common.fmt_pm(agg["a"]["x"]) == "2.000 ± 1.000"
+
+
+def test_bootstrap_ci95_against_a_direct_resampling():
+    import numpy as np
+
+    vals = [0.1, 0.5, 0.2, 0.9, 0.4]
+    lo, hi = common.bootstrap_ci95(vals, n_boot=20_000, seed=3)
+    rng = np.random.default_rng(3)
+    means = np.asarray(vals)[rng.integers(0, 5, size=(20_000, 5))].mean(axis=1)
+    assert (lo, hi) == tuple(np.percentile(means, [2.5, 97.5]))
+    assert lo < np.mean(vals) < hi and hi - lo < 0.8
+    assert common.bootstrap_ci95([0.3]) is None

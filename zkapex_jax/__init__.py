@@ -68,6 +68,8 @@ from .core.obs import (
     constraint_residual,
     factorize,
     fisher_group_obs,
+    forget_aware_obs,
+    forget_subspace,
     group_obs,
     kkt_residual,
 )

@@ -51,6 +51,9 @@ __all__ = [
     "masked_positions",
     "fisher_group_obs",
     "block_batch_for",
+    "forget_subspace",
+    "compensation_basis",
+    "forget_aware_obs",
 ]
 
 _HI = lax.Precision.HIGHEST  # no TF32/bf16 passes on GPU/TPU
@@ -438,3 +441,135 @@ def fisher_group_obs(
         del fisher, res
     cat = (lambda xs: xs[0]) if len(deltas) == 1 else (lambda xs: jnp.concatenate(xs, 0))
     return GroupOBSResult(cat(deltas), cat(lams), cat(residuals))
+
+
+# ---------------------------------------------------------------------------- forget-aware variant
+
+
+def forget_subspace(forget_fisher: Any, rank: int) -> jax.Array:
+    """The provider's per-block forget subspace: the top-``rank`` eigenvectors of each block of the
+    forget set's (undamped) block Fisher ``F_b = (1/N) sum g g^T`` -- equivalently the top right
+    singular vectors of the forget per-example gradients in that block.
+
+    ``(nb, B, B) -> U (nb, B, rank)`` (orthonormal columns, largest eigenvalue first). Jittable."""
+    f = jnp.asarray(forget_fisher)
+    if f.ndim != 3 or f.shape[1] != f.shape[2]:
+        raise ShapeError(f"forget_fisher must be (nb, B, B), got shape {f.shape}")
+    if not 1 <= int(rank) <= f.shape[1]:
+        raise ShapeError(f"rank must be in [1, B = {f.shape[1]}], got {rank}")
+    _, vecs = jnp.linalg.eigh(0.5 * (f + jnp.swapaxes(f, 1, 2)))
+    return vecs[:, :, ::-1][:, :, : int(rank)]
+
+
+def compensation_basis(basis: Any, mask: Any, *, rank_tol: float = 1e-6):
+    """Host-side preparation of the extra constraints of :func:`forget_aware_obs`: the rows of
+    ``basis`` at masked positions are zeroed (``delta_M = -theta_M`` is fixed by the mask; only
+    the compensation on the kept weights is constrained), the rest is orthonormalized per block
+    (float64 SVD) and directions whose singular value falls below ``rank_tol`` times the block's
+    largest are dropped (padding). ``(nb, B, r), (nb, B) -> Q (nb, B, r)``, ``valid (nb, r)`` bool."""
+    u = np.array(basis, dtype=np.float64)
+    m = np.asarray(mask, dtype=bool)
+    if u.ndim != 3 or u.shape[:2] != m.shape:
+        raise ShapeError(f"basis must be (nb, B, r) matching mask {m.shape}, got shape {u.shape}")
+    if u.shape[2] > u.shape[1]:
+        raise ShapeError(f"basis has {u.shape[2]} columns, more than the block size {u.shape[1]}")
+    if not np.isfinite(u).all():
+        raise NonFiniteError("basis has non-finite values")
+    u[m] = 0.0
+    nb, b, r = u.shape
+    q = np.zeros_like(u)
+    valid = np.zeros((nb, r), bool)
+    if r == 0 or nb == 0:
+        return q, valid
+    w, sv, _ = np.linalg.svd(u, full_matrices=False)  # w (nb, B, r) orthonormal, sv (nb, r) descending
+    keep = sv > rank_tol * np.maximum(sv[:, :1], 1e-300)
+    q = np.where(keep[:, None, :], w, 0.0)  # the kept directions span U_R; descending order packs them first
+    valid = keep
+    return q, valid
+
+
+@jax.jit
+def _forget_aware_core(fisher, chol, theta, idx, valid, q, qvalid):
+    """Group-OBS with extra constraints ``Q^T delta = 0``: the constraint matrix is ``A = [E, Q]``
+    (``(nb, B, K + r)``; padding columns zero and identity on ``S``'s padding), right-hand side
+    ``[theta_M; 0]``, and ``delta = -C^-1 A (A^T C^-1 A)^-1 [theta_M; 0]``.
+    Returns ``delta (nb,B)``, ``lam = A nu (nb,B)`` (``E lam_M + Q mu``), ``residual (nb,)``."""
+    nb, b = theta.shape
+    k = idx.shape[1]
+    r = q.shape[2]
+    dtype = theta.dtype
+    zero = jnp.zeros((), dtype)
+    e = ((jnp.arange(b, dtype=idx.dtype)[None, :, None] == idx[:, None, :]) & valid[:, None, :]).astype(dtype)
+    a = jnp.concatenate([e, jnp.where(qvalid[:, None, :], q, zero)], axis=2)  # (nb, B, K + r)
+    av = jnp.concatenate([valid, qvalid], axis=1)
+    y = solve_triangular(chol, a, lower=True)
+    s = jnp.einsum("bik,bil->bkl", y, y, precision=_HI)
+    both = av[:, :, None] & av[:, None, :]
+    s = jnp.where(both, s, jnp.eye(k + r, dtype=dtype))
+    rhs = jnp.concatenate([jnp.where(valid, jnp.take_along_axis(theta, idx, axis=1), zero),
+                           jnp.zeros((nb, r), dtype)], axis=1)
+    nu = _cho_solve(jnp.linalg.cholesky(s, symmetrize_input=False), rhs[..., None])[..., 0]
+    nu = jnp.where(av, nu, zero)
+    w = jnp.einsum("bik,bk->bi", y, nu, precision=_HI)
+    delta = -solve_triangular(chol, w[..., None], lower=True, trans="T")[..., 0]
+    lam = jnp.einsum("bik,bk->bi", a, nu, precision=_HI)
+    return delta, lam, _kkt_residual(fisher, delta, lam)
+
+
+def forget_aware_obs(
+    theta: Any,
+    fisher: Any,
+    mask: Any,
+    basis: Any,
+    *,
+    check: bool = True,
+    rtol: float | None = None,
+    max_masked: int | None = None,
+    rank_tol: float = 1e-6,
+    block_offset: int = 0,
+) -> GroupOBSResult:
+    """Forget-aware Group-OBS (beyond the paper): the compensation may not move the kept weights
+    along the provider's forget subspace ``U``.
+
+    Per block: ``min 1/2 delta^T C delta`` s.t. ``E^T (theta + delta) = 0`` and
+    ``U_R^T delta = 0``, where ``U_R`` is ``U`` with its masked rows zeroed
+    (:func:`compensation_basis`). To first order the forget inputs then see only the removal of
+    the masked weights, not the compensation that would rebuild their effect. ``delta = 0`` on the
+    kept weights is always feasible and ``[E, U_R]`` has full column rank after the
+    orthonormalization, so every block is solvable. One jit over all blocks, as :func:`group_obs`.
+
+    Args:
+      theta, fisher, mask, check, rtol, max_masked, block_offset: as :func:`group_obs`.
+      basis: ``(nb, B, r)`` the public forget subspace per block (e.g. :func:`forget_subspace`
+        of the forget set's block Fisher); columns need not be orthonormal.
+      rank_tol: relative tolerance for dropping dependent columns of ``U_R``.
+
+    Returns:
+      :class:`GroupOBSResult`; here ``lam = E lam_M + U_R mu`` (not zero off the mask), so
+      ``kkt_residual(fisher, delta, lam)`` is still ``max |C delta + lam|``.
+    """
+    factor = fisher if isinstance(fisher, FisherFactor) else factorize(fisher, block_offset=block_offset)
+    nb, b, _ = factor.fisher.shape
+    theta = jnp.asarray(theta)
+    mask_np = np.asarray(mask)
+    if theta.shape != (nb, b) or mask_np.shape != (nb, b):
+        raise ShapeError(f"theta and mask must be (nb, B) = {(nb, b)}, got {theta.shape} and {mask_np.shape}")
+    if mask_np.dtype != np.bool_:
+        raise ShapeError(f"mask must be boolean, got dtype {mask_np.dtype}")
+    _check_float(theta, "theta")
+    _check_finite_blocks(theta, "theta", (1,), offset=block_offset)
+    q, qvalid = compensation_basis(basis, mask_np, rank_tol=rank_tol)
+    idx, valid = masked_positions(mask_np, max_masked=max_masked)
+    delta, lam, residual = _forget_aware_core(factor.fisher, factor.chol, theta, jnp.asarray(idx), jnp.asarray(valid),
+                                              jnp.asarray(q, theta.dtype), jnp.asarray(qvalid))
+    if check:
+        tol = _default_rtol(theta.dtype) if rtol is None else float(rtol)
+        ok = np.asarray(jnp.all(jnp.isfinite(delta), axis=1))
+        err = np.asarray(constraint_residual(theta, delta, jnp.asarray(mask_np))).astype(np.float64)
+        scale = np.abs(np.where(mask_np, np.asarray(theta, np.float64), 0.0)).max(axis=1)
+        bad = ~ok | (err > tol * scale + float(np.finfo(np.dtype(theta.dtype)).tiny))
+        if bad.any():
+            raise SingularBlockError(
+                f"forget-aware Group-OBS: the constrained system of block(s) {_blocks_str(bad, offset=block_offset)} "
+                f"is singular or too ill-conditioned for {theta.dtype}; increase the damping or use float64")
+    return GroupOBSResult(delta, lam, residual)

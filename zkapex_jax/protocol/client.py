@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from ..core.blocks import BlockLayout
 from ..core.fisher import accumulate_fisher
 from ..core.mask import Mask
-from ..core.obs import apply_delta, group_obs
+from ..core.obs import apply_delta, forget_aware_obs, group_obs
 from ..core.params import flatten_params, get_paths, set_paths
 from ..models.lora import LoRAConfig, init_lora, lora_loss, merge_lora
 from .provider import Recipe, fit_recipe
@@ -53,9 +53,11 @@ def client_fisher(family, theta_p, data, layout: BlockLayout, *, damping: float 
     return accumulate_fisher(family.loss, theta_p, data, layout, damping=damping, chunk_size=chunk_size)
 
 
-def unlearn(theta_p, fisher, mask: Mask, layout: BlockLayout):
+def unlearn(theta_p, fisher, mask: Mask, layout: BlockLayout, *, forget_basis=None):
     """[client] Group-OBS: per block ``δ = −C⁻¹E(EᵀC⁻¹E)⁻¹θ_M``, ``θu = θp + δ`` with
-    ``θu[M] = 0`` exactly.
+    ``θu[M] = 0`` exactly. With ``forget_basis`` (``(nb, B, r)``, the provider's
+    :func:`~zkapex_jax.protocol.provider.publish_forget_subspace`), the forget-aware variant:
+    the compensation on the kept weights is also orthogonal to that subspace.
 
     ``fisher``: ``(nb, B, B)`` or a ``FisherFactor`` (factorize once, reuse across masks).
     Returns ``(theta_u, info)``, ``info = {"result": GroupOBSResult, "max_residual",
@@ -64,7 +66,10 @@ def unlearn(theta_p, fisher, mask: Mask, layout: BlockLayout):
     t0 = time.perf_counter()
     theta_b = layout.to_blocks(get_paths(theta_p, layout.paths))
     mask_b = mask.to_blocks(layout)
-    res = group_obs(theta_b, fisher, mask_b)
+    if forget_basis is None:
+        res = group_obs(theta_b, fisher, mask_b)
+    else:
+        res = forget_aware_obs(theta_b, fisher, mask_b, forget_basis)
     theta_u_b = apply_delta(theta_b, res.delta, mask_b)
     theta_u = set_paths(theta_p, layout.from_blocks(theta_u_b))
     jax.block_until_ready(theta_u_b)

@@ -15,10 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ..core.fisher import accumulate_fisher
 from ..core.mask import Mask, compute_scores
+from ..core.obs import forget_subspace
 from ..models import train as train_mod
 
-__all__ = ["Recipe", "train_global", "score_weights", "publish_mask"]
+__all__ = ["Recipe", "train_global", "score_weights", "publish_mask", "publish_forget_subspace"]
 
 
 @dataclass(frozen=True)
@@ -81,3 +83,12 @@ def publish_mask(scores: Mapping, fraction: float, *, scope: str = "global", met
                  meta: Mapping | None = None) -> Mask:
     """[provider] The top ``fraction`` of ``scores`` as the public :class:`Mask`."""
     return Mask.from_scores(scores, fraction, scope=scope, method=method, meta=dict(meta or {}))
+
+
+def publish_forget_subspace(family, theta_global, forget, layout, rank: int, *, chunk_size: int = 32):
+    """[provider] For the forget-aware variant: per block of ``layout``, the top-``rank``
+    directions of the forget set's per-example gradients at the global model (the eigenvectors
+    of its undamped block Fisher). Published with the mask; the client keeps its compensation
+    orthogonal to them (:func:`zkapex_jax.core.obs.forget_aware_obs`). Returns ``(nb, B, rank)``."""
+    f = accumulate_fisher(family.loss, theta_global, forget, layout, damping=0.0, chunk_size=chunk_size)
+    return forget_subspace(f, rank)

@@ -32,6 +32,7 @@ RESULTS_VERSION = 1
 __all__ = [
     "aggregate",
     "mean_std",
+    "bootstrap_ci95",
     "write_results",
     "load_results",
     "validate_results",
@@ -62,13 +63,28 @@ def _digest(obj: Mapping) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def bootstrap_ci95(values: Sequence[float], *, n_boot: int = 10_000, seed: int = 0) -> list | None:
+    """95% percentile-bootstrap interval ``[lo, hi]`` of the mean over the finite ``values`` (seeds
+    resampled with replacement, ``n_boot`` times, a fixed PRNG seed so the file is reproducible);
+    ``None`` with fewer than 2 finite values."""
+    a = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    ok = a[np.isfinite(a)]
+    if ok.size < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    means = ok[rng.integers(0, ok.size, size=(n_boot, ok.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
 def mean_std(values: Sequence[float]) -> dict:
-    """{"mean", "std"} over the finite values (population std); None/None if none is finite."""
+    """{"mean", "std", "ci95", "n"} over the finite values (population std; ``ci95`` the bootstrap
+    interval of the mean over seeds, None below 2 values); None/None if none is finite."""
     a = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
     ok = a[np.isfinite(a)]
     if ok.size == 0:
-        return {"mean": None, "std": None}
-    return {"mean": float(ok.mean()), "std": float(ok.std())}
+        return {"mean": None, "std": None, "ci95": None, "n": 0}
+    return {"mean": float(ok.mean()), "std": float(ok.std()), "ci95": bootstrap_ci95(ok), "n": int(ok.size)}
 
 
 def aggregate(per_seed: Sequence[Mapping[str, Mapping[str, float]]]) -> dict:

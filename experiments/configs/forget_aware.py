@@ -1,0 +1,21 @@
+"""Configs of the forget-aware comparison (``experiments/forget_aware.py``): the image study's
+default pipeline (20k-image global ViT, taylor_forget mask, pers lr 1e-4) and a tiny CI variant."""
+
+from zkapex_jax.studies.forget_aware import ForgetAwareConfig
+from zkapex_jax.studies.image import PipelineConfig
+
+DEFAULT = ForgetAwareConfig(
+    name="default",
+    pipeline=PipelineConfig(max_global_train=20000, max_test=3000, global_epochs=10, global_lr=2e-3, pers_lr=1e-4,
+                            mask_method="taylor_forget"),
+)
+
+TINY = ForgetAwareConfig(name="tiny", pipeline=PipelineConfig.tiny(), seeds=(0, 1), fractions=(0.04, 0.2), ranks=(1, 4))
+
+CONFIGS = {"default": DEFAULT, "tiny": TINY}
+
+
+def get(name: str) -> ForgetAwareConfig:
+    if name not in CONFIGS:
+        raise KeyError(f"unknown config {name!r}; choose one of {sorted(CONFIGS)}")
+    return CONFIGS[name]
