@@ -223,11 +223,10 @@ def _builtin_image(args) -> bool:
 
 def _check_model_ckpt(fam, params, path):
     """The checkpoint's parameter shapes must be the model's (no JAX shape errors later)."""
-    from .models import param_shapes
     from .core.params import flatten_params
 
     try:
-        want = {p: tuple(v.shape) for p, v in flatten_params(param_shapes(fam.config)).items()}
+        want = {p: tuple(v.shape) for p, v in flatten_params(fam.param_shapes()).items()}
     except (KeyError, ValueError) as e:
         raise ZkapexError(f"--model {fam.name!r}: {e}") from None
     got = {p: tuple(np.shape(v)) for p, v in flatten_params(params).items()}

@@ -17,7 +17,7 @@ causal LM; a dataset is the same with a leading axis ``N``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -55,6 +55,7 @@ class Family:
     predict: Callable
     mask_patterns: tuple[str, ...]
     overrides: tuple = ()
+    init_fn: Callable | None = field(default=None, repr=False)
     _predict_jit: Callable = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -68,11 +69,19 @@ class Family:
 
     def init(self, seed: int):
         """Fresh random parameters (``seed`` picks the initialisation)."""
+        if self.init_fn is not None:
+            return self.init_fn(seed)
         if self.name.endswith(":custom"):
             _, params = hf.build_model(self.model.config, seed=seed)
         else:
             _, params = hf.build_model(self.name, seed=seed, **dict(self.overrides))
         return params
+
+    def param_shapes(self):
+        """The parameter pytree as ``jax.ShapeDtypeStruct`` leaves, without allocating it."""
+        if self.init_fn is not None:
+            return jax.eval_shape(lambda: self.init_fn(0))
+        return hf.param_shapes(self.config)
 
     def logits(self, params, inputs, *, batch_size: int = 256, pad_to_batch: bool = False) -> np.ndarray:
         """Logits of ``inputs`` ``(N, ...)`` in batches of ``min(batch_size, N)`` (exactly
@@ -113,14 +122,46 @@ def _make(name: str, model, overrides: tuple) -> Family:
                   overrides)
 
 
+def _efficientnet(name: str, overrides: tuple) -> Family:
+    from types import SimpleNamespace
+
+    from . import efficientnet as E
+
+    cfg = E.EfficientNetConfig(**dict(overrides))
+    want = (cfg.image_size, cfg.image_size, cfg.num_channels)
+
+    def predict(params, x):
+        if tuple(x.shape[1:]) != want:
+            raise ShapeError(f"image of shape {tuple(x.shape[1:])} does not fit the model: expected NHWC {want}")
+        return E.apply(cfg, params, x)
+
+    def loss(params, example):
+        x, y = example
+        logits = predict(params, jnp.asarray(x)[None])[0]
+        return -jnp.take(jax.nn.log_softmax(logits), jnp.asarray(y, jnp.int32))
+
+    return Family(name, "classifier", SimpleNamespace(config=cfg), loss, predict, (E.EXPAND_PATTERN,), overrides,
+                  init_fn=lambda seed: E.init_params(cfg, jax.random.PRNGKey(seed)))
+
+
+#: families that are not transformers models: name -> builder(name, overrides)
+_NATIVE = {"efficientnet-lite0": _efficientnet}
+
+
 @lru_cache(maxsize=16)
 def _family_cached(name: str, overrides: tuple) -> Family:
+    if name in _NATIVE:
+        try:
+            return _NATIVE[name](name, overrides)
+        except TypeError as e:
+            raise ZkapexError(f"{name}: bad config override(s) {dict(overrides)}: {e}") from None
     model, _ = hf.build_model(name, seed=0, **dict(overrides))
     return _make(name, model, overrides)
 
 
 def family(name: str, **overrides) -> Family:
-    """The :class:`Family` of a named config (see :data:`~zkapex_jax.models.MODEL_CONFIGS`),
+    """The :class:`Family` of a named config (see :data:`~zkapex_jax.models.MODEL_CONFIGS`, plus
+    ``"efficientnet-lite0"`` with overrides ``image_size``, ``num_labels``, ``padding``),
     built once per ``(name, overrides)``: the same function objects come back, so jitted code
     is reused."""
     return _family_cached(name, tuple(sorted(overrides.items())))
