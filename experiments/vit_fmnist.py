@@ -28,11 +28,12 @@ from zkapex_jax.studies.vit_fmnist import SWEEPS
 _LOG = logging.getLogger("zkapex_jax.studies")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m experiments.vit_fmnist", description=__doc__.split("\n")[0])
+def main(argv=None, *, configs=configs, prog="python -m experiments.vit_fmnist", description=None) -> int:
+    """The command line of the image studies (this one and ``experiments/effnet_fmnist.py``)."""
+    ap = argparse.ArgumentParser(prog=prog, description=description or __doc__.split("\n")[0])
     ap.add_argument("--config", default="default", choices=sorted(configs.CONFIGS))
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the config's seeds")
-    ap.add_argument("--out", default="experiments/results/vit_fmnist.json")
+    ap.add_argument("--out", default=f"experiments/results/{configs.DEFAULT.study}.json", help="results JSON to write")
     ap.add_argument("--figures", default=None, help="directory for the PNG plots (default: none)")
     ap.add_argument("--sweeps", default="all", help="all, none, or a comma list of " + ",".join(SWEEPS))
     ap.add_argument("--sweep-seeds", type=int, nargs="+", default=None, help="seeds to sweep (default: config's)")

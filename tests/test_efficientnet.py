@@ -177,3 +177,17 @@ def test_family_fine_tuning_shapes_and_per_example_grads(pretrained):
     np.testing.assert_allclose(np.asarray(g["blocks/1/expand/kernel"][0]), np.asarray(g0), rtol=1e-4, atol=1e-7)
     with pytest.raises(Exception, match="does not fit"):
         fam.predict(params, jnp.zeros((1, 28, 28, 1)))
+
+
+@pytest.mark.parametrize("padding", ["same", "symmetric"])
+@pytest.mark.parametrize("k,s,h", [(3, 1, 7), (3, 2, 8), (5, 2, 9), (5, 1, 4)])
+def test_depthwise_equals_lax_grouped_conv(padding, k, s, h):
+    from jax import lax
+
+    rng = np.random.default_rng(k * 10 + s)
+    x = jnp.asarray(rng.normal(size=(2, h, h, 6)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(k, k, 1, 6)), jnp.float32)
+    pad = "SAME" if padding == "same" else [((k - 1) // 2,) * 2] * 2
+    want = lax.conv_general_dilated(x, w, (s, s), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    feature_group_count=6, precision=lax.Precision.HIGHEST)
+    np.testing.assert_allclose(np.asarray(E._depthwise(x, w, s, padding)), np.asarray(want), rtol=1e-5, atol=1e-5)

@@ -56,7 +56,8 @@ from jax import lax
 from .._errors import ArtifactError, DataNotFoundError, ShapeError
 
 __all__ = ["EXPAND_PATTERN", "LITE0_STAGES", "EfficientNetConfig", "init_params", "apply", "load_torch_legacy",
-           "pretrained_lite0", "lite0_weights_path", "from_torch_state_dict"]
+           "pretrained_lite0", "lite0_weights_path", "from_torch_state_dict", "features", "trainable_part",
+           "input_shape"]
 
 #: the 1×1 expansion convs of every MBConv block (fc1's counterpart)
 EXPAND_PATTERN = "blocks/*/expand/kernel"
@@ -76,7 +77,16 @@ class EfficientNetConfig:
     num_channels: int = 3
     num_labels: int = 1000
     padding: str = "same"
+    features_from: int = 0
     model_type: str = "efficientnet_lite0"
+
+    def __post_init__(self):
+        if self.padding not in ("same", "symmetric"):
+            raise ValueError(f"padding must be 'same' or 'symmetric', got {self.padding!r}")
+        if not 0 <= int(self.features_from) < len(_blocks()):
+            raise ValueError(f"features_from must be in [0, {len(_blocks())}), got {self.features_from}")
+        if int(self.image_size) < 16 or int(self.num_labels) < 2:
+            raise ValueError(f"image_size >= 16 and num_labels >= 2 needed, got {self.image_size}, {self.num_labels}")
 
 
 def _blocks():
@@ -110,8 +120,57 @@ def init_params(config: EfficientNetConfig, key) -> dict:
     return p
 
 
+def trainable_part(params, features_from: int) -> dict:
+    """The parameters a model with frozen stem and blocks ``< features_from`` trains: blocks
+    ``>= features_from``, head and classifier (everything when ``features_from == 0``)."""
+    if not features_from:
+        return params
+    return {"blocks": {k: v for k, v in params["blocks"].items() if int(k) >= features_from},
+            "head": params["head"], "classifier": params["classifier"]}
+
+
+def input_shape(config: EfficientNetConfig) -> tuple[int, int, int]:
+    """``(H, W, C)`` of one input: pixels, or the cached input of block ``features_from``."""
+    if not config.features_from:
+        return (config.image_size, config.image_size, config.num_channels)
+    full = EfficientNetConfig(image_size=config.image_size, num_channels=config.num_channels,
+                              num_labels=config.num_labels, padding=config.padding)
+    shp = jax.eval_shape(lambda p, x: features(full, p, x, config.features_from),
+                         jax.eval_shape(lambda k: init_params(full, k), jax.random.PRNGKey(0)),
+                         jax.ShapeDtypeStruct((1, config.image_size, config.image_size, config.num_channels),
+                                              jnp.float32))
+    return tuple(int(d) for d in shp.shape[1:])
+
+
 def _pad(k: int, padding: str):
     return "SAME" if padding == "same" else [((k - 1) // 2, (k - 1) // 2)] * 2
+
+
+def _pads(size: int, k: int, s: int, padding: str) -> tuple[int, int]:
+    if padding == "symmetric":
+        return (k - 1) // 2, (k - 1) // 2
+    out = -(-size // s)
+    total = max((out - 1) * s + k - size, 0)  # TF/XLA "SAME": the extra pixel goes after
+    return total // 2, total - total // 2
+
+
+def _depthwise(x, w, s: int, padding: str):
+    """Depthwise k×k conv (stride ``s``) of ``x`` NHWC with ``w`` ``(k, k, 1, C)`` as a sum of k²
+    shifted, strided slices times per-channel weights. Same result as
+    ``lax.conv_general_dilated(..., feature_group_count=C)``, but its per-example kernel
+    gradients under ``vmap`` stay the size of the kernel (XLA's batched grouped-conv gradient
+    materializes (N·C)²-sized intermediates)."""
+    k = w.shape[0]
+    n, h, wd, c = x.shape
+    (pt, pb), (pl, pr) = _pads(h, k, s, padding), _pads(wd, k, s, padding)
+    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    ho, wo = (h + pt + pb - k) // s + 1, (wd + pl + pr - k) // s + 1
+    out = jnp.zeros((n, ho, wo, c), x.dtype)
+    for i in range(k):
+        for j in range(k):
+            sl = lax.slice(xp, (0, i, j, 0), (n, i + (ho - 1) * s + 1, j + (wo - 1) * s + 1, c), (1, s, s, 1))
+            out = out + sl * w[i, j, 0]
+    return out
 
 
 def _relu6(x):
@@ -141,10 +200,7 @@ def apply(config: EfficientNetConfig, params, x, *, features_from: int | None = 
             continue
         b = params["blocks"][str(i)]
         h = _relu6(_dense(x, b["expand"])) if e != 1 else x
-        c = h.shape[-1]
-        h = lax.conv_general_dilated(h, b["depthwise"]["kernel"], (s, s), _pad(k, config.padding),
-                                     dimension_numbers=dn, feature_group_count=c, precision=_HI)
-        h = _relu6(h + b["depthwise"]["bias"])
+        h = _relu6(_depthwise(h, b["depthwise"]["kernel"], s, config.padding) + b["depthwise"]["bias"])
         h = _dense(h, b["project"])
         x = x + h if (s == 1 and cin == cout) else h
     x = _relu6(_dense(x, params["head"]))
@@ -162,9 +218,8 @@ def features(config: EfficientNetConfig, params, x, upto: int):
     for i, (k, s, e, cin, cout) in enumerate(_blocks()[:upto]):
         b = params["blocks"][str(i)]
         h = _relu6(_dense(x, b["expand"])) if e != 1 else x
-        h = lax.conv_general_dilated(h, b["depthwise"]["kernel"], (s, s), _pad(k, config.padding),
-                                     dimension_numbers=dn, feature_group_count=h.shape[-1], precision=_HI)
-        h = _dense(_relu6(h + b["depthwise"]["bias"]), b["project"])
+        h = _relu6(_depthwise(h, b["depthwise"]["kernel"], s, config.padding) + b["depthwise"]["bias"])
+        h = _dense(h, b["project"])
         x = x + h if (s == 1 and cin == cout) else h
     return x
 

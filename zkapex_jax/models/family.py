@@ -46,6 +46,11 @@ class Family:
       predict: ``predict(params, inputs (N, ...)) -> logits``; not jitted.
       mask_patterns: the kernels the paper masks for this family (fc1 of every layer).
       overrides: the config overrides the model was built with.
+      init_fn: ``init_fn(seed) -> params`` for families that are not transformers models.
+      pretrained_fn: ``pretrained_fn(seed) -> params``: pretrained weights (a new classifier
+        drawn with ``seed``), where the family ships some.
+      prepare: ``prepare(images NHWC in [0, 1]) -> inputs`` where the model's inputs are not the
+        images themselves (resizing, channels, a frozen feature extractor); None: identity.
     """
 
     name: str
@@ -56,6 +61,8 @@ class Family:
     mask_patterns: tuple[str, ...]
     overrides: tuple = ()
     init_fn: Callable | None = field(default=None, repr=False)
+    pretrained_fn: Callable | None = field(default=None, repr=False)
+    prepare: Callable | None = field(default=None, repr=False)
     _predict_jit: Callable = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -128,20 +135,48 @@ def _efficientnet(name: str, overrides: tuple) -> Family:
     from . import efficientnet as E
 
     cfg = E.EfficientNetConfig(**dict(overrides))
-    want = (cfg.image_size, cfg.image_size, cfg.num_channels)
+    want = E.input_shape(cfg)
+    k = int(cfg.features_from)
 
     def predict(params, x):
         if tuple(x.shape[1:]) != want:
-            raise ShapeError(f"image of shape {tuple(x.shape[1:])} does not fit the model: expected NHWC {want}")
-        return E.apply(cfg, params, x)
+            raise ShapeError(f"input of shape {tuple(x.shape[1:])} does not fit the model: expected NHWC {want}")
+        return E.apply(cfg, params, x, features_from=k or None)
 
     def loss(params, example):
         x, y = example
         logits = predict(params, jnp.asarray(x)[None])[0]
         return -jnp.take(jax.nn.log_softmax(logits), jnp.asarray(y, jnp.int32))
 
+    def init_fn(seed):
+        return E.trainable_part(E.init_params(cfg, jax.random.PRNGKey(seed)), k)
+
+    def pretrained_fn(seed):
+        return E.trainable_part(E.pretrained_lite0(num_labels=cfg.num_labels, key=jax.random.PRNGKey(seed),
+                                                   padding=cfg.padding), k)
+
+    frozen = {}
+    feats = jax.jit(lambda p, x: E.features(cfg, p, x, k))
+
+    def prepare(images, batch_size: int = 256):
+        """NHWC images in [0, 1] (any size, 1 or 3 channels) -> the model's inputs: bilinear resize
+        to ``image_size``, grey repeated to RGB, then the frozen pretrained stem and blocks < k."""
+        x = np.asarray(images, np.float32)
+        if x.ndim != 4 or x.shape[-1] not in (1, cfg.num_channels):
+            raise ShapeError(f"images must be NHWC with 1 or {cfg.num_channels} channels, got shape {x.shape}")
+        if k and "p" not in frozen:
+            frozen["p"] = E.pretrained_lite0(padding=cfg.padding)
+        out = []
+        for s in range(0, x.shape[0], batch_size):
+            xb = jnp.asarray(x[s:s + batch_size])
+            xb = jax.image.resize(xb, (xb.shape[0], cfg.image_size, cfg.image_size, xb.shape[-1]), "bilinear")
+            if xb.shape[-1] != cfg.num_channels:
+                xb = jnp.repeat(xb, cfg.num_channels, axis=-1)
+            out.append(np.asarray(feats(frozen["p"], xb)) if k else np.asarray(xb))
+        return np.concatenate(out) if out else np.zeros((0, *want), np.float32)
+
     return Family(name, "classifier", SimpleNamespace(config=cfg), loss, predict, (E.EXPAND_PATTERN,), overrides,
-                  init_fn=lambda seed: E.init_params(cfg, jax.random.PRNGKey(seed)))
+                  init_fn=init_fn, pretrained_fn=pretrained_fn, prepare=prepare)
 
 
 #: families that are not transformers models: name -> builder(name, overrides)
@@ -153,7 +188,7 @@ def _family_cached(name: str, overrides: tuple) -> Family:
     if name in _NATIVE:
         try:
             return _NATIVE[name](name, overrides)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise ZkapexError(f"{name}: bad config override(s) {dict(overrides)}: {e}") from None
     model, _ = hf.build_model(name, seed=0, **dict(overrides))
     return _make(name, model, overrides)

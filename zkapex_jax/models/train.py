@@ -50,7 +50,7 @@ __all__ = [
     "load_checkpoint",
 ]
 
-_LAYER_RE = re.compile(r"(?:^|/)layers?/(\d+)(?:/|$)")
+_LAYER_RE = re.compile(r"(?:^|/)(?:layers?|blocks)/(\d+)(?:/|$)")
 _NO_DECAY_LEAVES = ("bias", "scale", "cls_token", "position_embeddings")
 
 
@@ -60,8 +60,8 @@ _NO_DECAY_LEAVES = ("bias", "scale", "cls_token", "position_embeddings")
 
 def layer_id(path: str, num_layers: int) -> int:
     """Layer id of a parameter path for layer-wise lr decay: ``0`` for embeddings (a path
-    component starting with ``embed`` or ``project_in``), ``i + 1`` for ``.../layer/<i>/...`` or
-    ``.../layers/<i>/...``, ``num_layers + 1`` for the rest (final norm, heads)."""
+    component starting with ``embed`` or ``project_in``), ``i + 1`` for ``.../layer/<i>/...``,
+    ``.../layers/<i>/...`` or ``blocks/<i>/...`` (EfficientNet), ``num_layers + 1`` for the rest (final norm, heads)."""
     m = _LAYER_RE.search(path)
     if m:
         return int(m.group(1)) + 1

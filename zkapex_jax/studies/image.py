@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._errors import ZkapexError
 from ..data import images as data_mod
 from . import metrics as M
 from .. import models as models_mod
@@ -82,6 +83,8 @@ class PipelineConfig:
     """
 
     model: str = "vit-tiny"
+    model_overrides: tuple = ()  # ((field, value), ...) for the family, e.g. (("image_size", 64),)
+    pretrained: bool = False  # start the global model from the family's pretrained weights
     dataset: str = "fashion_mnist"
     forget_classes: tuple[int, ...] = data_mod.DEFAULT_FORGET_CLASSES
     personal_classes: tuple[int, ...] = data_mod.DEFAULT_PERSONAL_CLASSES
@@ -141,14 +144,23 @@ class PipelineConfig:
 
 # ----------------------------------------------------------------------------- model functions
 
-def model_fns(name: str) -> Family:
-    """The :class:`~zkapex_jax.models.Family` of ``name`` (built once; jitted code is reused)."""
-    return family(name)
+def model_fns(cfg_or_name) -> Family:
+    """The :class:`~zkapex_jax.models.Family` of a config (``model`` + ``model_overrides``) or a
+    model name (built once; jitted code is reused)."""
+    if isinstance(cfg_or_name, str):
+        return family(cfg_or_name)
+    return family(cfg_or_name.model, **dict(cfg_or_name.model_overrides))
 
 
 def init_params(cfg: PipelineConfig, *, seed: int):
-    """Fresh random parameters of ``cfg.model`` (``seed`` picks the initialisation)."""
-    return model_fns(cfg.model).init(seed)
+    """The global model's starting point: the family's pretrained weights with a new classifier
+    when ``cfg.pretrained`` (drawn with ``seed``), else a random initialisation from ``seed``."""
+    fam = model_fns(cfg)
+    if cfg.pretrained:
+        if fam.pretrained_fn is None:
+            raise ZkapexError(f"model {cfg.model!r} ships no pretrained weights")
+        return fam.pretrained_fn(seed)
+    return fam.init(seed)
 
 
 def global_recipe(cfg: PipelineConfig) -> Recipe:
@@ -170,11 +182,23 @@ def load_data(cfg: PipelineConfig, seed: int) -> data_mod.Splits:
     Falls back to scikit-learn's digits (with a warning) when Fashion-MNIST is not installed
     and ``cfg.dataset == "fashion_mnist"``."""
     xtr, ytr, xte, yte, name = data_mod.load_image_dataset(cfg.dataset)
-    return data_mod.make_splits(
+    splits = data_mod.make_splits(
         xtr, ytr, xte, yte, seed=seed, forget_classes=cfg.forget_classes,
         personal_classes=cfg.personal_classes, n_orig=cfg.n_orig, n_shift=cfg.n_shift,
         n_train_per_domain=cfg.n_train_per_domain, shift=cfg.shift,
         max_global_train=cfg.max_global_train, max_test=cfg.max_test, name=name)
+    fam = model_fns(cfg)
+    if fam.prepare is None:
+        return splits
+    # the family's inputs (e.g. 64 px RGB through a frozen pretrained stem), computed once
+    fields = {k: getattr(splits, k) for k in splits.__dataclass_fields__ if k != "info"}
+    done = {}
+    for k, sp in fields.items():
+        key = id(sp.x)
+        if key not in done:
+            done[key] = fam.prepare(sp.x)
+        fields[k] = data_mod.Split(done[key], sp.y)
+    return dataclasses.replace(splits, **fields)
 
 
 def _subsample(split, n: int | None, seed: int):
@@ -194,9 +218,9 @@ def train_global(cfg: PipelineConfig, data: data_mod.Splits, *, key, exclude_for
     (:func:`zkapex_jax.protocol.provider.train_global` with :func:`global_recipe`)."""
     k_init, k_fit = jax.random.split(key)
     seed = int(jax.random.randint(k_init, (), 0, 2**31 - 1)) if init_seed is None else init_seed
-    fam = model_fns(cfg.model)
     split = data.retain_train if exclude_forget else data.global_train
-    return provider.train_global(fam, fam.init(seed), (split.x, split.y), global_recipe(cfg), key=k_fit)
+    return provider.train_global(model_fns(cfg), init_params(cfg, seed=seed), (split.x, split.y), global_recipe(cfg),
+                                 key=k_fit)
 
 
 def personalize(cfg: PipelineConfig, theta_global, data: data_mod.Splits, *, key):
@@ -208,7 +232,7 @@ def personalize(cfg: PipelineConfig, theta_global, data: data_mod.Splits, *, key
 
 def personalize_on(cfg: PipelineConfig, theta_global, split: data_mod.Split, *, key):
     """:func:`personalize` on any labelled ``split`` (e.g. the client's own images)."""
-    return client.personalize(model_fns(cfg.model), theta_global, (split.x, split.y), personal_recipe(cfg), key=key)
+    return client.personalize(model_fns(cfg), theta_global, (split.x, split.y), personal_recipe(cfg), key=key)
 
 
 # ----------------------------------------------------------------------------- provider mask
@@ -243,7 +267,7 @@ def provider_scores_on(cfg: PipelineConfig, theta_global, forget: data_mod.Split
     ``n_mask_forget`` / ``n_mask_retain`` examples of each are drawn with ``seed``."""
     forget = _subsample(forget, cfg.n_mask_forget, seed)
     retain = _subsample(retain, cfg.n_mask_retain, seed + 1)
-    return provider.score_weights(model_fns(cfg.model), theta_global, (forget.x, forget.y), (retain.x, retain.y),
+    return provider.score_weights(model_fns(cfg), theta_global, (forget.x, forget.y), (retain.x, retain.y),
                                   patterns=cfg.mask_pattern, method=cfg.mask_method, h=cfg.mask_h, r=cfg.mask_r,
                                   damping=cfg.mask_damping, chunk_size=cfg.fisher_chunk)
 
@@ -270,7 +294,7 @@ def client_fisher_on(cfg: PipelineConfig, theta_p, split: data_mod.Split, layout
                      damping: float | None = None, n_samples: int | None = None, seed: int = 0):
     """:func:`client_fisher` on any labelled ``split`` (e.g. the client's own images)."""
     split = _subsample(split, cfg.n_fisher if n_samples is None else n_samples, seed)
-    return client.client_fisher(model_fns(cfg.model), theta_p, (split.x, split.y), layout,
+    return client.client_fisher(model_fns(cfg), theta_p, (split.x, split.y), layout,
                                 damping=cfg.damping if damping is None else damping, chunk_size=cfg.fisher_chunk)
 
 
@@ -285,7 +309,7 @@ mask_only = client.mask_only
 def predict_logits(cfg: PipelineConfig, params, x, *, batch_size: int | None = None) -> np.ndarray:
     """Logits ``(N, K)`` of ``x`` ``(N, 28, 28, 1)``, in batches of exactly ``batch_size``
     (default ``cfg.eval_batch``; the last one padded), so one shape is compiled for all splits."""
-    fam = model_fns(cfg.model)
+    fam = model_fns(cfg)
     x = np.asarray(x)
     if x.shape[0] == 0:
         return np.zeros((0, fam.config.num_labels), np.float32)

@@ -65,6 +65,7 @@ class StudyConfig:
 
     name: str
     pipeline: PipelineConfig
+    study: str = "vit_fmnist"  # the results' "study" and the figures' prefix
     seeds: tuple[int, ...] = (0, 1, 2)
     # recovery is reported only where masking cost at least this much personal accuracy
     # (about one standard error of the personal-accuracy estimate on ~2,400 test images)
@@ -127,7 +128,11 @@ def _cache_path(cache_dir, cfg: P.PipelineConfig, seed: int, tag: str):
             "global_warmup", "weight_decay")
     import hashlib
     import json
-    h = hashlib.sha256(json.dumps({k: getattr(cfg, k) for k in keys}, sort_keys=True, default=list).encode())
+    d = {k: getattr(cfg, k) for k in keys}
+    for k in ("model_overrides", "pretrained"):  # only when set, so earlier caches stay valid
+        if getattr(cfg, k):
+            d[k] = getattr(cfg, k)
+    h = hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode())
     return os.path.join(cache_dir, f"{tag}-s{seed}-{h.hexdigest()[:12]}")
 
 
@@ -150,7 +155,7 @@ def run_seed(study: StudyConfig, seed: int, *, cache_dir=None) -> tuple[dict, di
     """All methods for one seed. Returns (metrics {method: {metric: value}}, timings, state) where
     ``state`` holds the trained models and objects the sweeps reuse."""
     cfg = study.pipeline
-    fns = P.model_fns(cfg.model)
+    fns = P.model_fns(cfg)
     k_glob, k_ret, k_pers, k_rpers, k_ft, k_ga, k_sal = jax.random.split(jax.random.PRNGKey(seed), 7)
     timings: dict[str, float] = {}
     data = P.load_data(cfg, seed)
@@ -333,6 +338,7 @@ def _sweep_stats(per_seed_sweeps: list[dict]) -> dict:
 
 def make_figures(results: dict, fig_dir: str) -> list[str]:
     """The sweep plots (PNG) from a results dict; returns the paths written."""
+    prefix = results.get("study", "vit_fmnist")
     sw = results.get("sweeps") or {}
     meth = results["methods"]
     ref = {k: (meth[k]["personal_acc"]["mean"], meth[k]["forget_acc"]["mean"])
@@ -340,7 +346,7 @@ def make_figures(results: dict, fig_dir: str) -> list[str]:
     paths = []
     if "fraction" in sw:
         s = sw["fraction"]
-        p = os.path.join(fig_dir, "vit_fmnist_fraction.png")
+        p = os.path.join(fig_dir, f"{prefix}_fraction.png")
         common.plot_sweep(p, s["x"], {
             "zkapex personal": (s["zkapex"]["personal_acc"]["mean"], s["zkapex"]["personal_acc"]["std"]),
             "zkapex forget": (s["zkapex"]["forget_acc"]["mean"], s["zkapex"]["forget_acc"]["std"]),
@@ -352,7 +358,7 @@ def make_figures(results: dict, fig_dir: str) -> list[str]:
                     "retrain personal": ref["retrain"][0], "retrain forget": ref["retrain"][1],
                     "target: forget halfway to retrain": 0.5 * (ref["personalized"][1] + ref["retrain"][1])})
         paths.append(p)
-        p = os.path.join(fig_dir, "vit_fmnist_tradeoff.png")
+        p = os.path.join(fig_dir, f"{prefix}_tradeoff.png")
         common.plot_tradeoff(p, {
             k.replace("_", "-"): (s[k]["forget_acc"]["mean"], s[k]["personal_acc"]["mean"], s[k]["personal_acc"]["std"])
             for k in ("zkapex", "mask_only")},
@@ -369,7 +375,7 @@ def make_figures(results: dict, fig_dir: str) -> list[str]:
         z = s["zkapex"]
         if "personal_acc" not in z:
             continue
-        p = os.path.join(fig_dir, f"vit_fmnist_{name}.png")
+        p = os.path.join(fig_dir, f"{prefix}_{name}.png")
         common.plot_sweep(p, s["x"], {
             "zkapex personal": (z["personal_acc"]["mean"], z["personal_acc"]["std"]),
             "zkapex forget": (z["forget_acc"]["mean"], z["forget_acc"]["std"])},
@@ -415,7 +421,7 @@ def _assemble(study, seeds, per_seed, timings, sweeps_per_seed, t_all) -> dict:
     rec = common.mean_std([r["zkapex"]["recovery"] for r in per_seed])
     fp = methods["zkapex"].get("forget_progress", {}).get("mean")
     out = {
-        "study": "vit_fmnist",
+        "study": study.study,
         "seeds": [int(s) for s in seeds],
         "methods": methods,
         "recovery": rec,
