@@ -150,3 +150,19 @@ def test_bad_numbers_exit_2_without_traceback(argv, capsys, tmp_path):
     assert run(*argv, "--keystore", tmp_path / "ks", "--cache", tmp_path / "c") == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
+
+
+def test_demo_story_reads_the_table():
+    def row(p, f):
+        return {"personal_acc": p, "forget_acc": f}
+
+    forgot = cli.demo_story({"global": row(0.3, 0.9), "personalized": row(0.45, 0.85), "mask_only": row(0.40, 0.50),
+                             "certified": row(0.45, 0.80)})
+    assert "the mask forgets" in forgot[0] and "keeps 14%" in forgot[1] and "recovers 100%" in forgot[2]
+    undone = cli.demo_story({"global": row(0.3, 0.9), "personalized": row(0.45, 0.85), "mask_only": row(0.40, 0.50),
+                             "certified": row(0.45, 0.90)})
+    assert "undoes the forgetting" in undone[1]
+    lost = cli.demo_story({"global": row(0.3, 0.9), "personalized": row(0.45, 0.33), "mask_only": row(0.45, 0.34),
+                           "certified": row(0.45, 0.33)})
+    assert "already fails the forget classes" in lost[0] and "did not forget" in lost[1]
+    assert "nothing to recover" in lost[-1]
