@@ -82,3 +82,27 @@ def test_mia_ssd_fraction():
     test = _logits_with_entropy_level(200, 5, 0.0, rng)
     assert M.mia_ssd(retain, test, _logits_with_entropy_level(50, 5, 12.0, rng)) > 0.9
     assert M.mia_ssd(retain, test, _logits_with_entropy_level(50, 5, 0.0, rng)) < 0.1
+
+
+def test_selectivity_on_designed_fishers():
+    from zkapex_jax.studies.metrics import selectivity
+
+    b, damping = 6, 1e-6
+    e = np.eye(b)
+    client = np.stack([np.diag([4.0, 2.0, 1.0, 0, 0, 0]) + damping * e] * 2)
+    apart = np.stack([np.diag([0, 0, 0, 1.0, 3.0, 0])] * 2)     # forget curvature off the client's subspace
+    same = np.stack([np.diag([2.0, 0, 1.0, 0, 0, 0])] * 2)      # ... inside it
+    mask = np.zeros((2, b), bool)
+    mask[0, 4] = True
+    mask[1, [0, 2]] = True
+    s_apart = selectivity(client, apart, mask, damping=damping)
+    s_same = selectivity(client, same, mask, damping=damping)
+    assert s_apart["subspace_overlap"] == pytest.approx(0.0, abs=1e-12)
+    assert s_same["subspace_overlap"] == pytest.approx(1.0)
+    assert s_apart["client_rank"] == 3 and s_apart["client_rank_10x"] == 3
+    # masked weights: block 0 weight 4 (client 0, forget 3), block 1 weights 0, 2 (client 4, 1; forget 0)
+    assert s_apart["masked_forget_share"] == pytest.approx(3.0 / 8.0)
+    assert s_same["masked_forget_share"] == pytest.approx(3.0 / 6.0)
+    assert s_same["fisher_ratio_at_mask"] == pytest.approx(1.0)  # median of 0/0 -> 0, 4/2, 1/1
+    none = selectivity(client, same, np.zeros((2, b), bool), damping=damping)
+    assert np.isnan(none["subspace_overlap"])

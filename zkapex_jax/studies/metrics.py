@@ -35,6 +35,7 @@ __all__ = [
     "gap_to",
     "mia_entropy",
     "mia_ssd",
+    "selectivity",
 ]
 
 
@@ -147,3 +148,61 @@ def mia_ssd(retain_logits, test_logits, forget_logits, *, seed: int = 0) -> floa
     ef = entropy(forget_logits)[:, None]
     return float(np.mean(clf.predict((ef - mu) / sd)))
 
+
+
+def selectivity(client_fisher, forget_fisher, mask, *, damping: float, energy: float = 0.999) -> dict:
+    """Why Group-OBS does or does not keep the forgetting, from the block Fishers (cheap, any
+    family): the paper's premise is that the forget set uses directions the client's data does
+    not excite.
+
+    Args:
+      client_fisher: ``(nb, B, B)`` the client's block Fisher at θp (with ``damping`` on the
+        diagonal, as committed).
+      forget_fisher: ``(nb, B, B)`` the forget set's undamped block Fisher (at θp or θ_global).
+      mask: ``(nb, B)`` bool.
+      damping: the damping in ``client_fisher`` (subtracted before the spectra are read).
+      energy: the share of the client's curvature that defines its subspace.
+
+    Returns (floats, over the blocks with a masked weight):
+      ``subspace_overlap``: ``tr(P F_f) / tr(F_f)``, the share of the forget curvature inside the
+        client's top eigen-subspace ``P`` holding ``energy`` of the client's curvature (1 = the
+        forget set lives where the client's data does: compensation will rebuild it);
+      ``client_rank``: mean size of that subspace; ``client_rank_10x``: mean number of client
+        eigenvalues above 10× the damping;
+      ``fisher_ratio_at_mask``: mean over masked weights of ``C_ii / F_f,ii`` (client vs forget
+        curvature of the weights removed; small = the mask is selective for the forget set);
+      ``masked_forget_share``: share of the forget curvature (trace) on the masked weights.
+    """
+    c = np.asarray(client_fisher, np.float64)
+    f = np.asarray(forget_fisher, np.float64)
+    m = np.asarray(mask, bool)
+    if c.ndim != 3 or c.shape != f.shape or m.shape != c.shape[:2]:
+        raise ShapeError(f"client_fisher, forget_fisher (nb, B, B) and mask (nb, B) must agree, got "
+                         f"{c.shape}, {f.shape}, {m.shape}")
+    rows = np.flatnonzero(m.any(axis=1))
+    if rows.size == 0:
+        return {k: float("nan") for k in ("subspace_overlap", "client_rank", "client_rank_10x",
+                                          "fisher_ratio_at_mask", "masked_forget_share")}
+    b = c.shape[1]
+    cc = c[rows] - damping * np.eye(b)
+    ff = f[rows]
+    w, v = np.linalg.eigh(0.5 * (cc + np.swapaxes(cc, 1, 2)))  # ascending
+    w = np.clip(w, 0.0, None)[:, ::-1]
+    v = v[:, :, ::-1]
+    cum = np.cumsum(w, axis=1) / np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
+    k = np.minimum((cum < energy).sum(axis=1) + 1, b)  # eigenvectors needed for `energy`
+    keep = np.arange(b)[None, :] < k[:, None]
+    proj = np.einsum("nik,njk,nk->nij", v, v, keep.astype(np.float64))
+    tr_f = np.trace(ff, axis1=1, axis2=2)
+    inside = np.einsum("nij,nji->n", proj, ff)
+    ok = tr_f > 0
+    dc, df = np.diagonal(cc, axis1=1, axis2=2), np.diagonal(ff, axis1=1, axis2=2)
+    mm = m[rows]
+    ratio = dc[mm] / np.maximum(df[mm], 1e-300)
+    return {
+        "subspace_overlap": float(inside[ok].sum() / tr_f[ok].sum()) if ok.any() else float("nan"),
+        "client_rank": float(k.mean()),
+        "client_rank_10x": float((w > 10.0 * damping).sum(axis=1).mean()),
+        "fisher_ratio_at_mask": float(np.median(ratio)),
+        "masked_forget_share": float(np.where(mm, df, 0.0).sum() / max(df.sum(), 1e-300)),
+    }

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..core.obs import factorize
 from ..models import FC1_PATTERN_VIT as FC1
+from ..protocol import client as client_stage
 from . import baselines as B
 from . import image as P
 from . import metrics as M
@@ -232,7 +233,13 @@ def run_seed(study: StudyConfig, seed: int, *, cache_dir=None) -> tuple[dict, di
         sub = _derived({k: dict(v) for k, v in sub.items()}, study.recovery_min_drop)
         results[f"mask_only__{meth}"], results[f"zkapex__{meth}"] = sub["mask_only"], sub["zkapex"]
     results["global"] = P.evaluate(cfg, theta_g, data, seed=seed)
+    # selectivity (why the forgetting does or does not survive the compensation)
+    t0 = time.perf_counter()
+    f_forget = client_stage.client_fisher(fns, theta_p, forget_b, layout, damping=0.0, chunk_size=cfg.fisher_chunk)
+    sel = M.selectivity(fisher, f_forget, np.asarray(mask.to_blocks(layout)), damping=cfg.damping)
+    timings["selectivity_s"] = time.perf_counter() - t0
     extra = {"num_masked": info["num_masked"], "max_kkt_residual": info["max_residual"],
+             **{f"selectivity_{k}": v for k, v in sel.items()},
              "ssd_dampened": ssd_info["n_dampened"], "salun_salient": sal_info["n_salient"],
              "num_blocks": layout.num_blocks}
     state = dict(data=data, theta_g=theta_g, theta_p=theta_p, theta_rp=theta_rp, scores=scores, mask=mask,
@@ -434,6 +441,8 @@ def _assemble(study, seeds, per_seed, timings, sweeps_per_seed, t_all) -> dict:
                      **{k: v for k, v in dataclasses.asdict(study).items() if k not in ("pipeline", "name")}},
         "timings": {k: common.mean_std([t.get(k) for t in timings]) for k in timings[0]},
         "per_seed": [{"seed": s, "metrics": r, "timings": t} for s, r, t in zip(seeds, per_seed, timings)],
+        "selectivity": {k[len("selectivity_"):]: common.mean_std([t.get(k) for t in timings])
+                        for k in timings[0] if k.startswith("selectivity_") and not k.endswith("_s")},
         "platform": {"jax": jax.__version__, "backend": jax.default_backend(), "devices": str(jax.devices()),
                      "cpu_count": os.cpu_count()},
     }
