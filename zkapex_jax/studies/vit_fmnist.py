@@ -35,7 +35,7 @@ from .image import PipelineConfig
 
 METHODS = ("personalized", "mask_only", "zkapex", "retrain", "finetune_after_mask", "gradient_ascent",
            "ssd", "salun")
-SWEEPS = ("fraction", "block", "damping", "nfisher", "pattern")
+SWEEPS = ("fraction", "block", "damping", "rel_damping", "nfisher", "pattern")
 
 
 _LOG = logging.getLogger("zkapex_jax.studies")
@@ -94,6 +94,8 @@ class StudyConfig:
     sweep_fractions: tuple[float, ...] = (0.01, 0.04, 0.1, 0.2, 0.35, 0.5)
     sweep_block_sizes: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
     sweep_dampings: tuple[float, ...] = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+    # damping relative to the Fisher's scale: C = F + alpha * mean(diag F) * I
+    sweep_rel_dampings: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
     sweep_n_fisher: tuple[int, ...] = (8, 16, 32, 64, 96)
     # ablation beyond the paper: which matrices the provider may mask (same 4% fraction)
     sweep_patterns: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -294,6 +296,14 @@ def sweep_seed(study: StudyConfig, state: dict, seed: int, which) -> dict:
         eye = jnp.eye(layout.block_size, dtype=f0.dtype)
         rows = [safe_point(lambda d=d: point(f0 + jnp.asarray(d, f0.dtype) * eye, layout)) for d in study.sweep_dampings]
         out["damping"] = {"x": list(study.sweep_dampings), "rows": rows}
+    if "rel_damping" in which:
+        f0 = P.client_fisher(cfg, theta_p, data, layout, damping=0.0, seed=seed)
+        scale = jnp.mean(jnp.diagonal(f0, axis1=1, axis2=2))
+        eye = jnp.eye(layout.block_size, dtype=f0.dtype)
+        rows = [safe_point(lambda a=a: point(f0 + (jnp.asarray(a, f0.dtype) * scale) * eye, layout))
+                for a in study.sweep_rel_dampings]
+        out["rel_damping"] = {"x": list(study.sweep_rel_dampings), "rows": rows,
+                              "fisher_mean_diag": float(scale)}
     if "pattern" in which:
         rows = []
         for label, pats in study.sweep_patterns:
@@ -335,7 +345,8 @@ def _sweep_stats(per_seed_sweeps: list[dict]) -> dict:
             for k in metrics:
                 stats = [common.mean_std([s[name]["rows"][i][m].get(k) for s in per_seed_sweeps])
                          for i in range(len(x))]
-                res[m][k] = {"mean": [st["mean"] for st in stats], "std": [st["std"] for st in stats]}
+                res[m][k] = {"mean": [st["mean"] for st in stats], "std": [st["std"] for st in stats],
+                             "ci95": [st["ci95"] for st in stats]}
             errs = [[s[name]["rows"][i][m].get("error") for s in per_seed_sweeps] for i in range(len(x))]
             if any(e for row in errs for e in row):
                 res[m]["errors"] = errs
@@ -374,6 +385,7 @@ def make_figures(results: dict, fig_dir: str) -> list[str]:
             title="Trade-off over the mask fraction (labels: fraction of fc1)")
         paths.append(p)
     labels = {"block": ("Fisher block size B", True), "damping": ("damping", True),
+              "rel_damping": ("damping / mean diag(F)", True),
               "nfisher": ("number of Fisher samples m", True)}
     for name, (xlabel, logx) in labels.items():
         if name not in sw:
