@@ -7,20 +7,8 @@ Usage::
     python -m experiments.opt_code --config tiny --seeds 0 --out /tmp/opt_code_tiny.json   # CI smoke
     python -m experiments.opt_code --config opt125m --seeds 0 1 2 --out ...                # GPU run
 
-Per seed: the provider trains a global ``FlaxOPTForCausalLM`` on C, C++, Python and JavaScript;
-the client personalizes it on Rust (a LoRA on the attention and FFN projections, merged: θp); the
-provider unlearns JavaScript: it scores the fc1+fc2 kernels of every layer on its global model
-(second-order-neg, forget = JavaScript, retain = the other global languages) and publishes the
-global top-4% mask M; the client computes the block-wise Fisher of θp on its Rust data and applies
-Group-OBS (θu = θp + δ, θu[M] = 0). Methods: ``personalized`` (θp), ``mask_only`` (θp, θp[M] = 0),
-``zkapex`` (θu), ``retrain`` (global model trained without JavaScript, then personalized the same
-way) and the baselines of :mod:`zkapex_jax.studies.baselines` (fine-tune after mask, gradient ascent, SSD,
-SalUn). Metrics: next-token top-1 accuracy on held-out Rust (``personal_acc``), JavaScript
-(``forget_acc``) and the other global languages (``retain_acc``); recovery =
-(zkapex − mask_only) / (personalized − mask_only) on ``personal_acc``. Sweeps on the first seed
-(mask fraction, Fisher block size, damping, number of Fisher samples) reuse that seed's models.
+What one seed runs, the methods and the results' shape: :mod:`zkapex_jax.studies.opt_code`.
 """
-
 
 from __future__ import annotations
 

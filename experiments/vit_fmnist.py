@@ -3,16 +3,10 @@
 Command line::
 
     python -m experiments.vit_fmnist --config default --seeds 0 1 2 \\
-        --out experiments/results/vit_fmnist.json --figures docs/figures [--sweeps all|none|fraction,block,damping,nfisher]
+        --out experiments/results/vit_fmnist.json --figures docs/figures [--sweeps all|none|fraction,block,damping,rel_damping,nfisher,pattern]
     python -m experiments.vit_fmnist --config tiny --out /tmp/vit_tiny.json --sweeps none   # CI smoke
 
-Per seed: train the global ViT on all classes and the retrain model without the forget classes
-(provider), personalize both on the client's original + edge-"sketch" images (client), score the
-provider mask on the GLOBAL model, then compare personalized, mask_only, zkapex (mask +
-Group-OBS), retrain, finetune_after_mask, gradient_ascent, ssd, salun. Sweeps (mask fraction,
-Fisher block size, damping, number of Fisher samples) reuse each seed's trained models.
-Results: ``{"study", "seeds", "methods": {name: {metric: {mean, std}}}, "recovery": {mean, std},
-"settings", "wall_time_s", "sweeps", "per_seed"}``; figures as PNG.
+What one seed runs, the methods and the results' shape: :mod:`zkapex_jax.studies.vit_fmnist`.
 """
 
 from __future__ import annotations

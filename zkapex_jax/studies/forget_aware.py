@@ -142,33 +142,20 @@ def tables_markdown(results: dict) -> str:
 
 
 def plot_tradeoff(results: dict, path: str) -> str:
-    """Recovery vs forget progress over the mask fractions, one curve per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .report import save_figure
+    """Personal accuracy against forget progress over the mask fractions (mean ± std over seeds),
+    one curve per method; personalized and retrain as reference points."""
+    from .report import plot_tradeoff as plot
 
     cfg = results["config"]
-    fig, ax = plt.subplots(figsize=(6.0, 4.2), dpi=120)
-    for m in ["mask_only", "zkapex", *[f"zkapex_fa_r{r}" for r in cfg["ranks"]]]:
-        xs, ys = [], []
-        for f in cfg["fractions"]:
-            st = results["methods"].get(f"{m}@{f}", {})
-            fp, pa = st.get("forget_progress", {}).get("mean"), st.get("personal_acc", {}).get("mean")
-            if fp is not None and pa is not None:
-                xs.append(fp)
-                ys.append(pa)
-        ax.plot(xs, ys, "o-", label=m)
-        for x, y, f in zip(xs, ys, cfg["fractions"]):
-            ax.annotate(f"{f:g}", (x, y), fontsize=6, alpha=0.7)
-    pers = results["methods"][f"personalized@{cfg['fractions'][0]}"]["personal_acc"]["mean"]
-    ax.axhline(pers, color="grey", ls="--", lw=0.8, label="personalized")
-    ax.set_xlabel("forget progress (0 = personalized, 1 = retrain)")
-    ax.set_ylabel("personal accuracy")
-    ax.set_title(f"Forget-aware vs plain ZK-APEX, mean over seeds {results['seeds']}", fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    save_figure(fig, path)
+    fr = cfg["fractions"]
+
+    def series(m, k, stat="mean"):
+        return [results["methods"].get(f"{m}@{f}", {}).get(k, {}).get(stat) for f in fr]
+
+    curves = {m: (series(m, "forget_progress"), series(m, "personal_acc"), series(m, "personal_acc", "std"))
+              for m in ["mask_only", "zkapex", *[f"zkapex_fa_r{r}" for r in cfg["ranks"]]]}
+    ref = {m: (results["methods"][f"{m}@{fr[0]}"]["forget_progress"]["mean"],
+               results["methods"][f"{m}@{fr[0]}"]["personal_acc"]["mean"]) for m in ("personalized", "retrain")}
+    plot(path, curves, points=ref, labels=fr, xlabel="forget progress (0 = personalized, 1 = retrain)",
+         ylabel="personal accuracy", title=f"Forget-aware vs plain ZK-APEX, seeds {results['seeds']}")
     return path

@@ -195,6 +195,10 @@ def plot_sweep(path: str | os.PathLike, x: Sequence[float], series: Mapping[str,
             ax.axhline(y, ls="--", lw=1, color=f"C{(len(series) + i) % 10}", label=label)
     if logx:
         ax.set_xscale("log")
+    _finish(fig, ax, path, xlabel, ylabel, title)
+
+
+def _finish(fig, ax, path, xlabel: str, ylabel: str, title: str) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
@@ -227,10 +231,4 @@ def plot_tradeoff(path: str | os.PathLike, curves: Mapping[str, tuple[Sequence, 
     for i, (label, (x, y)) in enumerate((points or {}).items()):
         if x is not None and y is not None:
             ax.plot([x], [y], marker="*", ms=12, ls="none", color=f"C{(len(curves) + i) % 10}", label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    save_figure(fig, path)
+    _finish(fig, ax, path, xlabel, ylabel, title)
