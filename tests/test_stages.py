@@ -156,3 +156,13 @@ def test_forget_aware_unlearn_keeps_the_compensation_off_the_forget_subspace(fam
     scale = np.abs(d_plain).max()
     assert np.abs(np.einsum("kbr,kb->kr", u_r, d_aware)).max() < 1e-4 * scale
     assert np.abs(np.einsum("kbr,kb->kr", u_r, d_plain)).max() > 1e-2 * scale  # plain ZK-APEX does move along U
+
+
+def test_relative_damping_is_a_multiple_of_the_mean_diagonal(fam_params):
+    fam, params, kind = fam_params
+    data = _data(kind, 6, seed=1)
+    layout = BlockLayout.from_params(params, fam.mask_patterns, 8)
+    f0 = np.asarray(client.client_fisher(fam, params, data, layout, damping=0.0), np.float64)
+    fr = np.asarray(client.client_fisher(fam, params, data, layout, damping=0.5, relative=True), np.float64)
+    d = 0.5 * np.mean(np.diagonal(f0, axis1=1, axis2=2))
+    np.testing.assert_allclose(fr, f0 + d * np.eye(8), rtol=1e-5, atol=1e-6 * d)

@@ -46,11 +46,18 @@ def personalize(family, theta_global, data, recipe: Recipe, *, key, lora: LoRACo
     return merge_lora(theta_global, adapters, lora.scale), hist
 
 
-def client_fisher(family, theta_p, data, layout: BlockLayout, *, damping: float = 1e-6, chunk_size: int = 32):
-    """[client] ``C_b = damping·I + (1/N) Σ_i g_i g_iᵀ`` over ``layout``'s blocks, ``g_i`` the
-    per-example gradient of ``family.loss`` at θp (vmap, ``chunk_size`` examples at a time).
+def client_fisher(family, theta_p, data, layout: BlockLayout, *, damping: float = 1e-6, chunk_size: int = 32,
+                  relative: bool = False):
+    """[client] ``C_b = d·I + (1/N) Σ_i g_i g_iᵀ`` over ``layout``'s blocks, ``g_i`` the
+    per-example gradient of ``family.loss`` at θp (vmap, ``chunk_size`` examples at a time), with
+    ``d = damping`` or, with ``relative``, ``d = damping · mean diag(F)`` over all blocks (the
+    damping follows the gradients' scale, which differs by orders of magnitude between models).
     Returns ``(nb, B, B)``."""
-    return accumulate_fisher(family.loss, theta_p, data, layout, damping=damping, chunk_size=chunk_size)
+    if not relative:
+        return accumulate_fisher(family.loss, theta_p, data, layout, damping=damping, chunk_size=chunk_size)
+    f = accumulate_fisher(family.loss, theta_p, data, layout, damping=0.0, chunk_size=chunk_size)
+    d = damping * jnp.mean(jnp.diagonal(f, axis1=1, axis2=2))
+    return f + d.astype(f.dtype) * jnp.eye(f.shape[-1], dtype=f.dtype)
 
 
 def unlearn(theta_p, fisher, mask: Mask, layout: BlockLayout, *, forget_basis=None):

@@ -79,7 +79,8 @@ class PipelineConfig:
     (paper: 480), Fisher-diagonal damping ``mask_damping`` (paper 1e-8).
 
     Client Fisher / Group-OBS: blocks of ``block_size`` consecutive weights in ``block_order``
-    (paper: 576 of a 768-wide input, ``"out_in"``), ``damping`` on the diagonal (paper 1e-6).
+    (paper: 576 of a 768-wide input, ``"out_in"``), ``damping`` on the diagonal (paper 1e-6), or,
+    with ``damping_relative``, ``damping × mean diag(F)``.
     """
 
     model: str = "vit-tiny"
@@ -120,6 +121,7 @@ class PipelineConfig:
     block_size: int = 64
     block_order: str = "out_in"
     damping: float = 1e-6
+    damping_relative: bool = False  # damping as a multiple of the Fisher's mean diagonal
     n_fisher: int | None = None  # None: the whole personalization train set (the paper's m)
     fisher_chunk: int = 32
     # evaluation
@@ -295,7 +297,17 @@ def client_fisher_on(cfg: PipelineConfig, theta_p, split: data_mod.Split, layout
     """:func:`client_fisher` on any labelled ``split`` (e.g. the client's own images)."""
     split = _subsample(split, cfg.n_fisher if n_samples is None else n_samples, seed)
     return client.client_fisher(model_fns(cfg), theta_p, (split.x, split.y), layout,
-                                damping=cfg.damping if damping is None else damping, chunk_size=cfg.fisher_chunk)
+                                damping=cfg.damping if damping is None else damping, chunk_size=cfg.fisher_chunk,
+                                relative=cfg.damping_relative)
+
+
+def effective_damping(cfg: PipelineConfig, fisher) -> float:
+    """The damping actually on the diagonal of a client Fisher from :func:`client_fisher`
+    (``cfg.damping``, or ``α/(1+α)·mean diag(C)`` when it is relative)."""
+    if not cfg.damping_relative:
+        return float(cfg.damping)
+    a = float(cfg.damping)
+    return a / (1.0 + a) * float(jnp.mean(jnp.diagonal(fisher, axis1=1, axis2=2)))
 
 
 # ----------------------------------------------------------------------------- unlearning

@@ -238,7 +238,7 @@ def run_seed(study: StudyConfig, seed: int, *, cache_dir=None) -> tuple[dict, di
     # selectivity (why the forgetting does or does not survive the compensation)
     t0 = time.perf_counter()
     f_forget = client_stage.client_fisher(fns, theta_p, forget_b, layout, damping=0.0, chunk_size=cfg.fisher_chunk)
-    sel = M.selectivity(fisher, f_forget, np.asarray(mask.to_blocks(layout)), damping=cfg.damping)
+    sel = M.selectivity(fisher, f_forget, np.asarray(mask.to_blocks(layout)), damping=P.effective_damping(cfg, fisher))
     timings["selectivity_s"] = time.perf_counter() - t0
     extra = {"num_masked": info["num_masked"], "max_kkt_residual": info["max_residual"],
              **{f"selectivity_{k}": v for k, v in sel.items()},
