@@ -1,7 +1,9 @@
-"""The ``zkapex`` command: thin verbs over zkapex_jax.protocol and zkapex_jax.studies.image.
+"""The ``zkapex`` command: thin verbs over the protocol's stages (zkapex_jax.protocol) and, for
+the built-in data and the demo, zkapex_jax.studies.image.
 
     zkapex keys     --block-size B [--logrows L] [--kmax K] [--keystore DIR] [--srs FILE]   (provider)
     zkapex mask     --global CKPT --out MASK.json [--model M] [--fraction F] [--seed S] (provider)
+    zkapex personalize --global CKPT --out CKPT_P [--data D] [--epochs E] [--lr LR]   (client)
     zkapex fisher   --params CKPT --out FISHER.npz [--model M] [--block-size B] [--seed S] (client)
     zkapex commit   --params CKPT --fisher FISHER.npz --client-id ID --out COM.npz --secrets SEC.npz
                     [--logrows L] [--force]                                                (client)
@@ -12,6 +14,10 @@
     zkapex verify   BUNDLE --commitment COM --mask MASK [--keystore DIR] [--client-id ID]
                     [--request-id R] [--json]                                              (provider)
     zkapex demo     --out DIR [--big] [--jobs N]       the whole protocol on Fashion-MNIST
+
+``--model`` is a built-in config or a local Hugging Face model directory; ``--data`` /
+``--forget`` / ``--retain`` are an ``.npz`` or an image folder, or text/code files for a language
+model (with ``--tokenizer`` and ``--seq-len``).
 
 ``verify`` exits 0 (valid), 1 (rejected, with the reason) or 2 (malformed input). Common
 options: ``--cache DIR`` (keys/SRS cache, default ``$ZKAPEX_CACHE`` or ``~/.cache/zkapex``),
