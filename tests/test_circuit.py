@@ -2,7 +2,6 @@
 (the attacker's route: edit the witness JSON after gen_witness, then prove), commitments, keys."""
 
 import json
-import os
 
 import numpy as np
 import pytest

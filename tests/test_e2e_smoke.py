@@ -3,7 +3,6 @@ train -> personalize -> provider mask -> client Fisher -> Group-OBS -> accuracie
 
 import jax
 import numpy as np
-import pytest
 
 from zkapex_jax.studies import image as P
 from zkapex_jax.core.params import flatten_params

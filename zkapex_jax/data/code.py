@@ -32,7 +32,6 @@ to a byte cap. The tokenizer is trained on the training split only.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import html
 import json

@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass
 
 import jax
-import numpy as np
 
 from ..core.obs import factorize
 from ..protocol import client, provider

@@ -37,7 +37,6 @@ from ..data import images as data_mod
 from . import metrics as M
 from .. import models as models_mod
 from ..core.blocks import BlockLayout
-from ..core.mask import Mask
 from ..models.family import Family, family
 from ..protocol import client, provider
 from ..protocol.provider import Recipe
