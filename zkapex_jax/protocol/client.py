@@ -29,7 +29,7 @@ from ..core.params import flatten_params, get_paths, set_paths
 from ..models.lora import LoRAConfig, init_lora, lora_loss, merge_lora
 from .provider import Recipe, fit_recipe
 
-__all__ = ["personalize", "client_fisher", "unlearn", "mask_only"]
+__all__ = ["personalize", "client_fisher", "relative_damping", "unlearn", "mask_only"]
 
 
 def personalize(family, theta_global, data, recipe: Recipe, *, key, lora: LoRAConfig | None = None):
@@ -48,16 +48,25 @@ def personalize(family, theta_global, data, recipe: Recipe, *, key, lora: LoRACo
 
 def client_fisher(family, theta_p, data, layout: BlockLayout, *, damping: float = 1e-6, chunk_size: int = 32,
                   relative: bool = False):
-    """[client] ``C_b = d·I + (1/N) Σ_i g_i g_iᵀ`` over ``layout``'s blocks, ``g_i`` the
+    """[client] ``C_b = d_b·I + (1/N) Σ_i g_i g_iᵀ`` over ``layout``'s blocks, ``g_i`` the
     per-example gradient of ``family.loss`` at θp (vmap, ``chunk_size`` examples at a time), with
-    ``d = damping`` or, with ``relative``, ``d = damping · mean diag(F)`` over all blocks (the
-    damping follows the gradients' scale, which differs by orders of magnitude between models).
-    Returns ``(nb, B, B)``."""
+    ``d_b = damping`` or, with ``relative``, ``d_b = damping · max(mean diag F_b, mean diag F)``:
+    the damping follows each block's curvature scale (which differs by orders of magnitude between
+    models and between blocks: an absolute or a single global value leaves large blocks
+    numerically singular in float32 and small ones without compensation), floored at the whole
+    Fisher's scale so that blocks without curvature stay well posed. Returns ``(nb, B, B)``."""
     if not relative:
         return accumulate_fisher(family.loss, theta_p, data, layout, damping=damping, chunk_size=chunk_size)
     f = accumulate_fisher(family.loss, theta_p, data, layout, damping=0.0, chunk_size=chunk_size)
-    d = damping * jnp.mean(jnp.diagonal(f, axis1=1, axis2=2))
-    return f + d.astype(f.dtype) * jnp.eye(f.shape[-1], dtype=f.dtype)
+    return relative_damping(f, damping)
+
+
+def relative_damping(fisher, alpha: float):
+    """``F_b + alpha · max(mean diag F_b, mean diag F) · I`` per block (see :func:`client_fisher`)."""
+    diag = jnp.diagonal(fisher, axis1=1, axis2=2)
+    scale = jnp.maximum(jnp.mean(diag, axis=1), jnp.mean(diag))  # (nb,)
+    d = (alpha * scale).astype(fisher.dtype)
+    return fisher + d[:, None, None] * jnp.eye(fisher.shape[-1], dtype=fisher.dtype)
 
 
 def unlearn(theta_p, fisher, mask: Mask, layout: BlockLayout, *, forget_basis=None):

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .._errors import ZkapexError
@@ -298,15 +297,6 @@ def client_fisher_on(cfg: PipelineConfig, theta_p, split: data_mod.Split, layout
     return client.client_fisher(model_fns(cfg), theta_p, (split.x, split.y), layout,
                                 damping=cfg.damping if damping is None else damping, chunk_size=cfg.fisher_chunk,
                                 relative=cfg.damping_relative)
-
-
-def effective_damping(cfg: PipelineConfig, fisher) -> float:
-    """The damping actually on the diagonal of a client Fisher from :func:`client_fisher`
-    (``cfg.damping``, or ``α/(1+α)·mean diag(C)`` when it is relative)."""
-    if not cfg.damping_relative:
-        return float(cfg.damping)
-    a = float(cfg.damping)
-    return a / (1.0 + a) * float(jnp.mean(jnp.diagonal(fisher, axis1=1, axis2=2)))
 
 
 # ----------------------------------------------------------------------------- unlearning

@@ -160,7 +160,8 @@ def selectivity(client_fisher, forget_fisher, mask, *, damping: float, energy: f
         diagonal, as committed).
       forget_fisher: ``(nb, B, B)`` the forget set's undamped block Fisher (at θp or θ_global).
       mask: ``(nb, B)`` bool.
-      damping: the damping in ``client_fisher`` (subtracted before the spectra are read).
+      damping: the damping in ``client_fisher`` (subtracted before the spectra are read): a
+        float, or ``(nb,)`` per block.
       energy: the share of the client's curvature that defines its subspace.
 
     Returns (floats, over the blocks with a masked weight):
@@ -184,7 +185,8 @@ def selectivity(client_fisher, forget_fisher, mask, *, damping: float, energy: f
         return {k: float("nan") for k in ("subspace_overlap", "client_rank", "client_rank_10x",
                                           "fisher_ratio_at_mask", "masked_forget_share")}
     b = c.shape[1]
-    cc = c[rows] - damping * np.eye(b)
+    damp = np.broadcast_to(np.asarray(damping, np.float64), (c.shape[0],))[rows]
+    cc = c[rows] - damp[:, None, None] * np.eye(b)
     ff = f[rows]
     w, v = np.linalg.eigh(0.5 * (cc + np.swapaxes(cc, 1, 2)))  # ascending
     w = np.clip(w, 0.0, None)[:, ::-1]
@@ -202,7 +204,7 @@ def selectivity(client_fisher, forget_fisher, mask, *, damping: float, energy: f
     return {
         "subspace_overlap": float(inside[ok].sum() / tr_f[ok].sum()) if ok.any() else float("nan"),
         "client_rank": float(k.mean()),
-        "client_rank_10x": float((w > 10.0 * damping).sum(axis=1).mean()),
+        "client_rank_10x": float((w > 10.0 * damp[:, None]).sum(axis=1).mean()),
         "fisher_ratio_at_mask": float(np.median(ratio)),
         "masked_forget_share": float(np.where(mm, df, 0.0).sum() / max(df.sum(), 1e-300)),
     }

@@ -238,7 +238,9 @@ def run_seed(study: StudyConfig, seed: int, *, cache_dir=None) -> tuple[dict, di
     # selectivity (why the forgetting does or does not survive the compensation)
     t0 = time.perf_counter()
     f_forget = client_stage.client_fisher(fns, theta_p, forget_b, layout, damping=0.0, chunk_size=cfg.fisher_chunk)
-    sel = M.selectivity(fisher, f_forget, np.asarray(mask.to_blocks(layout)), damping=P.effective_damping(cfg, fisher))
+    f_undamped = P.client_fisher(cfg, theta_p, data, layout, damping=0.0, seed=seed)
+    damp = np.mean(np.asarray(jnp.diagonal(fisher - f_undamped, axis1=1, axis2=2), np.float64), axis=1)
+    sel = M.selectivity(fisher, f_forget, np.asarray(mask.to_blocks(layout)), damping=damp)
     timings["selectivity_s"] = time.perf_counter() - t0
     extra = {"num_masked": info["num_masked"], "max_kkt_residual": info["max_residual"],
              **{f"selectivity_{k}": v for k, v in sel.items()},
@@ -298,12 +300,10 @@ def sweep_seed(study: StudyConfig, state: dict, seed: int, which) -> dict:
         out["damping"] = {"x": list(study.sweep_dampings), "rows": rows}
     if "rel_damping" in which:
         f0 = P.client_fisher(cfg, theta_p, data, layout, damping=0.0, seed=seed)
-        scale = jnp.mean(jnp.diagonal(f0, axis1=1, axis2=2))
-        eye = jnp.eye(layout.block_size, dtype=f0.dtype)
-        rows = [safe_point(lambda a=a: point(f0 + (jnp.asarray(a, f0.dtype) * scale) * eye, layout))
+        rows = [safe_point(lambda a=a: point(client_stage.relative_damping(f0, a), layout))
                 for a in study.sweep_rel_dampings]
         out["rel_damping"] = {"x": list(study.sweep_rel_dampings), "rows": rows,
-                              "fisher_mean_diag": float(scale)}
+                              "fisher_mean_diag": float(jnp.mean(jnp.diagonal(f0, axis1=1, axis2=2)))}
     if "pattern" in which:
         rows = []
         for label, pats in study.sweep_patterns:
