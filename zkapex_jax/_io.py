@@ -101,36 +101,13 @@ def open_regular_file(path: str | os.PathLike, *, max_bytes: int = MAX_ARTIFACT_
 def read_regular_file(path: str | os.PathLike, *, max_bytes: int = MAX_ARTIFACT_BYTES, what: str = "file") -> bytes:
     """The bytes of ``path`` if it is a regular file of at most ``max_bytes``; ``ValueError``
     naming the problem otherwise. Never blocks on a FIFO or a device (opened non-blocking, checked
-    with ``fstat`` before any read) and never reads more than ``max_bytes + 1`` bytes."""
-    p = os.fspath(path)
-    if "\x00" in p:
-        raise ValueError(f"{what} path {p!r} contains a NUL byte")
-    try:
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} {p}: file not found") from None
-    except OSError as e:
-        raise ValueError(f"{what} {p}: cannot open ({e.strerror})") from None
-    try:
-        import stat as _stat
-
-        st = os.fstat(fd)
-        if not _stat.S_ISREG(st.st_mode):
-            raise ValueError(f"{what} {p}: not a regular file")
-        if st.st_size > max_bytes:
-            raise ValueError(f"{what} {p}: {st.st_size} bytes is larger than the limit of {max_bytes}")
-        chunks, n = [], 0
-        while n <= max_bytes:
-            b = os.read(fd, min(1 << 24, max_bytes + 1 - n))
-            if not b:
-                break
-            chunks.append(b)
-            n += len(b)
-        if n > max_bytes:
-            raise ValueError(f"{what} {p}: larger than the limit of {max_bytes} bytes")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+    with ``fstat`` before any read, :func:`open_regular_file`) and never reads more than
+    ``max_bytes + 1`` bytes (a file that grows after the check is still refused)."""
+    with open_regular_file(path, max_bytes=max_bytes, what=what) as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"{what} {os.fspath(path)}: larger than the limit of {max_bytes} bytes")
+    return data
 
 
 def _no_duplicates(pairs):
