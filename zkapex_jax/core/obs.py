@@ -194,23 +194,38 @@ def _group_obs_core(fisher, chol, theta, idx, valid):
     forming ``C^-1 E`` explicitly.
     """
     nb, b = theta.shape
-    k = idx.shape[1]
     dtype = theta.dtype
     zero = jnp.zeros((), dtype)
-    # E (nb,B,K): one-hot columns at the masked positions, zero columns for the padding
-    e = (jnp.arange(b, dtype=idx.dtype)[None, :, None] == idx[:, None, :]) & valid[:, None, :]
-    y = solve_triangular(chol, e.astype(dtype), lower=True)  # L^-1 E  (nb,B,K)
-    s = jnp.einsum("bik,bil->bkl", y, y, precision=_HI)  # E^T C^-1 E
-    both = valid[:, :, None] & valid[:, None, :]
-    s = jnp.where(both, s, jnp.eye(k, dtype=dtype))  # (+) I on the padding
     rhs = jnp.where(valid, jnp.take_along_axis(theta, idx, axis=1), zero)
-    lam_k = _cho_solve(jnp.linalg.cholesky(s, symmetrize_input=False), rhs[..., None])[..., 0]
-    lam_k = jnp.where(valid, lam_k, zero)
-    w = jnp.einsum("bik,bk->bi", y, lam_k, precision=_HI)
-    delta = -solve_triangular(chol, w[..., None], lower=True, trans="T")[..., 0]
+    delta, lam_k = _kkt_solve(chol, _one_hot_columns(idx, valid, b, dtype), valid, rhs)
     lam = jnp.zeros((nb, b), dtype).at[jnp.arange(nb)[:, None], idx].add(lam_k)
     residual = _kkt_residual(fisher, delta, lam)
     return delta, lam, residual
+
+
+def _one_hot_columns(idx, valid, b: int, dtype):
+    """E ``(nb, B, K)``: one-hot columns at the masked positions, zero columns for the padding."""
+    return ((jnp.arange(b, dtype=idx.dtype)[None, :, None] == idx[:, None, :]) & valid[:, None, :]).astype(dtype)
+
+
+def _kkt_solve(chol, a, av, rhs):
+    """``delta = -C^-1 A (A^T C^-1 A)^-1 rhs`` per block for constraint columns ``a (nb, B, m)``
+    (``av (nb, m)`` marks the used ones; padding columns are zero), from ``C = L L^T``: with
+    ``Y = L^-1 A`` (one triangular solve with m right-hand sides), ``A^T C^-1 A = Y^T Y``
+    (symmetric by construction, identity on the padding) and ``delta = -L^-T (Y nu)`` (one solve
+    with a single right-hand side). Returns ``(delta (nb, B), nu (nb, m))``, ``nu`` zero on the
+    padding."""
+    m = a.shape[2]
+    dtype = a.dtype
+    zero = jnp.zeros((), dtype)
+    y = solve_triangular(chol, a, lower=True)
+    s = jnp.einsum("bik,bil->bkl", y, y, precision=_HI)
+    s = jnp.where(av[:, :, None] & av[:, None, :], s, jnp.eye(m, dtype=dtype))  # (+) I on the padding
+    nu = _cho_solve(jnp.linalg.cholesky(s, symmetrize_input=False), rhs[..., None])[..., 0]
+    nu = jnp.where(av, nu, zero)
+    w = jnp.einsum("bik,bk->bi", y, nu, precision=_HI)
+    delta = -solve_triangular(chol, w[..., None], lower=True, trans="T")[..., 0]
+    return delta, nu
 
 
 def masked_positions(mask: Any, *, max_masked: int | None = None):
@@ -294,25 +309,31 @@ def group_obs(
     idx, valid = masked_positions(mask, max_masked=max_masked)
     delta, lam, residual = _group_obs_core(factor.fisher, factor.chol, theta, jnp.asarray(idx), jnp.asarray(valid))
     if check:
-        tol = _default_rtol(theta.dtype) if rtol is None else float(rtol)
-        finite = np.asarray(jnp.all(jnp.isfinite(delta) & jnp.isfinite(lam), axis=1))
-        if not finite.all():
-            raise SingularBlockError(
-                f"the masked sub-system E^T C^-1 E of block(s) {_blocks_str(~finite, offset=block_offset)} is singular "
-                "(non-finite solution)"
-            )
-        err = np.asarray(constraint_residual(theta, delta, mask)).astype(np.float64)
-        scale = np.asarray(jnp.max(jnp.where(mask, jnp.abs(theta), jnp.zeros((), theta.dtype)), axis=1)).astype(np.float64)
-        bad = err > tol * scale + float(np.finfo(np.dtype(theta.dtype)).tiny)
-        if bad.any():
-            worst = int(np.argmax(np.where(bad, err / np.maximum(scale, 1e-300), -1.0)))
-            raise SingularBlockError(
-                f"the masked sub-system E^T C^-1 E of block(s) {_blocks_str(bad, offset=block_offset)} is singular or "
-                f"too ill-conditioned for {theta.dtype}: theta_M + delta_M = {err[worst]:.3g} vs "
-                f"max|theta_M| = {scale[worst]:.3g} in block {worst + block_offset} (rtol {tol:g}); "
-                "increase the damping or use float64"
-            )
+        _check_solution(theta, delta, lam, mask, rtol, block_offset, "the masked sub-system E^T C^-1 E")
     return GroupOBSResult(delta, lam, residual)
+
+
+def _check_solution(theta, delta, lam, mask, rtol, block_offset: int, system: str) -> None:
+    """Raise ``SingularBlockError`` naming the blocks whose solution is non-finite or misses the
+    masked constraint ``theta_M + delta_M = 0`` by more than ``rtol`` (default per dtype) relative
+    to ``max |theta_M|``; ``system`` names what was solved."""
+    tol = _default_rtol(theta.dtype) if rtol is None else float(rtol)
+    finite = np.asarray(jnp.all(jnp.isfinite(delta) & jnp.isfinite(lam), axis=1))
+    if not finite.all():
+        raise SingularBlockError(
+            f"{system} of block(s) {_blocks_str(~finite, offset=block_offset)} is singular (non-finite solution)"
+        )
+    err = np.asarray(constraint_residual(theta, delta, mask)).astype(np.float64)
+    scale = np.asarray(jnp.max(jnp.where(mask, jnp.abs(theta), jnp.zeros((), theta.dtype)), axis=1)).astype(np.float64)
+    bad = err > tol * scale + float(np.finfo(np.dtype(theta.dtype)).tiny)
+    if bad.any():
+        worst = int(np.argmax(np.where(bad, err / np.maximum(scale, 1e-300), -1.0)))
+        raise SingularBlockError(
+            f"{system} of block(s) {_blocks_str(bad, offset=block_offset)} is singular or "
+            f"too ill-conditioned for {theta.dtype}: theta_M + delta_M = {err[worst]:.3g} vs "
+            f"max|theta_M| = {scale[worst]:.3g} in block {worst + block_offset} (rtol {tol:g}); "
+            "increase the damping or use float64"
+        )
 
 
 def apply_delta(theta: Any, delta: Any, mask: Any):
@@ -495,23 +516,15 @@ def _forget_aware_core(fisher, chol, theta, idx, valid, q, qvalid):
     ``[theta_M; 0]``, and ``delta = -C^-1 A (A^T C^-1 A)^-1 [theta_M; 0]``.
     Returns ``delta (nb,B)``, ``lam = A nu (nb,B)`` (``E lam_M + Q mu``), ``residual (nb,)``."""
     nb, b = theta.shape
-    k = idx.shape[1]
     r = q.shape[2]
     dtype = theta.dtype
     zero = jnp.zeros((), dtype)
-    e = ((jnp.arange(b, dtype=idx.dtype)[None, :, None] == idx[:, None, :]) & valid[:, None, :]).astype(dtype)
+    e = _one_hot_columns(idx, valid, b, dtype)
     a = jnp.concatenate([e, jnp.where(qvalid[:, None, :], q, zero)], axis=2)  # (nb, B, K + r)
     av = jnp.concatenate([valid, qvalid], axis=1)
-    y = solve_triangular(chol, a, lower=True)
-    s = jnp.einsum("bik,bil->bkl", y, y, precision=_HI)
-    both = av[:, :, None] & av[:, None, :]
-    s = jnp.where(both, s, jnp.eye(k + r, dtype=dtype))
     rhs = jnp.concatenate([jnp.where(valid, jnp.take_along_axis(theta, idx, axis=1), zero),
                            jnp.zeros((nb, r), dtype)], axis=1)
-    nu = _cho_solve(jnp.linalg.cholesky(s, symmetrize_input=False), rhs[..., None])[..., 0]
-    nu = jnp.where(av, nu, zero)
-    w = jnp.einsum("bik,bk->bi", y, nu, precision=_HI)
-    delta = -solve_triangular(chol, w[..., None], lower=True, trans="T")[..., 0]
+    delta, nu = _kkt_solve(chol, a, av, rhs)
     lam = jnp.einsum("bik,bk->bi", a, nu, precision=_HI)
     return delta, lam, _kkt_residual(fisher, delta, lam)
 
@@ -563,13 +576,6 @@ def forget_aware_obs(
     delta, lam, residual = _forget_aware_core(factor.fisher, factor.chol, theta, jnp.asarray(idx), jnp.asarray(valid),
                                               jnp.asarray(q, theta.dtype), jnp.asarray(qvalid))
     if check:
-        tol = _default_rtol(theta.dtype) if rtol is None else float(rtol)
-        ok = np.asarray(jnp.all(jnp.isfinite(delta), axis=1))
-        err = np.asarray(constraint_residual(theta, delta, jnp.asarray(mask_np))).astype(np.float64)
-        scale = np.abs(np.where(mask_np, np.asarray(theta, np.float64), 0.0)).max(axis=1)
-        bad = ~ok | (err > tol * scale + float(np.finfo(np.dtype(theta.dtype)).tiny))
-        if bad.any():
-            raise SingularBlockError(
-                f"forget-aware Group-OBS: the constrained system of block(s) {_blocks_str(bad, offset=block_offset)} "
-                f"is singular or too ill-conditioned for {theta.dtype}; increase the damping or use float64")
+        _check_solution(theta, delta, lam, jnp.asarray(mask_np), rtol, block_offset,
+                        "forget-aware Group-OBS: the constrained system [E, U_R]^T C^-1 [E, U_R]")
     return GroupOBSResult(delta, lam, residual)
