@@ -181,29 +181,35 @@ def _dense(x, p):
     return jnp.einsum("nhwc,cd->nhwd", x, p["kernel"], precision=_HI) + p["bias"]
 
 
-def apply(config: EfficientNetConfig, params, x, *, features_from: int | None = None):
-    """Logits ``(N, num_labels)`` of pixels ``x`` NHWC ``(N, H, W, C)`` in ``[0, 1]``.
+def _stem(config: EfficientNetConfig, params, x):
+    """Pixels in ``[0, 1]`` → the input of block 0 (scaled to ``[-1, 1]``, 3×3/2 conv, ReLU6)."""
+    x = (jnp.asarray(x, jnp.float32) - 0.5) / 0.5
+    x = lax.conv_general_dilated(x, params["stem"]["kernel"], (2, 2), _pad(3, config.padding),
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=_HI)
+    return _relu6(x + params["stem"]["bias"])
 
-    ``features_from=i`` treats ``x`` as the (cached) input of block ``i`` instead (the output of
-    the frozen stem and blocks ``< i``, see :func:`features`)."""
-    dn = ("NHWC", "HWIO", "NHWC")
-    if features_from is None:
-        x = (jnp.asarray(x, jnp.float32) - 0.5) / 0.5
-        x = lax.conv_general_dilated(x, params["stem"]["kernel"], (2, 2), _pad(3, config.padding),
-                                     dimension_numbers=dn, precision=_HI) + params["stem"]["bias"]
-        x = _relu6(x)
-        start = 0
-    else:
-        start = int(features_from)
-    for i, (k, s, e, cin, cout) in enumerate(_blocks()):
-        if i < start:
+
+def _run_blocks(config: EfficientNetConfig, params, x, start: int, stop: int):
+    """MBConv blocks ``start ≤ i < stop`` applied to the input of block ``start``."""
+    for i, (_k, s, e, cin, cout) in enumerate(_blocks()):
+        if not start <= i < stop:
             continue
         b = params["blocks"][str(i)]
         h = _relu6(_dense(x, b["expand"])) if e != 1 else x
         h = _relu6(_depthwise(h, b["depthwise"]["kernel"], s, config.padding) + b["depthwise"]["bias"])
         h = _dense(h, b["project"])
         x = x + h if (s == 1 and cin == cout) else h
-    x = _relu6(_dense(x, params["head"]))
+    return x
+
+
+def apply(config: EfficientNetConfig, params, x, *, features_from: int | None = None):
+    """Logits ``(N, num_labels)`` of pixels ``x`` NHWC ``(N, H, W, C)`` in ``[0, 1]``.
+
+    ``features_from=i`` treats ``x`` as the (cached) input of block ``i`` instead (the output of
+    the frozen stem and blocks ``< i``, see :func:`features`)."""
+    start = 0 if features_from is None else int(features_from)
+    x = _stem(config, params, x) if features_from is None else x
+    x = _relu6(_dense(_run_blocks(config, params, x, start, len(_blocks())), params["head"]))
     x = jnp.mean(x, axis=(1, 2))
     return jnp.dot(x, params["classifier"]["kernel"], precision=_HI) + params["classifier"]["bias"]
 
@@ -211,17 +217,7 @@ def apply(config: EfficientNetConfig, params, x, *, features_from: int | None = 
 def features(config: EfficientNetConfig, params, x, upto: int):
     """The input of block ``upto``: stem and blocks ``< upto`` applied to pixels ``x`` (cache it
     when those layers are frozen). NHWC."""
-    dn = ("NHWC", "HWIO", "NHWC")
-    x = (jnp.asarray(x, jnp.float32) - 0.5) / 0.5
-    x = _relu6(lax.conv_general_dilated(x, params["stem"]["kernel"], (2, 2), _pad(3, config.padding),
-                                        dimension_numbers=dn, precision=_HI) + params["stem"]["bias"])
-    for i, (k, s, e, cin, cout) in enumerate(_blocks()[:upto]):
-        b = params["blocks"][str(i)]
-        h = _relu6(_dense(x, b["expand"])) if e != 1 else x
-        h = _relu6(_depthwise(h, b["depthwise"]["kernel"], s, config.padding) + b["depthwise"]["bias"])
-        h = _dense(h, b["project"])
-        x = x + h if (s == 1 and cin == cout) else h
-    return x
+    return _run_blocks(config, params, _stem(config, params, x), 0, upto)
 
 
 # ---------------------------------------------------------------------------- weights
