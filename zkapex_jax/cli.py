@@ -27,6 +27,7 @@ options: ``--cache DIR`` (keys/SRS cache, default ``$ZKAPEX_CACHE`` or ``~/.cach
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -177,13 +178,22 @@ def _is_hf_dir(path) -> bool:
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json"))
 
 
+@functools.lru_cache(maxsize=2)
+def _load_hf_dir(path):
+    """``(model, params)`` of a Hugging Face directory, loaded once per command even when
+    ``--model`` and ``--params`` name the same one (the cache is cleared at the start of every
+    :func:`main`)."""
+    from .models import load_pretrained
+
+    return load_pretrained(path)
+
+
 def _load_params(path):
     """Parameters from a zkapex checkpoint or a local Hugging Face model directory."""
-    from .models import load_pretrained
     from .models.train import load_checkpoint
 
     if _is_hf_dir(path):
-        return load_pretrained(path)[1]
+        return _load_hf_dir(os.path.realpath(path))[1]
     return load_checkpoint(path)[0]
 
 
@@ -198,10 +208,10 @@ def _tokenizer(args):
 def _family(args):
     """The model family of --model: a built-in config name or a local Hugging Face directory.
     A causal LM needs --tokenizer (its vocabulary sets the model's)."""
-    from .models import MODEL_CONFIGS, family, family_of_model, load_pretrained, make_config
+    from .models import MODEL_CONFIGS, family, family_of_model, make_config
 
     if _is_hf_dir(args.model):
-        fam = family_of_model(load_pretrained(args.model)[0])
+        fam = family_of_model(_load_hf_dir(os.path.realpath(args.model))[0])
     elif args.model in MODEL_CONFIGS:
         lm = not hasattr(make_config(args.model), "image_size")
         tok = _tokenizer(args)
@@ -387,15 +397,21 @@ def _client_data(args, fam, cfg, what, min_examples=1):
     return pl.load_data(cfg, args.seed).personal_train
 
 
+def _model_and_params(args, path):
+    """``(family, cfg, params)`` of the verbs that read a model: ``--model``, the study defaults,
+    and the parameters at ``path`` checked against the model's shapes."""
+    fam = _family(args)
+    params = _load_params(path)
+    _check_model_ckpt(fam, params, path)
+    return fam, _cfg(args, fam), params
+
+
 def cmd_mask(args) -> int:
     from .protocol import provider
     from .studies import image as pl
 
     _refuse_outputs(args.out, force=args.force)
-    fam = _family(args)
-    cfg = _cfg(args, fam)
-    theta_g = _load_params(args.global_ckpt)
-    _check_model_ckpt(fam, theta_g, args.global_ckpt)
+    fam, cfg, theta_g = _model_and_params(args, args.global_ckpt)
     pl.block_layout(cfg, theta_g)  # the pattern selects kernels
     own = _provider_splits(args, fam)
     if own is None:
@@ -421,10 +437,7 @@ def cmd_fisher(args) -> int:
     from .studies import image as pl
 
     _refuse_outputs(args.out, force=args.force)
-    fam = _family(args)
-    cfg = _cfg(args, fam)
-    params = _load_params(args.params)
-    _check_model_ckpt(fam, params, args.params)
+    fam, cfg, params = _model_and_params(args, args.params)
     layout = pl.block_layout(cfg, params)
     data = _client_data(args, fam, cfg, "client data")
     f = client.client_fisher(fam, params, _as_data(fam, data), layout,
@@ -444,13 +457,10 @@ def cmd_personalize(args) -> int:
     _refuse_outputs(args.out, force=args.force)
     if Path(args.out).resolve() == Path(args.global_ckpt).resolve():
         raise ZkapexError("--out must differ from --global")
-    fam = _family(args)
-    cfg = _cfg(args, fam)
+    fam, cfg, theta_g = _model_and_params(args, args.global_ckpt)
     kw = {k: v for k, v in (("pers_epochs", args.epochs), ("pers_lr", args.lr), ("layer_decay", args.layer_decay),
                             ("pers_batch", args.batch)) if v is not None}
     cfg = cfg.replace(**kw)
-    theta_g = _load_params(args.global_ckpt)
-    _check_model_ckpt(fam, theta_g, args.global_ckpt)
     data = _client_data(args, fam, cfg, "client data", min_examples=2)
     t0 = time.perf_counter()
     theta_p, hist = client.personalize(fam, theta_g, _as_data(fam, data), pl.personal_recipe(cfg),
@@ -911,6 +921,8 @@ def main(argv=None) -> int:
     if args.cmd == "verify":
         return args.fn(args)
     from .protocol.prover import ProofError
+
+    _load_hf_dir.cache_clear()  # one command = one load; never stale across calls in one process
 
     try:
         return int(args.fn(args) or 0)
