@@ -36,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="override config fields, e.g. --set global_steps=400 fisher_block=64")
     ap.add_argument("--report", default=None, metavar="RESULTS_JSON",
                     help="print markdown tables of an existing results file and exit")
+    ap.add_argument("--cache-dir", default=None,
+                    help="keep the provider's trained models here and reuse them (keyed by its settings and data)")
     ap.add_argument("--no-sweeps", action="store_true", help="skip the sweeps (normally on the first seed)")
     ap.add_argument("--merge", nargs="+", default=None, metavar="RESULTS_JSON",
                     help="merge results files of the same config run for different seeds into --out")
@@ -59,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         val = json.loads(v)
         kw[k] = tuple(val) if isinstance(getattr(cfg, k), tuple) else val
     cfg = cfg.replace(**kw)
-    study.run_study(cfg, args.seeds, args.out, args.figures, sweeps=not args.no_sweeps)
+    study.run_study(cfg, args.seeds, args.out, args.figures, sweeps=not args.no_sweeps, cache_dir=args.cache_dir)
     return 0
 
 

@@ -74,6 +74,22 @@ def test_mask_only_zeroes_exactly_and_keeps_rest():
     np.testing.assert_array_equal(out["dense"]["bias"], params["dense"]["bias"])
 
 
+def test_protocol_and_study_mask_only_are_one_operation():
+    """The client's mask-only model (from a published Mask) and the studies' (from a dense mask)
+    are the same arrays, and both equal the numpy oracle."""
+    from zkapex_jax.core.mask import Mask
+    from zkapex_jax.protocol import client
+
+    params, _ = make()
+    m = _mask(1)
+    mask = Mask.from_dense(m, fraction=float(m["dense/kernel"].mean()), method="salun")
+    a, b = B.mask_only(params, m), client.mask_only(params, mask)
+    want = np.where(m["dense/kernel"], 0.0, np.asarray(params["dense"]["kernel"]))
+    for out in (a, b):
+        np.testing.assert_array_equal(np.asarray(out["dense"]["kernel"]), want)
+        np.testing.assert_array_equal(np.asarray(out["dense"]["bias"]), np.asarray(params["dense"]["bias"]))
+
+
 def test_mask_errors():
     params, _ = make()
     with pytest.raises(UnknownParameterError):

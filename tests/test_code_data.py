@@ -76,7 +76,7 @@ def test_missing_language_says_how_to_install(tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()
     monkeypatch.setenv("ZKAPEX_CODE_ROOT_RUST", str(empty))
-    with pytest.raises(DataNotFoundError, match="rustup component add rust-src"):
+    with pytest.raises(DataNotFoundError, match="apt-get install rust-src"):
         cd.find_language_files("rust")
     with pytest.raises(DataNotFoundError, match="unknown language"):
         cd.find_language_files("cobol")
@@ -109,13 +109,77 @@ def test_read_source_truncates_at_line_break(tmp_path):
     assert cd.read_source(tmp_path / "e.py") is None
 
 
-@pytest.mark.parametrize("lang", ["python", "c", "cpp", "javascript", "rust"])
+def _zip(path, members):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+def test_archive_root_members_are_read_in_place(tmp_path, monkeypatch):
+    """A zip root (the JDK's src.zip): members filtered by suffix, split by member path, licence
+    headers dropped, a directory entry, a traversal name and an oversized member never read."""
+    header = "/*\n * Copyright (c) 2020, Someone. All rights reserved.\n * GPL v2\n */\n\n"
+    members = {f"java.base/p/C{i}.java": header + f"package p;\nclass C{i} {{ int x = {i}; }}\n" for i in range(40)}
+    members["java.base/p/module-info.java"] = "module p {}\n"
+    members["java.base/p/notes.txt"] = "not java"
+    members["../evil/E.java"] = "class E {}\n"
+    members["java.base/big/Big.java"] = "class Big {}\n" + "// x\n" * 10
+    members["java.base/big/Big.java"] = "class Big {}\n" + "// x\n" * 60  # 253 bytes
+    monkeypatch.setattr(cd, "MAX_MEMBER_BYTES", 200)  # the others are ~115 bytes
+    archive = _zip(tmp_path / "src.zip", members)
+    monkeypatch.setenv("ZKAPEX_CODE_ROOT_JAVA", str(archive))
+    root, files = cd.find_language_files("java")
+    assert root == archive
+    names = [f.member for f in files]
+    assert names == sorted(names) and all(n.endswith(".java") for n in names)
+    assert "../evil/E.java" not in names and "java.base/p/module-info.java" not in names
+    big = {"train": 10**9, "val": 10**9, "test": 10**9}
+    c = cd.load_code_corpus(["java"], max_bytes=big)
+    got = [f for s in cd.SPLITS for f in c.files["java"][s]]
+    assert "java.base/big/Big.java" not in got  # over the member cap: skipped
+    assert len(got) == 40
+    for s in cd.SPLITS:
+        for f, t in zip(c.files["java"][s], c.texts["java"][s]):
+            assert cd._split_of("java", f, (0.8, 0.1, 0.1)) == s
+            assert t.startswith("package p;") and "Copyright" not in t
+    kept = cd.load_code_corpus(["java"], max_bytes=big, drop_license_headers=False)
+    assert all(t.startswith("/*") for s in cd.SPLITS for t in kept.texts["java"][s])
+
+
+def test_corrupt_archive_is_not_a_root(tmp_path, monkeypatch):
+    bad = tmp_path / "src.zip"
+    bad.write_bytes(b"PK\x03\x04 this is not a zip")
+    monkeypatch.setenv("ZKAPEX_CODE_ROOT_JAVA", str(bad))
+    with pytest.raises(DataNotFoundError, match="apt-get install openjdk-17-source"):
+        cd.find_language_files("java")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("/* Copyright 2020 X */\nint a;\n", "int a;\n"),
+    ("/*\n * Licensed under the Apache License\n */\n\n#include <a.h>\n", "#include <a.h>\n"),
+    ("// Copyright 2009 The Go Authors.\n// license: BSD\n\n// Package x does y.\npackage x\n",
+     "// Package x does y.\npackage x\n"),
+    ("# Copyright (C) 2001 PSF\n# SPDX-License-Identifier: PSF\nimport os\n", "import os\n"),
+    ("/* stdio.h: standard I/O */\nint a;\n", "/* stdio.h: standard I/O */\nint a;\n"),  # no licence words
+    ("#!/usr/bin/env python\n# Copyright X\nimport os\n", "#!/usr/bin/env python\n# Copyright X\nimport os\n"),
+    ("//! Crate docs; see the license of std.\nfn f() {}\n", "//! Crate docs; see the license of std.\nfn f() {}\n"),
+    ("int a; /* Copyright later */\n", "int a; /* Copyright later */\n"),
+])
+def test_strip_license_header(text, expected):
+    assert cd.strip_license_header(text) == expected
+
+
+@pytest.mark.parametrize("lang", ["python", "c", "cpp", "javascript", "rust", "java", "go"])
 def test_installed_languages_are_found_and_look_like_code(lang):
     root, files = cd.find_language_files(lang)
     assert len(files) >= 20, f"{lang}: only {len(files)} files under {root}"
     c = cd.load_code_corpus([lang], max_bytes={"train": 20_000, "val": 4_000, "test": 4_000})
     text = "".join(c.texts[lang]["train"])
-    marker = {"python": "def ", "c": "#", "cpp": "template", "javascript": "function", "rust": "fn "}[lang]
+    marker = {"python": "def ", "c": "#", "cpp": "template", "javascript": "function", "rust": "fn ",
+              "java": "class ", "go": "func "}[lang]
     assert marker in text
     assert "<span" not in text and "&lt;" not in text  # rustdoc pages fully turned back into source
 

@@ -80,3 +80,33 @@ def test_tiny_study_end_to_end(tmp_path):
         assert s["obs"]["kkt_residual_max"] < 1e-3
     assert res["sweeps"]["fraction"] and res["sweeps"]["block"]
     assert (tmp_path / "fig" / "opt_methods.png").exists()
+
+
+@pytest.mark.slow  # ~90 s: two seeds of the tiny study sharing one provider, then again from the cache
+def test_shared_provider_models_are_trained_once_and_cached(tmp_path, caplog):
+    """``provider_seed``: one global model (and one retrain model) serves every study seed; with
+    ``--cache-dir`` a second run loads them instead of training, and gives the same results."""
+    import logging
+
+    cache = tmp_path / "cache"
+    args = ["--config", "tiny", "--seeds", "0", "1", "--no-sweeps", "--set", "provider_seed=0",
+            "--cache-dir", str(cache)]
+    with caplog.at_level(logging.INFO, logger="zkapex_jax.studies"):
+        entry.main(args + ["--out", str(tmp_path / "a.json")])
+    trained = [r.message for r in caplog.records if "model trained" in r.message]
+    assert len(trained) == 2, trained  # global + retrain, once for both seeds
+    a = load_results(tmp_path / "a.json")
+    g0, g1 = (m["global"] for m in a["per_seed_metrics"])
+    assert g0 == g1  # the same provider model evaluated on the same test data
+    r0, r1 = (m["global_retrain"] for m in a["per_seed_metrics"])
+    assert r0 == r1 and r0["forget_acc"] != g0["forget_acc"]  # the retrain model is another model
+    assert a["per_seed_metrics"][0]["personalized"] != a["per_seed_metrics"][1]["personalized"]  # seeds vary the client
+    assert sorted(p.name.split("-")[1] for p in cache.iterdir()) == ["global", "retrain"]
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="zkapex_jax.studies"):
+        entry.main(args + ["--out", str(tmp_path / "b.json")])
+    assert not [r for r in caplog.records if "model trained" in r.message]
+    assert sum("loaded from" in r.message for r in caplog.records) == 2
+    b = load_results(tmp_path / "b.json")
+    assert b["per_seed_metrics"] == a["per_seed_metrics"]

@@ -1,18 +1,21 @@
-"""Configs (as code) of Study 2: the code language model (the paper's OPT-125M / CodeParrot
-study, forget Scala, personalize on Rust with a merged LoRA; ~70% recovery).
+"""Configs (as code) of Study 2: the code language model (the paper's OPT-125M / CodeParrot study,
+forget Scala, personalize on Rust with a merged LoRA; ~70% recovery).
 
-Our analog on locally installed code (see :mod:`zkapex_jax.data.code`):
+Our analog on code that Debian packages carry (see :mod:`zkapex_jax.data.code`; ``bash
+scripts/setup.sh`` installs ``rust-src``, ``golang-src`` and ``openjdk-17-source``):
 
-- global languages (the provider's training data): C, C++, Python, JavaScript;
-- forget language: JavaScript (the provider unlearns it);
-- personalization language (the client's): Rust, never seen by the global model
-  (as Rust is the LoRA language in the paper) — tokenized with the provider's BPE, which is
-  trained on the global languages' training split only;
-- mask: fc1 + fc2 kernels of every layer, global top 4%, ``second_order_neg`` with h=0.5,
-  r=1.5 (the paper's LM values) from the provider's global model on forget vs. retain data;
+- global languages (the provider's training data): C (``/usr/include``), C++ (libstdc++),
+  Python (the standard library), Go (``golang-src``), Java (the JDK's ``src.zip``);
+- forget language: Java (the closest stand-in for the paper's Scala);
+- personalization language (the client's): Rust (``rust-src``: the standard library), never seen
+  by the global model — tokenized with the provider's BPE, trained on the global languages'
+  training split only; licence headers are dropped from every file;
+- mask: fc1 + fc2 kernels of every layer, global top-k, ``second_order_neg`` with h=0.5, r=1.5 (the
+  paper's LM values) from the provider's global model on forget vs. retain data;
 - client Fisher: blocks along the input dimension (order ``out_in``), damping 1e-6.
 
-``CONFIGS``: ``default`` (CPU study, sized to run 3 seeds in ~30 min on 2 shared cores),
+``CONFIGS``: ``default`` (the CPU study: a 4-layer, 192-wide OPT of 2.0 M parameters trained for
+~2,000 steps — about 13 min per provider model on 2 cores; one provider model serves all seeds),
 ``tiny`` (CI smoke test, < 1 min) and ``opt125m`` (the paper's model size, for a GPU run).
 """
 
@@ -21,11 +24,37 @@ from __future__ import annotations
 from zkapex_jax.studies.opt_code import OptCodeConfig
 
 
-DEFAULT = OptCodeConfig(name="default")
+DEFAULT = OptCodeConfig(
+    name="default",
+    global_languages=("c", "cpp", "python", "go", "java"),
+    forget_language="java",
+    personal_language="rust",
+    max_bytes={"train": 5_000_000, "val": 100_000, "test": 1_000_000},
+    vocab_size=1024,
+    seq_len=128,
+    n_eval=1600,  # 1600 × 127 = 203,200 predicted tokens of Rust and of Java
+    n_eval_retain=256,
+    n_personal_train=1024,
+    model_overrides={"num_hidden_layers": 4, "hidden_size": 192, "word_embed_proj_dim": 192, "ffn_dim": 768,
+                     "num_attention_heads": 3, "max_position_embeddings": 128},
+    global_steps=2000,
+    global_batch=32,
+    global_lr=3e-3,
+    warmup_steps=100,
+    provider_seed=0,
+    personal_steps=160,
+    fisher_block=192,  # divides both kernels' input widths (192, 768)
+    sweep_fractions=(0.01, 0.02, 0.04, 0.08, 0.16),
+    sweep_blocks=(64, 96),
+    sweep_dampings=(1e-8, 1e-4, 1e-2),
+    sweep_n_fisher=(64,),
+)
 
 TINY = DEFAULT.replace(
     name="tiny",
     max_bytes={"train": 60_000, "val": 8_000, "test": 12_000},
+    n_eval_retain=None,
+    provider_seed=None,
     vocab_size=384,
     seq_len=32,
     n_eval=32,
@@ -58,7 +87,7 @@ TINY = DEFAULT.replace(
 # 12 layers, 768 wide, fc1/fc2 3072; the paper's blocks of 256. For a GPU run.
 OPT125M = DEFAULT.replace(
     name="opt125m",
-    max_bytes={"train": 4_000_000, "val": 200_000, "test": 300_000},
+    max_bytes={"train": 8_000_000, "val": 200_000, "test": 1_000_000},
     vocab_size=8192,
     seq_len=128,
     n_eval=512,

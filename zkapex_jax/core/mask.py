@@ -45,10 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._io import atomic_write_text
-from .._errors import ArtifactError, MaskMismatchError, NonFiniteError, ShapeError
+from .._errors import ArtifactError, MaskMismatchError, NonFiniteError, ShapeError, UnknownParameterError
 from .blocks import BlockLayout
 from .fisher import _check_damping, grad_moments
-from .params import flatten_params
+from .params import flatten_params, set_paths
 
 __all__ = [
     "MASK_FORMAT",
@@ -62,6 +62,8 @@ __all__ = [
     "score_ssd",
     "top_k_count",
     "top_k_mask",
+    "dense_mask",
+    "zero_masked",
 ]
 
 MASK_FORMAT = "zkapex.mask"
@@ -237,6 +239,35 @@ def top_k_mask(scores: Mapping[str, Any], fraction: float, *, scope: str = "glob
 
 
 # ---------------------------------------------------------------------------- artifact
+def dense_mask(params: Mapping, mask: "Mask | Mapping[str, Any]") -> dict[str, np.ndarray]:
+    """``{path: bool array of the leaf's shape}`` of a :class:`Mask` or a dense mapping, checked
+    against ``params`` (``UnknownParameterError`` / ``ShapeError`` / ``MaskMismatchError``)."""
+    if isinstance(mask, Mask):
+        mask.check_matches(params)
+        return mask.dense()
+    flat = flatten_params(params)
+    out = {}
+    for path, m in mask.items():
+        if path not in flat:
+            raise UnknownParameterError(f"mask path {path!r} is not a parameter of the model")
+        m = np.asarray(m)
+        if m.shape != tuple(flat[path].shape):
+            raise ShapeError(f"mask for {path!r} has shape {m.shape}, the parameter has {tuple(flat[path].shape)}")
+        out[path] = m.astype(bool)
+    return out
+
+
+def zero_masked(params: Mapping, mask: "Mask | Mapping[str, Any]", *, check: bool = True) -> dict:
+    """θ with the masked entries set to exactly 0, nothing else changed (the mask-only model).
+
+    ``mask``: a :class:`Mask` or ``{path: bool array of the leaf's shape}``; ``check=False``
+    skips the validation (for a mask already returned by :func:`dense_mask`, inside a loop)."""
+    dense = dense_mask(params, mask) if check else mask
+    flat = flatten_params(params)
+    return set_paths(params, {p: jnp.where(jnp.asarray(m), jnp.zeros((), flat[p].dtype), flat[p])
+                              for p, m in dense.items()})
+
+
 def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 

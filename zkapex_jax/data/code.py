@@ -12,12 +12,22 @@ language       files                                                            
 ``cpp``        the libstdc++ headers ``/usr/include/c++/<N>`` (``*.h``, ``*.hpp``,          ``libstdc++-12-dev`` (``g++``)
                ``*.tcc`` and the extension-less standard headers)
 ``javascript`` ``*.js`` of the global npm packages (``npm root -g``: npm, corepack)          ``npm`` / ``nodejs``
-``rust``       the Rust standard library: ``rust-src`` (``lib/rustlib/src``) if present,   ``rustup component add rust-src``
-               else the source pages of the ``rust-docs`` component (rustdoc HTML,        or ``rust-docs`` (rustup's
-               unescaped back to source), else Debian's ``/usr/share/cargo/registry``      default profile), or
-                                                                                           ``apt-get install librust-*-dev``
+``rust``       the Rust standard library: Debian's ``rust-src`` (``/usr/src/rustc-<V>/       ``apt-get install rust-src``;
+               library``) if present, else rustup's ``rust-src`` (``lib/rustlib/src``),   or ``rustup component add
+               else the source pages of rustup's ``rust-docs`` component (rustdoc HTML,   rust-src`` / ``rust-docs``,
+               unescaped back to source), else Debian's ``/usr/share/cargo/registry``      or ``librust-*-dev``
+``java``       the JDK's class library sources, read inside ``lib/src.zip`` (Debian's      ``apt-get install
+               ``/usr/lib/jvm/openjdk-17`` first, then any ``/usr/lib/jvm/*/lib/src.zip``) openjdk-17-source``
+``go``         the Go standard library ``/usr/share/go-<V>/src`` (``*.go``, without        ``apt-get install golang-src``
+               ``testdata``)
 ``perl``       ``*.pm`` / ``*.pl`` of Perl's library (``/usr/share/perl``, ``/usr/lib/*/perl*``) ``perl-modules-5.36``
 =============  ==========================================================================  ==========================
+
+A root is a directory or a zip archive (``src.zip``): an archive's members are read in place, each
+capped at 8 MiB uncompressed (a larger or corrupt member is skipped). License headers — a file's
+leading comment block when it mentions a copyright or licence — are dropped by default
+(``load_code_corpus(drop_license_headers=True)``): they are the same boilerplate in every file of a
+package and would let a model score on text it has seen verbatim.
 
 Environment overrides: ``ZKAPEX_CODE_ROOT_<LANG>`` (e.g. ``ZKAPEX_CODE_ROOT_RUST=/path``) replaces
 the search roots of one language; ``RUSTUP_HOME`` is honoured; the tokenizer is cached under
@@ -41,9 +51,11 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -54,6 +66,8 @@ __all__ = [
     "LANGUAGES",
     "SPLITS",
     "LanguageSource",
+    "ArchiveMember",
+    "strip_license_header",
     "CodeCorpus",
     "CodeTokenizer",
     "find_language_files",
@@ -161,8 +175,13 @@ def _toolchains() -> list[Path]:
     return sorted(tc, key=lambda p: (not p.name.startswith("stable"), p.name))
 
 
+def _newest(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` sorted newest version first (by the numbers in their names)."""
+    return sorted(paths, key=lambda p: [int(x) for x in re.findall(r"\d+", str(p))], reverse=True)
+
+
 def _rust_roots() -> list[Path]:
-    roots: list[Path] = []
+    roots: list[Path] = [p / "library" for p in _newest(Path("/usr/src").glob("rustc-*"))]  # Debian rust-src
     for t in _toolchains():
         roots.append(t / "lib" / "rustlib" / "src" / "rust" / "library")  # rust-src
     for t in _toolchains():
@@ -173,6 +192,25 @@ def _rust_roots() -> list[Path]:
 
 def _rust_accept(rel: Path) -> bool:
     return rel.name.endswith(".rs") or rel.name.endswith(".rs.html")
+
+
+def _java_roots() -> list[Path]:
+    jvm = Path("/usr/lib/jvm")
+    first = [jvm / "openjdk-17" / "lib" / "src.zip"]
+    rest = [p for p in sorted(jvm.glob("*/lib/src.zip")) if p not in first] if jvm.is_dir() else []
+    return first + rest
+
+
+def _java_accept(rel: Path) -> bool:
+    return rel.suffix == ".java" and rel.name != "module-info.java"
+
+
+def _go_roots() -> list[Path]:
+    return [p / "src" for p in _newest(Path("/usr/share").glob("go-*"))] + [Path("/usr/lib/go/src")]
+
+
+def _go_accept(rel: Path) -> bool:
+    return rel.suffix == ".go" and "testdata" not in rel.parts
 
 
 def _perl_roots() -> list[Path]:
@@ -192,9 +230,11 @@ LANGUAGES: dict[str, LanguageSource] = {
         "rust",
         _rust_roots,
         _rust_accept,
-        "rustup component add rust-src (or rust-docs, in rustup's default profile), "
-        "or apt-get install librust-serde-dev librust-regex-dev librust-syn-dev",
+        "apt-get install rust-src (or rustup component add rust-src / rust-docs, "
+        "or apt-get install librust-serde-dev librust-regex-dev librust-syn-dev)",
     ),
+    "java": LanguageSource("java", _java_roots, _java_accept, "apt-get install openjdk-17-source"),
+    "go": LanguageSource("go", _go_roots, _go_accept, "apt-get install golang-src"),
     "perl": LanguageSource("perl", _perl_roots, _perl_accept, "apt-get install perl perl-modules-5.36"),
 }
 
@@ -205,32 +245,114 @@ def _check_lang(lang: str) -> LanguageSource:
     return LANGUAGES[lang]
 
 
-def find_language_files(lang: str) -> tuple[Path, list[Path]]:
+MAX_MEMBER_BYTES = 8 * 2**20  # an archive member larger than this (uncompressed) is skipped
+
+
+@dataclass(frozen=True)
+class ArchiveMember:
+    """One file inside a zip archive root (e.g. a JDK's ``lib/src.zip``).
+
+    ``archive`` is the zip file, ``member`` the member's path inside it; ``rel`` is that path as a
+    relative path (what splits and file lists use)."""
+
+    archive: Path
+    member: str
+
+    @property
+    def rel(self) -> PurePosixPath:
+        return PurePosixPath(self.member)
+
+    @property
+    def name(self) -> str:
+        return self.rel.name
+
+    def read_bytes(self) -> bytes:
+        """The member's bytes; ``OSError`` when it is missing, corrupt or over ``MAX_MEMBER_BYTES``."""
+        zf = _open_archive(str(self.archive))
+        try:
+            info = zf.getinfo(self.member)
+            if info.file_size > MAX_MEMBER_BYTES:
+                raise OSError(f"{self.archive}!{self.member}: {info.file_size} bytes, over {MAX_MEMBER_BYTES}")
+            with zf.open(info) as f:
+                data = f.read(MAX_MEMBER_BYTES + 1)
+        except (KeyError, zipfile.BadZipFile, RuntimeError, ValueError, EOFError) as e:
+            raise OSError(f"{self.archive}!{self.member}: {e}") from e
+        if len(data) > MAX_MEMBER_BYTES:
+            raise OSError(f"{self.archive}!{self.member}: over {MAX_MEMBER_BYTES} bytes")
+        return data
+
+
+def _open_archive(path: str) -> zipfile.ZipFile:
+    """The open archive, cached per (path, size, mtime): a rewritten file is opened again."""
+    st = os.stat(path)
+    return _open_archive_at(path, st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=4)
+def _open_archive_at(path: str, size: int, mtime_ns: int) -> zipfile.ZipFile:
+    return zipfile.ZipFile(path)
+
+
+SourceFile = Path | ArchiveMember
+
+
+def _rel(f: SourceFile, root: Path) -> str:
+    return f.member if isinstance(f, ArchiveMember) else f.relative_to(root).as_posix()
+
+
+def _archive_files(root: Path, accept: Callable[[Path], bool]) -> list[ArchiveMember]:
+    try:
+        zf = _open_archive(str(root))
+        infos = zf.infolist()
+    except (OSError, zipfile.BadZipFile):
+        return []
+    out = []
+    for info in infos:
+        rel = PurePosixPath(info.filename)
+        if info.is_dir() or rel.is_absolute() or ".." in rel.parts:
+            continue
+        if accept(rel):
+            out.append(ArchiveMember(root, info.filename))
+    return sorted(out, key=lambda m: m.member)
+
+
+def _tree_files(root: Path, accept: Callable[[Path], bool]) -> list[Path]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        d = Path(dirpath)
+        for fn in sorted(filenames):
+            p = d / fn
+            if p.is_symlink() or not p.is_file():
+                continue
+            if accept(p.relative_to(root)):
+                files.append(p)
+    return sorted(files)
+
+
+def find_language_files(lang: str) -> tuple[Path, list[SourceFile]]:
     """``(root, sorted files)`` of ``lang`` from the first candidate root that has any.
 
-    Raises ``DataNotFoundError`` saying how to install the files when no root has any."""
+    A root is a directory (files are ``Path``s) or a zip archive (files are
+    :class:`ArchiveMember`s). Raises ``DataNotFoundError`` saying how to install the files when no
+    root has any."""
     src = _check_lang(lang)
     roots = _env_roots(lang) or src.roots()
     tried = []
     for root in roots:
         tried.append(str(root))
-        if not root.is_dir():
+        if root.is_dir():
+            files: list = _tree_files(root, src.accept)
+        elif root.is_file() and zipfile.is_zipfile(root):
+            files = _archive_files(root, src.accept)
+        else:
             continue
-        files = []
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            dirnames.sort()
-            d = Path(dirpath)
-            for fn in sorted(filenames):
-                p = d / fn
-                if p.is_symlink() or not p.is_file():
-                    continue
-                if src.accept(p.relative_to(root)):
-                    files.append(p)
         if files:
-            return root, sorted(files)
+            return root, files
     raise DataNotFoundError(
         f"no {lang} source files found (looked in: {', '.join(tried) or 'nothing'}); "
-        f"install them: {src.install_hint}; or set ZKAPEX_CODE_ROOT_{lang.upper()} to a directory of them"
+        f"install them: {src.install_hint}; or set ZKAPEX_CODE_ROOT_{lang.upper()} to a directory "
+        f"(or zip archive) of them"
     )
 
 
@@ -247,12 +369,36 @@ def _rustdoc_to_source(page: str) -> str | None:
     return html.unescape(_TAG.sub("", body))
 
 
-def read_source(path: Path | str, *, max_bytes: int | None = None) -> str | None:
-    """The source text of one file (UTF-8; ``None`` when undecodable or empty).
+_LICENSE_WORDS = re.compile(r"copyright|licen[cs]e|\bGPL\b|SPDX", re.I)
+_LEADING_BLOCK = re.compile(r"\A\s*/\*.*?\*/[ \t]*\n?", re.S)
+_LEADING_LINES = re.compile(r"\A(?:[ \t]*\n)*(?:[ \t]*(?://|#)[^\n]*\n)+")
 
-    rustdoc source pages (``*.rs.html``) are turned back into Rust source. ``max_bytes`` truncates
-    at the last line break before the cap."""
-    path = Path(path)
+
+def strip_license_header(text: str) -> str:
+    """``text`` without its leading comment block when that block mentions a copyright or
+    licence (``/* ... */``, or consecutive ``//`` / ``#`` lines; a ``#!`` line or a Python/Rust
+    doc comment is kept as code). Other text is returned unchanged."""
+    for pat in (_LEADING_BLOCK, _LEADING_LINES):
+        m = pat.match(text)
+        if not m:
+            continue
+        block = m.group(0)
+        if block.lstrip().startswith(("#!", "//!", "///")) or not _LICENSE_WORDS.search(block):
+            continue
+        return text[m.end():].lstrip("\n")
+    return text
+
+
+def read_source(path: SourceFile | str, *, max_bytes: int | None = None,
+                drop_license_header: bool = False) -> str | None:
+    """The source text of one file or archive member (UTF-8; ``None`` when unreadable,
+    undecodable or empty).
+
+    rustdoc source pages (``*.rs.html``) are turned back into Rust source. ``drop_license_header``
+    removes a leading licence comment (:func:`strip_license_header`). ``max_bytes`` truncates at
+    the last line break before the cap."""
+    if not isinstance(path, ArchiveMember):
+        path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError:
@@ -266,6 +412,8 @@ def read_source(path: Path | str, *, max_bytes: int | None = None) -> str | None
         if text is None:
             return None
     text = text.replace("\r\n", "\n").replace("\x00", "")
+    if drop_license_header:
+        text = strip_license_header(text)
     if max_bytes is not None and len(text.encode("utf-8")) > max_bytes:
         cut = text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
         nl = cut.rfind("\n")
@@ -328,6 +476,7 @@ def load_code_corpus(
     max_file_bytes: int = 32_768,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     seed: int = 0,
+    drop_license_headers: bool = True,
 ) -> CodeCorpus:
     """Load the code corpus of ``languages``.
 
@@ -337,6 +486,7 @@ def load_code_corpus(
     max_file_bytes: each file is truncated at a line break to at most this many bytes.
     fractions: (train, val, test) share of files, by a hash of the file's relative path.
     seed: the sampling order within a split (splits themselves do not depend on it).
+    drop_license_headers: drop each file's leading licence comment (:func:`strip_license_header`).
     """
     if not languages:
         raise ValueError("languages must be a non-empty sequence")
@@ -366,7 +516,7 @@ def load_code_corpus(
             if key in raw_seen:
                 continue
             raw_seen.add(key)
-            by_split[_split_of(lang, p.relative_to(root).as_posix(), fractions)].append(p)
+            by_split[_split_of(lang, _rel(p, root), fractions)].append(p)
         texts[lang], files[lang] = {}, {}
         seen: set[bytes] = set()
         for si, split in enumerate(SPLITS):
@@ -378,7 +528,7 @@ def load_code_corpus(
                 if total >= caps[split]:
                     break
                 p = by_split[split][i]
-                t = read_source(p, max_bytes=max_file_bytes)
+                t = read_source(p, max_bytes=max_file_bytes, drop_license_header=drop_license_headers)
                 if t is None:
                     continue
                 key = hashlib.sha256(t.encode("utf-8")).digest()
@@ -388,7 +538,7 @@ def load_code_corpus(
                 if total + n > caps[split]:
                     continue
                 seen.add(key)
-                chosen.append((p.relative_to(root).as_posix(), t))
+                chosen.append((_rel(p, root), t))
                 total += n
             chosen.sort()  # deterministic order independent of sampling
             files[lang][split] = [c[0] for c in chosen]
@@ -397,7 +547,8 @@ def load_code_corpus(
             raise DataNotFoundError(
                 f"{lang}: no readable training files under {root}; install: {LANGUAGES[lang].install_hint}"
             )
-    settings = {"max_bytes": caps, "max_file_bytes": max_file_bytes, "fractions": list(fractions), "seed": seed}
+    settings = {"max_bytes": caps, "max_file_bytes": max_file_bytes, "fractions": list(fractions), "seed": seed,
+                "drop_license_headers": drop_license_headers}
     return CodeCorpus(texts=texts, files=files, roots=roots, settings=settings)
 
 

@@ -23,9 +23,9 @@ import jax.numpy as jnp
 
 from ..core.blocks import BlockLayout
 from ..core.fisher import accumulate_fisher
-from ..core.mask import Mask
+from ..core.mask import Mask, zero_masked
 from ..core.obs import apply_delta, forget_aware_obs, group_obs
-from ..core.params import flatten_params, get_paths, set_paths
+from ..core.params import get_paths, set_paths
 from ..models.lora import LoRAConfig, init_lora, lora_loss, merge_lora
 from .provider import Recipe, fit_recipe
 
@@ -97,7 +97,4 @@ def unlearn(theta_p, fisher, mask: Mask, layout: BlockLayout, *, forget_basis=No
 
 def mask_only(theta_p, mask: Mask):
     """θp with the masked weights set to 0 and nothing compensated (the recovery baseline)."""
-    mask.check_matches(theta_p)
-    flat = flatten_params(theta_p)
-    upd = {p: jnp.where(jnp.asarray(m), jnp.zeros((), flat[p].dtype), flat[p]) for p, m in mask.dense().items()}
-    return set_paths(theta_p, upd)
+    return zero_masked(theta_p, mask)

@@ -33,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._errors import ShapeError, UnknownParameterError
+from .._errors import ShapeError
+from ..core.mask import dense_mask, zero_masked
 from ..core.params import flatten_params, select_paths, unflatten_params
 
 __all__ = [
@@ -81,16 +82,7 @@ def _take(data, idx):
 
 
 def _check_mask(params: Params, mask: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    flat = flatten_params(params)
-    out = {}
-    for path, m in mask.items():
-        if path not in flat:
-            raise UnknownParameterError(f"mask path {path!r} is not a parameter of the model")
-        m = np.asarray(m)
-        if m.shape != tuple(flat[path].shape):
-            raise ShapeError(f"mask for {path!r} has shape {m.shape}, the parameter has {tuple(flat[path].shape)}")
-        out[path] = m.astype(bool)
-    return out
+    return dense_mask(params, mask)
 
 
 def _update_mask(params: Params, *, wrt: str | Iterable[str] | None, frozen: Mapping[str, np.ndarray] | None):
@@ -183,13 +175,7 @@ def _run_steps(objective, params, data, *, optimizer, steps, batch_size, key, pr
 
 
 def _zero_masked(mask: Mapping[str, np.ndarray]):
-    def project(params):
-        flat = flatten_params(params)
-        for path, m in mask.items():
-            flat[path] = jnp.where(jnp.asarray(m), jnp.zeros((), flat[path].dtype), flat[path])
-        return unflatten_params(flat)
-
-    return project
+    return lambda params: zero_masked(params, mask, check=False)
 
 
 def _masked_optimizer(base: optax.GradientTransformation, update_mask) -> optax.GradientTransformation:
@@ -201,8 +187,9 @@ def _masked_optimizer(base: optax.GradientTransformation, update_mask) -> optax.
 # --------------------------------------------------------------------------- baselines
 
 def mask_only(params: Params, mask: Mapping[str, Any]) -> Params:
-    """θp with the masked entries set to exactly 0. ``mask``: {path: bool array of the leaf's shape}."""
-    return _zero_masked(_check_mask(params, mask))(params)
+    """θp with the masked entries set to exactly 0. ``mask``: {path: bool array of the leaf's shape}
+    (or a :class:`~zkapex_jax.core.mask.Mask`)."""
+    return zero_masked(params, mask)
 
 
 def finetune_after_mask(loss_fn: LossFn, params: Params, mask: Mapping[str, Any], data, *, steps: int,

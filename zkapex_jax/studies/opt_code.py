@@ -64,7 +64,8 @@ class OptCodeConfig:
     tokenizer: str = "bpe"  # "bpe" (byte-level, trained locally) or "bytes"
     vocab_size: int = 2048
     seq_len: int = 64
-    n_eval: int = 256  # test sequences per language for the accuracies
+    n_eval: int = 256  # test sequences of the personal and forget languages for the accuracies
+    n_eval_retain: int | None = None  # test sequences of each retained language (None: n_eval)
     n_personal_train: int = 1024  # the client's Rust training sequences (personalization + Fisher pool)
     # ---- model
     model: str = "opt-tiny"
@@ -75,6 +76,11 @@ class OptCodeConfig:
     global_lr: float = 2e-3
     warmup_steps: int = 50
     weight_decay: float = 0.01
+    # None: every study seed trains its own provider models (global and retrain). An int: the
+    # provider's models are trained once with this seed and shared by every study seed, which then
+    # varies the client (its Rust sample, LoRA init, Fisher sample), the mask examples and the
+    # baselines — the provider ships one model; use it when a global model costs ~15 min of CPU.
+    provider_seed: int | None = None
     # ---- client personalization
     personalize: str = "lora"  # "lora" (merged, as the paper) or "full"
     lora_rank: int = 8
@@ -155,6 +161,11 @@ def prepare_data(cfg: OptCodeConfig) -> dict:
     for lang in seqs:
         if seqs[lang]["test"].shape[0] < cfg.n_eval:
             raise ValueError(f"{lang}: only {seqs[lang]['test'].shape[0]} test sequences, need n_eval={cfg.n_eval}")
+    n_retain = cfg.n_eval if cfg.n_eval_retain is None else cfg.n_eval_retain
+    for li, lang in enumerate(langs):
+        test = seqs[lang]["test"]
+        if lang != cfg.forget_language and test.shape[0] > n_retain:  # a seeded subset, in stream order
+            seqs[lang]["test"] = test[np.sort(np.random.default_rng([1, li]).choice(test.shape[0], n_retain, replace=False))]
     return {
         "seqs": seqs,
         "tokenizer": tok,
@@ -288,27 +299,85 @@ def _quick_eval(cfg, fam: Family, params, seqs) -> dict:
             "forget_acc": _acc(cfg, fam, params, seqs[cfg.forget_language]["test"])}
 
 
-def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool) -> dict:
+_KEY_NAMES = ("glob", "ret", "pers", "pers_r", "ft", "ga", "sal", "data")
+
+
+def seed_keys(seed: int) -> dict:
+    """The study seed's PRNG keys, split once: the provider's (``glob``, ``ret``) and the client's."""
+    return dict(zip(_KEY_NAMES, jax.random.split(jax.random.PRNGKey(seed), len(_KEY_NAMES))))
+
+
+PROVIDER_FIELDS = ("global_languages", "forget_language", "model", "model_overrides", "global_steps",
+                   "global_batch", "global_lr", "warmup_steps", "weight_decay")
+
+
+def _provider_cache_path(cache_dir, cfg: OptCodeConfig, data: dict, seed: int, tag: str) -> str | None:
+    """Where the provider model ``tag`` (``global`` / ``retrain``) of ``seed`` is cached: keyed by
+    the provider's config fields, the corpus and the tokenizer."""
+    if not cache_dir:
+        return None
+    import hashlib
+    import json
+
+    d = {k: getattr(cfg, k) for k in PROVIDER_FIELDS}
+    d.update(seq_len=cfg.seq_len, corpus=data["corpus_digest"], tokenizer=data["tokenizer"].sha256)
+    h = hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:12]
+    return os.path.join(os.fspath(cache_dir), f"opt-{tag}-s{seed}-{h}")
+
+
+def provider_models(cfg: OptCodeConfig, data: dict, seed: int, *, cache_dir=None) -> dict:
+    """[provider] The global model and the retrain baseline's global model (trained without the
+    forget language) of ``seed``, from the same init; cached under ``cache_dir`` when given.
+
+    Returns ``{"global": (θg, history, seconds, cached), "retrain": (...)}``."""
+    from ..models import train as T
+
+    fns = lm_family(cfg, data["tokenizer"].vocab_size)
+    params0 = fns.init(seed)
+    keys = seed_keys(seed)
+    retained = [l for l in cfg.global_languages if l != cfg.forget_language]
+    out = {}
+    for tag, langs, k in (("global", list(cfg.global_languages), keys["glob"]), ("retrain", retained, keys["ret"])):
+        path = _provider_cache_path(cache_dir, cfg, data, seed, tag)
+        if path and os.path.isdir(path):
+            params, meta = T.load_checkpoint(path)
+            out[tag] = (jax.tree.map(jnp.asarray, params), meta["history"], meta["seconds"], True)
+            log(f"provider seed {seed}: {tag} model loaded from {path}")
+            continue
+        t = time.perf_counter()
+        params, hist = train_global(cfg, fns, params0, data["seqs"], langs, k)
+        jax.block_until_ready(params)
+        secs = time.perf_counter() - t
+        hist = {k2: hist[k2] for k2 in ("steps", "final_loss")}
+        log(f"provider seed {seed}: {tag} model trained ({hist['steps']} steps, loss {hist['final_loss']:.3f}, {secs:.0f}s)")
+        if path:
+            T.save_checkpoint(path, params, {"history": hist, "seconds": secs, "seed": seed, "tag": tag})
+        out[tag] = (params, hist, secs, False)
+    return out
+
+
+def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, provider: dict | None = None,
+             cache_dir=None) -> dict:
+    """Every method for one study seed. ``provider``: the provider's models
+    (:func:`provider_models`) to use instead of training them for this seed."""
     seqs = data["seqs"]
     tok = data["tokenizer"]
     times: dict[str, float] = {}
     t_seed = time.perf_counter()
-    key = jax.random.PRNGKey(seed)
-    (k_init, k_glob, k_ret, k_pers, k_pers_r, k_ft, k_ga, k_sal, k_data) = jax.random.split(key, 9)
+    keys = seed_keys(seed)
+    k_pers, k_pers_r, k_ft, k_ga, k_sal, k_data = (keys[k] for k in ("pers", "pers_r", "ft", "ga", "sal", "data"))
     rng = np.random.default_rng(int(jax.random.randint(k_data, (), 0, 2**31 - 1)))
     fns = lm_family(cfg, tok.vocab_size)
-    params0 = fns.init(seed)
-    n_params = int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params0)))
+    if provider is None:
+        provider = provider_models(cfg, data, seed, cache_dir=cache_dir)
+    theta_g, h_g, times["train_global_s"], _ = provider["global"]
+    theta_gr, h_gr, times["train_retrain_global_s"], _ = provider["retrain"]
+    n_params = int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(theta_g)))
 
     # client data: Rust training sequences (personalization, Fisher and the baselines' retain data)
     rust = seqs[cfg.personal_language]["train"]
     rust = rust[rng.permutation(rust.shape[0])[: cfg.n_personal_train]]
     forget_pool = seqs[cfg.forget_language]["train"]
-
-    t = time.perf_counter()
-    theta_g, h_g = train_global(cfg, fns, params0, seqs, cfg.global_languages, k_glob)
-    times["train_global_s"] = time.perf_counter() - t
-    log(f"seed {seed}: global model trained ({h_g['steps']} steps, loss {h_g['final_loss']:.3f}, {times['train_global_s']:.0f}s)")
 
     t = time.perf_counter()
     theta_p, h_p = personalize(cfg, fns, theta_g, rust, k_pers)
@@ -345,12 +414,10 @@ def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool) -> dict
         + f" (personalization loss {h_p['final_loss']:.3f}; fisher {times['fisher_s']:.0f}s, obs {times['group_obs_s']:.0f}s, "
         f"max KKT residual {obs_info['kkt_residual_max']:.2e})")
 
-    # retrain: global model without the forget language, then the same personalization
+    # retrain: the provider's global model without the forget language, then the same personalization
     t = time.perf_counter()
-    retained = [l for l in cfg.global_languages if l != cfg.forget_language]
-    theta_gr, h_gr = train_global(cfg, fns, params0, seqs, retained, k_ret)
     models["retrain"], _ = personalize(cfg, fns, theta_gr, rust, k_pers_r)
-    times["retrain_s"] = time.perf_counter() - t
+    times["retrain_personalize_s"] = time.perf_counter() - t
 
     # baselines (on the client's θp; forget data from the provider, retain = the client's Rust)
     t = time.perf_counter()
@@ -491,16 +558,19 @@ def _assemble(cfg_dict: Mapping, data_info: Mapping, seeds: Sequence[int], per_s
 
 
 def run_study(cfg: OptCodeConfig, seeds: Sequence[int], out: str, figures: str | None = None, *,
-              sweeps: bool = True) -> dict:
+              sweeps: bool = True, cache_dir=None) -> dict:
     """Run ``cfg`` for every seed (sweeps on the first), write the results JSON to ``out`` (and
-    figures to ``figures``). Returns the results object."""
+    figures to ``figures``). Returns the results object. ``cache_dir``: keep the provider's trained
+    models there and reuse them on the next run with the same provider settings and data."""
     log(f"config {cfg.name}: seeds {list(seeds)}, device {jax.devices()[0]}")
     t0 = time.perf_counter()
     t = time.perf_counter()
     data = prepare_data(cfg)
     t_data = time.perf_counter() - t
     log(f"data ready ({t_data:.1f}s): vocab {data['tokenizer'].vocab_size}, sequences {data['sequences']}")
-    runs = [run_seed(cfg, s, data, sweeps=sweeps and i == 0) for i, s in enumerate(seeds)]
+    shared = None if cfg.provider_seed is None else provider_models(cfg, data, cfg.provider_seed, cache_dir=cache_dir)
+    runs = [run_seed(cfg, s, data, sweeps=sweeps and i == 0, provider=shared, cache_dir=cache_dir)
+            for i, s in enumerate(seeds)]
     data_info = {"sequences": data["sequences"], "corpus": data["corpus_summary"], "roots": data["roots"],
                  "corpus_sha256": data["corpus_digest"], "tokenizer_sha256": data["tokenizer"].sha256,
                  "vocab_size": data["tokenizer"].vocab_size}
