@@ -4,6 +4,8 @@ Command line::
 
     python -m experiments.forget_aware --config default --out experiments/results/forget_aware.json \\
         --figures docs/figures --cache-dir /tmp/zk_vit_cache
+    python -m experiments.forget_aware --config effnet --out experiments/results/forget_aware_effnet.json \
+        --figures docs/figures --cache-dir /tmp/zk_effnet_cache      # the pretrained EfficientNet
     python -m experiments.forget_aware --config tiny --out /tmp/fa_tiny.json          # CI smoke
 """
 
@@ -23,7 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="default", choices=sorted(configs.CONFIGS))
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the config's seeds")
     ap.add_argument("--out", default="experiments/results/forget_aware.json", help="results JSON to write")
-    ap.add_argument("--figures", default=None, help="directory for forget_aware_tradeoff.png")
+    ap.add_argument("--figures", default=None, help="directory for forget_aware_tradeoff[_<config>].png")
     ap.add_argument("--cache-dir", default=None, help="reuse/save trained global models here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
@@ -32,7 +34,8 @@ def main(argv=None) -> int:
     print(study.tables_markdown(res))
     if args.figures:
         os.makedirs(args.figures, exist_ok=True)
-        study.plot_tradeoff(res, os.path.join(args.figures, "forget_aware_tradeoff.png"))
+        name = "forget_aware_tradeoff.png" if args.config == "default" else f"forget_aware_tradeoff_{args.config}.png"
+        study.plot_tradeoff(res, os.path.join(args.figures, name))
     return 0
 
 

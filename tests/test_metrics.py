@@ -106,3 +106,25 @@ def test_selectivity_on_designed_fishers():
     assert s_same["fisher_ratio_at_mask"] == pytest.approx(1.0)  # median of 0/0 -> 0, 4/2, 1/1
     none = selectivity(client, same, np.zeros((2, b), bool), damping=damping)
     assert np.isnan(none["subspace_overlap"])
+
+
+def test_selectivity_points_and_figure(tmp_path):
+    """The per-seed selectivity figure reads what the image study stores per seed, skips seeds
+    without the measures, and refuses a results object that has none."""
+    from zkapex_jax.studies.report import plot_selectivity, selectivity_points
+
+    def run(seed, overlap, progress, rec):
+        t = {"selectivity_subspace_overlap": overlap, "selectivity_fisher_ratio_at_mask": 0.1} if overlap else {}
+        return {"seed": seed, "timings": t,
+                "metrics": {"zkapex": {"recovery": rec, "forget_progress": progress}}}
+
+    res = {"per_seed": [run(0, 0.9, 0.05, 0.95), run(1, None, 0.5, 0.5), run(2, 0.4, 0.7, None)]}
+    pts = selectivity_points(res)
+    assert [p["seed"] for p in pts] == [0, 2]
+    assert pts[0] == {"seed": 0, "subspace_overlap": 0.9, "fisher_ratio_at_mask": 0.1, "recovery": 0.95,
+                      "forget_progress": 0.05}
+    out = tmp_path / "sel.png"
+    plot_selectivity(out, {"a": res})
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no per-seed selectivity"):
+        plot_selectivity(tmp_path / "x.png", {"b": {"per_seed": [run(0, None, 0.1, 0.1)]}})

@@ -1,6 +1,10 @@
 """Configs of the forget-aware comparison (``experiments/forget_aware.py``): the image study's
-default pipeline (20k-image global ViT, taylor_forget mask, pers lr 1e-4) and a tiny CI variant."""
+default pipeline (20k-image global ViT, taylor_forget mask, pers lr 1e-4), the pretrained
+EfficientNet-Lite0 study's pipeline (``effnet``: small mask fractions, where the one-seed sweep of
+``experiments/effnet_fmnist.py`` showed ZK-APEX recovering and the mask forgetting) and a tiny CI
+variant."""
 
+from experiments.configs import effnet_fmnist
 from zkapex_jax.studies.forget_aware import ForgetAwareConfig
 from zkapex_jax.studies.image import PipelineConfig
 
@@ -12,7 +16,10 @@ DEFAULT = ForgetAwareConfig(
 
 TINY = ForgetAwareConfig(name="tiny", pipeline=PipelineConfig.tiny(), seeds=(0, 1), fractions=(0.04, 0.2), ranks=(1, 4))
 
-CONFIGS = {"default": DEFAULT, "tiny": TINY}
+EFFNET = ForgetAwareConfig(name="effnet", pipeline=effnet_fmnist.DEFAULT.pipeline, fractions=(0.005, 0.01, 0.02, 0.04),
+                           ranks=(1, 4, 16))
+
+CONFIGS = {"default": DEFAULT, "effnet": EFFNET, "tiny": TINY}
 
 
 def get(name: str) -> ForgetAwareConfig:

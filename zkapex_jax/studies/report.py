@@ -232,3 +232,50 @@ def plot_tradeoff(path: str | os.PathLike, curves: Mapping[str, tuple[Sequence, 
         if x is not None and y is not None:
             ax.plot([x], [y], marker="*", ms=12, ls="none", color=f"C{(len(curves) + i) % 10}", label=label)
     _finish(fig, ax, path, xlabel, ylabel, title)
+
+
+def selectivity_points(results: Mapping, method: str = "zkapex") -> list[dict]:
+    """Per seed of an image-study results object: the selectivity measures next to what
+    ``method`` reached (``subspace_overlap``, ``fisher_ratio_at_mask``, ``recovery``,
+    ``forget_progress``). Seeds without selectivity measures are left out."""
+    out = []
+    for run in results.get("per_seed", []):
+        t = run.get("timings") or {}
+        if "selectivity_subspace_overlap" not in t:
+            continue
+        m = run["metrics"].get(method, {})
+        out.append({"seed": run["seed"], "subspace_overlap": t["selectivity_subspace_overlap"],
+                    "fisher_ratio_at_mask": t.get("selectivity_fisher_ratio_at_mask"),
+                    "recovery": m.get("recovery"), "forget_progress": m.get("forget_progress")})
+    return out
+
+
+def plot_selectivity(path: str | os.PathLike, studies: Mapping[str, Mapping], *, method: str = "zkapex") -> None:
+    """Two panels, one marker per seed and study: ZK-APEX's forget progress and its recovery
+    against the share of the forget set's curvature inside the client's Fisher subspace
+    (``studies``: {label: image-study results object}). Atomic PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.8), dpi=120)
+    for i, (label, res) in enumerate(studies.items()):
+        pts = selectivity_points(res, method)
+        if not pts:
+            raise ValueError(f"{label}: the results carry no per-seed selectivity measures")
+        x = [p["subspace_overlap"] for p in pts]
+        for ax, key in zip(axes, ("forget_progress", "recovery")):
+            y = [np.nan if p[key] is None else p[key] for p in pts]
+            ax.plot(x, y, marker="os^D"[i % 4], ls="none", ms=7, color=f"C{i}", label=f"{label} ({len(pts)} seeds)")
+    for ax, ylabel in zip(axes, ("forget progress of ZK-APEX (0 personalized, 1 retrain)",
+                                  "recovery of ZK-APEX (personal accuracy)")):
+        ax.set_xlim(0, 1.02)
+        ax.set_xlabel("forget curvature inside the client's Fisher subspace", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("ZK-APEX per seed against the share of the forget set's curvature inside the client's\n"
+                 "Fisher subspace (high share: Group-OBS rebuilds what the mask removed, for the forget set too)",
+                 fontsize=9)
+    save_figure(fig, path)
