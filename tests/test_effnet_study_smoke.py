@@ -28,10 +28,11 @@ def test_tiny_pretrained_study(tmp_path):
         assert res["recovery"]["mean"] == pytest.approx((z - mo) / (p - mo))
 
 
-@pytest.mark.slow  # ~40 s of CPU
-def test_tiny_forget_aware(tmp_path):
+@pytest.mark.slow  # ~40 s (ViT) / ~2 min (EfficientNet, whose model overrides must reach every stage)
+@pytest.mark.parametrize("config", ["tiny", "effnet_tiny"])
+def test_tiny_forget_aware(tmp_path, config):
     out = tmp_path / "fa.json"
-    assert forget_aware.main(["--config", "tiny", "--seeds", "0", "--out", str(out),
+    assert forget_aware.main(["--config", config, "--seeds", "0", "--out", str(out),
                               "--figures", str(tmp_path / "fig")]) == 0
     res = report.load_results(out)
     cfg = res["config"]
@@ -48,4 +49,5 @@ def test_tiny_forget_aware(tmp_path):
             want = (r["personal_acc"] - mo) / (p - mo) if p - mo >= cfg["recovery_min_drop"] else None
             assert (r["recovery"] is None or r["recovery"] != r["recovery"]) if want is None else \
                 r["recovery"] == pytest.approx(want)
-    assert (tmp_path / "fig" / "forget_aware_tradeoff.png").exists()
+    name = "forget_aware_tradeoff.png" if config == "tiny" else f"forget_aware_tradeoff_{config}.png"
+    assert (tmp_path / "fig" / name).exists()

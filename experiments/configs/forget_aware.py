@@ -19,7 +19,10 @@ TINY = ForgetAwareConfig(name="tiny", pipeline=PipelineConfig.tiny(), seeds=(0, 
 EFFNET = ForgetAwareConfig(name="effnet", pipeline=effnet_fmnist.DEFAULT.pipeline, fractions=(0.005, 0.01, 0.02, 0.04),
                            ranks=(1, 4, 16))
 
-CONFIGS = {"default": DEFAULT, "effnet": EFFNET, "tiny": TINY}
+EFFNET_TINY = ForgetAwareConfig(name="effnet_tiny", pipeline=effnet_fmnist.TINY.pipeline, seeds=(0,), fractions=(0.04, 0.2),
+                                ranks=(1,))
+
+CONFIGS = {"default": DEFAULT, "effnet": EFFNET, "tiny": TINY, "effnet_tiny": EFFNET_TINY}
 
 
 def get(name: str) -> ForgetAwareConfig:

@@ -50,7 +50,7 @@ def run_seed(cfg: ForgetAwareConfig, seed: int, *, cache_dir=None) -> dict:
     """``{fraction: {method: metrics}}`` for one seed (methods ``personalized``, ``retrain``,
     ``mask_only``, ``zkapex``, ``zkapex_fa_r<r>``), plus ``"times"``."""
     pc = cfg.pipeline
-    fam = P.model_fns(pc.model)
+    fam = P.model_fns(pc)  # the config, with its model overrides
     k_glob, k_ret, k_pers, k_rpers = jax.random.split(jax.random.PRNGKey(seed), 4)
     times = {}
     t0 = time.perf_counter()
