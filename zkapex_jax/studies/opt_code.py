@@ -39,6 +39,7 @@ from ..protocol import client, provider
 from ..protocol.provider import Recipe
 from . import baselines as bl
 from .metrics import recovery as recovery_of
+from .metrics import selectivity
 from .report import aggregate, load_results, markdown_table, mean_std, plot_sweep, save_figure, write_results
 
 STUDY = "opt_code"
@@ -356,9 +357,9 @@ def provider_models(cfg: OptCodeConfig, data: dict, seed: int, *, cache_dir=None
     return out
 
 
-def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, provider: dict | None = None,
+def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, shared_provider: dict | None = None,
              cache_dir=None) -> dict:
-    """Every method for one study seed. ``provider``: the provider's models
+    """Every method for one study seed. ``shared_provider``: the provider's models
     (:func:`provider_models`) to use instead of training them for this seed."""
     seqs = data["seqs"]
     tok = data["tokenizer"]
@@ -368,10 +369,9 @@ def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, provide
     k_pers, k_pers_r, k_ft, k_ga, k_sal, k_data = (keys[k] for k in ("pers", "pers_r", "ft", "ga", "sal", "data"))
     rng = np.random.default_rng(int(jax.random.randint(k_data, (), 0, 2**31 - 1)))
     fns = lm_family(cfg, tok.vocab_size)
-    if provider is None:
-        provider = provider_models(cfg, data, seed, cache_dir=cache_dir)
-    theta_g, h_g, times["train_global_s"], _ = provider["global"]
-    theta_gr, h_gr, times["train_retrain_global_s"], _ = provider["retrain"]
+    models_g = shared_provider or provider_models(cfg, data, seed, cache_dir=cache_dir)
+    theta_g, h_g, times["train_global_s"], _ = models_g["global"]
+    theta_gr, h_gr, times["train_retrain_global_s"], _ = models_g["retrain"]
     n_params = int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(theta_g)))
 
     # client data: Rust training sequences (personalization, Fisher and the baselines' retain data)
@@ -405,6 +405,14 @@ def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, provide
     times["group_obs_s"] = time.perf_counter() - t
     dense = mask.dense()
     theta_m = bl.mask_only(theta_p, dense)
+
+    # selectivity: how much of the forget language's curvature lies where the client's data excite
+    t = time.perf_counter()
+    f_forget = client.client_fisher(fns, theta_p, forget, layout, damping=0.0, chunk_size=cfg.fisher_chunk)
+    sel = selectivity(fisher, f_forget, np.asarray(mask.to_blocks(layout)), damping=cfg.fisher_damping)
+    del f_forget
+    times["selectivity_s"] = time.perf_counter() - t
+    log(f"seed {seed}: selectivity " + ", ".join(f"{k} {v:.3g}" for k, v in sel.items()))
 
     models = {"personalized": theta_p, "mask_only": theta_m, "zkapex": theta_u}
     t = time.perf_counter()
@@ -458,8 +466,12 @@ def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, provide
     recs = {name: recovery_of(metrics[name]["personal_acc"], metrics["mask_only"]["personal_acc"],
                               metrics["personalized"]["personal_acc"])
             for name in ("zkapex", "finetune_after_mask") if name in metrics}
+    pf, rf = metrics["personalized"]["forget_acc"], metrics["retrain"]["forget_acc"]
     for name in metrics:
-        metrics[name]["forget_gap_to_retrain"] = abs(metrics[name]["forget_acc"] - metrics["retrain"]["forget_acc"])
+        metrics[name]["forget_gap_to_retrain"] = abs(metrics[name]["forget_acc"] - rf)
+        # share of the way from personalized to retrain on forget accuracy (NaN when they are equal)
+        metrics[name]["forget_progress"] = (pf - metrics[name]["forget_acc"]) / (pf - rf) if abs(pf - rf) > 1e-3 \
+            else float("nan")
     log(f"seed {seed}: " + ", ".join(f"{m} p={v['personal_acc']:.4f} f={v['forget_acc']:.4f}" for m, v in metrics.items())
         + f"; recovery {rec:.3f}")
 
@@ -469,6 +481,7 @@ def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, provide
         "recovery": rec,
         "recovery_by_method": recs,
         "obs": obs_info,
+        "selectivity": sel,
         "mask": {"num_masked": mask.num_masked, "size": mask.size, "sha256": mask.content_hash()},
         "layout": {"num_blocks": layout.num_blocks, "block_size": layout.block_size, "size": layout.size},
         "train": {"global": {k: h_g[k] for k in ("steps", "final_loss")},
@@ -543,6 +556,8 @@ def _assemble(cfg_dict: Mapping, data_info: Mapping, seeds: Sequence[int], per_s
         "methods": aggregate(per_seed_metrics),
         "recovery": mean_std(recs),
         "recovery_per_seed": recs,
+        "selectivity": {k: mean_std([s["selectivity"][k] for s in per_seed])
+                        for k in sorted(set.intersection(*[set(s.get("selectivity") or {}) for s in per_seed]))},
         "recovery_by_method": {m: mean_std([rec(ms, m) for ms in per_seed_metrics])
                                for m in ("zkapex", "finetune_after_mask", "gradient_ascent", "ssd", "salun")
                                if m in per_seed_metrics[0]},
@@ -569,14 +584,15 @@ def run_study(cfg: OptCodeConfig, seeds: Sequence[int], out: str, figures: str |
     t_data = time.perf_counter() - t
     log(f"data ready ({t_data:.1f}s): vocab {data['tokenizer'].vocab_size}, sequences {data['sequences']}")
     shared = None if cfg.provider_seed is None else provider_models(cfg, data, cfg.provider_seed, cache_dir=cache_dir)
-    runs = [run_seed(cfg, s, data, sweeps=sweeps and i == 0, provider=shared, cache_dir=cache_dir)
+    runs = [run_seed(cfg, s, data, sweeps=sweeps and i == 0, shared_provider=shared, cache_dir=cache_dir)
             for i, s in enumerate(seeds)]
     data_info = {"sequences": data["sequences"], "corpus": data["corpus_summary"], "roots": data["roots"],
                  "corpus_sha256": data["corpus_digest"], "tokenizer_sha256": data["tokenizer"].sha256,
                  "vocab_size": data["tokenizer"].vocab_size}
     results = _assemble(
         cfg.to_dict(), data_info, seeds,
-        [{k: r[k] for k in ("seed", "recovery", "obs", "mask", "layout", "train", "n_params", "times")} for r in runs],
+        [{k: r[k] for k in ("seed", "recovery", "obs", "selectivity", "mask", "layout", "train", "n_params", "times")}
+         for r in runs],
         [{m: r["metrics"][m] for m in METHOD_ORDER if m in r["metrics"]} for r in runs],
         runs[0].get("sweeps"),
         {"data_s": t_data, "total_s": time.perf_counter() - t0, "per_seed_s": [r["times"]["seed_total_s"] for r in runs]},
@@ -647,7 +663,7 @@ def make_figures(results: Mapping, figdir: str) -> list[str]:
 
 def report_tables(results: Mapping) -> str:
     """Markdown tables (methods, recovery, sweeps, wall times) from a results object."""
-    metrics = ["personal_acc", "forget_acc", "retain_acc", "forget_gap_to_retrain"]
+    metrics = ["personal_acc", "forget_acc", "retain_acc", "forget_progress"]
     ms = {m: results["methods"][m] for m in METHOD_ORDER if m in results["methods"]}
     lines = [f"Seeds {results['seeds']}; mean ± std (population std over seeds).", "",
              markdown_table(ms, metrics, digits=4), "",
