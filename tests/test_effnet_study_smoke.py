@@ -51,3 +51,11 @@ def test_tiny_forget_aware(tmp_path, config):
                 r["recovery"] == pytest.approx(want)
     name = "forget_aware_tradeoff.png" if config == "tiny" else f"forget_aware_tradeoff_{config}.png"
     assert (tmp_path / "fig" / name).exists()
+    # redraw from the file alone, with a results file's baselines as points
+    base = {"methods": {"salun": {"forget_progress": {"mean": 0.9}, "personal_acc": {"mean": 0.5}}}}
+    from zkapex_jax.studies import forget_aware as fa_study
+
+    fa_study.plot_tradeoff(res, str(tmp_path / "with_baselines.png"), baselines=base)
+    assert (tmp_path / "with_baselines.png").read_bytes()[:4] == b"\x89PNG"
+    assert forget_aware.main(["--config", config, "--replot", str(out), "--figures", str(tmp_path / "fig2")]) == 0
+    assert (tmp_path / "fig2" / name).exists()

@@ -140,9 +140,14 @@ def tables_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_tradeoff(results: dict, path: str) -> str:
+BASELINES = ("finetune_after_mask", "gradient_ascent", "ssd", "salun")
+
+
+def plot_tradeoff(results: dict, path: str, baselines: dict | None = None) -> str:
     """Personal accuracy against forget progress over the mask fractions (mean ± std over seeds),
-    one curve per method; personalized and retrain as reference points."""
+    one curve per method; personalized and retrain as reference points. ``baselines``: the image
+    study's results object of the same pipeline, whose baselines (fine-tune after mask, gradient
+    ascent, SSD, SalUn; mean over its seeds) are drawn as points."""
     from .report import plot_tradeoff as plot
 
     cfg = results["config"]
@@ -155,6 +160,10 @@ def plot_tradeoff(results: dict, path: str) -> str:
               for m in ["mask_only", "zkapex", *[f"zkapex_fa_r{r}" for r in cfg["ranks"]]]}
     ref = {m: (results["methods"][f"{m}@{fr[0]}"]["forget_progress"]["mean"],
                results["methods"][f"{m}@{fr[0]}"]["personal_acc"]["mean"]) for m in ("personalized", "retrain")}
+    for m in BASELINES:
+        st = (baselines or {}).get("methods", {}).get(m)
+        if st and st.get("forget_progress", {}).get("mean") is not None:
+            ref[m] = (st["forget_progress"]["mean"], st["personal_acc"]["mean"])
     plot(path, curves, points=ref, labels=fr, xlabel="forget progress (0 = personalized, 1 = retrain)",
          ylabel="personal accuracy", title=f"Forget-aware vs plain ZK-APEX, seeds {results['seeds']}")
     return path
