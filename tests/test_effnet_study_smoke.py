@@ -38,10 +38,14 @@ def test_tiny_forget_aware(tmp_path, config):
     cfg = res["config"]
     row = res["per_seed"][0]
     fr = cfg["fractions"]
-    # one θp, one retrain model: the same rows under every fraction
+    # one θp, one retrain model: the same rows under every fraction (but "recovery", which is
+    # relative to each fraction's mask-only model)
+    def measured(r):
+        return {k: v for k, v in r.items() if k != "recovery"}
+
     for f in fr[1:]:
-        assert row[f"personalized@{f}"] == row[f"personalized@{fr[0]}"]
-        assert row[f"retrain@{f}"] == row[f"retrain@{fr[0]}"]
+        assert measured(row[f"personalized@{f}"]) == measured(row[f"personalized@{fr[0]}"])
+        assert measured(row[f"retrain@{f}"]) == measured(row[f"retrain@{fr[0]}"])
     for f in fr:
         p, mo = row[f"personalized@{f}"]["personal_acc"], row[f"mask_only@{f}"]["personal_acc"]
         for meth in ("zkapex", *[f"zkapex_fa_r{r}" for r in cfg["ranks"]]):
@@ -49,7 +53,7 @@ def test_tiny_forget_aware(tmp_path, config):
             want = (r["personal_acc"] - mo) / (p - mo) if p - mo >= cfg["recovery_min_drop"] else None
             assert (r["recovery"] is None or r["recovery"] != r["recovery"]) if want is None else \
                 r["recovery"] == pytest.approx(want)
-    name = "forget_aware_tradeoff.png" if config == "tiny" else f"forget_aware_tradeoff_{config}.png"
+    name = f"forget_aware_tradeoff_{config}.png"  # only the default config writes the unsuffixed name
     assert (tmp_path / "fig" / name).exists()
     # redraw from the file alone, with a results file's baselines as points
     base = {"methods": {"salun": {"forget_progress": {"mean": 0.9}, "personal_acc": {"mean": 0.5}}}}
