@@ -270,3 +270,28 @@ def test_checkpoint_corruption_raises(tmp_path, corrupt, msg):
     with pytest.raises(ArtifactError, match=msg) as ei:
         train.load_checkpoint(path)
     assert str(path) in str(ei.value) or "meta.json" in str(ei.value)
+
+
+def test_load_or_train_trains_once_then_loads(tmp_path):
+    """The studies' model cache: a path keyed by the settings; the first call trains and saves
+    (with its time), the second loads the same parameters and meta without training."""
+    from zkapex_jax.models.train import cache_path, load_or_train
+
+    assert cache_path(None, "global-s0", {"a": 1}) is None
+    p1 = cache_path(tmp_path, "global-s0", {"a": 1, "b": (2, 3)})
+    assert p1 == cache_path(tmp_path, "global-s0", {"b": [2, 3], "a": 1})  # key order and tuples do not matter
+    assert p1 != cache_path(tmp_path, "global-s0", {"a": 2, "b": (2, 3)})
+    calls = []
+
+    def train():
+        calls.append(1)
+        return {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}, {"history": {"steps": 7}}
+
+    params, meta, cached = load_or_train(p1, train, {"seed": 0})
+    assert not cached and calls == [1] and meta["history"] == {"steps": 7} and meta["seed"] == 0
+    assert meta["seconds"] >= 0
+    again, meta2, cached2 = load_or_train(p1, train, {"seed": 0})
+    assert cached2 and calls == [1] and meta2 == meta
+    np.testing.assert_array_equal(np.asarray(again["w"]), params["w"])
+    _, _, cached3 = load_or_train(None, train)
+    assert not cached3 and calls == [1, 1]

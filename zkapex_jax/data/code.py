@@ -127,12 +127,14 @@ def _c_accept(rel: Path) -> bool:
     return rel.suffix == ".h" and "c++" not in rel.parts
 
 
+def _newest(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` sorted newest version first (by the numbers in their names)."""
+    return sorted(paths, key=lambda p: [int(x) for x in re.findall(r"\d+", str(p))], reverse=True)
+
+
 def _cpp_roots() -> list[Path]:
-    versions = sorted(
-        (p for p in Path("/usr/include/c++").glob("*") if p.is_dir() and p.name.split(".")[0].isdigit()),
-        key=lambda p: [int(x) for x in re.findall(r"\d+", p.name)],
-    ) if Path("/usr/include/c++").is_dir() else []
-    return versions[-1:]  # the newest libstdc++
+    versions = _newest(p for p in Path("/usr/include/c++").glob("*") if p.is_dir() and p.name.split(".")[0].isdigit())
+    return versions[:1]  # the newest libstdc++
 
 
 def _cpp_accept(rel: Path) -> bool:
@@ -173,11 +175,6 @@ def _toolchains() -> list[Path]:
     tc = sorted(p for p in (_rustup_home() / "toolchains").glob("*") if p.is_dir())
     # prefer stable, then the rest in sorted order
     return sorted(tc, key=lambda p: (not p.name.startswith("stable"), p.name))
-
-
-def _newest(paths: Iterable[Path]) -> list[Path]:
-    """``paths`` sorted newest version first (by the numbers in their names)."""
-    return sorted(paths, key=lambda p: [int(x) for x in re.findall(r"\d+", str(p))], reverse=True)
 
 
 def _rust_roots() -> list[Path]:

@@ -48,6 +48,8 @@ __all__ = [
     "params_sha256",
     "save_checkpoint",
     "load_checkpoint",
+    "cache_path",
+    "load_or_train",
 ]
 
 _LAYER_RE = re.compile(r"(?:^|/)(?:layers?|blocks)/(\d+)(?:/|$)")
@@ -507,3 +509,30 @@ def load_checkpoint(path):
         raise ArtifactError(f"checkpoint {path!r}: sha256 of the parameters ({digest[:16]}…) does not match "
                             f"{meta_file!r} ({record['sha256'][:16]}…): the checkpoint is corrupt")
     return unflatten_params(flat), record.get("meta", {})
+
+
+def cache_path(cache_dir, name: str, key: Mapping) -> str | None:
+    """``<cache_dir>/<name>-<sha256(key)[:12]>`` for a model trained under the settings ``key``
+    (a JSON-able mapping); ``None`` without a ``cache_dir``."""
+    if not cache_dir:
+        return None
+    h = hashlib.sha256(json.dumps(dict(key), sort_keys=True, default=list).encode()).hexdigest()
+    return os.path.join(os.fspath(cache_dir), f"{name}-{h[:12]}")
+
+
+def load_or_train(path, train_fn, meta: Mapping | None = None):
+    """The parameters checkpointed at ``path`` if it exists, else ``train_fn() -> (params, meta)``
+    timed and saved there (:func:`save_checkpoint`; ``path=None`` trains without saving).
+
+    Returns ``(params, meta, cached)``; ``meta`` is the saved one (with ``seconds``, the training
+    time, and the caller's ``meta``) when ``cached``."""
+    if path and os.path.isdir(path):
+        params, saved = load_checkpoint(path)
+        return jax.tree.map(jnp.asarray, params), saved, True
+    t0 = time.perf_counter()
+    params, extra = train_fn()
+    jax.block_until_ready(params)
+    out = {**dict(meta or {}), **dict(extra or {}), "seconds": time.perf_counter() - t0}
+    if path:
+        save_checkpoint(path, params, out)
+    return params, out, False

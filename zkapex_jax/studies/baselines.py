@@ -81,10 +81,6 @@ def _take(data, idx):
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a)[idx], data)
 
 
-def _check_mask(params: Params, mask: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    return dense_mask(params, mask)
-
-
 def _update_mask(params: Params, *, wrt: str | Iterable[str] | None, frozen: Mapping[str, np.ndarray] | None):
     """A pytree like ``params`` with 1.0 where a weight may change and 0.0 elsewhere."""
     flat = flatten_params(params)
@@ -174,10 +170,6 @@ def _run_steps(objective, params, data, *, optimizer, steps, batch_size, key, pr
     return params, [float(x) for x in losses]
 
 
-def _zero_masked(mask: Mapping[str, np.ndarray]):
-    return lambda params: zero_masked(params, mask, check=False)
-
-
 def _masked_optimizer(base: optax.GradientTransformation, update_mask) -> optax.GradientTransformation:
     """``base`` followed by zeroing the updates where ``update_mask`` is 0 (weight decay too)."""
     return optax.chain(base, optax.stateless(lambda updates, params=None: jax.tree_util.tree_map(
@@ -198,12 +190,12 @@ def finetune_after_mask(loss_fn: LossFn, params: Params, mask: Mapping[str, Any]
     """Mask, then fine-tune with AdamW on ``data`` (the client's retain/personal data) for
     ``steps`` steps; masked entries are held at exactly 0, only ``wrt`` leaves (default all)
     are trained. Returns (params, {"losses": [...]})."""
-    m = _check_mask(params, mask)
+    m = dense_mask(params, mask)
     params = mask_only(params, m)
     upd = _update_mask(params, wrt=wrt, frozen=m)
     opt = _masked_optimizer(optax.adamw(lr, weight_decay=weight_decay), upd)
     params, losses = _run_steps(batch_mean_loss(loss_fn), params, data, optimizer=opt, steps=steps,
-                                batch_size=batch_size, key=key, project=_zero_masked(m))
+                                batch_size=batch_size, key=key, project=lambda p: zero_masked(p, m, check=False))
     return params, {"losses": losses}
 
 

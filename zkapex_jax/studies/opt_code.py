@@ -34,6 +34,7 @@ from ..core.blocks import BlockLayout
 from ..core.obs import factorize
 from ..data import code as cd
 from ..models import Family, LoRAConfig, family
+from ..models import train as T
 from ..models.train import steps_per_epoch
 from ..protocol import client, provider
 from ..protocol.provider import Recipe
@@ -315,15 +316,9 @@ PROVIDER_FIELDS = ("global_languages", "forget_language", "model", "model_overri
 def _provider_cache_path(cache_dir, cfg: OptCodeConfig, data: dict, seed: int, tag: str) -> str | None:
     """Where the provider model ``tag`` (``global`` / ``retrain``) of ``seed`` is cached: keyed by
     the provider's config fields, the corpus and the tokenizer."""
-    if not cache_dir:
-        return None
-    import hashlib
-    import json
-
     d = {k: getattr(cfg, k) for k in PROVIDER_FIELDS}
     d.update(seq_len=cfg.seq_len, corpus=data["corpus_digest"], tokenizer=data["tokenizer"].sha256)
-    h = hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:12]
-    return os.path.join(os.fspath(cache_dir), f"opt-{tag}-s{seed}-{h}")
+    return T.cache_path(cache_dir, f"opt-{tag}-s{seed}", d)
 
 
 def provider_models(cfg: OptCodeConfig, data: dict, seed: int, *, cache_dir=None) -> dict:
@@ -331,29 +326,25 @@ def provider_models(cfg: OptCodeConfig, data: dict, seed: int, *, cache_dir=None
     forget language) of ``seed``, from the same init; cached under ``cache_dir`` when given.
 
     Returns ``{"global": (θg, history, seconds, cached), "retrain": (...)}``."""
-    from ..models import train as T
-
     fns = lm_family(cfg, data["tokenizer"].vocab_size)
     params0 = fns.init(seed)
     keys = seed_keys(seed)
     retained = [l for l in cfg.global_languages if l != cfg.forget_language]
     out = {}
     for tag, langs, k in (("global", list(cfg.global_languages), keys["glob"]), ("retrain", retained, keys["ret"])):
+        def train(langs=langs, k=k):
+            params, hist = train_global(cfg, fns, params0, data["seqs"], langs, k)
+            return params, {"history": {k2: hist[k2] for k2 in ("steps", "final_loss")}}
+
         path = _provider_cache_path(cache_dir, cfg, data, seed, tag)
-        if path and os.path.isdir(path):
-            params, meta = T.load_checkpoint(path)
-            out[tag] = (jax.tree.map(jnp.asarray, params), meta["history"], meta["seconds"], True)
+        params, meta, cached = T.load_or_train(path, train, {"seed": seed, "tag": tag})
+        hist = meta["history"]
+        if cached:
             log(f"provider seed {seed}: {tag} model loaded from {path}")
-            continue
-        t = time.perf_counter()
-        params, hist = train_global(cfg, fns, params0, data["seqs"], langs, k)
-        jax.block_until_ready(params)
-        secs = time.perf_counter() - t
-        hist = {k2: hist[k2] for k2 in ("steps", "final_loss")}
-        log(f"provider seed {seed}: {tag} model trained ({hist['steps']} steps, loss {hist['final_loss']:.3f}, {secs:.0f}s)")
-        if path:
-            T.save_checkpoint(path, params, {"history": hist, "seconds": secs, "seed": seed, "tag": tag})
-        out[tag] = (params, hist, secs, False)
+        else:
+            log(f"provider seed {seed}: {tag} model trained ({hist['steps']} steps, loss {hist['final_loss']:.3f}, "
+                f"{meta['seconds']:.0f}s)")
+        out[tag] = (params, hist, meta["seconds"], cached)
     return out
 
 

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.obs import factorize
+from ..models import train as T
 from ..models import FC1_PATTERN_VIT as FC1
 from ..protocol import client as client_stage
 from . import baselines as B
@@ -124,34 +125,23 @@ def _derived(results: dict, min_drop: float) -> dict:
 
 
 def _cache_path(cache_dir, cfg: P.PipelineConfig, seed: int, tag: str):
-    if not cache_dir:
-        return None
     keys = ("model", "dataset", "forget_classes", "personal_classes", "shift", "n_orig", "n_shift",
             "n_train_per_domain", "max_global_train", "max_test", "global_epochs", "global_lr", "global_batch",
             "global_warmup", "weight_decay")
-    import hashlib
-    import json
     d = {k: getattr(cfg, k) for k in keys}
     for k in ("model_overrides", "pretrained"):  # only when set, so earlier caches stay valid
         if getattr(cfg, k):
             d[k] = getattr(cfg, k)
-    h = hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode())
-    return os.path.join(cache_dir, f"{tag}-s{seed}-{h.hexdigest()[:12]}")
+    return T.cache_path(cache_dir, f"{tag}-s{seed}", d)
 
 
 def _global_model(cfg, data, seed, key, *, exclude_forget, cache_dir):
-    from zkapex_jax.models import train as T
+    """The provider's global (or retrain) model of ``seed``, cached under ``cache_dir``.
+    Returns ``(params, training seconds, cached)``."""
     path = _cache_path(cache_dir, cfg, seed, "retrain" if exclude_forget else "global")
-    if path and os.path.isdir(path):
-        params, meta = T.load_checkpoint(path)
-        return jax.tree.map(jnp.asarray, params), meta.get("seconds", float("nan")), True
-    t0 = time.perf_counter()
-    params, _ = P.train_global(cfg, data, key=key, exclude_forget=exclude_forget)
-    jax.block_until_ready(params)
-    secs = time.perf_counter() - t0
-    if path:
-        T.save_checkpoint(path, params, {"seconds": secs, "seed": seed})
-    return params, secs, False
+    params, meta, cached = T.load_or_train(
+        path, lambda: (P.train_global(cfg, data, key=key, exclude_forget=exclude_forget)[0], {}), {"seed": seed})
+    return params, meta.get("seconds", float("nan")), cached
 
 
 def run_seed(study: StudyConfig, seed: int, *, cache_dir=None) -> tuple[dict, dict, dict]:
