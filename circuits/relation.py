@@ -12,6 +12,7 @@ With ``h = 2^(s−g)`` the statement is
 
   r := h·(θ̂u − θ̂p) + Â[:,S]·μ̂,   |r_i| < h on free rows,  |r_i| < h·2^−t on masked rows,
   θ̂u[S] = 0,   Y·D − 2^ty·I = E with |E| < 2^e, |Y| < 2^y,  D = Â[S,S] (padded),
+  |θ̂u_i − θ̂p_i| ≤ ρ·Σ_{j∈S}|θ̂p_j| for every i (the compensation bound, ρ = ``delta_ratio``),
 
 where every bound is an **in-graph range check**: ``Abs(x·2^c)`` makes ezkl decompose ``x·2^c``
 into ``decomp_legs`` digits of ``decomp_base``, so a witness exists only if ``|x·2^c| < 2^s``,
@@ -39,7 +40,7 @@ name                   length                       meaning
                                                     slot positions (kmax), slot used (kmax); a 0
 =====================  ===========================  ===========================================
 
-Outputs (public): ``pub_out = public``; ``zeros = |θ̂u|⊙m`` (K·B, must be 0); ``sink`` (6, must
+Outputs (public): ``pub_out = public``; ``zeros = |θ̂u|⊙m`` (K·B, must be 0); ``sink`` (7, must
 be 0: the range-checked values times the public 0, which keeps every check in the circuit).
 """
 
@@ -53,9 +54,13 @@ from fractions import Fraction
 
 import numpy as np
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 #: names of the range-check groups whose sums feed ``sink`` (order of the sink outputs).
-CHECK_GROUPS = ("theta_p", "columns", "mu", "residual", "ycert", "ycert_error")
+CHECK_GROUPS = ("theta_p", "columns", "mu", "residual", "ycert", "ycert_error", "delta")
+#: the default public compensation bound ρ: no weight of a block may move by more than
+#: ρ·Σ_{j∈S}|θ̂p_j| (the removed weights' total magnitude). Honest updates measured by
+#: experiments/delta_bound.py stay far below it (docs/PROOFS.md "The compensation is bounded").
+DEFAULT_DELTA_RATIO = 16
 #: the ε target: parameters are chosen so that ε ≤ 1/4 (|θ̂u − θ̂u*| < 1.25 units).
 EPSILON_TARGET = Fraction(1, 4)
 #: ezkl parses input values as f64 (exact below 2^53), so μ̂ travels as two 30-bit halves,
@@ -75,7 +80,9 @@ class CommitSpec:
     ``block_size`` B; ``logrows`` of every proof circuit (KZG column commitments depend on it,
     so it is part of the commitment); ``theta_bits`` w: θ̂ is chosen with |θ̂p| ≤ 2^(w−2);
     ``a_bits``: |Â| < 2^a; ``n_blind`` blinders per committed column; ``n_ctx`` 21-bit statement
-    limbs; ``decomp_base``/``decomp_legs``: ezkl's range 2^s = base^legs."""
+    limbs; ``decomp_base``/``decomp_legs``: ezkl's range 2^s = base^legs; ``delta_ratio`` ρ: every
+    weight's move |θ̂u_i − θ̂p_i| ≤ ρ·Σ_{j∈S}|θ̂p_j| in its block (the verifier requires ρ to be at
+    most the provider's policy)."""
 
     block_size: int
     logrows: int = 15
@@ -85,10 +92,11 @@ class CommitSpec:
     n_ctx: int = 12
     decomp_base: int = 4096
     decomp_legs: int = 5
+    delta_ratio: int = DEFAULT_DELTA_RATIO
 
     def __post_init__(self):
         for name in ("block_size", "logrows", "theta_bits", "a_bits", "n_blind", "n_ctx", "decomp_base",
-                     "decomp_legs"):
+                     "decomp_legs", "delta_ratio"):
             _posint(f"CommitSpec.{name}", getattr(self, name))
         if self.decomp_base & (self.decomp_base - 1):
             raise ValueError(f"CommitSpec.decomp_base must be a power of two, got {self.decomp_base}")
@@ -98,6 +106,8 @@ class CommitSpec:
             raise ValueError(f"range 2^{self.s} too large: base^legs must stay ≤ 2^72 (no field wrap)")
         if self.a_bits >= self.s or self.theta_bits >= self.s:
             raise ValueError("a_bits and theta_bits must be below the range bits s")
+        if self.delta_ratio * self.block_size * 2 ** self.theta_bits >= 2 ** (self.s - 2):
+            raise ValueError(f"delta_ratio {self.delta_ratio} too large for the range 2^{self.s}")
         if self.block_size + self.n_blind > self.column_height:
             raise ValueError(f"block of {self.block_size} + {self.n_blind} blinders does not fit one column "
                              f"of 2^{self.logrows} rows")
@@ -174,6 +184,20 @@ def derive_bounds(cs: CommitSpec, kmax: int) -> Bounds:
         raise ValueError(f"no sound parameters for kmax={kmax} with 2^{s} range and a={a}, w={w}: "
                          "raise decomp_legs or lower theta_bits/a_bits")
     return best
+
+
+def conditioning_bound(cs: CommitSpec, kmax: int) -> Fraction:
+    """κ*: every masked sub-matrix D that *any* accepted witness certifies has max|D⁻¹|·2^a < κ*.
+
+    From Y·D = 2^ty·I + E with integer |E_ij| ≤ 2^e − 1 and |Y_ij| ≤ 2^y − 1:
+    D⁻¹ = (2^ty·I + E)⁻¹·Y, ‖(2^ty·I + E)⁻¹‖_∞ ≤ 1/(2^ty − kmax·(2^e − 1)), so
+    max|D⁻¹| ≤ (2^y − 1)/(2^ty − kmax·(2^e − 1)). The client's own code certifies D only when
+    round(2^ty·D⁻¹) fits |Y| < 2^y, i.e. up to max|D⁻¹|·2^a ≈ 2^γ; κ* ≈ (4/3)·2^γ is the edge a
+    hand-made Y can reach (kmax = 1, a = 24: the client needs d ≥ 17, a hand-made Y proves d ≥ 13,
+    nothing proves d ≤ 12 — tests/test_quant.py). The compensation bound (``delta_ratio``), not
+    this budget, is what keeps an ill-conditioned D from acting as a lever."""
+    bd = derive_bounds(cs, kmax)
+    return Fraction((2 ** bd.y - 1) * 2 ** cs.a_bits, 2 ** bd.ty - kmax * (2 ** bd.e - 1))
 
 
 @dataclass(frozen=True)
@@ -315,7 +339,8 @@ def build_relation(spec: CircuitSpec):
     mu_eff = node("Mul", [mu, q])
     amu = node("Reshape", [node("MatMul", [cols, node("Reshape", [mu_eff, const("shape_kk1", [K, k, 1], i64)])]),
                            const("shape_KB", [K, B], i64)])
-    r = node("Add", [pw2(node("Sub", [tu, tp]), bd.s - bd.g, "h"), amu])
+    dlt = node("Sub", [tu, tp])
+    r = node("Add", [pw2(dlt, bd.s - bd.g, "h"), amu])
     # free rows: |r·2^g| < 2^s ; masked rows: |r·2^(g+t)| < 2^s
     rw = node("Add", [node("Mul", [m, const("w_m", [float(2 ** (bd.g + bd.t) - 2 ** bd.g)])]), const("w_f", [float(2 ** bd.g)])])
     c_res = abs_sum(node("Mul", [r, rw]))
@@ -331,12 +356,19 @@ def build_relation(spec: CircuitSpec):
                        const("pad_c", [float(2 ** (cs.a_bits - 1))])])
     D = node("Add", [node("Mul", [ass, qq]), pad])
     E = node("Sub", [node("MatMul", [ycert, D]), node("Mul", [eye, const("two_ty", [float(2 ** bd.ty)])])])
-    sums = [abs_sum(tp),                                   # θ̂p integer, |θ̂p| < 2^s
+    # compensation bound: 0 < ρ·Σ_S|θ̂p| − |θ̂u − θ̂p| + 1 < 2^s, as |2·(…) − 2^s| < 2^s
+    abs_tp = node("Abs", [tp])
+    removed = node("ReduceSum", [node("Mul", [abs_tp, m]), "axis1"], keepdims=1)               # (K,1)
+    slack = node("Add", [node("Sub", [node("Mul", [removed, const("rho", [float(cs.delta_ratio)])]),
+                                      node("Abs", [dlt])]), const("one_d", [1.0])])
+    c_delta = abs_sum(node("Sub", [node("Mul", [slack, const("two_d", [2.0])]), const("two_s", [float(2 ** bd.s)])]))
+    sums = [node("Reshape", [node("ReduceSum", [abs_tp], keepdims=0), "shape_1"]),  # θ̂p integer, |θ̂p| < 2^s
             abs_sum(pw2(cols, bd.s - cs.a_bits, "sa")),   # |Â| < 2^a
             abs_sum(mu),                                   # |μ̂| < 2^s
             c_res,
             abs_sum(pw2(ycert, bd.s - bd.y, "sy")),        # |Y| < 2^y
-            abs_sum(pw2(E, bd.s - bd.e, "se"))]            # |E| < 2^e
+            abs_sum(pw2(E, bd.s - bd.e, "se")),            # |E| < 2^e
+            c_delta]                                       # |θ̂u − θ̂p| ≤ ρ·Σ_S|θ̂p| per block
     node("Mul", [node("Concat", sums, axis=0), node("Reshape", [zero, "shape_1"])], "sink")
     node("Mul", [node("Abs", [tu]), m], "zeros")          # θ̂u integer, and θ̂u[S] = 0 (public zeros)
     node("Identity", ["public"], "pub_out")
@@ -382,6 +414,10 @@ def relation_reference(spec: CircuitSpec, theta_p, theta_u, cols, mu, ycert, mas
            "mu": Fraction(mx(mu), S), "residual": Fraction(mx(r * rw), S),
            "ycert": Fraction(mx(Y) * 2 ** (bd.s - bd.y), S), "ycert_error": Fraction(mx(E) * 2 ** (bd.s - bd.e), S),
            "theta_u": Fraction(mx(tu), S)}
+    removed = (np.abs(tp) * m).sum(axis=1)
+    slack = removed[:, None] * cs.delta_ratio - np.abs(tu - tp) + 1
+    out["move"] = Fraction(mx(tu - tp), S)
+    out["delta"] = Fraction(mx(slack * 2 - S), S)
     zeros = np.abs(tu) * m
     out["zeros"] = zeros
     out["ok"] = all(v < 1 for key, v in out.items() if key not in ("zeros",)) and not any(int(z) for z in zeros.ravel())

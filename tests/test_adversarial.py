@@ -40,15 +40,19 @@ def world(tmp_path_factory):
         mask[0, [0, 2]] = True
         mask[2, 5] = True
         mask[3, [1, 4, 6]] = True
+        # the parameters outside the statement (a head and a bias), bound by the commitment's digest
+        rest = {"head/kernel": rng.normal(size=(B, 3)).astype(np.float32), "head/bias": np.zeros(3, np.float32)}
         cs = P.CommitSpec(block_size=B, logrows=13)
         client = P.KeyStore(root / "client")
-        com, sec = P.commit_personalization(theta_p, fisher, cs, client_id="alice", keystore=client)
+        com, sec = P.commit_personalization(theta_p, fisher, cs, client_id="alice", keystore=client, rest=rest)
         com = P.save_commitment(root / "com.npz", com, sec, root / "sec.npz")
         bundle = P.prove_unlearning(theta_p, fisher, mask, com, sec, request_id="req-1", out_dir=root / "honest",
-                                    keystore=client)
+                                    keystore=client, rest_u=rest, mask_sha256="a" * 64,
+                                    opening_out=root / "opening.npz")
         u = P.unlearn_committed(theta_p, fisher, mask, com, sec, keystore=client)
-        yield dict(root=root, theta_p=theta_p, fisher=fisher, mask=mask, cs=cs, com=com, sec=sec, u=u,
-                   honest=bundle, client=client, provider=P.KeyStore(root / "provider"))
+        yield dict(root=root, theta_p=theta_p, fisher=fisher, mask=mask, cs=cs, com=com, sec=sec, u=u, rest=rest,
+                   honest=bundle, client=client, provider=P.KeyStore(root / "provider"),
+                   opening=P.binding.Opening.load(root / "opening.npz"))
 
 
 def verify(w, bundle, **kw):
@@ -523,3 +527,133 @@ def test_commitment_claiming_a_ceremony_srs_still_gets_the_insecure_warning(worl
     res = verify(world, bundle, com=com)
     assert res.valid, res.reason
     assert res.insecure_srs, "a local SRS was reported as a ceremony one"
+
+
+# ----------------------------------------------------------------------------- the whole model
+
+def _deployed(w, rest=None, theta=None):
+    return (w["u"].theta_u if theta is None else theta, w["rest"] if rest is None else rest, w["opening"])
+
+
+def test_honest_deployed_model_opens_the_bundle(world):
+    res = verify(world, world["honest"], mask_sha256="a" * 64, deployed=_deployed(world))
+    assert res.valid, res.reason
+    d = res.details
+    assert d["deployed_checked"] and d["mask_file_bound"] and d["rest_parameters"] == 2 and d["rest_values"] == 3 * B + 3
+    assert d["certified_blocks"] == 3 and d["unchanged_blocks"] == 1
+
+
+@pytest.mark.parametrize("edit", ["head_value", "bias_ulp", "dtype", "extra", "missing"])
+def test_deployed_model_changed_outside_the_statement_is_rejected(world, edit):
+    """Forget behaviour restored outside the statement (the head, a bias) — or the rest re-typed,
+    padded or dropped — never verifies against the deployed model, and the prover refuses it."""
+    rest = {k: v.copy() for k, v in world["rest"].items()}
+    if edit == "head_value":
+        rest["head/kernel"][0, 1] += 0.5
+    elif edit == "bias_ulp":
+        rest["head/bias"][2] = np.nextafter(np.float32(0), np.float32(1))
+    elif edit == "dtype":
+        rest["head/bias"] = rest["head/bias"].astype(np.float64)
+    elif edit == "extra":
+        rest["head2/kernel"] = np.ones((2, 2), np.float32)
+    else:
+        del rest["head/bias"]
+    res = verify(world, world["honest"], deployed=_deployed(world, rest=rest))
+    assert not res.valid and "outside the statement" in res.reason
+    with pytest.raises(P.ProofError, match="outside the statement|not the committed model"):
+        P.prove_unlearning(world["theta_p"], world["fisher"], world["mask"], world["com"], world["sec"],
+                           request_id="req-x", out_dir=world["root"] / f"never_{edit}", keystore=world["client"],
+                           rest_u=rest)
+    assert not (world["root"] / f"never_{edit}").exists()
+
+
+@pytest.mark.parametrize("block", [0, 1])
+def test_deployed_kernels_other_than_certified_are_rejected(world, block):
+    """One unit moved in a certified block (0) or an unchanged block (1) of the deployed kernels."""
+    theta = world["u"].theta_u.copy()
+    theta[block, 3] += 2.0 ** -world["com"].theta_exp
+    res = verify(world, world["honest"], deployed=_deployed(world, theta=theta))
+    assert not res.valid and f"block {block} of the deployed kernels" in res.reason
+
+
+def test_deployed_kernels_off_the_grid_are_rejected(world):
+    theta = world["u"].theta_u.copy()
+    theta[2, 0] += 2.0 ** -(world["com"].theta_exp + 3)
+    res = verify(world, world["honest"], deployed=_deployed(world, theta=theta))
+    assert not res.valid and "not on the committed grid" in res.reason
+
+
+def test_opening_of_another_bundle_or_salt_is_rejected(world):
+    op = world["opening"]
+    other = P.binding.Opening(op.blind_theta_u, op.rest_salt, "0" * 64)
+    res = verify(world, world["honest"], deployed=(world["u"].theta_u, world["rest"], other))
+    assert not res.valid and "another bundle" in res.reason
+    salt = bytes([op.rest_salt[0] ^ 1]) + op.rest_salt[1:]
+    res = verify(world, world["honest"], deployed=(world["u"].theta_u, world["rest"],
+                                                    P.binding.Opening(op.blind_theta_u, salt, op.statement_sha256)))
+    assert not res.valid and "outside the statement" in res.reason
+
+
+def test_bundle_for_another_mask_file_with_the_same_bits_is_rejected(world):
+    """The statement binds the mask file (forget set, method, fraction), not only its bits."""
+    res = verify(world, world["honest"], mask_sha256="b" * 64)
+    assert not res.valid and "another mask file" in res.reason
+
+
+def test_statement_rest_digest_rewritten_is_rejected(world, tmp_path):
+    b = copy_bundle(world, tmp_path)
+    rewrite_statement(b, lambda st: st.update(rest_digest="0" * 64))
+    res = verify(world, b)
+    assert not res.valid and "outside the statement" in res.reason
+
+
+# ----------------------------------------------------------------------------- the compensation bound
+
+def _lever_inverse(world, d=17):
+    """Issue 15's lever: block 2 (one masked weight, position 5) gets the committed column
+    (±(2^23 − 1) on every free row, d on the masked row): Group-OBS then moves every free weight
+    by ~2^23/d times the removed weight. Returned as the float inverse a client would commit."""
+    aq = quant.quantize_inverse(quant.inverse_fisher(world["fisher"]), world["sec"].inverse_exps, world["cs"].a_bits)
+    lever = aq[2].copy()
+    signs = np.where(np.arange(B) % 2 == 0, 1, -1)
+    lever[:, 5] = signs * (2 ** 23 - 1)
+    lever[5, :] = lever[:, 5]
+    lever[5, 5] = d
+    A = quant.inverse_fisher(world["fisher"])
+    A[2] = np.ldexp(lever.astype(np.float64), -30)  # the exponent 30 maps it back to these integers
+    return A
+
+
+def test_lever_curvature_is_refused_by_the_client_and_the_circuit(world, tmp_path):
+    """A client commits (before any mask) an inverse whose masked column is a lever. Its own code
+    refuses the update (the public compensation bound), and a hand-made witness — the exact
+    Group-OBS update for the committed lever, every other check satisfied — cannot be proven."""
+    A = _lever_inverse(world)
+    com, sec = P.commit_personalization(world["theta_p"], world["fisher"], world["cs"], client_id="alice",
+                                        keystore=world["client"], inverse=A)
+    assert int(sec.inverse_exps[2]) == 30
+    with pytest.raises(quant.QuantizationError, match="block 2.*compensation bound"):
+        P.unlearn_committed(world["theta_p"], world["fisher"], world["mask"], com, sec, keystore=world["client"],
+                            inverse=A)
+    u = forged_u(world)
+    u.inverse_q = quant.quantize_inverse(A, sec.inverse_exps, world["cs"].a_bits)
+    spec = next(s for s, bl in u.plan if 2 in bl)
+    import dataclasses
+    loose = P.CircuitSpec(dataclasses.replace(world["cs"], delta_ratio=2 ** 30), kmax=spec.kmax,
+                          chunk_blocks=spec.chunk_blocks)
+    w = quant.certify_block(u.theta_p_q[2], u.inverse_q[2], np.flatnonzero(world["mask"][2]), loose)
+    moved = np.abs(w.theta_u - u.theta_p_q[2])
+    removed = abs(int(u.theta_p_q[2][5]))
+    assert moved.max() > 1000 * removed  # a lever: the free weights move ~2^23/17 × the removed one
+    u.witnesses[2] = w
+    u.theta_u_q[2] = w.theta_u
+    with pytest.raises(RuntimeError):  # ezkl: the compensation check has no witness
+        prove_witness(u, com, sec, request_id="r", out_dir=tmp_path / "d", keystore=world["client"],
+                      check_openings=False)
+    assert not (tmp_path / "d").exists()
+
+
+def test_verifier_refuses_a_commitment_with_a_looser_bound_than_its_policy(world):
+    """ρ is public (in the commitment's spec); a provider caps it."""
+    res = verify(world, world["honest"], max_delta_ratio=world["cs"].delta_ratio - 1)
+    assert rejected(res, "compensation bound")

@@ -11,7 +11,7 @@ from zkapex_jax import cli
 from zkapex_jax.core.blocks import BlockLayout
 from zkapex_jax.core.mask import Mask
 from zkapex_jax.models import build_model
-from zkapex_jax.core.params import get_paths
+from zkapex_jax.core.params import get_paths, set_paths
 from zkapex_jax.models.train import load_checkpoint, save_checkpoint
 
 PATH = "vit/encoder/layer/0/attention/attention/query/bias"  # 16 weights of vit-test: 4 blocks of 4
@@ -71,10 +71,21 @@ def test_full_flow_and_exit_codes(files, capsys):
     assert np.all(u[[1, 6, 7, 12]] == 0)
     assert run("unlearn", *client, "--out", d / "unl") == 2  # exists: refused without --force
     assert run("prove", *client, "--request-id", "r1", "--out", d / "bundle", "--jobs", 2,
-               "--unlearned", d / "unl") == 0
+               "--unlearned", d / "unl", "--opening", d / "opening.npz") == 0
+    capsys.readouterr()
+    # the whole deployed model: VALID as written; with the head changed, REJECTED
+    v = ["--commitment", d / "com.npz", "--keystore", d / "provider", "--mask", d / "mask.json", "--request-id", "r1"]
+    assert run("verify", d / "bundle", *v, "--deployed", d / "unl", "--opening", d / "opening.npz", "--json") == 0
+    rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rep["details"]["deployed_checked"] and rep["details"]["rest_parameters"] > 10 and not rep["warnings"]
+    head = "classifier/kernel"
+    tampered = set_paths(theta_u, {head: np.asarray(get_paths(theta_u, [head])[head]) * 1.5})
+    save_checkpoint(d / "unl-head", tampered)
+    assert run("verify", d / "bundle", *v, "--deployed", d / "unl-head", "--opening", d / "opening.npz") == 1
+    assert "outside the statement" in capsys.readouterr().out
+    assert run("verify", d / "bundle", *v, "--deployed", d / "unl-head") == 2  # --opening missing
     capsys.readouterr()
     # a deployed model that is not the certified one: exit 1, no bundle
-    from zkapex_jax.core.params import set_paths
     bad = set_paths(theta_u, {PATH: np.where(np.arange(16) == 1, u.ravel()[0], u.ravel()).astype(np.float32).reshape(u.shape)})
     save_checkpoint(d / "unl-bad", bad)
     assert run("prove", *client, "--request-id", "r1", "--out", d / "bundle-bad", "--unlearned", d / "unl-bad") == 1
@@ -99,6 +110,29 @@ def test_full_flow_and_exit_codes(files, capsys):
     assert run("verify", d / "bundle", *v, "--mask", d / "junk.json") == 2
     # prove refuses to overwrite; nothing half-written
     assert run("prove", *client, "--request-id", "r1", "--out", d / "bundle") == 2
+
+
+def test_changes_outside_the_statement_are_refused(files, capsys):
+    """The commitment binds every parameter, not only the statement's kernels: a personalized
+    checkpoint whose head differs from the committed one is refused (exit 2), and `prove
+    --unlearned` refuses a deployed model with the head changed (exit 1, no bundle, no opening)."""
+    d = files
+    assert run("commit", "--params", d / "pers", "--fisher", d / "fisher.npz", "--client-id", "bob",
+               "--out", d / "com-w.npz", "--secrets", d / "sec-w.npz", "--logrows", 13) == 0
+    params, _ = load_checkpoint(d / "pers")
+    head = "classifier/kernel"
+    changed = set_paths(params, {head: np.asarray(get_paths(params, [head])[head]) + 0.25})
+    save_checkpoint(d / "pers-head", changed)
+    base = ["--fisher", d / "fisher.npz", "--commitment", d / "com-w.npz", "--secrets", d / "sec-w.npz",
+            "--mask", d / "mask.json"]
+    capsys.readouterr()
+    assert run("unlearn", "--params", d / "pers-head", *base, "--out", d / "unl-w") == 2
+    assert "not the committed personalized model" in capsys.readouterr().err and not (d / "unl-w").exists()
+    assert run("prove", "--params", d / "pers", *base, "--request-id", "r", "--out", d / "bundle-w",
+               "--unlearned", d / "pers-head", "--opening", d / "open-w.npz") == 1
+    err = capsys.readouterr().err
+    assert "classifier/kernel" in err and "outside the statement" in err
+    assert not (d / "bundle-w").exists() and not (d / "open-w.npz").exists()
 
 
 def test_malformed_fisher_is_clear(files, capsys):

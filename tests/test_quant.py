@@ -161,3 +161,66 @@ def test_inverse_quantization_rounds_to_nearest():
     q = quant.quantize_inverse(A, e, 24)
     want = [[round(Fraction(x) * 2 ** 22) for x in row] for row in A[0]]
     assert q[0].tolist() == want and q[0, 1, 1] == 0
+
+
+@pytest.mark.parametrize("a_bits", [16, 24])
+def test_a_maximum_that_rounds_up_to_the_range_edge_still_quantizes(a_bits):
+    """Issue 15: max|A_b|·2^e just below 2^(a−1) used to round to exactly 2^(a−1) and leave the range."""
+    A = np.zeros((2, 2, 2))
+    A[0] = np.diag([(2.0 ** (a_bits - 1) - 0.3) * 2.0 ** -30, 1e-9])   # rounds up to the edge at e = 30
+    A[1] = np.diag([(2.0 ** (a_bits - 1) - 0.7) * 2.0 ** -30, 1e-9])   # does not
+    e = quant.inverse_block_exponents(A, a_bits)
+    assert e.tolist() == [29, 30]
+    q = quant.quantize_inverse(A, e, a_bits)
+    assert int(np.abs(q).max()) < 2 ** (a_bits - 1) and int(q[0, 0, 0]) >= 2 ** (a_bits - 2) - 1
+
+
+def test_compensation_bound_refuses_a_lever_block():
+    """A column (d, ±(2^23 − 1), …) makes the single masked weight a lever: the update would move
+    the free weights by ~2^23/d times the removed weight; the public bound ρ·Σ|θ̂p[S]| refuses it
+    with advice, and a ρ large enough admits the same block (the check is the only difference)."""
+    import dataclasses
+    B = 8
+    cs = relation.CommitSpec(block_size=B, logrows=13)
+    A = (np.eye(B) * 2 ** 22).astype(np.int64)
+    A[:, 0] = np.where(np.arange(B) % 2 == 0, 1, -1) * (2 ** 23 - 1)
+    A[0, :] = A[:, 0]
+    A[0, 0] = 17
+    tp = np.arange(1, B + 1, dtype=np.int64) * 100
+    spec = relation.CircuitSpec(cs, kmax=1)
+    with pytest.raises(quant.QuantizationError, match="compensation bound"):
+        quant.certify_block(tp, A, [0], spec)
+    loose = relation.CircuitSpec(dataclasses.replace(cs, delta_ratio=2 ** 20), kmax=1)
+    w = quant.certify_block(tp, A, [0], loose)
+    assert np.abs(w.theta_u - tp).max() > 4000 * 100
+
+
+def test_the_certificate_budget_edge_is_derived_and_exact():
+    """Issue 15: what a hand-made Y can certify, against what the client's code certifies, for one
+    masked weight (D = [d], a = 24, γ = 20): the client needs d ≥ 17; the relation admits a Y for
+    d ≥ 13 (κ* = conditioning_bound); for d = 12 no Y in the range satisfies |Y·d − 2^ty| < 2^e."""
+    cs = relation.CommitSpec(block_size=8, logrows=13)
+    spec = relation.CircuitSpec(cs, kmax=1)
+    bd = spec.bounds
+    kappa = relation.conditioning_bound(cs, 1)
+    assert bd.gamma == 20 and Fraction(2 ** 20) < kappa < Fraction(4, 3) * 2 ** 20 + 1
+    tp = np.zeros(8, dtype=np.int64)
+    tp[0] = 1000
+    for d in (16, 17):  # the client's code: refuses 16, certifies 17
+        A = (np.eye(8) * 2 ** 22).astype(np.int64)
+        A[0, 0] = d
+        if d == 16:
+            with pytest.raises(quant.QuantizationError, match="ill-conditioned"):
+                quant.certify_block(tp, A, [0], spec)
+        else:
+            quant.certify_block(tp, A, [0], spec)
+
+    def admissible(d):  # the best hand-made Y: the largest |Y| < 2^y (closest to 2^ty/d from below)
+        Y = min(2 ** bd.y - 1, round(2 ** bd.ty / d))
+        return abs(Y * d - 2 ** bd.ty) < 2 ** bd.e and abs(Y) < 2 ** bd.y
+
+    assert [d for d in range(10, 20) if admissible(d)] == list(range(13, 20))
+    for d in (12, 13):  # κ* separates them exactly: max|D⁻¹|·2^a = 2^24/d
+        assert (Fraction(2 ** cs.a_bits, d) < kappa) == admissible(d)
+    # d = 12: every Y below 2^y leaves |E| ≥ 2^e (Y·12 ≤ (2^y − 1)·12 < 2^ty − 2^e + 1)
+    assert (2 ** bd.y - 1) * 12 <= 2 ** bd.ty - 2 ** bd.e

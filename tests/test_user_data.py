@@ -113,6 +113,13 @@ def test_cli_on_own_folder(tmp_path, capsys, monkeypatch):
                      "--out", str(tmp_path / "fisher.npz"), "--pattern", pattern, "--block-size", "16", *m]) == 0
     f, layout = cli.load_fisher(tmp_path / "fisher.npz")
     assert f.shape == (layout.num_blocks, 16, 16) and np.isfinite(f).all()
+    # another curvature family (the masked layer's input second moment), relative damping
+    assert cli.main(["fisher", "--params", str(tmp_path / "pers"), "--data", str(tmp_path / "client"),
+                     "--out", str(tmp_path / "xx.npz"), "--pattern", pattern, "--block-size", "16",
+                     "--curvature", "layer_inputs", "--damping", "1e-2", "--relative-damping", *m]) == 0
+    assert "curvature (layer_inputs)" in capsys.readouterr().out
+    fx, _ = cli.load_fisher(tmp_path / "xx.npz")
+    assert fx.shape == f.shape and np.linalg.eigvalsh(fx).min() > 0 and not np.allclose(fx, f, rtol=0.1)
     capsys.readouterr()
     # bad data choices: exit 2 with a message, nothing written
     for argv in (["mask", "--global", str(tmp_path / "global"), "--data", str(tmp_path / "provider"),
@@ -175,6 +182,10 @@ def test_text_folders_for_a_language_model(tmp_path, capsys):
     f, layout = cli.load_fisher(tmp_path / "fisher.npz")
     assert f.shape == (layout.num_blocks, 16, 16) and np.isfinite(f).all()
     capsys.readouterr()
+    # label-sampling curvatures need a classifier: exit 2 with the reason, nothing written
+    assert cli.main(["fisher", "--params", str(tmp_path / "pers"), "--data", str(rust),
+                     "--out", str(tmp_path / "f-true.npz"), "--curvature", "exact", *lm]) == 2
+    assert "needs a classifier" in capsys.readouterr().err and not (tmp_path / "f-true.npz").exists()
     # an LM without its tokenizer, a class list for text, too long sequences: exit 2, nothing written
     for argv, words in (
         (["fisher", "--params", str(tmp_path / "pers"), "--data", str(rust), "--out", str(tmp_path / "x.npz"),

@@ -56,8 +56,10 @@ def test_results_writer_rejects_bad_shape_and_tampering(tmp_path):
 def test_aggregate_mean_std_and_nan():
     agg = common.aggregate([{"a": {"x": 1.0, "y": float("nan")}}, {"a": {"x": 3.0, "y": float("nan")}}])
     assert {k: agg["a"]["x"][k] for k in ("mean", "std", "n")} == {"mean": 2.0, "std": 1.0, "n": 2}
-    assert agg["a"]["x"]["ci95"] == [1.0, 3.0]  # two seeds: the bootstrap means lie in {1, 2, 3}
-    assert agg["a"]["y"] == {"mean": None, "std": None, "ci95": None, "n": 0}
+    assert agg["a"]["x"]["ci95_bootstrap"] == [1.0, 3.0]  # two seeds: the bootstrap means lie in {1, 2, 3}
+    lo, hi = agg["a"]["x"]["ci95"]  # t(0.975, 1) = 12.706, s = √2, n = 2: 2 ± 12.706
+    assert abs(lo - (2 - 12.7062)) < 1e-3 and abs(hi - (2 + 12.7062)) < 1e-3
+    assert agg["a"]["y"] == {"mean": None, "std": None, "ci95": None, "ci95_bootstrap": None, "n": 0}
     assert common.fmt_pm(agg["a"]["x"]) == "2.000 ± 1.000"
 
 
@@ -71,3 +73,16 @@ def test_bootstrap_ci95_against_a_direct_resampling():
     assert (lo, hi) == tuple(np.percentile(means, [2.5, 97.5]))
     assert lo < np.mean(vals) < hi and hi - lo < 0.8
     assert common.bootstrap_ci95([0.3]) is None
+
+
+def test_t_interval_against_a_hand_computation():
+    """The issue's example: the bootstrap under-covers with 5 seeds; the t interval is wider."""
+    import numpy as np
+
+    vals = [0.1, 0.5, 0.2, 0.9, 0.4]
+    lo, hi = common.t_ci95(vals)
+    half = 2.7764451 * np.std(vals, ddof=1) / np.sqrt(5)  # t(0.975, 4)
+    assert abs(lo - (0.42 - half)) < 1e-6 and abs(hi - (0.42 + half)) < 1e-6
+    blo, bhi = common.bootstrap_ci95(vals)
+    assert lo < blo and hi > bhi
+    assert common.t_ci95([0.3]) is None

@@ -139,9 +139,22 @@ def theta_blocks(params, layout) -> np.ndarray:
 
 
 def mask_blocks(mask_path, layout) -> np.ndarray:
+    return load_mask(mask_path, layout)[0]
+
+
+def load_mask(mask_path, layout) -> tuple[np.ndarray, str]:
+    """(the mask's (nb,B) bool blocks, the mask file's content hash — what a statement binds)."""
     from .core.mask import Mask
 
-    return np.asarray(Mask.load(mask_path).to_blocks(layout), dtype=bool)
+    m = Mask.load(mask_path)
+    return np.asarray(m.to_blocks(layout), dtype=bool), m.content_hash()
+
+
+def rest_of(params, layout) -> dict:
+    """Every parameter outside the statement's kernels ({path: array})."""
+    from .protocol.binding import split_rest
+
+    return split_rest(params, layout.paths)
 
 
 def _layout_of(com):
@@ -261,6 +274,12 @@ def _load_client(args):
     if layout.to_dict() != com.layout:
         raise ZkapexError(f"{args.fisher}: block layout differs from the commitment's")
     params = _load_params(args.params)
+    from .protocol.prover import ProofError, check_rest
+
+    try:  # the personalized checkpoint must be the committed one, outside the statement too
+        check_rest(com, sec, rest_of(params, layout))
+    except ProofError as e:
+        raise ZkapexError(f"{args.params}: not the committed personalized model ({e})") from None
     return com, sec, fisher, layout, params, theta_blocks(params, layout), mask_blocks(args.mask, layout)
 
 
@@ -440,10 +459,18 @@ def cmd_fisher(args) -> int:
     fam, cfg, params = _model_and_params(args, args.params)
     layout = pl.block_layout(cfg, params)
     data = _client_data(args, fam, cfg, "client data")
-    f = client.client_fisher(fam, params, _as_data(fam, data), layout,
-                             damping=cfg.damping if args.damping is None else args.damping, chunk_size=cfg.fisher_chunk)
+    import jax
+
+    try:
+        f = client.client_curvature(fam, params, _as_data(fam, data), layout, kind=args.curvature,
+                                    damping=cfg.damping if args.damping is None else args.damping,
+                                    relative=args.relative_damping, chunk_size=cfg.fisher_chunk,
+                                    key=jax.random.PRNGKey(args.seed))
+    except ValueError as e:  # a curvature this family cannot give (e.g. 'true' for a language model)
+        raise ZkapexError(f"--curvature {args.curvature}: {e}") from None
     save_fisher(args.out, f, layout)
-    _say(f"fisher: {layout.num_blocks} blocks of {layout.block_size} from {_n(data)} examples → {args.out}")
+    _say(f"curvature ({args.curvature}): {layout.num_blocks} blocks of {layout.block_size} from {_n(data)} examples "
+         f"→ {args.out}")
     return 0
 
 
@@ -496,7 +523,8 @@ def cmd_commit(args) -> int:
     ks = _keystore(args)
     cs = _commit_spec(layout.block_size, args.logrows, ks)
     com, sec = commit_personalization(theta_blocks(params, layout), fisher, cs, client_id=args.client_id,
-                                      keystore=ks, layout=layout.to_dict(), progress=True)
+                                      keystore=ks, layout=layout.to_dict(), progress=True,
+                                      rest=rest_of(params, layout))
     com = save_commitment(args.out, com, sec, args.secrets)
     _say(f"commitment: {com.num_blocks} blocks × ({cs.block_size} inverse-Fisher columns + θp), logrows "
          f"{cs.logrows} → {args.out} (sha256 {com.sha256[:16]}…); secrets → {args.secrets} (keep private)")
@@ -532,20 +560,46 @@ def _leaves(params, layout):
 
 def cmd_prove(args) -> int:
     from .protocol import prove_unlearning
+    from .protocol.prover import ProofError
 
     if os.path.lexists(args.out):
         raise ZkapexError(f"{args.out} exists; choose a new bundle directory")
+    if args.opening is not None:
+        if os.path.lexists(args.opening) and not args.force:
+            raise ZkapexError(f"{args.opening} exists; pass --force to replace it")
+        if Path(args.opening).resolve() in {Path(x).resolve() for x in (args.params, args.fisher, args.commitment,
+                                                                         args.secrets, args.mask, args.out)}:
+            raise ZkapexError(f"--opening {args.opening} is one of the inputs or the bundle")
     com, sec, fisher, layout, params, tb, mb = _load_client(args)
-    theta_u = None
+    _, mask_sha = load_mask(args.mask, layout)
+    theta_u = rest_u = None
     if args.unlearned:
-        theta_u = theta_blocks(_load_params(args.unlearned), layout)
+        unl = _load_params(args.unlearned)
+        from .protocol.binding import rest_difference
+
+        rest_u = rest_of(unl, layout)
+        diff = rest_difference(rest_of(params, layout), rest_u)
+        if diff:
+            raise ProofError(f"{args.unlearned}: {diff}")
+        theta_u = theta_blocks(unl, layout)
+    opening_tmp = None
+    if args.opening is not None:  # written beside, renamed over --opening only once the bundle exists
+        opening_tmp = Path(args.opening).with_name(f".{Path(args.opening).name}.{os.getpid()}.tmp")
     t0 = time.perf_counter()
-    out = prove_unlearning(tb, fisher, mb, com, sec, request_id=args.request_id, out_dir=args.out,
-                           keystore=_keystore(args), jobs=args.jobs, progress=True, executor=args.executor,
-                           ray_address=args.ray_address, theta_u=theta_u)
+    try:
+        out = prove_unlearning(tb, fisher, mb, com, sec, request_id=args.request_id, out_dir=args.out,
+                               keystore=_keystore(args), jobs=args.jobs, progress=True, executor=args.executor,
+                               ray_address=args.ray_address, theta_u=theta_u, rest_u=rest_u, mask_sha256=mask_sha,
+                               opening_out=opening_tmp)
+        if opening_tmp is not None:
+            os.replace(opening_tmp, args.opening)
+    finally:
+        if opening_tmp is not None and opening_tmp.exists():
+            opening_tmp.unlink()
     st = json.loads((Path(out) / "statement.json").read_text())
     _say(f"bundle: {len(st['proofs'])} proofs for {st['prover']['masked_blocks']} masked blocks → {out} "
-         f"({time.perf_counter() - t0:.1f} s)")
+         f"({time.perf_counter() - t0:.1f} s)" + (f"; deployment opening → {args.opening} (give it only with "
+                                                   "the deployed model)" if args.opening else ""))
     return 0
 
 
@@ -553,19 +607,36 @@ def cmd_verify(args) -> int:
     from .protocol import load_commitment, verify_bundle
 
     try:
+        if (args.deployed is None) != (args.opening is None):
+            raise ZkapexError("--deployed and --opening go together (the deployed model and its opening)")
         com = load_commitment(args.commitment)
-        mb = mask_blocks(args.mask, _layout_of(com))
+        layout = _layout_of(com)
+        mb, mask_sha = load_mask(args.mask, layout)
+        deployed = None
+        if args.deployed is not None:
+            from .protocol.binding import Opening
+
+            dep = _load_params(args.deployed)
+            deployed = (theta_blocks(dep, layout), rest_of(dep, layout), Opening.load(args.opening))
         res = verify_bundle(args.bundle, com, mb, keystore=_keystore(args, "keystore"), client_id=args.client_id,
-                            request_id=args.request_id, progress=not args.json)
+                            request_id=args.request_id, progress=not args.json, mask_sha256=mask_sha,
+                            deployed=deployed)
     except (ValueError, OSError) as e:  # ZkapexError/ArtifactError are ValueErrors
         _emit_verify(args, {"valid": False, "malformed": True, "reason": str(e)})
         return EXIT_MALFORMED
     except RuntimeError as e:  # the provider's own key store could not be built (ezkl stage failed)
         _emit_verify(args, {"valid": False, "malformed": True, "reason": f"key store: {e}"})
         return EXIT_MALFORMED
+    warnings = []
+    if res.valid and args.request_id is None:
+        warnings.append(f"no --request-id given: any bundle of this client for this mask verifies (this one is for "
+                        f"request {ascii(res.request_id)}); pin the request you issued")
+    if res.valid and args.deployed is None:
+        warnings.append("the deployed model was not checked: VALID covers the model the commitments define; pass "
+                        "--deployed CKPT --opening FILE to check a deployed checkpoint")
     _emit_verify(args, {"valid": res.valid, "reason": res.reason, "client_id": res.client_id,
                         "request_id": res.request_id, "proofs": res.n_proofs, "bound_units": res.bound_units,
-                        "insecure_srs": res.insecure_srs})
+                        "insecure_srs": res.insecure_srs, "details": res.details, "warnings": warnings})
     return EXIT_VALID if res.valid else EXIT_REJECTED
 
 
@@ -578,6 +649,8 @@ def _emit_verify(args, d):
         _say(f"client {d['client_id']!r} ({ascii(d['client_id'])}), request {d['request_id']!r} "
              f"({ascii(d['request_id'])})")
         _say(("VALID: " if d["valid"] else "REJECTED: ") + d["reason"])
+        for w in d.get("warnings", []):
+            _say(f"NOTE: {w}")
         if d.get("insecure_srs"):
             _say("WARNING: the SRS was generated locally — INSECURE, test only")
 
@@ -645,6 +718,7 @@ def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, jobs=2, seed
     from .protocol import (KeyStore, commit_personalization, prove_witness, save_commitment,
                            unlearn_committed, verify_bundle)
     from .protocol.statement import plan_proofs
+    from .protocol.binding import Opening
     from .models.train import save_checkpoint
 
     out = Path(out)
@@ -689,12 +763,12 @@ def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, jobs=2, seed
         cs = _commit_spec(block_size, logrows, client_ks)
         tb = theta_blocks(theta_p, layout)
         com, sec = commit_personalization(tb, fisher, cs, client_id="client-0", keystore=client_ks,
-                                          layout=layout.to_dict(), progress=True)
+                                          layout=layout.to_dict(), progress=True, rest=rest_of(theta_p, layout))
         com = save_commitment(out / "commitment.npz", com, sec, out / "commitment-secrets.npz")
     with stage("provider: mask"):
         mask = pl.provider_mask(cfg, theta_g, data, seed=seed)
         mask.save(out / "mask.json")
-        mb = np.asarray(mask.to_blocks(layout), dtype=bool)
+        mb, mask_sha = load_mask(out / "mask.json", layout)
     with stage("client: Group-OBS (float) and certified update"):
         theta_u_float, info = pl.unlearn(theta_p, fisher, mask, layout)
         u = unlearn_committed(tb, fisher, mb, com, sec, keystore=client_ks)
@@ -704,12 +778,16 @@ def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, jobs=2, seed
         save_checkpoint(out / "unlearned", theta_u, {"commitment_sha256": com.sha256})
     with stage("client: prove"):
         bundle = prove_witness(u, com, sec, request_id="request-0", out_dir=out / "bundle", keystore=client_ks,
-                               jobs=jobs, progress=True, executor=executor)
+                               jobs=jobs, progress=True, executor=executor, mask_sha256=mask_sha,
+                               opening_out=out / "opening.npz")
     with stage("provider: keys"):
         for spec, _ in plan_proofs(mb, cs, root=provider_ks.root):
             provider_ks.ensure(spec)
     with stage("provider: verify"):
-        res = verify_bundle(bundle, com, mb, keystore=provider_ks, client_id="client-0", request_id="request-0")
+        deployed = _load_params(out / "unlearned")  # the checkpoint as written: the whole model is checked
+        res = verify_bundle(bundle, com, mb, keystore=provider_ks, client_id="client-0", request_id="request-0",
+                            mask_sha256=mask_sha, deployed=(theta_blocks(deployed, layout), rest_of(deployed, layout),
+                                                            Opening.load(out / "opening.npz")))
     with stage("evaluate"):
         accs = {name: pl.evaluate(cfg, p, data, mia=False) for name, p in
                 (("global", theta_g), ("personalized", theta_p), ("mask_only", pl.mask_only(theta_p, mask)),
@@ -816,6 +894,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "directory (config.json + weights; default vit-demo)")
     p.add_argument("--block-size", type=BLOCK, default=16, help="weights per block B (default 16)")
     p.add_argument("--damping", type=_float_in(0.0), default=None, help="Fisher damping ≥ 0 (default: the config's)")
+    p.add_argument("--relative-damping", action="store_true",
+                   help="--damping is a multiple of each block's mean diagonal (floored at the whole curvature's)")
+    p.add_argument("--curvature", choices=("empirical", "true", "exact", "layer_inputs"), default="empirical",
+                   help="the curvature family: the paper's empirical Fisher (default), the true Fisher (sampled "
+                        "labels), the exact Fisher / Gauss-Newton, or the layer-input second moment XXᵀ of OBC")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--data", type=_path, default=None,
                    help="the client's labelled images (.npz with x, y or a folder of class folders), or text/code "
@@ -876,7 +959,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 "or a local process pool")
             p.add_argument("--ray-address", default=None, help="an existing Ray cluster (e.g. auto, ray://host:10001)")
             p.add_argument("--unlearned", type=_path, default=None,
-                           help="certify this unlearned checkpoint (fails, exit 1, if it is not the certified update)")
+                           help="certify this unlearned checkpoint (fails, exit 1, if it is not the certified update "
+                                "or any parameter outside the statement differs from --params)")
+            p.add_argument("--opening", type=_path, default=None,
+                           help="also write the deployment opening (Com(θu) blinders, rest salt): lets whoever gets "
+                                "the deployed model check all of it with `zkapex verify --deployed`")
+            p.add_argument("--force", action="store_true", help="replace an existing --opening")
         else:
             p.add_argument("--force", action="store_true", help="replace an existing output checkpoint")
         common(p)
@@ -888,11 +976,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", type=_path, required=True, help="the published mask")
     p.add_argument("--client-id", type=_text, default=None, help="require this client id")
     p.add_argument("--request-id", type=_text, default=None, help="require this request id")
+    p.add_argument("--deployed", type=_path, default=None,
+                   help="the deployed (unlearned) checkpoint: check that every parameter is the certified one")
+    p.add_argument("--opening", type=_path, default=None, help="the deployment opening from `zkapex prove --opening`")
     p.add_argument("--json", action="store_true", help="one JSON line instead of text")
     common(p, keystore=True)
     p.set_defaults(fn=cmd_verify)
 
-    p = sub.add_parser("demo", help="the whole protocol on Fashion-MNIST (vit-demo, ~10 min on 2 cores)")
+    p = sub.add_parser("demo", help="the whole protocol on Fashion-MNIST (vit-demo, ~3 min on 2 cores)")
     p.add_argument("--out", type=_path, required=True, help="a new (or empty) output directory")
     p.add_argument("--big", action="store_true", help="a bigger statement: vit-tiny fc1 (65,536 parameters)")
     p.add_argument("--model", default="vit-demo", type=_text,

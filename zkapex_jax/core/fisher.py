@@ -305,9 +305,11 @@ def _mesh_axis(sharding: Any) -> tuple[Mesh, str]:
     raise TypeError(f"sharding must be None, a jax.sharding.Mesh or a NamedSharding, got {type(sharding)}")
 
 
-def _prepare_chunks(batch, n, chunk_size, sharding):
-    """Pad/reshape the batch to ``(n_chunks, chunk, ...)`` plus a ``(n_chunks, chunk)`` 0/1 weight
-    of the real examples; place it on the mesh when data parallel. Returns (chunks, weights, mesh)."""
+def _prepare_chunks(batch, n, chunk_size, sharding, example_weights=None):
+    """Pad/reshape the batch to ``(n_chunks, chunk, ...)`` plus a ``(n_chunks, chunk)`` weight of
+    the real examples (1, or √w for ``example_weights`` w; 0 for padding: it multiplies the
+    gradients, so their outer products carry w); place it on the mesh when data parallel.
+    Returns (chunks, weights, mesh)."""
     mesh = axis = None
     ndev = 1
     if sharding is not None:
@@ -316,7 +318,10 @@ def _prepare_chunks(batch, n, chunk_size, sharding):
     chunk = min(_check_chunk(chunk_size), n)
     chunk = -(-chunk // ndev) * ndev  # a multiple of the number of devices
     chunks, n_chunks = _pad_and_chunk(batch, n, chunk)
-    weights = (np.arange(n_chunks * chunk) < n).reshape(n_chunks, chunk)
+    weights = (np.arange(n_chunks * chunk) < n).astype(np.float64)
+    if example_weights is not None:
+        weights[:n] = np.sqrt(example_weights)
+    weights = weights.reshape(n_chunks, chunk).astype(np.float64 if jax.config.jax_enable_x64 else np.float32)
     if mesh is not None:
         xs_sh = NamedSharding(mesh, PartitionSpec(None, axis))
         chunks = jax.device_put(chunks, xs_sh)
@@ -330,7 +335,7 @@ def _replicate(tree, mesh):
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
-def _fisher_scan_impl(params, chunks, weights, damping, *, loss_fn, layout, n, ndev, split, replicated):
+def _fisher_scan_impl(params, chunks, weights, damping, total, *, loss_fn, layout, n, ndev, split, replicated):
     """``lax.scan`` over chunks. With ``ndev`` devices the carry is ``(ndev, nb, B, B)``, sharded
     over devices (``split``): each device sums the outer products of its own examples with no
     communication, and one reduction over devices happens after the scan."""
@@ -357,7 +362,7 @@ def _fisher_scan_impl(params, chunks, weights, damping, *, loss_fn, layout, n, n
     if split is not None:
         acc0 = lax.with_sharding_constraint(acc0, split)
     acc, _ = lax.scan(step, acc0, (chunks, weights))
-    f = jnp.sum(acc, axis=0) / n + damping.astype(dtype) * jnp.eye(b, dtype=dtype)
+    f = jnp.sum(acc, axis=0) / total.astype(dtype) + damping.astype(dtype) * jnp.eye(b, dtype=dtype)
     if replicated is not None:
         f = lax.with_sharding_constraint(f, replicated)
     return f
@@ -383,6 +388,7 @@ def accumulate_fisher(
     damping: float,
     chunk_size: int = 64,
     sharding: Mesh | NamedSharding | None = None,
+    weights: Any = None,
 ):
     """Block-wise empirical Fisher of the layout's kernels, streamed over chunks of examples.
 
@@ -404,6 +410,9 @@ def accumulate_fisher(
         spec shards the leading axis (e.g. ``NamedSharding(data_mesh(), PartitionSpec('data'))``):
         each chunk's examples are split over the mesh axis, params and the Fisher are replicated
         and XLA all-reduces the per-device sums.
+      weights: optional ``(N,)`` non-negative example weights ``w``: the result is then
+        ``damping * I + sum_i w_i g g^T / sum_i w_i`` (the exact Fisher of
+        :mod:`~zkapex_jax.core.curvature` weighs every label by its probability).
 
     Returns:
       ``(nb, B, B)`` Fisher blocks, in the dtype of the selected parameters.
@@ -416,13 +425,17 @@ def accumulate_fisher(
     for p, s in zip(layout.paths, layout.shapes):
         if tuple(np.shape(got[p])) != s:
             raise ShapeError(f"parameter {p!r} has shape {tuple(np.shape(got[p]))}, the layout says {s}")
-    chunks, weights, mesh = _prepare_chunks(batch, n, chunk_size, sharding)
+    total = float(n)
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != (n,) or not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+            raise ShapeError(f"weights must be ({n},) finite, non-negative and not all zero")
+        total = float(weights.sum())
+    chunks, w, mesh = _prepare_chunks(batch, n, chunk_size, sharding, weights)
     kw = _scan_shardings(mesh, sharding)
     params = _replicate(params, mesh)
-    return _fisher_scan(
-        params, chunks, weights, np.float64(damp) if jax.config.jax_enable_x64 else np.float32(damp),
-        loss_fn=loss_fn, layout=layout, n=n, **kw,
-    )
+    f = np.float64 if jax.config.jax_enable_x64 else np.float32
+    return _fisher_scan(params, chunks, w, f(damp), f(total), loss_fn=loss_fn, layout=layout, n=n, **kw)
 
 
 def _scan_shardings(mesh, sharding) -> dict:

@@ -94,13 +94,15 @@ def inverse_fisher(fisher) -> np.ndarray:
 
 
 def inverse_block_exponents(A, a_bits: int = 24) -> np.ndarray:
-    """(nb,) int e_b with max|A_b|·2^e_b ∈ [2^(a−2), 2^(a−1))."""
+    """(nb,) int e_b with max|A_b|·2^e_b ∈ [2^(a−2), 2^(a−1)) and round(max|A_b|·2^e_b) < 2^(a−1)
+    (a maximum just below 2^(a−1) that would round up to it takes the next smaller exponent)."""
     a = _as_f64(A, "inverse fisher", 3)
     m = np.max(np.abs(a), axis=(1, 2))
     bad = np.flatnonzero(m == 0)
     if bad.size:
         raise SingularBlockError(f"inverse Fisher blocks {bad[:8].tolist()} are all zero")
-    return (a_bits - 2 - np.floor(np.log2(m))).astype(np.int64)
+    e = (a_bits - 2 - np.floor(np.log2(m))).astype(np.int64)
+    return e - (np.rint(np.ldexp(m, e)) >= 2.0 ** (a_bits - 1)).astype(np.int64)
 
 
 def quantize_inverse(A, exps, a_bits: int = 24) -> np.ndarray:
@@ -219,6 +221,14 @@ def certify_block(theta_p_q, a_hat, positions, spec, *, block: int | None = None
         raise QuantizationError(f"{where}: free-row residual exceeds one unit (internal error)")
     if max(abs(int(x)) for x in tu) >= 2 ** bd.s:
         raise QuantizationError(f"{where}: θ̂u leaves the range")
+    limit = cs.delta_ratio * sum(abs(int(tp[j])) for j in S)
+    moves = [abs(int(tu[i]) - int(tp[i])) for i in range(B)]
+    if max(moves) > limit:
+        i = int(np.argmax(moves))
+        raise QuantizationError(
+            f"{where}: the update moves weight {i} by {moves[i]} units, more than the public compensation bound "
+            f"{cs.delta_ratio}·Σ|θ̂p[S]| = {limit}: the committed curvature makes the masked weights a lever here "
+            "(ill-conditioned or designed); increase damping")
     Y = np.rint(Dinv * 2.0 ** bd.ty).astype(np.int64)
     if int(np.max(np.abs(Y))) >= 2 ** bd.y:
         raise QuantizationError(

@@ -189,27 +189,36 @@ def _stem(config: EfficientNetConfig, params, x):
     return _relu6(x + params["stem"]["bias"])
 
 
-def _run_blocks(config: EfficientNetConfig, params, x, start: int, stop: int):
-    """MBConv blocks ``start ≤ i < stop`` applied to the input of block ``start``."""
+def _run_blocks(config: EfficientNetConfig, params, x, start: int, stop: int, record=None):
+    """MBConv blocks ``start ≤ i < stop`` applied to the input of block ``start``. ``record``: a
+    dict that receives the input (NHWC) of every 1×1 convolution, keyed by its kernel's path."""
     for i, (_k, s, e, cin, cout) in enumerate(_blocks()):
         if not start <= i < stop:
             continue
         b = params["blocks"][str(i)]
+        if record is not None and e != 1:
+            record[f"blocks/{i}/expand/kernel"] = x
         h = _relu6(_dense(x, b["expand"])) if e != 1 else x
         h = _relu6(_depthwise(h, b["depthwise"]["kernel"], s, config.padding) + b["depthwise"]["bias"])
+        if record is not None:
+            record[f"blocks/{i}/project/kernel"] = h
         h = _dense(h, b["project"])
         x = x + h if (s == 1 and cin == cout) else h
     return x
 
 
-def apply(config: EfficientNetConfig, params, x, *, features_from: int | None = None):
+def apply(config: EfficientNetConfig, params, x, *, features_from: int | None = None, record=None):
     """Logits ``(N, num_labels)`` of pixels ``x`` NHWC ``(N, H, W, C)`` in ``[0, 1]``.
 
     ``features_from=i`` treats ``x`` as the (cached) input of block ``i`` instead (the output of
-    the frozen stem and blocks ``< i``, see :func:`features`)."""
+    the frozen stem and blocks ``< i``, see :func:`features`). ``record``: a dict that receives the
+    input of every 1×1 convolution by kernel path (the layer-input curvature)."""
     start = 0 if features_from is None else int(features_from)
     x = _stem(config, params, x) if features_from is None else x
-    x = _relu6(_dense(_run_blocks(config, params, x, start, len(_blocks())), params["head"]))
+    x = _run_blocks(config, params, x, start, len(_blocks()), record)
+    if record is not None:
+        record["head/kernel"] = x
+    x = _relu6(_dense(x, params["head"]))
     x = jnp.mean(x, axis=(1, 2))
     return jnp.dot(x, params["classifier"]["kernel"], precision=_HI) + params["classifier"]["bias"]
 

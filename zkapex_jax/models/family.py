@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+import functools
 from functools import lru_cache
 from typing import Any
 
@@ -51,6 +52,9 @@ class Family:
         drawn with ``seed``), where the family ships some.
       prepare: ``prepare(images NHWC in [0, 1]) -> inputs`` where the model's inputs are not the
         images themselves (resizing, channels, a frozen feature extractor); None: identity.
+      layer_inputs: ``layer_inputs(params, inputs (N, ...), paths) -> {kernel path: (N, P, in)}``,
+        the inputs each 2-D kernel sees at its P positions (tokens, pixels): what the
+        ``layer_inputs`` curvature (:mod:`~zkapex_jax.core.curvature`) needs.
     """
 
     name: str
@@ -63,6 +67,7 @@ class Family:
     init_fn: Callable | None = field(default=None, repr=False)
     pretrained_fn: Callable | None = field(default=None, repr=False)
     prepare: Callable | None = field(default=None, repr=False)
+    layer_inputs: Callable | None = field(default=None, repr=False)
     _predict_jit: Callable = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -120,13 +125,46 @@ class Family:
         return float(np.mean(np.argmax(self.logits(params, x, batch_size=batch_size), -1) == y))
 
 
+def linen_layer_inputs(predict: Callable) -> Callable:
+    """``layer_inputs`` of a Flax linen model: the input of every ``nn.Dense`` call whose kernel
+    path is asked for, captured with ``flax.linen.intercept_methods`` (no change to the model)."""
+    import flax.linen as nn
+
+    @functools.partial(jax.jit, static_argnames=("paths",))
+    def run(params, x, paths):
+        seen = {}
+
+        def interceptor(next_fun, args, kwargs, context):
+            if context.method_name == "__call__" and isinstance(context.module, nn.Dense):
+                path = "/".join(str(p) for p in context.module.path) + "/kernel"
+                if path in paths:
+                    a = args[0]
+                    seen[path] = a.reshape(a.shape[0], -1, a.shape[-1])
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(interceptor):
+            predict(params, x)
+        return seen
+
+    def layer_inputs(params, x, paths):
+        got = run(params, jnp.asarray(x), tuple(sorted(paths)))
+        missing = sorted(set(paths) - set(got))
+        if missing:
+            raise ShapeError(f"no Dense layer with kernel {missing[0]!r} ran on these inputs")
+        return {p: np.asarray(v) for p, v in got.items()}
+
+    return layer_inputs
+
+
 def _make(name: str, model, overrides: tuple) -> Family:
     mt = hf.model_type(model.config)
     if mt == "vit":
-        return Family(name, "classifier", model, hf.make_classifier_loss(model), hf.make_classifier_predict(model),
-                      (hf.FC1_PATTERN_VIT,), overrides)
-    return Family(name, "lm", model, hf.make_lm_loss(model), hf.make_lm_predict(model), (hf.FC1_PATTERN_OPT,),
-                  overrides)
+        predict = hf.make_classifier_predict(model)
+        return Family(name, "classifier", model, hf.make_classifier_loss(model), predict,
+                      (hf.FC1_PATTERN_VIT,), overrides, layer_inputs=linen_layer_inputs(predict))
+    predict = hf.make_lm_predict(model)
+    return Family(name, "lm", model, hf.make_lm_loss(model), predict, (hf.FC1_PATTERN_OPT,),
+                  overrides, layer_inputs=linen_layer_inputs(predict))
 
 
 def _efficientnet(name: str, overrides: tuple) -> Family:
@@ -175,8 +213,21 @@ def _efficientnet(name: str, overrides: tuple) -> Family:
             out.append(np.asarray(feats(frozen["p"], xb)) if k else np.asarray(xb))
         return np.concatenate(out) if out else np.zeros((0, *want), np.float32)
 
+    @jax.jit
+    def _inputs(params, x):
+        rec = {}
+        E.apply(cfg, params, x, features_from=k or None, record=rec)
+        return rec
+
+    def layer_inputs(params, x, paths):
+        got = _inputs(params, jnp.asarray(x))
+        missing = sorted(set(paths) - set(got))
+        if missing:
+            raise ShapeError(f"no 1×1 convolution with kernel {missing[0]!r} in this model")
+        return {p: np.asarray(got[p]).reshape(got[p].shape[0], -1, got[p].shape[-1]) for p in paths}
+
     return Family(name, "classifier", SimpleNamespace(config=cfg), loss, predict, (E.EXPAND_PATTERN,), overrides,
-                  init_fn=init_fn, pretrained_fn=pretrained_fn, prepare=prepare)
+                  init_fn=init_fn, pretrained_fn=pretrained_fn, prepare=prepare, layer_inputs=layer_inputs)
 
 
 #: families that are not transformers models: name -> builder(name, overrides)

@@ -3,6 +3,7 @@ column), the proof plan, the prover (process pool or Ray), and the verifier.
 
 See docs/PROOFS.md for the design and the soundness argument."""
 
+from . import binding
 from ._circuits import relation as _relation
 from .artifacts import load_arrays, read_json_artifact, save_arrays, write_json_artifact
 from .commitments import (
@@ -16,14 +17,14 @@ from .commitments import (
 from .keystore import KeyStore
 from .prover import ProofError, Unlearned, adopt_unlearned, prove_unlearning, prove_witness, unlearn_committed
 from .statement import context_limbs, mask_digest, plan_proofs
-from .verifier import VerificationResult, load_statement, verify_bundle
+from .verifier import VerificationResult, check_deployment, load_statement, verify_bundle
 
 CircuitSpec = _relation.CircuitSpec
 CommitSpec = _relation.CommitSpec
 
 __all__ = [
     "CircuitSpec", "CommitSpec", "Commitment", "CommitmentSecrets", "KeyStore", "ProofError", "Unlearned",
-    "VerificationResult", "adopt_unlearned", "commit_personalization", "context_limbs", "load_arrays",
+    "VerificationResult", "adopt_unlearned", "binding", "check_deployment", "commit_personalization", "context_limbs", "load_arrays",
     "load_commitment", "load_secrets", "load_statement", "mask_digest", "plan_proofs", "prove_unlearning",
     "prove_witness", "read_json_artifact", "save_arrays", "save_commitment", "unlearn_committed",
     "verify_bundle", "write_json_artifact",

@@ -29,7 +29,7 @@ from ..core.params import get_paths, set_paths
 from ..models.lora import LoRAConfig, init_lora, lora_loss, merge_lora
 from .provider import Recipe, fit_recipe
 
-__all__ = ["personalize", "client_fisher", "relative_damping", "unlearn", "mask_only"]
+__all__ = ["personalize", "client_curvature", "client_fisher", "relative_damping", "unlearn", "mask_only"]
 
 
 def personalize(family, theta_global, data, recipe: Recipe, *, key, lora: LoRAConfig | None = None):
@@ -44,6 +44,52 @@ def personalize(family, theta_global, data, recipe: Recipe, *, key, lora: LoRACo
     recipe = Recipe(**{**recipe.__dict__, "weight_decay": 0.0, "layer_decay": None})
     adapters, hist = fit_recipe(lora_loss(family.loss, theta_global, lora.scale), adapters, data, recipe, key=k_fit)
     return merge_lora(theta_global, adapters, lora.scale), hist
+
+
+def client_curvature(family, theta_p, data, layout: BlockLayout, *, kind: str = "empirical", damping: float = 1e-6,
+                     relative: bool = False, chunk_size: int = 32, key=None, n_samples: int = 1):
+    """[client] The block curvature ``C_b`` of ``kind`` (:data:`~zkapex_jax.core.curvature.CURVATURES`)
+    at θp on the client's ``data``, damped by :func:`~zkapex_jax.core.curvature.damp` (absolute
+    or relative to each block's scale). ``key``: the PRNG key of the ``true`` Fisher's label
+    draws. Every kind depends only on θp and the data: it can be committed before any mask.
+    Returns ``(nb, B, B)``."""
+    from ..core import curvature as cv
+
+    if kind not in cv.CURVATURES:
+        raise ValueError(f"curvature must be one of {cv.CURVATURES}, got {kind!r}")
+    if kind == "empirical":
+        return client_fisher(family, theta_p, data, layout, damping=damping, chunk_size=chunk_size, relative=relative)
+    if kind in ("true", "exact") and family.kind != "classifier":
+        raise ValueError(f"the {kind!r} Fisher needs a classifier family ({family.name} is a {family.kind}: its "
+                         "loss reads the targets from its inputs); use 'empirical' or 'layer_inputs'")
+    if kind == "true":
+        if key is None:
+            raise ValueError("the 'true' Fisher samples labels: give a PRNG key")
+        c = cv.true_fisher(family.loss, family.predict, theta_p, data, layout, key=key, n_samples=n_samples,
+                           chunk_size=chunk_size)
+    elif kind == "exact":
+        c = cv.exact_fisher(family.loss, family.predict, theta_p, data, layout, chunk_size=chunk_size)
+    else:
+        if family.layer_inputs is None:
+            raise ValueError(f"family {family.name} does not expose its layer inputs: 'layer_inputs' is unavailable")
+        x = data[0] if family.kind == "classifier" else data
+        moments = _input_moments_chunked(family, theta_p, x, layout.paths, chunk_size)
+        c = jnp.asarray(cv.layer_hessian_blocks(moments, layout), dtype=jnp.float32)
+    return cv.damp(c, damping, relative=relative)
+
+
+def _input_moments_chunked(family, params, x, paths, chunk):
+    """{path: G (in, in)} accumulated over chunks of ``x`` (inputs never all in memory at once)."""
+    import numpy as np
+
+    x = np.asarray(x)
+    acc = {}
+    for s in range(0, len(x), max(1, chunk)):
+        got = family.layer_inputs(params, x[s:s + chunk], list(paths))
+        for p, v in got.items():
+            v = np.asarray(v, dtype=np.float64).reshape(-1, v.shape[-1])
+            acc[p] = acc.get(p, 0.0) + v.T @ v
+    return {p: g / len(x) for p, g in acc.items()}
 
 
 def client_fisher(family, theta_p, data, layout: BlockLayout, *, damping: float = 1e-6, chunk_size: int = 32,
@@ -63,10 +109,9 @@ def client_fisher(family, theta_p, data, layout: BlockLayout, *, damping: float 
 
 def relative_damping(fisher, alpha: float):
     """``F_b + alpha · max(mean diag F_b, mean diag F) · I`` per block (see :func:`client_fisher`)."""
-    diag = jnp.diagonal(fisher, axis1=1, axis2=2)
-    scale = jnp.maximum(jnp.mean(diag, axis=1), jnp.mean(diag))  # (nb,)
-    d = (alpha * scale).astype(fisher.dtype)
-    return fisher + d[:, None, None] * jnp.eye(fisher.shape[-1], dtype=fisher.dtype)
+    from ..core.curvature import damp
+
+    return damp(fisher, alpha, relative=True)
 
 
 def unlearn(theta_p, fisher, mask: Mask, layout: BlockLayout, *, forget_basis=None):

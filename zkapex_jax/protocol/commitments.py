@@ -11,8 +11,10 @@ Files (both :func:`~zkapex_jax.protocol.artifacts.save_arrays` ``.npz`` artifact
 and content hash checked on load):
 
 * the public commitment: ``com_theta_p`` (nb, 64) and ``com_columns`` (nb, B, 64) uint8 (each
-  point big-endian x ‖ y), plus the client id, :class:`CommitSpec`, sθ, the block layout and SRS;
-* the client's secrets: blinders (nb, R) and (nb, B, R), per-block exponents of Â, sθ.
+  point big-endian x ‖ y), plus the client id, :class:`CommitSpec`, sθ, the block layout, SRS, and
+  the salted digest of every parameter *outside* the statement with its manifest (paths, dtypes,
+  shapes; :mod:`~zkapex_jax.protocol.binding`) — so the whole model is bound, not only its kernels;
+* the client's secrets: blinders (nb, R) and (nb, B, R), per-block exponents of Â, sθ, the rest salt.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ import numpy as np
 from ..core import quant
 from .._errors import ArtifactError, ShapeError
 from ._circuits import relation, stages
+from . import binding
 from .artifacts import load_arrays, save_arrays
 from .keystore import KeyStore
 
 COMMITMENT_FORMAT = "zkapex.commitment"
 SECRETS_FORMAT = "zkapex.commitment-secrets"
-VERSION = 2
+VERSION = 3
 BLIND_BITS = 52  # ezkl reads inputs as f64: exact below 2^53
 
 
@@ -55,6 +58,8 @@ class Commitment:
     com_columns: np.ndarray   # (nb, B, 64) uint8
     srs_sha256: str
     srs_insecure: bool
+    rest_digest: str = ""     # salted sha256 of every parameter outside the statement
+    rest_manifest: list = field(default_factory=list)  # [[path, dtype, shape], ...] of those parameters
     sha256: str = ""
     path: Path | None = field(default=None, compare=False)
 
@@ -74,6 +79,7 @@ class CommitmentSecrets:
     inverse_exps: np.ndarray
     theta_exp: int
     commitment_sha256: str
+    rest_salt: bytes = b""
 
 
 def opening_mismatch(commitment: "Commitment", spec, blocks, mask_blocks, coms) -> str | None:
@@ -119,11 +125,16 @@ def _vec(values, blinders) -> list[int]:
 
 
 def commit_personalization(theta_p, fisher, cspec, *, client_id: str, keystore: KeyStore | None = None,
-                           layout: dict | None = None, progress: bool = False, inverse=None):
-    """Commit to θp (nb,B) and the inverse of the Fisher C (nb,B,B). Returns ``(Commitment,
-    CommitmentSecrets)`` (unsaved). ``inverse``: C⁻¹ if the caller already has it."""
+                           layout: dict | None = None, progress: bool = False, inverse=None, rest=None):
+    """Commit to θp (nb,B), the inverse of the Fisher C (nb,B,B) and ``rest`` — ``{path: array}`` of
+    every model parameter outside the statement (:func:`~zkapex_jax.protocol.binding.split_rest`;
+    None: the model has none). Returns ``(Commitment, CommitmentSecrets)`` (unsaved).
+    ``inverse``: C⁻¹ if the caller already has it."""
     if not isinstance(client_id, str) or not client_id:
         raise ValueError("client_id must be a non-empty string")
+    rest = {} if rest is None else dict(rest)
+    salt = binding.new_salt()
+    rdigest = binding.rest_digest(rest, salt)
     keystore = keystore or KeyStore()
     art = keystore.ensure(commit_circuit(cspec))
     tq, aq, sth, exps = quantize_personalization(theta_p, fisher, cspec, inverse=inverse)
@@ -143,16 +154,18 @@ def commit_personalization(theta_p, fisher, cspec, *, client_id: str, keystore: 
     meta = art.meta
     com = Commitment(client_id=client_id, spec=cspec, theta_exp=sth, num_blocks=nb, layout=layout,
                      com_theta_p=raw[:nb].copy(), com_columns=raw[nb:].reshape(nb, B, 64).copy(),
-                     srs_sha256=meta["srs_sha256"], srs_insecure=bool(art.srs_insecure))
+                     srs_sha256=meta["srs_sha256"], srs_insecure=bool(art.srs_insecure),
+                     rest_digest=rdigest, rest_manifest=binding.rest_manifest(rest))
     sec = CommitmentSecrets(blind_theta_p=bt, blind_columns=bc, inverse_exps=exps, theta_exp=sth,
-                            commitment_sha256="")
+                            commitment_sha256="", rest_salt=salt)
     return com, sec
 
 
 def _com_meta(com: Commitment) -> dict:
     return {"client_id": com.client_id, "spec": com.spec.to_dict(), "theta_exp": com.theta_exp,
             "num_blocks": com.num_blocks, "layout": com.layout,
-            "srs": {"sha256": com.srs_sha256, "insecure": com.srs_insecure}}
+            "srs": {"sha256": com.srs_sha256, "insecure": com.srs_insecure},
+            "rest": {"digest": com.rest_digest, "manifest": com.rest_manifest}}
 
 
 def save_commitment(path, com: Commitment, secrets: CommitmentSecrets | None = None, secrets_path=None) -> Commitment:
@@ -167,7 +180,7 @@ def save_commitment(path, com: Commitment, secrets: CommitmentSecrets | None = N
         if secrets is not None:
             save_arrays(g.stage(secrets_path), SECRETS_FORMAT, VERSION,
                         {"blind_theta_p": secrets.blind_theta_p, "blind_columns": secrets.blind_columns,
-                         "inverse_exps": secrets.inverse_exps},
+                         "inverse_exps": secrets.inverse_exps, "rest_salt": binding.salt_array(secrets.rest_salt)},
                         {"commitment_sha256": digest, "theta_exp": secrets.theta_exp})
     return Commitment(**{**com.__dict__, "sha256": digest, "path": Path(path)})
 
@@ -197,12 +210,18 @@ def load_commitment(path) -> Commitment:
     sha = srs.get("sha256")
     if not isinstance(sha, str):
         raise ArtifactError(f"{path}: SRS hash missing")
+    rest = _meta_field(meta, "rest", dict, path)
+    rd, rm = rest.get("digest"), rest.get("manifest")
+    if (not isinstance(rd, str) or len(rd) != 64 or not isinstance(rm, list)
+            or not all(isinstance(e, list) and len(e) == 3 and isinstance(e[0], str) and isinstance(e[1], str)
+                       and isinstance(e[2], list) for e in rm)):
+        raise ArtifactError(f"{path}: the digest of the parameters outside the statement is missing or malformed")
     from .artifacts import _arrays_digest  # the file's content hash is its identity
     digest = _arrays_digest(COMMITMENT_FORMAT, VERSION, arrs, meta)
     return Commitment(client_id=_meta_field(meta, "client_id", str, path), spec=spec,
                       theta_exp=_meta_field(meta, "theta_exp", int, path), num_blocks=nb, layout=layout,
                       com_theta_p=ct, com_columns=cc, srs_sha256=sha, srs_insecure=bool(srs.get("insecure", True)),
-                      sha256=digest, path=Path(path))
+                      rest_digest=rd, rest_manifest=rm, sha256=digest, path=Path(path))
 
 
 def load_secrets(path, commitment: Commitment | None = None) -> CommitmentSecrets:
@@ -210,7 +229,8 @@ def load_secrets(path, commitment: Commitment | None = None) -> CommitmentSecret
     sec = CommitmentSecrets(blind_theta_p=arrs.get("blind_theta_p"), blind_columns=arrs.get("blind_columns"),
                             inverse_exps=arrs.get("inverse_exps"),
                             theta_exp=_meta_field(meta, "theta_exp", int, path),
-                            commitment_sha256=_meta_field(meta, "commitment_sha256", str, path))
+                            commitment_sha256=_meta_field(meta, "commitment_sha256", str, path),
+                            rest_salt=binding.salt_bytes(arrs.get("rest_salt"), path))
     for name in ("blind_theta_p", "blind_columns", "inverse_exps"):
         a = getattr(sec, name)
         if a is None or a.dtype.kind != "i":

@@ -2,7 +2,8 @@
 
 Bundle directory::
 
-    statement.json   format zkapex.statement (v2): client/request ids, mask digest, commitment hash,
+    statement.json   format zkapex.statement (v3): client/request ids, mask digest and mask-file hash,
+                     commitment hash, digest of the parameters outside the statement,
                      commitment spec, sθ, the proof plan (per proof: circuit bucket, blocks, file,
                      sha256), Com(θu) of every block, the weight-unit bound, SRS label, prover stats
     proofs/proof_00000.json ...   one ezkl proof per planned proof
@@ -38,7 +39,7 @@ from .keystore import KeyStore
 from .statement import context_limbs, mask_digest, plan_proofs, statement_core
 
 STATEMENT_FORMAT = "zkapex.statement"
-VERSION = 2
+VERSION = 3
 
 
 class ProofError(ZkapexError):
@@ -118,7 +119,14 @@ def adopt_unlearned(u: Unlearned, theta_u_given, commitment: Commitment) -> Unle
         b, i = (int(x) for x in np.argwhere(bad)[0])
         raise ProofError(f"block {b} has no masked weight but weight {i} changed")
     h_of = {b: s.bounds.h for s, blocks in u.plan for b in blocks}
+    rho = commitment.spec.delta_ratio
     for b, w in u.witnesses.items():
+        limit = rho * int(np.sum(np.abs(u.theta_p_q[b][w.positions])))
+        moved = np.abs(gq[b] - u.theta_p_q[b])
+        if int(moved.max()) > limit:
+            i = int(np.argmax(moved))
+            raise ProofError(f"weight {i} of block {b} moves by {int(moved[i])} units, more than the public bound "
+                             f"{rho}·Σ|θ̂p[S]| = {limit}")
         h = h_of[b]
         cols = u.inverse_q[b][:, w.positions].astype(object)
         mu = np.array(w.mu[:len(w.positions)], dtype=object)
@@ -194,9 +202,19 @@ def _run_ray(tasks, jobs, progress, address, retries=3, task_fn=None):
             ray.shutdown()
 
 
+def theta_u_blinders(u: Unlearned, secrets: CommitmentSecrets) -> np.ndarray:
+    """(nb, R) blinders of Com(θu_b): θp's for blocks without a masked weight (the commitment is
+    then Com(θp_b) itself), fresh ones for the blocks the proofs certify."""
+    out = np.array(secrets.blind_theta_p, dtype=np.int64, copy=True)
+    for b in u.witnesses:
+        out[b] = random_blinders(out.shape[1])
+    return out
+
+
 def build_tasks(u: Unlearned, commitment: Commitment, secrets: CommitmentSecrets, core: dict,
-                keystore: KeyStore) -> list:
-    """The proof tasks of the plan: (index, spec dict, integer inputs, key-store root, SRS)."""
+                keystore: KeyStore, u_blind=None) -> list:
+    """The proof tasks of the plan: (index, spec dict, integer inputs, key-store root, SRS).
+    ``u_blind`` (nb, R): the blinders of Com(θu_b) (default: fresh per proof)."""
     cs = commitment.spec
     R = cs.n_blind
     tasks = []
@@ -215,6 +233,8 @@ def build_tasks(u: Unlearned, commitment: Commitment, secrets: CommitmentSecrets
                 b = blocks[j]
                 if name == "theta_p":
                     return secrets.blind_theta_p[b]
+                if name == "theta_u" and u_blind is not None:
+                    return u_blind[b]
                 if name.startswith("col_"):
                     t = int(name[4:])
                     pos = w_of[b].positions
@@ -227,30 +247,54 @@ def build_tasks(u: Unlearned, commitment: Commitment, secrets: CommitmentSecrets
     return tasks
 
 
+def check_rest(commitment: Commitment, secrets: CommitmentSecrets, rest_u) -> None:
+    """ProofError unless ``rest_u`` ({path: array}, the deployed model's parameters outside the
+    statement) opens the commitment's rest digest: the update may change only the statement."""
+    from . import binding
+
+    if binding.rest_digest(rest_u, secrets.rest_salt) != commitment.rest_digest:
+        names = {e[0] for e in commitment.rest_manifest}
+        extra = sorted(set(rest_u) ^ names)
+        what = (f"parameter {extra[0]!r} is not the committed model's" if extra else
+                "a parameter outside the statement differs from the committed personalized model")
+        raise ProofError(f"the unlearned model is not certifiable: {what} (the certified update may change only "
+                         "the statement's kernels; everything else must be θp bit for bit)")
+
+
 def prove_unlearning(theta_p, fisher, mask_blocks, commitment: Commitment, secrets: CommitmentSecrets, *,
                      request_id: str, out_dir, keystore: KeyStore | None = None, jobs: int = 1,
                      progress: bool = False, executor: str = "process", ray_address: str | None = None,
-                     theta_u=None, inverse=None) -> Path:
+                     theta_u=None, inverse=None, rest_u=None, mask_sha256: str = "", opening_out=None) -> Path:
     """Prove the unlearning of ``mask_blocks`` (nb,B) bool for the committed θp (nb,B), C (nb,B,B).
 
-    ``theta_u`` (nb,B), if given, is the unlearned model to certify (ProofError, and nothing
-    written, if it is not the certified transformation). Writes the bundle directory ``out_dir``."""
+    ``theta_u`` (nb,B) and ``rest_u`` ({path: array}), if given, are the unlearned model to certify:
+    its statement kernels and every other parameter (ProofError, and nothing written, if it is not
+    the certified transformation or any other parameter differs from θp's). ``mask_sha256``: the
+    published mask file's hash (binds forget set, method, fraction). Writes the bundle directory
+    ``out_dir`` (and the deployment :class:`~zkapex_jax.protocol.binding.Opening` to ``opening_out``)."""
     if secrets.commitment_sha256 and secrets.commitment_sha256 != commitment.sha256:
         raise ArtifactError("the secrets file belongs to another commitment")
+    if rest_u is not None:
+        check_rest(commitment, secrets, rest_u)
     keystore = keystore or KeyStore()
     u = unlearn_committed(theta_p, fisher, mask_blocks, commitment, secrets, keystore=keystore, inverse=inverse)
     if theta_u is not None:
         u = adopt_unlearned(u, theta_u, commitment)
     return prove_witness(u, commitment, secrets, request_id=request_id, out_dir=out_dir, keystore=keystore,
-                         jobs=jobs, progress=progress, executor=executor, ray_address=ray_address)
+                         jobs=jobs, progress=progress, executor=executor, ray_address=ray_address,
+                         mask_sha256=mask_sha256, opening_out=opening_out)
 
 
 def prove_witness(u: Unlearned, commitment: Commitment, secrets: CommitmentSecrets, *, request_id: str, out_dir,
                   keystore: KeyStore | None = None, jobs: int = 1, progress: bool = False, executor: str = "process",
-                  ray_address: str | None = None, check_openings: bool = True) -> Path:
+                  ray_address: str | None = None, check_openings: bool = True, mask_sha256: str = "",
+                  opening_out=None) -> Path:
     """Prove the witnesses in ``u`` as they are (no honesty check: the verifier decides; the
     adversarial tests use this). ``check_openings`` raises ProofError when a proof's Com(θp) or
-    column commitments are not the published ones (wrong parameters, Fisher or secrets)."""
+    column commitments are not the published ones (wrong parameters, Fisher or secrets).
+    ``opening_out``: where to write the deployment opening (blinders of Com(θu), rest salt)."""
+    from .binding import Opening
+
     if not isinstance(request_id, str) or not request_id:
         raise ValueError("request_id must be a non-empty string")
     if executor not in ("process", "ray"):
@@ -258,20 +302,23 @@ def prove_witness(u: Unlearned, commitment: Commitment, secrets: CommitmentSecre
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} already exists")
+    if opening_out is not None and os.path.lexists(opening_out):
+        raise FileExistsError(f"{opening_out} already exists")
     keystore = keystore or KeyStore()
     cs = commitment.spec
     m = u.mask
     md = mask_digest(m)
     core = statement_core(client_id=commitment.client_id, request_id=request_id, mask_digest=md,
                           commitment_sha256=commitment.sha256, spec=cs.to_dict(), theta_exp=commitment.theta_exp,
-                          n_chunks=len(u.plan))
+                          n_chunks=len(u.plan), mask_sha256=mask_sha256, rest_digest=commitment.rest_digest)
     arts = {}
     for spec, _ in u.plan:  # keys once per shape, before any worker starts
         if spec.key not in arts:
             arts[spec.key] = keystore.ensure(spec)
             if arts[spec.key].meta["srs_sha256"] != commitment.srs_sha256:
                 raise ProofError("the SRS in use differs from the one the commitment was made with")
-    tasks = build_tasks(u, commitment, secrets, core, keystore)
+    u_blind = theta_u_blinders(u, secrets)
+    tasks = build_tasks(u, commitment, secrets, core, keystore, u_blind)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -294,7 +341,7 @@ def prove_witness(u: Unlearned, commitment: Commitment, secrets: CommitmentSecre
             proofs.append({"index": c, "kmax": spec.kmax, "chunk_blocks": spec.chunk_blocks, "blocks": blocks,
                            "proof": f"proofs/{p.name}", "proof_sha256": sha256_hex(raw),
                            "prove_s": round(timing["prove_s"], 3), "witness_s": round(timing["witness_s"], 3)})
-        write_json_artifact(tmp / "statement.json", STATEMENT_FORMAT, VERSION, {
+        st_sha = write_json_artifact(tmp / "statement.json", STATEMENT_FORMAT, VERSION, {
             **core, "proofs": proofs, "com_theta_u": com_tu, "bound_units": u.bound_units,
             "srs": {"sha256": commitment.srs_sha256, "insecure": bool(commitment.srs_insecure)},
             "prover": {"wall_s": round(wall, 3), "jobs": jobs, "executor": executor,
@@ -302,6 +349,8 @@ def prove_witness(u: Unlearned, commitment: Commitment, secrets: CommitmentSecre
                        "prove_s": round(sum(r[2]["prove_s"] for r in results), 3),
                        "logrows": cs.logrows, "n_proofs": len(results),
                        "masked_blocks": len(u.witnesses)}})
+        if opening_out is not None:
+            Opening(blind_theta_u=u_blind, rest_salt=secrets.rest_salt, statement_sha256=st_sha).save(opening_out)
         os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

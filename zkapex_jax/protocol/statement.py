@@ -29,10 +29,14 @@ def mask_digest(mask_blocks) -> str:
 
 
 def statement_core(*, client_id: str, request_id: str, mask_digest: str, commitment_sha256: str,
-                   spec: dict, theta_exp: int, n_chunks: int) -> dict:
+                   spec: dict, theta_exp: int, n_chunks: int, mask_sha256: str = "", rest_digest: str = "") -> dict:
+    """What every proof's limbs bind: who, which request, which mask — its bits (``mask_digest``)
+    and the whole published mask file (``mask_sha256``: forget set, method, fraction, meta) — which
+    commitment (whose hash covers θp, Â and the digest of the parameters outside the statement,
+    repeated as ``rest_digest``), the circuit spec, sθ and the number of proofs."""
     return {"client_id": client_id, "request_id": request_id, "mask_digest": mask_digest,
-            "commitment_sha256": commitment_sha256, "spec": spec, "theta_exp": int(theta_exp),
-            "n_chunks": int(n_chunks)}
+            "mask_sha256": mask_sha256, "commitment_sha256": commitment_sha256, "rest_digest": rest_digest,
+            "spec": spec, "theta_exp": int(theta_exp), "n_chunks": int(n_chunks)}
 
 
 def context_limbs(core: dict, chunk_index: int, n_ctx: int) -> list[int]:

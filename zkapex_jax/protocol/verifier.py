@@ -16,7 +16,15 @@ additionally requires:
 4. the commitments embedded in each proof equal the published ones: Com(θp_b), and for every used
    slot t Com(Â_b[:, S_t]) — **this comparison binds the proof to the committed curvature** (a
    wrong column passes every in-circuit check) — and Com(θu_b) equals the statement's;
-5. Com(θu_b) = Com(θp_b) for every block without a masked weight (the model is unchanged there).
+5. Com(θu_b) = Com(θp_b) for every block without a masked weight (the model is unchanged there);
+6. the statement names the published mask *file* (``mask_sha256``: forget set, method, fraction,
+   meta — not only its bits) when the caller gives it, and the commitment's digest of every
+   parameter outside the statement (``rest_digest``);
+7. given the deployed model and its :class:`~zkapex_jax.protocol.binding.Opening`
+   (:func:`check_deployment`): every statement block of the deployed kernels opens the bundle's
+   Com(θu_b), and every other parameter opens the commitment's rest digest — the whole deployed
+   model is the certified one. Without it, VALID is about the model the commitments define, and
+   the report says the deployed model was not checked.
 """
 
 from __future__ import annotations
@@ -65,7 +73,8 @@ def load_statement(bundle) -> dict:
     if path.exists() and not path.is_file():
         raise ArtifactError(f"{path}: not a regular file")
     doc = read_json_artifact(path, STATEMENT_FORMAT, (VERSION,))
-    for key, typ in (("client_id", str), ("request_id", str), ("mask_digest", str), ("commitment_sha256", str),
+    for key, typ in (("client_id", str), ("request_id", str), ("mask_digest", str), ("mask_sha256", str),
+                     ("rest_digest", str), ("commitment_sha256", str),
                      ("spec", dict), ("theta_exp", int), ("n_chunks", int), ("proofs", list),
                      ("com_theta_u", list), ("srs", dict)):
         require(doc, key, typ, path)
@@ -111,11 +120,58 @@ def expected_instances(spec, blocks, mask, ctx) -> list[int]:
     return pub + [0] * (K * B) + [0] * len(relation.CHECK_GROUPS)
 
 
+def check_deployment(statement: dict, commitment: Commitment, theta_u, rest, opening, *,
+                     keystore: KeyStore | None = None) -> str | None:
+    """Is the deployed model — statement kernels ``theta_u`` (nb,B) float and every other
+    parameter ``rest`` ({path: array}) — the one the bundle certifies? Returns the first
+    discrepancy as a sentence, or None. ``opening``: the client's
+    :class:`~zkapex_jax.protocol.binding.Opening` for this bundle."""
+    from . import binding
+    from .commitments import commit_circuit
+
+    if opening.statement_sha256 != statement.get("sha256"):
+        return "the deployment opening belongs to another bundle"
+    cs = commitment.spec
+    g = np.asarray(theta_u, dtype=np.float64)
+    if g.shape != (commitment.num_blocks, cs.block_size):
+        return f"the deployed statement kernels have block shape {g.shape}, the commitment {commitment.num_blocks, cs.block_size}"
+    if opening.blind_theta_u.shape != (commitment.num_blocks, cs.n_blind):
+        return "the deployment opening does not match the commitment's blocks"
+    if not np.all(np.isfinite(g)):
+        return "the deployed model holds NaN or infinite weights"
+    scaled = np.ldexp(g, commitment.theta_exp)
+    q = np.rint(scaled)
+    if np.any(np.abs(q - scaled) > 0) or np.any(np.abs(q) >= 2.0 ** 52):
+        b, i = (int(x) for x in np.argwhere((np.abs(q - scaled) > 0) | (np.abs(q) >= 2.0 ** 52))[0])
+        return f"weight {i} of block {b} of the deployed model is not on the committed grid 2^-{commitment.theta_exp}"
+    if binding.rest_digest(rest, opening.rest_salt) != commitment.rest_digest:
+        return ("a parameter outside the statement differs from the committed personalized model (or the "
+                "opening's salt is not the commitment's)")
+    ks = keystore or KeyStore()
+    art = ks.ensure(commit_circuit(cs))
+    q = q.astype(np.int64)
+    vecs = [[int(x) for x in q[b]] + [int(x) for x in opening.blind_theta_u[b]] for b in range(commitment.num_blocks)]
+    coms = []
+    for i in range(0, len(vecs), 1024):
+        coms += stages.commit_vectors(art, vecs[i:i + 1024])
+    for b, c in enumerate(coms):
+        if c != statement["com_theta_u"][b]:
+            return f"block {b} of the deployed kernels does not open the certified Com(θu)"
+    return None
+
+
 def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyStore | None = None,
-                  client_id: str | None = None, request_id: str | None = None, progress: bool = False) -> VerificationResult:
+                  client_id: str | None = None, request_id: str | None = None, progress: bool = False,
+                  mask_sha256: str | None = None, deployed=None,
+                  max_delta_ratio: int = relation.DEFAULT_DELTA_RATIO) -> VerificationResult:
     """Verify ``bundle`` (a directory) for the published ``commitment`` and mask blocks (nb,B) bool.
 
-    Returns a :class:`VerificationResult` (``valid`` False with the reason on any rejection).
+    ``mask_sha256``: the published mask file's hash (``Mask.content_hash()``); the statement must
+    name it. ``max_delta_ratio``: the provider's policy for the compensation bound ρ of the
+    commitment (no weight moves by more than ρ·Σ|θ̂p[S]| of its block). ``deployed``: ``(theta_u (nb,B), rest {path: array}, Opening)`` — also check that the
+    deployed model is exactly the certified one (:func:`check_deployment`).
+    Returns a :class:`VerificationResult` (``valid`` False with the reason on any rejection; its
+    ``details`` say what was certified, what was proven unchanged, and what was not checked).
     Raises ArtifactError only if the bundle's statement file is missing or malformed."""
     bundle = Path(bundle)
     st = load_statement(bundle)
@@ -125,6 +181,14 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
     def reject(msg):
         res.reason = msg
         return res
+
+    if cs.delta_ratio > max_delta_ratio:
+        return reject(f"the commitment's compensation bound ρ = {cs.delta_ratio} exceeds the provider's policy "
+                      f"({max_delta_ratio}): a weight could move by more than {max_delta_ratio}× the removed weights")
+    if mask_sha256 is not None and st["mask_sha256"] != mask_sha256:
+        return reject("statement was made for another mask file (forget set, method, fraction or meta differ)")
+    if st["rest_digest"] != commitment.rest_digest:
+        return reject("statement's digest of the parameters outside the statement is not the commitment's")
 
     if client_id is not None and st["client_id"] != client_id:
         return reject(f"statement is for client {st['client_id']!r}, expected {client_id!r}")
@@ -170,7 +234,7 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
             return reject(f"block {b} has no masked weight but its Com(θu) differs from Com(θp)")
     core = statement_core(client_id=commitment.client_id, request_id=st["request_id"], mask_digest=md,
                           commitment_sha256=commitment.sha256, spec=cs.to_dict(), theta_exp=commitment.theta_exp,
-                          n_chunks=n)
+                          n_chunks=n, mask_sha256=st["mask_sha256"], rest_digest=commitment.rest_digest)
     insecure = bool(commitment.srs_insecure)
     items = list(zip(got, plan))
     if progress:
@@ -220,11 +284,26 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
         if not stages.verify_chunk_bytes(raw, art.settings, art.vk, art.srs):
             return reject(f"proof {c}: does not verify under the provider's verification key")
         bound = max(bound, 1.0 + float(spec.epsilon))
+    if deployed is not None:
+        bad = check_deployment(st, commitment, *deployed, keystore=keystore)
+        if bad:
+            return reject(f"deployed model: {bad}")
+    n_rest = len(commitment.rest_manifest)
+    rest_size = int(sum(int(np.prod(e[2])) for e in commitment.rest_manifest))
+    res.details = {
+        "certified_blocks": int(masked.sum()), "unchanged_blocks": int((~masked).sum()),
+        "layout_paths": list((commitment.layout or {}).get("paths", [])),
+        "rest_parameters": n_rest, "rest_values": rest_size,
+        "mask_file_bound": mask_sha256 is not None, "request_pinned": request_id is not None,
+        "deployed_checked": deployed is not None,
+    }
     res.valid = True
     res.n_proofs = n
     res.insecure_srs = insecure
     res.bound_units = bound
     res.reason = (f"valid: {n} proofs cover the {int(masked.sum())} masked blocks; "
                   f"{int((~masked).sum())} blocks unchanged (Com(θu) = Com(θp)); θu within {bound:.3f} "
-                  f"units of 2^-{commitment.theta_exp} of the committed Group-OBS update")
+                  f"units of 2^-{commitment.theta_exp} of the committed Group-OBS update; "
+                  f"{n_rest} parameter arrays ({rest_size} values) outside the statement bound unchanged by the "
+                  "commitment's digest" + ("; the deployed model opens all of it" if deployed is not None else ""))
     return res

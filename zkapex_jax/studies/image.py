@@ -120,6 +120,7 @@ class PipelineConfig:
     block_order: str = "out_in"
     damping: float = 1e-6
     damping_relative: bool = False  # damping as a multiple of the Fisher's mean diagonal
+    curvature: str = "empirical"  # zkapex_jax.core.curvature.CURVATURES: empirical | true | exact | layer_inputs
     n_fisher: int | None = None  # None: the whole personalization train set (the paper's m)
     fisher_chunk: int = 32
     # evaluation
@@ -292,11 +293,14 @@ def client_fisher(cfg: PipelineConfig, theta_p, data: data_mod.Splits, layout: B
 
 def client_fisher_on(cfg: PipelineConfig, theta_p, split: data_mod.Split, layout: BlockLayout, *,
                      damping: float | None = None, n_samples: int | None = None, seed: int = 0):
-    """:func:`client_fisher` on any labelled ``split`` (e.g. the client's own images)."""
+    """:func:`client_fisher` on any labelled ``split`` (e.g. the client's own images), with the
+    config's curvature family (``cfg.curvature``; the ``true`` Fisher's labels drawn with ``seed``)."""
+    import jax
+
     split = _subsample(split, cfg.n_fisher if n_samples is None else n_samples, seed)
-    return client.client_fisher(model_fns(cfg), theta_p, (split.x, split.y), layout,
-                                damping=cfg.damping if damping is None else damping, chunk_size=cfg.fisher_chunk,
-                                relative=cfg.damping_relative)
+    return client.client_curvature(model_fns(cfg), theta_p, (split.x, split.y), layout, kind=cfg.curvature,
+                                   damping=cfg.damping if damping is None else damping, chunk_size=cfg.fisher_chunk,
+                                   relative=cfg.damping_relative, key=jax.random.PRNGKey(10_000 + seed))
 
 
 # ----------------------------------------------------------------------------- unlearning

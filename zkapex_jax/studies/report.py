@@ -33,6 +33,8 @@ __all__ = [
     "aggregate",
     "mean_std",
     "bootstrap_ci95",
+    "t_ci95",
+    "run_environment",
     "write_results",
     "load_results",
     "validate_results",
@@ -77,14 +79,31 @@ def bootstrap_ci95(values: Sequence[float], *, n_boot: int = 10_000, seed: int =
     return [float(lo), float(hi)]
 
 
+def t_ci95(values: Sequence[float]) -> list | None:
+    """95% Student-t interval ``[lo, hi]`` of the mean over the finite ``values``:
+    mean ± t(0.975, n−1)·s/√n with the sample standard deviation s (ddof 1). With 5 seeds the
+    percentile bootstrap under-covers (it ignores that s itself is estimated from 5 values);
+    ``None`` below 2 values."""
+    from scipy.stats import t
+
+    a = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    ok = a[np.isfinite(a)]
+    if ok.size < 2:
+        return None
+    half = float(t.ppf(0.975, ok.size - 1) * ok.std(ddof=1) / np.sqrt(ok.size))
+    return [float(ok.mean() - half), float(ok.mean() + half)]
+
+
 def mean_std(values: Sequence[float]) -> dict:
-    """{"mean", "std", "ci95", "n"} over the finite values (population std; ``ci95`` the bootstrap
-    interval of the mean over seeds, None below 2 values); None/None if none is finite."""
+    """{"mean", "std", "ci95", "ci95_bootstrap", "n"} over the finite values (population std;
+    ``ci95`` the Student-t interval of the mean over seeds, ``ci95_bootstrap`` the percentile
+    bootstrap kept for comparison; None below 2 values); None/None if none is finite."""
     a = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
     ok = a[np.isfinite(a)]
     if ok.size == 0:
-        return {"mean": None, "std": None, "ci95": None, "n": 0}
-    return {"mean": float(ok.mean()), "std": float(ok.std()), "ci95": bootstrap_ci95(ok), "n": int(ok.size)}
+        return {"mean": None, "std": None, "ci95": None, "ci95_bootstrap": None, "n": 0}
+    return {"mean": float(ok.mean()), "std": float(ok.std()), "ci95": t_ci95(ok),
+            "ci95_bootstrap": bootstrap_ci95(ok), "n": int(ok.size)}
 
 
 def aggregate(per_seed: Sequence[Mapping[str, Mapping[str, float]]]) -> dict:
@@ -132,9 +151,47 @@ def save_figure(fig, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+_ENV_VARS = ("XLA_FLAGS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+             "MKL_NUM_THREADS", "JAX_ENABLE_X64", "JAX_PLATFORMS", "TF_CPP_MIN_LOG_LEVEL")
+
+
+def run_environment() -> dict:
+    """What a seed's numbers depend on besides the seed: library versions, the device and thread
+    settings (XLA flags, BLAS threads), the CPU count and the source revision. Stamped into every
+    results file (a seed re-run with other threads measured recovery −0.35 instead of 0.59)."""
+    import platform
+    import subprocess
+    from importlib import metadata
+
+    import jax
+
+    def ver(name):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=os.path.dirname(__file__)).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        rev = None
+    try:
+        from threadpoolctl import threadpool_info
+        blas = [{k: i.get(k) for k in ("internal_api", "num_threads", "version")} for i in threadpool_info()]
+    except Exception:  # noqa: BLE001 — informational only
+        blas = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "versions": {n: ver(n) for n in ("jax", "jaxlib", "flax", "optax", "numpy", "transformers", "ezkl")},
+            "devices": [str(d) for d in jax.devices()], "env": {k: os.environ.get(k) for k in _ENV_VARS},
+            "blas": blas, "git": rev}
+
+
 def write_results(path: str | os.PathLike, results: Mapping) -> dict:
-    """Validate, stamp format/version/sha256 and write atomically (temp file + os.replace)."""
+    """Validate, stamp format/version/sha256 (and :func:`run_environment`, unless the results
+    carry one) and write atomically (temp file + os.replace)."""
     obj = _clean(dict(results))
+    obj.setdefault("environment", run_environment())
     obj["format"] = RESULTS_FORMAT
     obj["version"] = RESULTS_VERSION
     obj.pop("sha256", None)
