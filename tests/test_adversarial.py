@@ -285,7 +285,7 @@ def test_edited_instances_to_replay_for_other_request(world, tmp_path):
     com = world["com"]
     core = statement_core(client_id="alice", request_id="req-2", mask_digest=P.mask_digest(world["mask"]),
                           commitment_sha256=com.sha256, spec=com.spec.to_dict(), theta_exp=com.theta_exp,
-                          n_chunks=len(st["proofs"]))
+                          n_chunks=len(st["proofs"]), mask_sha256=st["mask_sha256"], rest_digest=com.rest_digest)
     for e in st["proofs"]:
         p = b / e["proof"]
         doc = json.loads(p.read_text())

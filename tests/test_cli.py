@@ -179,7 +179,9 @@ def test_demo_quick(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["keys", "--block-size", "0"], ["keys", "--block-size", "16", "--logrows", "3"],
-                                  ["keys", "--block-size", "16", "--logrows", "13", "--kmax", "99"]])
+                                  ["keys", "--block-size", "16", "--logrows", "13", "--kmax", "99"],
+                                  ["keys", "--block-size", " 7"], ["keys", "--block-size", "+4"],
+                                  ["keys", "--block-size", "\u0663"], ["keys", "--block-size", "1_6"]])
 def test_bad_numbers_exit_2_without_traceback(argv, capsys, tmp_path):
     assert run(*argv, "--keystore", tmp_path / "ks", "--cache", tmp_path / "c") == 2
     err = capsys.readouterr().err
@@ -200,3 +202,18 @@ def test_demo_story_reads_the_table():
                            "certified": row(0.45, 0.33)})
     assert "already fails the forget classes" in lost[0] and "did not forget" in lost[1]
     assert "nothing to recover" in lost[-1]
+
+
+def test_ray_address_where_nothing_listens_is_a_clear_error(files, capsys):
+    """Issue 18: ray.init of an address where nothing listens retried for ever; now exit 2 at once."""
+    import socket
+
+    with socket.socket() as sk:  # a loopback port that was free a moment ago
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    d = files
+    rc = run("prove", "--params", d / "pers", "--fisher", d / "fisher.npz", "--commitment", d / "nothing.npz",
+             "--secrets", d / "nothing-sec.npz", "--mask", d / "mask.json", "--request-id", "r", "--out", d / "b-ray",
+             "--ray-address", f"127.0.0.1:{port}")
+    err = capsys.readouterr().err
+    assert rc == 2 and "no Ray cluster answers" in err and "Traceback" not in err and not (d / "b-ray").exists()

@@ -171,3 +171,13 @@ def test_mask_digest_and_limbs():
     limbs = P.context_limbs(core, 0, 12)
     assert len(limbs) == 12 and all(0 <= x < 2 ** 21 for x in limbs)
     assert limbs != P.context_limbs(core, 1, 12)
+
+
+def test_secrets_with_an_absurd_theta_scale_are_refused(setup, tmp_path):
+    """Issue 18: a secrets file whose θ exponent is 10^40 (valid hash) is a clear ArtifactError."""
+    from zkapex_jax.protocol.commitments import SECRETS_FORMAT, VERSION
+
+    arrs, meta = artifacts.load_arrays(setup["root"] / "sec.npz", SECRETS_FORMAT, (VERSION,))
+    artifacts.save_arrays(tmp_path / "bad.npz", SECRETS_FORMAT, VERSION, arrs, {**meta, "theta_exp": 10 ** 40})
+    with pytest.raises(ArtifactError, match="out of range"):
+        P.load_secrets(tmp_path / "bad.npz")

@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent(
         from zkapex_jax.core.fisher import _fisher_scan, _prepare_chunks, _scan_shardings
         chunks, weights, m = _prepare_chunks(batch, n, 4, mesh)
         hlo = _fisher_scan.lower(jax.device_put(params, NamedSharding(m, PartitionSpec())), chunks, weights,
-                                 np.float32(1e-4), loss_fn=loss, layout=layout, n=n,
+                                 np.float32(1e-4), np.float32(n), loss_fn=loss, layout=layout, n=n,
                                  **_scan_shardings(m, mesh)).compile().as_text()
         colls = [l for l in hlo.splitlines() if "all-reduce(" in l or "reduce-scatter(" in l]
         assert colls, "no cross-device reduction in the compiled program"

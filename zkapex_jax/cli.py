@@ -52,10 +52,10 @@ MAX_BLOCK_SIZE = 1 << 14
 
 def _int_in(lo: int, hi: int | None = None):
     def parse(s: str) -> int:
-        try:
-            v = int(s, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+        # ASCII digits only, optional leading '-': no spaces, '+', '_' or other scripts' digits
+        if not (s.isascii() and (s.isdigit() or (s[:1] == "-" and s[1:].isdigit()))) or len(s) > 12:
+            raise argparse.ArgumentTypeError(f"expected an integer (ASCII digits), got {s!r}")
+        v = int(s, 10)
         if v < lo or (hi is not None and v > hi):
             raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi if hi is not None else '∞'}], got {v}")
         return v
@@ -570,6 +570,10 @@ def cmd_prove(args) -> int:
         if Path(args.opening).resolve() in {Path(x).resolve() for x in (args.params, args.fisher, args.commitment,
                                                                          args.secrets, args.mask, args.out)}:
             raise ZkapexError(f"--opening {args.opening} is one of the inputs or the bundle")
+    if args.executor == "ray" and args.ray_address:
+        from .protocol.prover import check_ray_address
+
+        check_ray_address(args.ray_address)  # before any work: ray.init would retry for ever
     com, sec, fisher, layout, params, tb, mb = _load_client(args)
     _, mask_sha = load_mask(args.mask, layout)
     theta_u = rest_u = None

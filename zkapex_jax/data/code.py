@@ -620,11 +620,13 @@ class CodeTokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CodeTokenizer":
         """Load and validate a saved tokenizer (``ArtifactError`` naming the file and problem)."""
+        from .._io import loads_strict, read_regular_file
+
         path = Path(path)
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+        try:  # a regular file of at most 64 MiB (never a FIFO, a device or a 5 GiB file), strict JSON
+            doc = loads_strict(read_regular_file(path, max_bytes=64 << 20, what="tokenizer"), f"tokenizer {path}")
         except (OSError, ValueError) as e:
-            raise ArtifactError(f"{path}: cannot read tokenizer: {e}") from e
+            raise ArtifactError(f"{path}: cannot read tokenizer: {e}") from None
         if not isinstance(doc, dict) or doc.get("format") != TOKENIZER_FORMAT:
             raise ArtifactError(f"{path}: not a {TOKENIZER_FORMAT} file")
         if doc.get("version") != TOKENIZER_VERSION:
@@ -632,7 +634,10 @@ class CodeTokenizer:
         js = doc.get("tokenizer")
         if not isinstance(js, str) or hashlib.sha256(js.encode("utf-8")).hexdigest() != doc.get("sha256"):
             raise ArtifactError(f"{path}: tokenizer content does not match its sha256")
-        tok = cls("bpe", js)
+        try:
+            tok = cls("bpe", js)
+        except Exception as e:  # noqa: BLE001 — the tokenizers library raises its own bare exception
+            raise ArtifactError(f"{path}: the tokenizer inside is not a valid BPE tokenizer ({str(e)[:120]})") from None
         if tok.vocab_size != doc.get("vocab_size"):
             raise ArtifactError(f"{path}: vocab_size {doc.get('vocab_size')} != {tok.vocab_size}")
         tok.meta = doc.get("meta", {})

@@ -32,7 +32,6 @@ Parameter paths (``/``-joined, see :mod:`zkapex_jax.core.params`)::
 
 from __future__ import annotations
 
-import json
 import os
 import weakref
 from collections.abc import Callable, Mapping
@@ -257,11 +256,15 @@ def load_pretrained(local_dir, **overrides):
     cfg_file = os.path.join(local_dir, "config.json")
     if not os.path.isfile(cfg_file):
         raise ArtifactError(f"{cfg_file!r} is missing: a pretrained model directory needs config.json")
+    from .._io import loads_strict, read_regular_file
+
     try:
-        with open(cfg_file, encoding="utf-8") as fh:
-            model_type = json.load(fh).get("model_type")
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{cfg_file!r} is not a readable JSON config: {exc}") from exc
+        cfg_doc = loads_strict(read_regular_file(cfg_file, max_bytes=1 << 20, what="config"), cfg_file)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{cfg_file!r} is not a readable JSON config: {exc}") from None
+    if not isinstance(cfg_doc, dict):
+        raise ArtifactError(f"{cfg_file!r}: a model config must be a JSON object, got {type(cfg_doc).__name__}")
+    model_type = cfg_doc.get("model_type")
     if model_type not in ("vit", "opt"):
         raise ArtifactError(f"{cfg_file!r}: model_type {model_type!r} is not supported (expected 'vit' or 'opt')")
     present = [f for f in _WEIGHT_FILES if os.path.isfile(os.path.join(local_dir, f))]
@@ -280,8 +283,9 @@ def load_pretrained(local_dir, **overrides):
         for k, v in overrides.items():
             setattr(config, k, v)
         model = model_cls.from_pretrained(local_dir, config=config, local_files_only=True)
-    except (OSError, ValueError, EnvironmentError) as exc:
-        raise ArtifactError(f"could not load the pretrained model in {local_dir!r}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 — transformers / safetensors raise their own types for garbage files
+        raise ArtifactError(f"could not load the pretrained model in {local_dir!r}: "
+                            f"{exc.__class__.__name__}: {str(exc)[:200]}") from None
     return model, _unfreeze(model.params)
 
 

@@ -457,6 +457,35 @@ def save_checkpoint(path, params, meta: Mapping | None = None) -> str:
     return path
 
 
+def _check_regular_tree(root: str, max_bytes: int = 64 << 30, max_entries: int = 100_000) -> None:
+    """Every entry under ``root`` is a directory or a regular file (no FIFO, device, socket or
+    link out of the tree), at most ``max_entries`` of them and ``max_bytes`` in all: the restore
+    library would block on a FIFO or read a device forever."""
+    import stat as _stat
+
+    total = count = 0
+    real_root = os.path.realpath(root)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            count += 1
+            if count > max_entries:
+                raise ArtifactError(f"checkpoint parameters {root!r}: more than {max_entries} files")
+            st = os.lstat(p)
+            if _stat.S_ISLNK(st.st_mode):
+                target = os.path.realpath(p)
+                if not (target == real_root or target.startswith(real_root + os.sep)):
+                    raise ArtifactError(f"checkpoint parameters: {p!r} links outside the checkpoint")
+                st = os.stat(p)
+            if _stat.S_ISDIR(st.st_mode):
+                continue
+            if not _stat.S_ISREG(st.st_mode):
+                raise ArtifactError(f"checkpoint parameters: {p!r} is not a regular file")
+            total += st.st_size
+            if total > max_bytes:
+                raise ArtifactError(f"checkpoint parameters {root!r}: larger than {max_bytes} bytes")
+
+
 def load_checkpoint(path):
     """Read a checkpoint written by :func:`save_checkpoint` -> ``(params, meta)``, ``params`` a
     nested dict of numpy arrays. Validates format, version, the tree and the sha256; raises
@@ -470,11 +499,12 @@ def load_checkpoint(path):
         raise ArtifactError(f"checkpoint {path!r} does not exist or is not a directory")
     if not os.path.isfile(meta_file):
         raise ArtifactError(f"checkpoint {path!r}: {meta_file!r} is missing")
-    try:
-        with open(meta_file, encoding="utf-8") as fh:
-            record = json.load(fh)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{meta_file!r} is not valid JSON: {exc}") from exc
+    from .._io import loads_strict, read_regular_file
+
+    try:  # a regular file (never a FIFO), size-capped, strict JSON (bounded nesting, no NaN, no duplicate keys)
+        record = loads_strict(read_regular_file(meta_file, max_bytes=64 << 20, what="checkpoint meta"), meta_file)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{meta_file!r} is not valid JSON: {exc}") from None
     if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
         raise ArtifactError(f"{meta_file!r}: format is {record.get('format') if isinstance(record, dict) else None!r}, "
                             f"expected {CHECKPOINT_FORMAT!r}")
@@ -486,6 +516,7 @@ def load_checkpoint(path):
         raise ArtifactError(f"{meta_file!r}: missing or malformed 'tree' / 'sha256'")
     if not os.path.isdir(params_dir):
         raise ArtifactError(f"checkpoint {path!r}: parameter directory {params_dir!r} is missing")
+    _check_regular_tree(params_dir)
     try:
         target = unflatten_params(
             {p: jax.ShapeDtypeStruct(tuple(s["shape"]), np.dtype(s["dtype"])) for p, s in tree.items()}

@@ -189,6 +189,8 @@ def _meta_field(meta, key, typ, path):
     v = meta.get(key)
     if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
         raise ArtifactError(f"{path}: field {key!r} missing or of the wrong type")
+    if key == "theta_exp" and not -64 <= v <= 64:  # quant.theta_exponent gives ≤ 40
+        raise ArtifactError(f"{path}: θ scale exponent {v} out of range [-64, 64]")
     return v
 
 

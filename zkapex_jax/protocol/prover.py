@@ -167,6 +167,24 @@ def _run_local(tasks, jobs, progress):
     return [_prove_task(t) for t in it]
 
 
+def check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """ValueError unless a Ray head answers at ``address`` (``auto`` is left to Ray, which fails
+    at once without a local cluster): ``ray.init`` of an address where nothing listens retries
+    for ever. ``host:port`` and ``ray://host:port`` get a TCP connection attempt first."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"--ray-address {address!r}: expected auto, host:port or ray://host:port")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ValueError(f"--ray-address {address!r}: no Ray cluster answers there ({e.strerror or e})") from None
+
+
 def _run_ray(tasks, jobs, progress, address, retries=3, task_fn=None):
     """Each proof a Ray task: ``max_retries`` re-runs the proof of a worker that died, and
     ``retry_exceptions`` one that raised. A local instance with ``jobs`` CPUs unless ``address``
@@ -299,6 +317,8 @@ def prove_witness(u: Unlearned, commitment: Commitment, secrets: CommitmentSecre
         raise ValueError("request_id must be a non-empty string")
     if executor not in ("process", "ray"):
         raise ValueError(f"executor must be 'process' or 'ray', got {executor!r}")
+    if executor == "ray" and ray_address:
+        check_ray_address(ray_address)
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} already exists")

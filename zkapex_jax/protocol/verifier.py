@@ -185,10 +185,6 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
     if cs.delta_ratio > max_delta_ratio:
         return reject(f"the commitment's compensation bound ρ = {cs.delta_ratio} exceeds the provider's policy "
                       f"({max_delta_ratio}): a weight could move by more than {max_delta_ratio}× the removed weights")
-    if mask_sha256 is not None and st["mask_sha256"] != mask_sha256:
-        return reject("statement was made for another mask file (forget set, method, fraction or meta differ)")
-    if st["rest_digest"] != commitment.rest_digest:
-        return reject("statement's digest of the parameters outside the statement is not the commitment's")
 
     if client_id is not None and st["client_id"] != client_id:
         return reject(f"statement is for client {st['client_id']!r}, expected {client_id!r}")
@@ -198,6 +194,8 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
         return reject(f"statement client {st['client_id']!r} differs from the commitment's {commitment.client_id!r}")
     if st["commitment_sha256"] != commitment.sha256:
         return reject("statement refers to another personalization commitment")
+    if st["rest_digest"] != commitment.rest_digest:
+        return reject("statement's digest of the parameters outside the statement is not the commitment's")
     if (json.dumps(st["spec"], sort_keys=True) != json.dumps(cs.to_dict(), sort_keys=True)  # 4.0 is not 4
             or st["theta_exp"] != commitment.theta_exp):
         return reject("statement's commitment spec or θ scale differs from the commitment's")
@@ -209,6 +207,8 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
     md = mask_digest(m)
     if st["mask_digest"] != md:
         return reject("statement's mask digest differs from the published mask")
+    if mask_sha256 is not None and st["mask_sha256"] != mask_sha256:
+        return reject("statement was made for another mask file (forget set, method, fraction or meta differ)")
     if st["srs"].get("sha256") != commitment.srs_sha256:
         return reject("bundle made with a different SRS than the commitment")
     keystore = keystore or KeyStore()

@@ -1,0 +1,151 @@
+"""Which curvature makes the compensation work? Every curvature family of
+``zkapex_jax.core.curvature`` on one image study's models, the damping chosen on the client's
+validation images, recovery and forget progress reported on the test set.
+
+Per seed (global and retrain models cached like the image study's, same keys): personalize,
+publish the mask, then for each curvature family and each relative damping α the Group-OBS
+update; α is picked by the personal validation accuracy (never the test split); the row reports
+test accuracies, recovery = (compensated − mask-only)/(personalized − mask-only), forget
+progress = (personalized − model)/(personalized − retrain) on forget accuracy, a collapse flag
+(other-class or retain accuracy below half the personalized model's), and the curvature's
+selectivity measures: trace over the masked blocks, mean effective rank tr(C)²/tr(C²) of the
+masked blocks (undamped), the client's training loss at θp, and the largest move of a weight
+relative to its block's removed weights (the compensation bound ρ of docs/PROOFS.md).
+
+Command line::
+
+    python -m experiments.curvature_study --config effnet --seeds 0 1 2 3 4 --cache-dir /tmp/zk_effnet_cache \\
+        --out experiments/results/curvature_effnet.json
+    python -m experiments.curvature_study --config tiny --seeds 0 --out /tmp/curv_tiny.json       # CI smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from experiments.delta_bound import _pipeline
+
+KINDS = ("empirical", "true", "exact", "layer_inputs")
+ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def _selectivity(fisher_undamped, mask_blocks) -> dict:
+    c = np.asarray(fisher_undamped, dtype=np.float64)[np.asarray(mask_blocks).any(axis=1)]
+    tr = np.trace(c, axis1=1, axis2=2)
+    tr2 = np.einsum("bij,bji->b", c, c)
+    eff = np.where(tr2 > 0, tr ** 2 / np.maximum(tr2, 1e-300), 0.0)
+    return {"trace_masked": float(tr.sum()), "eff_rank_masked": float(eff.mean()) if eff.size else 0.0}
+
+
+def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool) -> dict:
+    import jax
+
+    from zkapex_jax.cli import theta_blocks
+    from zkapex_jax.core.curvature import damp
+    from zkapex_jax.studies import image as pl
+    from zkapex_jax.studies.vit_fmnist import _global_model
+
+    k_glob, k_ret, k_pers, k_rpers, *_ = jax.random.split(jax.random.PRNGKey(seed), 7)  # the image study's keys
+    data = pl.load_data(cfg, seed)
+    theta_g, _, _ = _global_model(cfg, data, seed, k_glob, exclude_forget=False, cache_dir=cache_dir)
+    theta_p, _ = pl.personalize(cfg, theta_g, data, key=k_pers)
+    rows = {}
+    if retrain:
+        theta_rg, _, _ = _global_model(cfg, data, seed, k_ret, exclude_forget=True, cache_dir=cache_dir)
+        rows["retrain"] = pl.evaluate(cfg, pl.personalize(cfg, theta_rg, data, key=k_rpers)[0], data, mia=False)
+    mask = pl.provider_mask(cfg, theta_g, data, seed=seed)
+    layout = pl.block_layout(cfg, theta_p)
+    mb = np.asarray(mask.to_blocks(layout), dtype=bool)
+    fam = pl.model_fns(cfg)
+    pt = data.personal_train
+    train_loss = float(np.mean(np.asarray(jax.vmap(lambda x, y: fam.loss(theta_p, (x, y)))(pt.x, pt.y))))
+    rows["personalized"] = pl.evaluate(cfg, theta_p, data, mia=False)
+    rows["mask_only"] = pl.evaluate(cfg, pl.mask_only(theta_p, mask), data, mia=False)
+    tp = theta_blocks(theta_p, layout)
+    out = {"seed": seed, "client_train_loss": train_loss, "kinds": {}}
+    for kind in kinds:
+        t0 = time.perf_counter()
+        raw = pl.client_fisher(cfg.replace(curvature=kind, damping=0.0, damping_relative=False), theta_p, data, layout,
+                               seed=seed)
+        sel = _selectivity(raw, mb)
+        best = None
+        for a in alphas:
+            theta_u, _ = pl.unlearn(theta_p, np.asarray(damp(raw, a, relative=True), dtype=np.float64), mask, layout)
+            ev = pl.evaluate(cfg, theta_u, data, mia=False)
+            val = 0.5 * (ev["personal_val_orig"] + ev["personal_val_shift"])
+            if best is None or val > best[0]:
+                best = (val, a, ev, theta_u)
+        _, a, ev, theta_u = best
+        tu = theta_blocks(theta_u, layout)
+        rows_b = np.flatnonzero(mb.any(axis=1))
+        removed = np.sum(np.abs(tp) * mb, axis=1)[rows_b]
+        ratio = float(np.max(np.max(np.abs(tu - tp)[rows_b] * ~mb[rows_b], axis=1) / removed))
+        out["kinds"][kind] = {"alpha": a, "val_personal": best[0], "eval": ev, **sel, "max_move_ratio": ratio,
+                              "seconds": round(time.perf_counter() - t0, 1)}
+    out["rows"] = rows
+    return out
+
+
+def summarize_seed(res: dict) -> dict:
+    p, m = res["rows"]["personalized"], res["rows"]["mask_only"]
+    rt = res["rows"].get("retrain")
+    out = {}
+    for kind, r in res["kinds"].items():
+        ev = r["eval"]
+        cost = p["personal_acc"] - m["personal_acc"]
+        den = (p["forget_acc"] - rt["forget_acc"]) if rt else float("nan")
+        collapse = bool(ev["other_acc"] < 0.5 * p["other_acc"] or ev["global_acc"] < 0.5 * p["global_acc"])
+        out[kind] = {"personal_acc": ev["personal_acc"], "forget_acc": ev["forget_acc"], "other_acc": ev["other_acc"],
+                     "recovery": (ev["personal_acc"] - m["personal_acc"]) / cost if abs(cost) > 1e-3 else float("nan"),
+                     "forget_progress": (p["forget_acc"] - ev["forget_acc"]) / den if rt and abs(den) > 1e-3 else float("nan"),
+                     "collapsed": collapse, "alpha": r["alpha"], "trace_masked": r["trace_masked"],
+                     "eff_rank_masked": r["eff_rank_masked"], "max_move_ratio": r["max_move_ratio"]}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m experiments.curvature_study", description=__doc__.split("\n")[0])
+    ap.add_argument("--config", choices=("demo", "tiny", "vit", "effnet"), default="effnet")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--no-retrain", action="store_true", help="skip the retrain baseline (no forget progress)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    from zkapex_jax.studies.report import mean_std, run_environment
+
+    cfg = _pipeline(args.config)
+    t0 = time.perf_counter()
+    per_seed = []
+    for s in args.seeds:
+        res = run_seed(cfg, s, cache_dir=args.cache_dir, kinds=args.kinds, alphas=ALPHAS, retrain=not args.no_retrain)
+        res["summary"] = summarize_seed(res)
+        per_seed.append(res)
+        print(json.dumps({"seed": s, "client_train_loss": res["client_train_loss"], **res["summary"]}), flush=True)
+    table = {k: {m: mean_std([p["summary"][k][m] for p in per_seed])
+                 for m in ("personal_acc", "forget_acc", "other_acc", "recovery", "forget_progress", "trace_masked",
+                           "eff_rank_masked", "max_move_ratio")} for k in args.kinds}
+    for k in args.kinds:
+        table[k]["collapsed_seeds"] = sum(p["summary"][k]["collapsed"] for p in per_seed)
+        table[k]["alphas"] = [p["summary"][k]["alpha"] for p in per_seed]
+    out = {"config": args.config, "pipeline": cfg.to_dict(), "seeds": args.seeds, "alphas_tried": list(ALPHAS),
+           "table": table, "per_seed": per_seed, "seconds": round(time.perf_counter() - t0, 1),
+           "environment": run_environment()}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1, default=float))
+    print(f"{'curvature':<14}{'recovery':>10}{'forget_prog':>12}{'personal':>10}{'forget':>8}{'other':>8}{'collapsed':>10}")
+    for k in args.kinds:
+        t = table[k]
+        f = lambda m: t[m]["mean"] if t[m]["mean"] is not None else float("nan")  # noqa: E731
+        print(f"{k:<14}{f('recovery'):>10.3f}{f('forget_progress'):>12.3f}{f('personal_acc'):>10.3f}"
+              f"{f('forget_acc'):>8.3f}{f('other_acc'):>8.3f}{t['collapsed_seeds']:>10}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
