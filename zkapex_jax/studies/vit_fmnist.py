@@ -110,10 +110,19 @@ class StudyConfig:
         return dataclasses.replace(self, **kw)
 
 
+#: a model "collapsed" when its other-class or whole-test accuracy falls below this share of the
+#: personalized model's: its forget progress then measures destruction, not unlearning.
+COLLAPSE_SHARE = 0.5
+
+
 def _derived(results: dict, min_drop: float) -> dict:
-    """Add recovery, gap_to_retrain and forget_progress to every method's metrics (in place)."""
+    """Add recovery, gap_to_retrain, forget_progress and the ``collapsed`` utility guard (1.0 when
+    the model's other-class or global accuracy is below ``COLLAPSE_SHARE`` of the personalized
+    model's, so that collapse never reads as unlearning) to every method's metrics (in place)."""
     pers, mo, rt = results["personalized"], results["mask_only"], results.get("retrain")
     for name, r in results.items():
+        r["collapsed"] = float(any(k in r and k in pers and pers[k] > 0 and r[k] < COLLAPSE_SHARE * pers[k]
+                                   for k in ("other_acc", "global_acc")))
         r["recovery"] = M.recovery(r["personal_acc"], mo["personal_acc"], pers["personal_acc"], eps=min_drop)
         if rt is not None:
             r["gap_to_retrain"] = M.gap_to(r["forget_acc"], rt["forget_acc"])
@@ -400,7 +409,7 @@ def make_figures(results: dict, fig_dir: str) -> list[str]:
 def tables_markdown(results: dict) -> str:
     """The main table and the sweep tables of a results dict, as markdown (for docs/RESULTS.md)."""
     cols = ("personal_acc", "personal_acc_orig", "personal_acc_shift", "forget_acc", "other_acc", "mia_acc",
-            "mia_auc", "recovery", "gap_to_retrain", "forget_progress")
+            "mia_auc", "recovery", "gap_to_retrain", "forget_progress", "collapsed")
     meth = {m: results["methods"][m] for m in (*METHODS, *sorted(set(results["methods"]) - {*METHODS, "global"}),
                                                  "global") if m in results["methods"]}
     parts = [common.markdown_table(meth, cols)]
@@ -438,6 +447,9 @@ def _assemble(study, seeds, per_seed, timings, sweeps_per_seed, t_all) -> dict:
         "targets": {
             "recovery_ge_0.95": None if rec["mean"] is None else bool(rec["mean"] >= 0.95),
             "forget_progress_ge_0.5": None if fp is None else bool(fp >= 0.5),
+            # forgetting counts only where the model did not collapse (the utility guard)
+            "not_collapsed": None if methods["zkapex"].get("collapsed", {}).get("mean") is None
+            else bool(methods["zkapex"]["collapsed"]["mean"] == 0.0),
         },
         "config": study.name,
         "settings": {"pipeline": study.pipeline.to_dict(),
