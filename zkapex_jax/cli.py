@@ -138,10 +138,6 @@ def theta_blocks(params, layout) -> np.ndarray:
     return np.asarray(layout.to_blocks(get_paths(params, layout.paths)), dtype=np.float64)
 
 
-def mask_blocks(mask_path, layout) -> np.ndarray:
-    return load_mask(mask_path, layout)[0]
-
-
 def load_mask(mask_path, layout) -> tuple[np.ndarray, str]:
     """(the mask's (nb,B) bool blocks, the mask file's content hash — what a statement binds)."""
     from .core.mask import Mask
@@ -280,7 +276,8 @@ def _load_client(args):
         check_rest(com, sec, rest_of(params, layout))
     except ProofError as e:
         raise ZkapexError(f"{args.params}: not the committed personalized model ({e})") from None
-    return com, sec, fisher, layout, params, theta_blocks(params, layout), mask_blocks(args.mask, layout)
+    mb, mask_sha = load_mask(args.mask, layout)
+    return com, sec, fisher, layout, params, theta_blocks(params, layout), mb, mask_sha
 
 
 # ----------------------------------------------------------------------------- verbs
@@ -540,7 +537,7 @@ def cmd_unlearn(args) -> int:
     for other in (args.params, args.fisher, args.commitment, args.secrets, args.mask):
         if Path(other).resolve() == Path(args.out).resolve():
             raise ZkapexError(f"--out {args.out} is one of the inputs")
-    com, sec, fisher, layout, params, tb, mb = _load_client(args)
+    com, sec, fisher, layout, params, tb, mb, _ = _load_client(args)
     u = unlearn_committed(tb, fisher, mb, com, sec, keystore=_keystore(args))
     theta_u = set_paths(params, {p: np.asarray(v, dtype=np.float64).astype(np.asarray(layout_leaf).dtype)
                                  for (p, v), layout_leaf in zip(layout.from_blocks(u.theta_u).items(),
@@ -574,8 +571,7 @@ def cmd_prove(args) -> int:
         from .protocol.prover import check_ray_address
 
         check_ray_address(args.ray_address)  # before any work: ray.init would retry for ever
-    com, sec, fisher, layout, params, tb, mb = _load_client(args)
-    _, mask_sha = load_mask(args.mask, layout)
+    com, sec, fisher, layout, params, tb, mb, mask_sha = _load_client(args)
     theta_u = rest_u = None
     if args.unlearned:
         unl = _load_params(args.unlearned)

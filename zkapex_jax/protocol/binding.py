@@ -110,7 +110,7 @@ class Opening:
         with atomic_group() as g:
             return save_arrays(g.stage(path), OPENING_FORMAT, OPENING_VERSION,
                                {"blind_theta_u": np.asarray(self.blind_theta_u, dtype=np.int64),
-                                "rest_salt": np.frombuffer(self.rest_salt, dtype=np.uint8)},
+                                "rest_salt": salt_array(self.rest_salt)},
                                {"statement_sha256": self.statement_sha256})
 
     @classmethod
@@ -118,10 +118,9 @@ class Opening:
         arrs, meta = load_arrays(path, OPENING_FORMAT, (OPENING_VERSION,))
         bt, salt = arrs.get("blind_theta_u"), arrs.get("rest_salt")
         sh = meta.get("statement_sha256")
-        if (bt is None or bt.dtype.kind != "i" or bt.ndim != 2 or salt is None or salt.dtype != np.uint8
-                or salt.shape != (SALT_BYTES,) or not isinstance(sh, str)):
+        if bt is None or bt.dtype.kind != "i" or bt.ndim != 2 or not isinstance(sh, str):
             raise ArtifactError(f"{path}: malformed deployment opening")
-        return cls(blind_theta_u=bt, rest_salt=salt.tobytes(), statement_sha256=sh)
+        return cls(blind_theta_u=bt, rest_salt=salt_bytes(salt, path), statement_sha256=sh)
 
 
 def salt_array(salt: bytes) -> np.ndarray:

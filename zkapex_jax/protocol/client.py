@@ -82,14 +82,14 @@ def _input_moments_chunked(family, params, x, paths, chunk):
     """{path: G (in, in)} accumulated over chunks of ``x`` (inputs never all in memory at once)."""
     import numpy as np
 
+    from ..core.curvature import input_moments
+
     x = np.asarray(x)
     acc = {}
     for s in range(0, len(x), max(1, chunk)):
-        got = family.layer_inputs(params, x[s:s + chunk], list(paths))
-        for p, v in got.items():
-            v = np.asarray(v, dtype=np.float64).reshape(-1, v.shape[-1])
-            acc[p] = acc.get(p, 0.0) + v.T @ v
-    return {p: g / len(x) for p, g in acc.items()}
+        for p, g in input_moments(family.layer_inputs(params, x[s:s + chunk], list(paths)), len(x)).items():
+            acc[p] = acc.get(p, 0.0) + g
+    return acc
 
 
 def client_fisher(family, theta_p, data, layout: BlockLayout, *, damping: float = 1e-6, chunk_size: int = 32,

@@ -151,10 +151,7 @@ def check_deployment(statement: dict, commitment: Commitment, theta_u, rest, ope
     art = ks.ensure(commit_circuit(cs))
     q = q.astype(np.int64)
     vecs = [[int(x) for x in q[b]] + [int(x) for x in opening.blind_theta_u[b]] for b in range(commitment.num_blocks)]
-    coms = []
-    for i in range(0, len(vecs), 1024):
-        coms += stages.commit_vectors(art, vecs[i:i + 1024])
-    for b, c in enumerate(coms):
+    for b, c in enumerate(stages.commit_vectors(art, vecs)):  # batched inside
         if c != statement["com_theta_u"][b]:
             return f"block {b} of the deployed kernels does not open the certified Com(θu)"
     return None
