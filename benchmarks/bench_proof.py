@@ -12,6 +12,8 @@ blocks, a 4% mask), on one 16-core machine and on a Ray cluster of N such machin
 
     python benchmarks/bench_proof.py --blocks 32 --block-size 576 --logrows 19 --jobs 2 --tag cpu2_
     python benchmarks/bench_proof.py --blocks 4 --block-size 64 --logrows 15   # a quick look
+    python benchmarks/bench_proof.py --blocks 24 --block-size 16 --logrows 13 --protect 0 2 4 --tag protect_
+                                      # the certified forget-aware request's cost next to the plain one
 
 Results: benchmarks/results/proof_slice_<tag><time>.json (every number measured here, the
 extrapolation marked as such).
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing as mp
 import os
 import platform
@@ -59,15 +60,19 @@ def synthetic_block_fisher(rng, nb, B, n, damping_rel):
     return out
 
 
-def masked_count_distribution(B, fraction, n_blocks, kmaxes):
-    """Expected number of blocks per bucket for a uniformly random mask (binomial counts)."""
+def masked_count_distribution(B, fraction, n_blocks, kmaxes, extra: int = 0):
+    """Expected number of blocks per bucket for a uniformly random mask (binomial counts); a block
+    with k masked weights needs k + min(extra, B − k) slots (``extra`` protected weights)."""
     from math import comb
 
     p = fraction
     pk = [comb(B, k) * p ** k * (1 - p) ** (B - k) for k in range(B + 1)]
     out = {}
     for k in range(1, B + 1):
-        kmax = next(x for x in kmaxes if x >= k)
+        slots = k + min(extra, B - k)
+        kmax = next((x for x in kmaxes if x >= slots), None)
+        if kmax is None:
+            continue
         out[kmax] = out.get(kmax, 0.0) + n_blocks * pk[k]
     return out, n_blocks * pk[0]
 
@@ -85,16 +90,16 @@ def main(argv=None):
     ap.add_argument("--cache", default=None, help="key/SRS cache (default: a fresh one under /tmp)")
     ap.add_argument("--max-chunk-blocks", type=int, default=None,
                     help="cap blocks per proof (a smaller prover: e.g. 1 to fit B=576 proofs in 24 GB)")
+    ap.add_argument("--protect", type=int, nargs="+", default=[0],
+                    help="protected weights per masked block, one variant each, side by side on the same slice "
+                         "(0 = the paper's plain request); e.g. --protect 0 2 4")
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     a = ap.parse_args(argv)
     os.environ["ZKAPEX_CACHE"] = a.cache or f"/tmp/zkapex-bench-cache-{a.block_size}-{a.logrows}"
     from zkapex_jax import protocol as P
     from zkapex_jax.core import quant
-    from zkapex_jax.protocol import prover
-    from zkapex_jax.protocol._circuits import stages
     from zkapex_jax.protocol.commitments import commit_circuit
-    from zkapex_jax.protocol.statement import bucket_sizes, statement_core
 
     if a.max_chunk_blocks:
         from zkapex_jax.protocol import statement as _statement
@@ -139,79 +144,101 @@ def main(argv=None):
     com = P.save_commitment(Path(os.environ["ZKAPEX_CACHE"]) / "com.npz", com, sec,
                             Path(os.environ["ZKAPEX_CACHE"]) / "sec.npz")
     res["commitment_bytes"] = (Path(os.environ["ZKAPEX_CACHE"]) / "com.npz").stat().st_size
-    t0 = time.perf_counter()
-    u = P.unlearn_committed(theta, fisher, mask, com, sec, keystore=ks, inverse=A)
-    stage("plan_and_witnesses", t0, proofs=len(u.plan),
-          buckets=[[s.kmax, s.chunk_blocks, len(b)] for s, b in u.plan], bound_units=u.bound_units)
-    keys = res.setdefault("keys", {})
-    for spec, _ in u.plan:
-        if spec.key in keys:
-            continue
-        t0 = time.perf_counter()
-        art = ks.ensure(spec)
-        keys[spec.key] = {"kmax": spec.kmax, "chunk_blocks": spec.chunk_blocks, "num_rows": art.num_rows,
-                          "rows_per_block": round(art.num_rows / spec.chunk_blocks),
-                          "setup_s": round(time.perf_counter() - t0, 2), "pk_mb": round(art.meta["pk_bytes"] / 1e6, 1),
-                          "vk_kb": round(art.meta["vk_bytes"] / 1e3, 1)}
-        print(spec.key, keys[spec.key], flush=True)
-        save()
-    core = statement_core(client_id="bench", request_id="r", mask_digest=P.mask_digest(mask),
-                          commitment_sha256=com.sha256, spec=cs.to_dict(), theta_exp=com.theta_exp, n_chunks=len(u.plan))
-    tasks = prover.build_tasks(u, com, sec, core, ks)
-    t0 = time.perf_counter()
-    proofs = []
-    with ProcessPoolExecutor(max_workers=a.jobs, mp_context=mp.get_context("spawn"), max_tasks_per_child=1) as ex:
-        for (idx, raw, timing, wall), (spec, blocks) in zip(ex.map(_prove_one, tasks), u.plan):
-            t1 = time.perf_counter()
-            art = ks.ensure(spec)
-            ok = stages.verify_chunk_bytes(raw, art.settings, art.vk, art.srs)
-            vs = time.perf_counter() - t1
-            proofs.append({"index": idx, "kmax": spec.kmax, "blocks": len(blocks), "masked": [int(mask[b].sum()) for b in blocks],
-                           "cpu_s": round(timing["cpu_s"], 2), "prove_s": round(timing["prove_s"], 2),
-                           "witness_s": round(timing["witness_s"], 2), "wall_s": round(wall, 2),
-                           "peak_rss_mb": round(timing["peak_rss_mb"], 1), "proof_json_bytes": len(raw),
-                           "proof_bytes": len(json.loads(raw)["proof"]), "verified": ok, "verify_s": round(vs, 3)})
-            print(proofs[-1], flush=True)
-            res["proofs"] = proofs
-            save()
-    stage("prove", t0, proofs=len(proofs), cpu_s=round(sum(p["cpu_s"] for p in proofs), 1))
-    res["proofs"] = proofs
-    # cost model: per-block CPU-s by bucket, applied to the full statement
-    per_block = {}
-    for p in proofs:
-        per_block.setdefault(p["kmax"], []).append(p["cpu_s"] / p["blocks"])
-    kmaxes = [k for k in bucket_sizes(B)]
-    full_blocks = 12 * 3072 * 768 // B
-    dist, unmasked = masked_count_distribution(B, a.fraction, full_blocks, kmaxes)
-    model = {"full_blocks": full_blocks, "unmasked_blocks": round(unmasked), "blocks_per_bucket": {
-        str(k): round(v, 1) for k, v in dist.items() if v >= 0.5}}
-    measured = {k: float(np.median(v)) for k, v in per_block.items()}
-    if measured:
-        # buckets not measured here: scale the nearest measured one by rows ∝ kmax (rows ≈ 17·B·kmax)
-        def cpu_for(k):
-            if k in measured:
-                return measured[k]
-            near = min(measured, key=lambda m: abs(m - k))
-            return measured[near] * k / near
-        total_cpu = sum(cpu_for(k) * n for k, n in dist.items())
-        commit_cpu = st["commit"]["cpu_s"] / n_cols * 12 * 3072 * 768 * (B + 1) / B
-        model.update({
-            "measured_cpu_s_per_block": {str(k): round(v, 2) for k, v in measured.items()},
-            "prove_cpu_h": round(total_cpu / 3600, 1),
-            "prove_h_one_16core_machine": round(total_cpu / 3600 / 16, 2),
-            "prove_min_64_machines": round(total_cpu / 60 / 16 / 64, 1),
-            "commit_cpu_h": round(commit_cpu / 3600, 1),
-            "peak_rss_mb_per_prover": max(p["peak_rss_mb"] for p in proofs),
-            "proof_bytes_total_est": round(float(np.mean([p["proof_bytes"] / p["blocks"] for p in proofs]))
-                                           * (full_blocks - unmasked)),
-            "verify_h_one_core_est": round(float(np.mean([p["verify_s"] / p["blocks"] for p in proofs]))
-                                           * (full_blocks - unmasked) / 3600, 2),
-            "note": "EXTRAPOLATED from the measured per-block CPU-s of this slice (single-process provers, "
-                    "ideal scaling across cores and machines assumed); proof bytes are ezkl JSON files"})
-    res["cost_model_vit_b16"] = model
-    print(json.dumps(model, indent=1))
+    run_variant = _variant_runner(a, res, st, save, stage, ks, cs, com, sec, theta, fisher, A, mask, nb, B, n_cols)
+    for r in a.protect:
+        req = mask.astype(np.int8)
+        if r:  # the certified forget-aware request: r protected weights per masked block (random scores here)
+            score = np.where(mask, -np.inf, rng.random((nb, B)))
+            top = np.argsort(-score, axis=1)[:, :r]
+            for b in np.flatnonzero(mask.any(axis=1)):
+                req[b, top[b][~mask[b, top[b]]]] = 2
+        v = res.setdefault("variants", {}).setdefault(f"protect_{r}", {"protected": int((req == 2).sum())})
+        run_variant(r, req, v)
     save()
     print(f"→ {out_path}")
+
+
+def _variant_runner(a, res, st, save, stage, ks, cs, com, sec, theta, fisher, A, mask, nb, B, n_cols):
+    from zkapex_jax import protocol as P
+    from zkapex_jax.protocol import prover
+    from zkapex_jax.protocol._circuits import stages
+    from zkapex_jax.protocol.statement import bucket_sizes, statement_core
+
+    def run_variant(r, req, res_v):
+        t0 = time.perf_counter()
+        u = P.unlearn_committed(theta, fisher, req, com, sec, keystore=ks, inverse=A)
+        stage(f"plan_and_witnesses_protect_{r}", t0, proofs=len(u.plan),
+              buckets=[[s.kmax, s.chunk_blocks, len(b)] for s, b in u.plan], bound_units=u.bound_units)
+        keys = res_v.setdefault("keys", {})
+        for spec, _ in u.plan:
+            if spec.key in keys:
+                continue
+            t0 = time.perf_counter()
+            art = ks.ensure(spec)
+            keys[spec.key] = {"kmax": spec.kmax, "chunk_blocks": spec.chunk_blocks, "num_rows": art.num_rows,
+                              "rows_per_block": round(art.num_rows / spec.chunk_blocks),
+                              "setup_s": round(time.perf_counter() - t0, 2), "pk_mb": round(art.meta["pk_bytes"] / 1e6, 1),
+                              "vk_kb": round(art.meta["vk_bytes"] / 1e3, 1)}
+            print(spec.key, keys[spec.key], flush=True)
+            save()
+        core = statement_core(client_id="bench", request_id="r", mask_digest=P.mask_digest(req),
+                              commitment_sha256=com.sha256, spec=cs.to_dict(), theta_exp=com.theta_exp, n_chunks=len(u.plan))
+        tasks = prover.build_tasks(u, com, sec, core, ks)
+        t0 = time.perf_counter()
+        proofs = []
+        with ProcessPoolExecutor(max_workers=a.jobs, mp_context=mp.get_context("spawn"), max_tasks_per_child=1) as ex:
+            for (idx, raw, timing, wall), (spec, blocks) in zip(ex.map(_prove_one, tasks), u.plan):
+                t1 = time.perf_counter()
+                art = ks.ensure(spec)
+                ok = stages.verify_chunk_bytes(raw, art.settings, art.vk, art.srs)
+                vs = time.perf_counter() - t1
+                proofs.append({"index": idx, "kmax": spec.kmax, "blocks": len(blocks), "slots": [int((req[b] > 0).sum()) for b in blocks],
+                               "cpu_s": round(timing["cpu_s"], 2), "prove_s": round(timing["prove_s"], 2),
+                               "witness_s": round(timing["witness_s"], 2), "wall_s": round(wall, 2),
+                               "peak_rss_mb": round(timing["peak_rss_mb"], 1), "proof_json_bytes": len(raw),
+                               "proof_bytes": len(json.loads(raw)["proof"]), "verified": ok, "verify_s": round(vs, 3)})
+                print(proofs[-1], flush=True)
+                res_v["proofs"] = proofs
+                save()
+        stage(f"prove_protect_{r}", t0, proofs=len(proofs), cpu_s=round(sum(p["cpu_s"] for p in proofs), 1))
+        res_v["proofs"] = proofs
+        # cost model: per-block CPU-s by bucket, applied to the full statement
+        per_block = {}
+        for p in proofs:
+            per_block.setdefault(p["kmax"], []).append(p["cpu_s"] / p["blocks"])
+        kmaxes = [k for k in bucket_sizes(B)]
+        full_blocks = 12 * 3072 * 768 // B
+        dist, unmasked = masked_count_distribution(B, a.fraction, full_blocks, kmaxes, extra=r)
+        model = {"full_blocks": full_blocks, "unmasked_blocks": round(unmasked), "blocks_per_bucket": {
+            str(k): round(v, 1) for k, v in dist.items() if v >= 0.5}}
+        measured = {k: float(np.median(v)) for k, v in per_block.items()}
+        if measured:
+            # buckets not measured here: scale the nearest measured one by rows ∝ kmax (rows ≈ 17·B·kmax)
+            def cpu_for(k):
+                if k in measured:
+                    return measured[k]
+                near = min(measured, key=lambda m: abs(m - k))
+                return measured[near] * k / near
+            total_cpu = sum(cpu_for(k) * n for k, n in dist.items())
+            commit_cpu = st["commit"]["cpu_s"] / n_cols * 12 * 3072 * 768 * (B + 1) / B
+            model.update({
+                "measured_cpu_s_per_block": {str(k): round(v, 2) for k, v in measured.items()},
+                "prove_cpu_h": round(total_cpu / 3600, 1),
+                "prove_h_one_16core_machine": round(total_cpu / 3600 / 16, 2),
+                "prove_min_64_machines": round(total_cpu / 60 / 16 / 64, 1),
+                "commit_cpu_h": round(commit_cpu / 3600, 1),
+                "peak_rss_mb_per_prover": max(p["peak_rss_mb"] for p in proofs),
+                "proof_bytes_total_est": round(float(np.mean([p["proof_bytes"] / p["blocks"] for p in proofs]))
+                                               * (full_blocks - unmasked)),
+                "verify_h_one_core_est": round(float(np.mean([p["verify_s"] / p["blocks"] for p in proofs]))
+                                               * (full_blocks - unmasked) / 3600, 2),
+                "note": "EXTRAPOLATED from the measured per-block CPU-s of this slice (single-process provers, "
+                        "ideal scaling across cores and machines assumed); proof bytes are ezkl JSON files"})
+        res_v["cost_model_vit_b16"] = model
+        print(json.dumps(model, indent=1))
+        save()
+
+    return run_variant
 
 
 if __name__ == "__main__":

@@ -8,16 +8,22 @@ Per block of ``B`` weights with masked positions ``S`` (``k = |S| ≤ kmax`` slo
 * ``θ̂p`` (committed before the mask), ``θ̂u`` (defines Com(θu)), ``μ̂`` (k, private), and a private
   ``k×k`` matrix ``Y`` that certifies that ``Â[S,S]`` is invertible with a bounded inverse.
 
-With ``h = 2^(s−g)`` the statement is
+Since v6 a request may also name *protected* positions ``T`` (the certified forget-aware update:
+the compensation may not move them); the slots then hold ``P = S ∪ T`` and the public mask row
+carries codes 0 (free), 1 (masked, S), 2 (protected, T). With ``h = 2^(s−g)`` the statement is
 
-  r := h·(θ̂u − θ̂p) + Â[:,S]·μ̂,   |r_i| < h on free rows,  |r_i| < h·2^−t on masked rows,
-  θ̂u[S] = 0,   Y·D − 2^ty·I = E with |E| < 2^e, |Y| < 2^y,  D = Â[S,S] (padded),
+  r := h·(θ̂u − θ̂p) + Â[:,P]·μ̂,   |r_i| < h on free rows,  |r_i| < h·2^−t on rows in P,
+  θ̂u[S] = 0,  θ̂u[T] = θ̂p[T],   Y·D − 2^ty·I = E with |E| < 2^e, |Y| < 2^y,  D = Â[P,P] (padded),
   |θ̂u_i − θ̂p_i| ≤ ρ·Σ_{j∈S}|θ̂p_j| for every i (the compensation bound, ρ = ``delta_ratio``),
 
 where every bound is an **in-graph range check**: ``Abs(x·2^c)`` makes ezkl decompose ``x·2^c``
 into ``decomp_legs`` digits of ``decomp_base``, so a witness exists only if ``|x·2^c| < 2^s``,
 ``2^s = base^legs`` (ezkl does *not* range-check ``polycommit`` inputs; ../shared/EZKL.md). The
 checks are zero-or-range by construction: no sum of squares, no tolerance output.
+
+The protected rows make it Group-OBS under the extra constraints δ[T] = 0: Â[P,P]·μ* = h·[θ̂p[S]; 0] (the same argument,
+with the same ε, as for T = ∅). The codes enter the graph through integer polynomials:
+[S] = m(2 − m), 2·[T] = m² − m, [P] = (3m − m²)/2 (folded into the row weights, 2^g even).
 
 **What it pins** (docs/PROOFS.md): the exact fixed-point Group-OBS result for the committed ``Â``
 is ``θ̂u* = θ̂p − Â[:,S]·μ*/h`` with ``Â[S,S]μ* = h·θ̂p[S]``. Any accepted ``θ̂u`` satisfies
@@ -36,11 +42,12 @@ name                   length                       meaning
 ``mu``                 ``2·K·kmax + R``             μ̂ per block and slot: K·kmax high halves, then
                                                     K·kmax low halves (μ̂ = hi·2^30 + lo)
 ``ycert``              ``K·kmax² + R``              Y per block
-``public``             ``n_ctx + K·(B+2·kmax) + 1`` statement limbs, then per block the mask (B),
+``public``             ``n_ctx + K·(B+2·kmax) + 1`` statement limbs, then per block the codes (B),
                                                     slot positions (kmax), slot used (kmax); a 0
 =====================  ===========================  ===========================================
 
-Outputs (public): ``pub_out = public``; ``zeros = |θ̂u|⊙m`` (K·B, must be 0); ``sink`` (7, must
+Outputs (public): ``pub_out = public``; ``zeros = |θ̂u|⊙[S] + |θ̂u − θ̂p|⊙2[T]`` (K·B, must be 0);
+``sink`` (7, must
 be 0: the range-checked values times the public 0, which keeps every check in the circuit).
 """
 
@@ -54,7 +61,7 @@ from fractions import Fraction
 
 import numpy as np
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 #: names of the range-check groups whose sums feed ``sink`` (order of the sink outputs).
 CHECK_GROUPS = ("theta_p", "columns", "mu", "residual", "ycert", "ycert_error", "delta")
 #: the default public compensation bound ρ: no weight of a block may move by more than
@@ -172,7 +179,8 @@ def derive_bounds(cs: CommitSpec, kmax: int) -> Bounds:
     best = None
     for gamma in range(2, s):
         y = ty - a + gamma
-        g = max(0, s - M + 1 + lk + gamma - a + w)   # |μ*| ≤ 2^(s−g)·kmax·2^(γ−a)·2^w ≤ 2^(M−1)
+        g = max(1, s - M + 1 + lk + gamma - a + w)   # |μ*| ≤ 2^(s−g)·kmax·2^(γ−a)·2^w ≤ 2^(M−1); g ≥ 1
+        #                                             keeps the row weights' polynomial integral
         t = s - g - a - lk                    # honest masked residual ≤ ½·kmax·2^a < 2^(s−g−t)
         if y >= s or t < 0 or g >= s:
             break
@@ -341,8 +349,15 @@ def build_relation(spec: CircuitSpec):
                            const("shape_KB", [K, B], i64)])
     dlt = node("Sub", [tu, tp])
     r = node("Add", [pw2(dlt, bd.s - bd.g, "h"), amu])
-    # free rows: |r·2^g| < 2^s ; masked rows: |r·2^(g+t)| < 2^s
-    rw = node("Add", [node("Mul", [m, const("w_m", [float(2 ** (bd.g + bd.t) - 2 ** bd.g)])]), const("w_f", [float(2 ** bd.g)])])
+    # m holds codes 0 (free), 1 (masked, S), 2 (protected, T); integer polynomials pick them out:
+    # [m = 1] = m·(2 − m), 2·[m = 2] = m² − m, [m > 0] = (3m − m²)/2
+    m_s = node("Mul", [m, node("Sub", [const("two_m", [2.0]), m])])                              # (K,B) S
+    m_sq = node("Mul", [m, m])
+    m_t2 = node("Sub", [m_sq, m])                                                                 # 2·[T]
+    # free rows: |r·2^g| < 2^s ; masked and protected rows: |r·2^(g+t)| < 2^s
+    half_c = (2 ** (bd.g + bd.t) - 2 ** bd.g) // 2
+    rw = node("Add", [node("Mul", [node("Sub", [node("Mul", [m, const("three_m", [3.0])]), m_sq]),
+                                   const("w_m", [float(half_c)])]), const("w_f", [float(2 ** bd.g)])])
     c_res = abs_sum(node("Mul", [r, rw]))
     # D = Â[S,S] ⊙ (q qᵀ) + 2^(a−1)·diag(1 − q);  E = Y·D − 2^ty·I
     offs = const("row_offs", (np.arange(K) * B)[:, None].astype(np.float64))
@@ -358,9 +373,10 @@ def build_relation(spec: CircuitSpec):
     E = node("Sub", [node("MatMul", [ycert, D]), node("Mul", [eye, const("two_ty", [float(2 ** bd.ty)])])])
     # compensation bound: 0 < ρ·Σ_S|θ̂p| − |θ̂u − θ̂p| + 1 < 2^s, as |2·(…) − 2^s| < 2^s
     abs_tp = node("Abs", [tp])
-    removed = node("ReduceSum", [node("Mul", [abs_tp, m]), "axis1"], keepdims=1)               # (K,1)
+    removed = node("ReduceSum", [node("Mul", [abs_tp, m_s]), "axis1"], keepdims=1)             # (K,1)
+    abs_dlt = node("Abs", [dlt])
     slack = node("Add", [node("Sub", [node("Mul", [removed, const("rho", [float(cs.delta_ratio)])]),
-                                      node("Abs", [dlt])]), const("one_d", [1.0])])
+                                      abs_dlt]), const("one_d", [1.0])])
     c_delta = abs_sum(node("Sub", [node("Mul", [slack, const("two_d", [2.0])]), const("two_s", [float(2 ** bd.s)])]))
     sums = [node("Reshape", [node("ReduceSum", [abs_tp], keepdims=0), "shape_1"]),  # θ̂p integer, |θ̂p| < 2^s
             abs_sum(pw2(cols, bd.s - cs.a_bits, "sa")),   # |Â| < 2^a
@@ -370,7 +386,8 @@ def build_relation(spec: CircuitSpec):
             abs_sum(pw2(E, bd.s - bd.e, "se")),            # |E| < 2^e
             c_delta]                                       # |θ̂u − θ̂p| ≤ ρ·Σ_S|θ̂p| per block
     node("Mul", [node("Concat", sums, axis=0), node("Reshape", [zero, "shape_1"])], "sink")
-    node("Mul", [node("Abs", [tu]), m], "zeros")          # θ̂u integer, and θ̂u[S] = 0 (public zeros)
+    # θ̂u integer, θ̂u[S] = 0 and θ̂u[T] = θ̂p[T] (public zeros; both terms are ≥ 0 and < 2^62)
+    node("Add", [node("Mul", [node("Abs", [tu]), m_s]), node("Mul", [abs_dlt, m_t2])], "zeros")
     node("Identity", ["public"], "pub_out")
     L = spec.input_lengths()
     inputs = [helper.make_tensor_value_info(n, TensorProto.DOUBLE, [1, n_]) for n, n_ in zip(spec.input_names(), L)]
@@ -397,12 +414,14 @@ def relation_reference(spec: CircuitSpec, theta_p, theta_u, cols, mu, ycert, mas
     S = 2 ** bd.s
     I = lambda a: np.asarray(a, dtype=object)  # noqa: E731
     tp, tu, A, mu, Y = I(theta_p), I(theta_u), I(cols), I(mu), I(ycert)
-    m = np.asarray(mask).astype(np.int64).astype(object)
+    m = np.asarray(mask).astype(np.int64).astype(object)   # codes 0 / 1 (S) / 2 (T)
+    m_s = m * (2 - m)
+    m_t2 = m * m - m
     q = np.asarray(q).astype(np.int64).astype(object)
     idx = np.asarray(idx).astype(np.int64)
     mu_eff = mu * q
     r = (tu - tp) * bd.h + np.einsum("kbt,kt->kb", A, mu_eff)
-    rw = m * 2 ** (bd.g + bd.t) + (1 - m) * 2 ** bd.g
+    rw = 2 ** bd.g + (3 * m - m * m) * ((2 ** (bd.g + bd.t) - 2 ** bd.g) // 2)
     D = np.empty((K, k, k), dtype=object)
     for j in range(K):
         for a in range(k):
@@ -414,11 +433,11 @@ def relation_reference(spec: CircuitSpec, theta_p, theta_u, cols, mu, ycert, mas
            "mu": Fraction(mx(mu), S), "residual": Fraction(mx(r * rw), S),
            "ycert": Fraction(mx(Y) * 2 ** (bd.s - bd.y), S), "ycert_error": Fraction(mx(E) * 2 ** (bd.s - bd.e), S),
            "theta_u": Fraction(mx(tu), S)}
-    removed = (np.abs(tp) * m).sum(axis=1)
+    removed = (np.abs(tp) * m_s).sum(axis=1)
     slack = removed[:, None] * cs.delta_ratio - np.abs(tu - tp) + 1
     out["move"] = Fraction(mx(tu - tp), S)
     out["delta"] = Fraction(mx(slack * 2 - S), S)
-    zeros = np.abs(tu) * m
+    zeros = np.abs(tu) * m_s + np.abs(tu - tp) * m_t2
     out["zeros"] = zeros
     out["ok"] = all(v < 1 for key, v in out.items() if key not in ("zeros",)) and not any(int(z) for z in zeros.ravel())
     return out

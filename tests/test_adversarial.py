@@ -657,3 +657,89 @@ def test_verifier_refuses_a_commitment_with_a_looser_bound_than_its_policy(world
     """ρ is public (in the commitment's spec); a provider caps it."""
     res = verify(world, world["honest"], max_delta_ratio=world["cs"].delta_ratio - 1)
     assert rejected(res, "compensation bound")
+
+
+# ----------------------------------------------------------------------------- protected weights (v6)
+
+@pytest.fixture(scope="session")
+def protected(world):
+    """The certified forget-aware request on the same commitment: protected weights T next to the
+    mask (codes 1 = masked, 2 = protected), and its honest bundle."""
+    req = world["mask"].astype(np.int8)
+    req[0, [1, 3]] = 2
+    req[2, 4] = 2
+    req[1, 2] = 2                       # a block without a masked weight: unchanged anyway
+    root = world["root"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZKAPEX_CACHE", str(root / "cache"))
+        bundle = P.prove_unlearning(world["theta_p"], world["fisher"], req, world["com"], world["sec"],
+                                    request_id="req-p", out_dir=root / "protected", keystore=world["client"],
+                                    rest_u=world["rest"], mask_sha256="c" * 64)
+        u = P.unlearn_committed(world["theta_p"], world["fisher"], req, world["com"], world["sec"],
+                                keystore=world["client"])
+    return dict(req=req, bundle=bundle, u=u)
+
+
+def test_protected_bundle_is_valid_and_pins_the_protected_weights(world, protected):
+    res = verify(world, protected["bundle"], mask=protected["req"], request_id="req-p", mask_sha256="c" * 64)
+    assert res.valid, res.reason
+    assert res.details["protected_weights"] == 3 and "3 protected weights unmoved" in res.reason
+    u, req = protected["u"], protected["req"]
+    assert np.all(u.theta_u_q[req == 2] == u.theta_p_q[req == 2])
+    assert np.all(u.theta_u_q[req == 1] == 0)
+    # the plain update moves them: protection is not vacuous here
+    assert np.any(world["u"].theta_u_q[(req == 2) & world["mask"].any(axis=1)[:, None]]
+                  != u.theta_p_q[(req == 2) & world["mask"].any(axis=1)[:, None]])
+
+
+def test_plain_bundle_for_a_protected_request_and_back_are_rejected(world, protected):
+    assert rejected(verify(world, world["honest"], mask=protected["req"]), "mask digest")
+    assert rejected(verify(world, protected["bundle"]), "mask digest")
+
+
+def _protected_forgery(world, protected, edit):
+    u = forged_u(world, mask=protected["req"].copy())
+    u.witnesses = dict(protected["u"].witnesses)
+    u.theta_u_q = protected["u"].theta_u_q.copy()
+    u.plan = protected["u"].plan
+    edit(u)
+    return u
+
+
+def test_plain_update_presented_as_protected_cannot_be_proven(world, protected, tmp_path):
+    """The attacker keeps the plain compensation (which moves the protected weights) but lays out
+    the protected request's slots (μ = 0 on them): the protected rows' tight residual has no witness."""
+    def edit(u):
+        b = 0
+        wp, wq = world["u"].witnesses[b], protected["u"].witnesses[b]
+        mu = [0] * len(wq.mu)
+        for t, pos in enumerate(wq.positions):
+            if pos in list(wp.positions):
+                mu[t] = wp.mu[list(wp.positions).index(pos)]
+        u.witnesses[b] = quant.BlockWitness(theta_u=wp.theta_u, mu=mu, ycert=wq.ycert, idx=wq.idx, q=wq.q,
+                                            positions=wq.positions, removed=wq.removed)
+        u.theta_u_q[b] = wp.theta_u
+    u = _protected_forgery(world, protected, edit)
+    with pytest.raises(RuntimeError):
+        prove_witness(u, world["com"], world["sec"], request_id="r", out_dir=tmp_path / "d", keystore=world["client"],
+                      check_openings=False)
+    assert not (tmp_path / "d").exists()
+
+
+def test_protected_weight_moved_by_one_unit_is_rejected(world, protected, tmp_path):
+    """θu[T] moved by one unit with μ re-solved so that every range check holds, the protected
+    row's tight residual included (Â[4,:]·μ ≈ −h): only the public zeros reveal it — and they do."""
+    import dataclasses
+
+    def edit(u):
+        b = 2
+        spec = next(s for s, bl in u.plan if b in bl)
+        tq = world["u"].theta_p_q[b].copy()
+        tq[4] = -1                           # solve Â[P,P]μ = h·[−1; θp[5]]: the row-4 residual is then −h
+        w = quant.certify_block(tq, u.inverse_q[b], np.array([4, 5]), spec)
+        tu = w.theta_u.copy()
+        tu[4] = world["u"].theta_p_q[b][4] + 1
+        u.witnesses[b] = dataclasses.replace(w, theta_u=tu, removed=np.array([5]))
+        u.theta_u_q[b] = tu
+    u = _protected_forgery(world, protected, edit)
+    assert rejected(verify(world, forge(world, tmp_path, u), mask=protected["req"]), "protected weights moved")

@@ -162,6 +162,23 @@ def test_imagenet_predictions_on_the_sample_images(pretrained):
     assert pb[0].argmax() not in CHINA or pb[1].argmax() not in FLOWER
 
 
+def test_family_frozen_features_and_per_example_grads(pretrained):
+    """The studies' form (frozen pretrained stem and blocks < k, cached inputs): per-example
+    gradients of the trainable expansion kernels equal jax.grad of each example's loss."""
+    fam = family("efficientnet-lite0", image_size=32, num_labels=10, features_from=14)
+    params = fam.pretrained_fn(0)
+    assert sorted(params["blocks"]) == ["14", "15"]
+    rng = np.random.default_rng(0)
+    x = fam.prepare(rng.random((3, 28, 28, 1), dtype=np.float32))   # grey 28 px → RGB 32 px → block 14's input
+    y = np.array([1, 4, 7], np.int32)
+    g = per_example_grads(fam.loss, params, (x, y), wrt=fam.mask_patterns)
+    assert sorted(g) == ["blocks/14/expand/kernel", "blocks/15/expand/kernel"]
+    assert g["blocks/15/expand/kernel"].shape == (3, 192, 1152)
+    g1 = jax.grad(fam.loss)(params, (x[1], y[1]))["blocks"]["15"]["expand"]["kernel"]
+    np.testing.assert_allclose(np.asarray(g["blocks/15/expand/kernel"][1]), np.asarray(g1), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.slow
 def test_family_fine_tuning_shapes_and_per_example_grads(pretrained):
     fam = family("efficientnet-lite0", image_size=32, num_labels=10)
     params = E.pretrained_lite0(num_labels=10, key=jax.random.PRNGKey(0))

@@ -265,6 +265,12 @@ def test_fuzz_cli_arguments(honest, capsys):
         ["demo", "--out", d / "demo", "--quick", "--block-size", "7"],
         ["demo", "--out", d / "demo", "--quick", "--pattern", "no/such/*"],
         ["demo", "--out", d / "demo", "--quick", "--logrows", "40"],
+        # a trailing slash (or a final '.') names a directory, not the file the option wants
+        ["mask", "--global", d / "pers", "--out", f"{d}/m.json/"],
+        ["fisher", "--params", d / "pers", "--out", f"{d}/f.npz/"],
+        ["verify", d / "b", "--commitment", f"{d}/com.npz/", "--mask", d / "mask.json"],
+        ["verify", d / "b", "--commitment", d / "com.npz", "--mask", f"{d}/."],
+        ["mask", "--global", d / "pers", "--out", d / "m.json", "--protect", "-1"],
     ]
     for argv in bad:
         before = listing(d)

@@ -95,10 +95,20 @@ def _path(s: str) -> str:
     return s
 
 
+def _file(s: str) -> str:
+    """A path that names a file (a mask, Fisher, commitment, secrets, opening, tokenizer, SRS):
+    a trailing slash or a final '.' / '..' names a directory and is refused."""
+    s = _path(s)
+    if s.endswith(("/", os.sep)) or os.path.basename(s) in (".", ".."):
+        raise argparse.ArgumentTypeError(f"{s!r} names a directory (trailing slash or '.'); give a file name")
+    return s
+
+
 BLOCK = _int_in(1, MAX_BLOCK_SIZE)
 POS = _int_in(1)
 LOGROWS = _int_in(1, 26)
 SEED = _int_in(0, 2**31 - 1)
+NONNEG = _int_in(0, 4096)
 
 
 def _say(msg: str):
@@ -139,11 +149,12 @@ def theta_blocks(params, layout) -> np.ndarray:
 
 
 def load_mask(mask_path, layout) -> tuple[np.ndarray, str]:
-    """(the mask's (nb,B) bool blocks, the mask file's content hash — what a statement binds)."""
+    """(the request's (nb,B) blocks — int8 codes 0 / 1 masked / 2 protected — and the mask file's
+    content hash: what a statement binds)."""
     from .core.mask import Mask
 
     m = Mask.load(mask_path)
-    return np.asarray(m.to_blocks(layout), dtype=bool), m.content_hash()
+    return m.request_blocks(layout), m.content_hash()
 
 
 def rest_of(params, layout) -> dict:
@@ -428,7 +439,7 @@ def cmd_mask(args) -> int:
 
     _refuse_outputs(args.out, force=args.force)
     fam, cfg, theta_g = _model_and_params(args, args.global_ckpt)
-    pl.block_layout(cfg, theta_g)  # the pattern selects kernels
+    layout = pl.block_layout(cfg, theta_g)  # the pattern selects kernels
     own = _provider_splits(args, fam)
     if own is None:
         data = pl.load_data(cfg, args.seed)
@@ -443,8 +454,13 @@ def cmd_mask(args) -> int:
                                     damping=cfg.mask_damping, chunk_size=cfg.fisher_chunk)
     meta.update(n_forget=_n(forget), n_retain=_n(retain))
     m = pl.provider_mask(cfg, theta_g, None, seed=args.seed, scores=scores, meta=meta)
+    if args.protect:
+        from .core.mask import protect_top
+
+        m = protect_top(m, scores, layout, args.protect)
     digest = m.save(args.out)
-    _say(f"mask: {m.num_masked} of {m.size} weights ({m.fraction:.2%}) → {args.out} (sha256 {digest[:16]}…)")
+    extra = f", {m.num_protected} protected" if args.protect else ""
+    _say(f"mask: {m.num_masked} of {m.size} weights ({m.fraction:.2%}){extra} → {args.out} (sha256 {digest[:16]}…)")
     return 0
 
 
@@ -478,7 +494,7 @@ def cmd_personalize(args) -> int:
     from .protocol import client
     from .studies import image as pl
 
-    _refuse_outputs(args.out, force=args.force)
+    _refuse_outputs(args.out, force=args.force, checkpoint=True)
     if Path(args.out).resolve() == Path(args.global_ckpt).resolve():
         raise ZkapexError("--out must differ from --global")
     fam, cfg, theta_g = _model_and_params(args, args.global_ckpt)
@@ -498,14 +514,20 @@ def cmd_personalize(args) -> int:
     return 0
 
 
-def _refuse_outputs(*paths, force=False):
-    """Outputs must differ from each other, and exist only with --force."""
+def _refuse_outputs(*paths, force=False, checkpoint=False):
+    """Outputs must differ from each other, and exist only with --force; a ``checkpoint`` output
+    that exists must be a zkapex checkpoint (a user's folder is never replaced), checked before
+    any work."""
+    from .models.train import _is_checkpoint_dir
+
     rp = [Path(p).resolve() for p in paths]
     if len(set(rp)) != len(rp):
         raise ZkapexError(f"output paths must differ: {', '.join(str(p) for p in paths)}")
     for p in paths:
         if Path(p).exists() and not force:
             raise ZkapexError(f"{p} exists; pass --force to replace it")
+        if checkpoint and os.path.lexists(p) and not _is_checkpoint_dir(p):
+            raise ZkapexError(f"{p} exists and is not a zkapex checkpoint; refusing to replace it")
 
 
 def cmd_commit(args) -> int:
@@ -533,7 +555,7 @@ def cmd_unlearn(args) -> int:
     from .protocol import unlearn_committed
     from .models.train import save_checkpoint
 
-    _refuse_outputs(args.out, force=args.force)
+    _refuse_outputs(args.out, force=args.force, checkpoint=True)
     for other in (args.params, args.fisher, args.commitment, args.secrets, args.mask):
         if Path(other).resolve() == Path(args.out).resolve():
             raise ZkapexError(f"--out {args.out} is one of the inputs")
@@ -543,7 +565,7 @@ def cmd_unlearn(args) -> int:
                                  for (p, v), layout_leaf in zip(layout.from_blocks(u.theta_u).items(),
                                                                 _leaves(params, layout))})
     save_checkpoint(args.out, theta_u, {"unlearned_from": str(args.params), "commitment_sha256": com.sha256})
-    _say(f"unlearned: {int(mb.sum())} weights removed in {len(u.witnesses)} blocks; certified within "
+    _say(f"unlearned: {int((mb == 1).sum())} weights removed ({int((mb == 2).sum())} protected) in {len(u.witnesses)} blocks; certified within "
          f"{u.bound_units:.3f} units of 2^-{com.theta_exp} → {args.out}")
     return 0
 
@@ -800,7 +822,7 @@ def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, jobs=2, seed
     summary.update({
         "valid": res.valid, "reason": res.reason, "insecure_srs": res.insecure_srs,
         "blocks": layout.num_blocks, "masked_blocks": len(u.witnesses), "proofs": len(st["proofs"]),
-        "masked_weights": int(mb.sum()), "params_certified": int(layout.num_blocks * block_size),
+        "masked_weights": int((mb == 1).sum()), "params_certified": int(layout.num_blocks * block_size),
         "logrows": cs.logrows, "buckets": sorted({(s.kmax, s.chunk_blocks) for s, _ in u.plan}),
         "bound_units": res.bound_units, "theta_unit": 2.0 ** -com.theta_exp,
         "max_dev_certified_vs_float": float(dev.max()), "commitment_bytes": com_bytes,
@@ -850,7 +872,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p, keystore=False):
         p.add_argument("--cache", type=_path, default=None, help="key/SRS cache (default $ZKAPEX_CACHE or ~/.cache/zkapex)")
-        p.add_argument("--srs", type=_path, default=None, help="ceremony SRS file (default: local, INSECURE)")
+        p.add_argument("--srs", type=_file, default=None, help="ceremony SRS file (default: local, INSECURE)")
         if keystore:
             p.add_argument("--keystore", type=_path, default=None, help="the provider's own key store (default: the cache)")
 
@@ -863,7 +885,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("mask", help="[provider] score the global model and publish the mask")
     p.add_argument("--global", dest="global_ckpt", type=_path, required=True, help="the global model checkpoint")
-    p.add_argument("--out", type=_path, required=True, help="the mask file to write (JSON)")
+    p.add_argument("--out", type=_file, required=True, help="the mask file to write (JSON)")
     p.add_argument("--model", default="vit-demo", type=_text,
                    help="built-in model config (vit-demo, vit-tiny, opt-tiny, ...) or a local Hugging Face model "
                         "directory (config.json + weights; default vit-demo)")
@@ -880,15 +902,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pattern", default=None, help="kernels to mask (fnmatch pattern; default: every fc1)")
     p.add_argument("--fraction", type=_float_in(0.0, 1.0, lo_open=True), default=None,
                    help="fraction of the selected weights to mask, in (0, 1] (default: the config's)")
+    p.add_argument("--protect", type=NONNEG, default=0,
+                   help="the certified forget-aware request: in every block (of --block-size, the client's committed "
+                        "block size) with a masked weight, also protect the R next-highest-scoring weights, which the "
+                        "certified compensation may not move (default 0: the paper's plain request)")
     p.add_argument("--seed", type=SEED, default=0, help="PRNG seed (default 0)")
-    p.add_argument("--tokenizer", type=_path, default=None,
+    p.add_argument("--tokenizer", type=_file, default=None,
                    help="a language model's tokenizer (zkapex code tokenizer JSON); its data are text/code folders")
     p.add_argument("--seq-len", type=POS, default=64, help="a language model's sequence length (default 64)")
     p.set_defaults(fn=cmd_mask)
 
     p = sub.add_parser("fisher", help="[client] block-wise Fisher of the personalized model")
     p.add_argument("--params", type=_path, required=True, help="the personalized checkpoint")
-    p.add_argument("--out", type=_path, required=True, help="the Fisher file to write (.npz)")
+    p.add_argument("--out", type=_file, required=True, help="the Fisher file to write (.npz)")
     p.add_argument("--model", default="vit-demo", type=_text,
                    help="built-in model config (vit-demo, vit-tiny, opt-tiny, ...) or a local Hugging Face model "
                         "directory (config.json + weights; default vit-demo)")
@@ -905,7 +931,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "files for an LM (default: the built-in personalization split)")
     p.add_argument("--pattern", default=None, help="kernels to cover (fnmatch pattern; default: every fc1)")
     p.add_argument("--seed", type=SEED, default=0, help="PRNG seed (default 0)")
-    p.add_argument("--tokenizer", type=_path, default=None,
+    p.add_argument("--tokenizer", type=_file, default=None,
                    help="a language model's tokenizer (zkapex code tokenizer JSON); its data are text/code folders")
     p.add_argument("--seq-len", type=POS, default=64, help="a language model's sequence length (default 64)")
     p.set_defaults(fn=cmd_fisher)
@@ -927,17 +953,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=BLOCK, default=16, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=SEED, default=0, help="PRNG seed (default 0)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
-    p.add_argument("--tokenizer", type=_path, default=None,
+    p.add_argument("--tokenizer", type=_file, default=None,
                    help="a language model's tokenizer (zkapex code tokenizer JSON); its data are text/code folders")
     p.add_argument("--seq-len", type=POS, default=64, help="a language model's sequence length (default 64)")
     p.set_defaults(fn=cmd_personalize)
 
     p = sub.add_parser("commit", help="[client] commit to θp and C (before any mask)")
     p.add_argument("--params", type=_path, required=True, help="the personalized checkpoint θp")
-    p.add_argument("--fisher", type=_path, required=True, help="the Fisher file from `zkapex fisher`")
+    p.add_argument("--fisher", type=_file, required=True, help="the Fisher file from `zkapex fisher`")
     p.add_argument("--client-id", type=_text, required=True, help="the client's public identifier")
-    p.add_argument("--out", type=_path, required=True, help="the public commitment to write (.npz)")
-    p.add_argument("--secrets", type=_path, required=True, help="the client's private blinders (never publish)")
+    p.add_argument("--out", type=_file, required=True, help="the public commitment to write (.npz)")
+    p.add_argument("--secrets", type=_file, required=True, help="the client's private blinders (never publish)")
     p.add_argument("--logrows", type=LOGROWS, default=None, help="circuit size fixed at commitment (default: auto)")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     common(p)
@@ -950,7 +976,8 @@ def build_parser() -> argparse.ArgumentParser:
                      ("--commitment", "the published commitment"), ("--secrets", "the commitment's secrets"),
                      ("--mask", "the provider's mask file"),
                      ("--out", "the unlearned checkpoint to write" if name == "unlearn" else "the bundle directory to create")):
-            p.add_argument(a, type=_path, required=True, help=h)
+            p.add_argument(a, type=_file if a in ("--fisher", "--commitment", "--secrets", "--mask") else _path,
+                           required=True, help=h)
         if name == "prove":
             p.add_argument("--request-id", type=_text, required=True, help="the deletion request's identifier")
             p.add_argument("--jobs", type=POS, default=1, help="parallel prover processes / local Ray workers")
@@ -961,7 +988,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--unlearned", type=_path, default=None,
                            help="certify this unlearned checkpoint (fails, exit 1, if it is not the certified update "
                                 "or any parameter outside the statement differs from --params)")
-            p.add_argument("--opening", type=_path, default=None,
+            p.add_argument("--opening", type=_file, default=None,
                            help="also write the deployment opening (Com(θu) blinders, rest salt): lets whoever gets "
                                 "the deployed model check all of it with `zkapex verify --deployed`")
             p.add_argument("--force", action="store_true", help="replace an existing --opening")
@@ -972,13 +999,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="[provider] verify a bundle (exit 0 valid, 1 rejected, 2 malformed)")
     p.add_argument("bundle", type=_path, help="the bundle directory from `zkapex prove`")
-    p.add_argument("--commitment", type=_path, required=True, help="the published commitment")
-    p.add_argument("--mask", type=_path, required=True, help="the published mask")
+    p.add_argument("--commitment", type=_file, required=True, help="the published commitment")
+    p.add_argument("--mask", type=_file, required=True, help="the published mask")
     p.add_argument("--client-id", type=_text, default=None, help="require this client id")
     p.add_argument("--request-id", type=_text, default=None, help="require this request id")
     p.add_argument("--deployed", type=_path, default=None,
                    help="the deployed (unlearned) checkpoint: check that every parameter is the certified one")
-    p.add_argument("--opening", type=_path, default=None, help="the deployment opening from `zkapex prove --opening`")
+    p.add_argument("--opening", type=_file, default=None, help="the deployment opening from `zkapex prove --opening`")
     p.add_argument("--json", action="store_true", help="one JSON line instead of text")
     common(p, keystore=True)
     p.set_defaults(fn=cmd_verify)

@@ -53,8 +53,11 @@ from .params import flatten_params, set_paths
 __all__ = [
     "MASK_FORMAT",
     "MASK_VERSION",
+    "MASKED",
     "METHODS",
     "Mask",
+    "PROTECTED",
+    "protect_top",
     "compute_scores",
     "score_second_order_neg",
     "score_taylor_forget",
@@ -268,6 +271,52 @@ def zero_masked(params: Mapping, mask: "Mask | Mapping[str, Any]", *, check: boo
                               for p, m in dense.items()})
 
 
+#: codes of :meth:`Mask.request_blocks`: a masked weight (zeroed), a protected one (not moved)
+MASKED, PROTECTED = 1, 2
+
+
+def _flat_indices(v, shape, what: str) -> np.ndarray:
+    a = np.asarray(v)
+    if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
+        raise ShapeError(f"{what} must be a 1-D integer array")
+    a = a.astype(np.int64)
+    size = int(np.prod(shape))
+    if a.size and (a[0] < 0 or a[-1] >= size or np.any(np.diff(a) <= 0)):
+        raise ShapeError(f"{what} must be sorted, unique and in [0, {size})")
+    a.setflags(write=False)
+    return a
+
+
+def protect_top(mask: "Mask", scores: Mapping[str, Any], layout: BlockLayout, per_block: int) -> "Mask":
+    """[provider] The certified forget-aware request: in every block of ``layout`` (the client's
+    committed block layout) that holds a masked weight, protect the ``per_block`` unmasked weights
+    with the highest forget ``scores`` (the same scores the mask was cut from) — the weights the
+    forget set leans on that the mask leaves in place. The certificate then pins them
+    (θu = θp there), so the compensation cannot rebuild the removed weights' effect through
+    them; a proof reads ``k + per_block`` committed columns per block instead of ``k``.
+    Returns the mask with :attr:`Mask.protect` set."""
+    r = int(per_block)
+    if r < 0:
+        raise ValueError(f"per_block must be ≥ 0, got {per_block}")
+    m = np.asarray(mask.to_blocks(layout), dtype=bool)
+    missing = sorted(set(layout.paths) - set(scores))
+    if missing:
+        raise MaskMismatchError(f"no scores for {missing}")
+    sb = np.asarray(layout.to_blocks({p: jnp.asarray(scores[p], jnp.float32) for p in layout.paths}), np.float64)
+    if sb.shape != m.shape or not np.all(np.isfinite(sb)):
+        raise ShapeError("scores must be finite and of the masked kernels' shapes")
+    prot = np.zeros_like(m)
+    if r:
+        s = np.where(m, -np.inf, sb)
+        order = np.argsort(-s, axis=1, kind="stable")[:, :r]
+        rows = np.flatnonzero(m.any(axis=1))
+        for b in rows:
+            keep = order[b][~m[b, order[b]]]
+            prot[b, keep] = True
+    dense = {p: np.asarray(v, dtype=bool) for p, v in layout.from_blocks(jnp.asarray(prot)).items()}
+    return mask.with_protection(dense)
+
+
 def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 
@@ -283,6 +332,10 @@ class Mask:
       method: how the scores were computed (free string, e.g. ``"second_order_neg"``).
       indices: ``{path: sorted unique int64 row-major flat indices}`` of the masked weights.
       meta: JSON-serializable extra information (h, r, damping, scope, data description, ...).
+      protect: ``{path: sorted flat indices}`` of *protected* weights (the certified forget-aware
+        update, beyond the paper): the compensation may not move them. Disjoint from ``indices``;
+        empty for the paper's plain request (and then absent from the file, so such files hash as
+        before). See :func:`protect_top`.
     """
 
     paths: tuple[str, ...]
@@ -291,6 +344,7 @@ class Mask:
     method: str
     indices: Mapping[str, np.ndarray]
     meta: Mapping[str, Any] = field(default_factory=dict)
+    protect: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self):
         paths = tuple(str(p) for p in self.paths)
@@ -304,17 +358,18 @@ class Mask:
             raise ShapeError(f"mask shapes {shapes} do not fit paths {paths}")
         if set(self.indices) != set(paths):
             raise ShapeError(f"mask indices cover {sorted(self.indices)}, paths are {list(paths)}")
-        idx = {}
+        idx = {p: _flat_indices(self.indices[p], s, f"indices for {p!r}") for p, s in zip(paths, shapes)}
+        unknown = sorted(set(self.protect) - set(paths))
+        if unknown:
+            raise ShapeError(f"protected weights name path(s) {unknown} outside the mask's paths")
+        prot = {}
         for p, s in zip(paths, shapes):
-            a = np.asarray(self.indices[p])
-            if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
-                raise ShapeError(f"indices for {p!r} must be a 1-D integer array")
-            a = a.astype(np.int64)
-            size = int(np.prod(s))
-            if a.size and (a[0] < 0 or a[-1] >= size or np.any(np.diff(a) <= 0)):
-                raise ShapeError(f"indices for {p!r} must be sorted, unique and in [0, {size})")
-            a.setflags(write=False)
-            idx[p] = a
+            if p in self.protect:
+                a = _flat_indices(self.protect[p], s, f"protected indices for {p!r}")
+                if a.size and np.intersect1d(a, idx[p]).size:
+                    raise ShapeError(f"protected weights of {p!r} overlap the masked ones")
+                if a.size:
+                    prot[p] = a
         f = _check_fraction(self.fraction)
         if not isinstance(self.method, str):
             raise ShapeError(f"mask method must be a string, got {self.method!r}")
@@ -327,6 +382,7 @@ class Mask:
         object.__setattr__(self, "fraction", f)
         object.__setattr__(self, "indices", idx)
         object.__setattr__(self, "meta", meta)
+        object.__setattr__(self, "protect", prot)
 
     # -------------------------------------------------------------- construction
     @classmethod
@@ -391,9 +447,46 @@ class Mask:
             if got != s:
                 raise MaskMismatchError(f"mask path {p!r} has shape {s}, the model's parameter has {got}")
 
+    @property
+    def num_protected(self) -> int:
+        return int(sum(a.size for a in self.protect.values()))
+
+    def protected_dense(self) -> dict[str, np.ndarray]:
+        """``{path: bool array of the native shape}`` of the protected weights."""
+        out = {}
+        for p, s in zip(self.paths, self.shapes):
+            m = np.zeros(int(np.prod(s)), dtype=bool)
+            m[self.protect.get(p, np.zeros(0, np.int64))] = True
+            out[p] = m.reshape(s)
+        return out
+
     def to_blocks(self, layout: BlockLayout):
         """The mask in ``layout``'s block order: ``(nb, B)`` bool. ``MaskMismatchError`` unless the
         layout covers exactly the mask's paths with the same shapes."""
+        self._check_layout(layout)
+        return layout.to_blocks({p: jnp.asarray(m) for p, m in self.dense().items()})
+
+    def protected_blocks(self, layout: BlockLayout):
+        """The protected weights in ``layout``'s block order: ``(nb, B)`` bool."""
+        self._check_layout(layout)
+        return layout.to_blocks({p: jnp.asarray(m) for p, m in self.protected_dense().items()})
+
+    def request_blocks(self, layout: BlockLayout) -> np.ndarray:
+        """What the certificate is asked, per weight in block order: ``(nb, B)`` int8 with
+        :data:`MASKED` (1, zeroed), :data:`PROTECTED` (2, the compensation may not move it) or 0."""
+        out = np.asarray(self.to_blocks(layout)).astype(np.int8) * MASKED
+        if self.protect:
+            out[np.asarray(self.protected_blocks(layout))] = PROTECTED
+        return out
+
+    def with_protection(self, protect: Mapping[str, Any]) -> "Mask":
+        """This mask with ``protect`` (``{path: bool array of the native shape}``) as its
+        protected weights (``meta`` records how many)."""
+        idx = {p: np.flatnonzero(np.asarray(protect[p], dtype=bool).reshape(-1)) for p in protect}
+        meta = {**dict(self.meta), "protected": int(sum(a.size for a in idx.values()))}
+        return Mask(self.paths, self.shapes, self.fraction, self.method, self.indices, meta, idx)
+
+    def _check_layout(self, layout: BlockLayout) -> None:
         if tuple(layout.paths) != self.paths:
             raise MaskMismatchError(
                 f"mask paths {list(self.paths)} differ from the block layout's {list(layout.paths)}"
@@ -401,12 +494,12 @@ class Mask:
         for p, s, ls in zip(self.paths, self.shapes, layout.shapes):
             if s != tuple(ls):
                 raise MaskMismatchError(f"mask path {p!r} has shape {s}, the block layout says {tuple(ls)}")
-        return layout.to_blocks({p: jnp.asarray(m) for p, m in self.dense().items()})
 
     # -------------------------------------------------------------- artifact
     def content(self) -> dict:
-        """The hashed content (everything in the file except ``sha256``)."""
-        return {
+        """The hashed content (everything in the file except ``sha256``; ``protect`` only when
+        there are protected weights)."""
+        out = {
             "format": MASK_FORMAT,
             "version": MASK_VERSION,
             "paths": list(self.paths),
@@ -416,6 +509,9 @@ class Mask:
             "indices": {p: self.indices[p].tolist() for p in self.paths},
             "meta": dict(self.meta),
         }
+        if self.protect:
+            out["protect"] = {p: a.tolist() for p, a in self.protect.items()}
+        return out
 
     def content_hash(self) -> str:
         """sha256 (hex) of the canonical JSON of :meth:`content` (sorted keys, no spaces)."""
@@ -462,7 +558,7 @@ class Mask:
         missing = [k for k in required if k not in doc]
         if missing:
             raise ArtifactError(f"mask file {path!r}: missing field(s) {missing}")
-        extra = sorted(set(doc) - set(required) - {"format", "version"})
+        extra = sorted(set(doc) - set(required) - {"format", "version", "protect"})
         if extra:
             raise ArtifactError(f"mask file {path!r}: unexpected field(s) {extra}")
         content = {k: v for k, v in doc.items() if k != "sha256"}
@@ -480,7 +576,10 @@ class Mask:
                 raise ShapeError("indices and meta must be JSON objects")
             if isinstance(doc["fraction"], bool) or not isinstance(doc["fraction"], (int, float)):
                 raise ShapeError("fraction must be a number")
-            for p, v in doc["indices"].items():
+            protect = doc.get("protect", {})
+            if not isinstance(protect, dict):
+                raise ShapeError("protect must be a JSON object")
+            for p, v in [*doc["indices"].items(), *protect.items()]:
                 if not isinstance(v, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in v):
                     raise ShapeError(f"indices for {p!r} must be a list of integers")
             if not isinstance(doc["paths"], list) or not isinstance(doc["shapes"], list):
@@ -497,6 +596,7 @@ class Mask:
                 doc["method"],
                 {p: np.asarray(v, dtype=np.int64) for p, v in doc["indices"].items()},
                 doc["meta"],
+                {p: np.asarray(v, dtype=np.int64) for p, v in protect.items()},
             )
         except (ShapeError, ValueError, TypeError, OverflowError) as e:
             raise ArtifactError(f"mask file {path!r}: invalid content ({e})") from e

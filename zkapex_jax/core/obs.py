@@ -53,6 +53,7 @@ __all__ = [
     "block_batch_for",
     "forget_subspace",
     "compensation_basis",
+    "protected_basis",
     "forget_aware_obs",
 ]
 
@@ -480,6 +481,21 @@ def forget_subspace(forget_fisher: Any, rank: int) -> jax.Array:
         raise ShapeError(f"rank must be in [1, B = {f.shape[1]}], got {rank}")
     _, vecs = jnp.linalg.eigh(0.5 * (f + jnp.swapaxes(f, 1, 2)))
     return vecs[:, :, ::-1][:, :, : int(rank)]
+
+
+def protected_basis(protected: Any) -> np.ndarray:
+    """The coordinate basis of the provider's protected weights (the certified forget-aware
+    request, :func:`zkapex_jax.core.mask.protect_top`): ``(nb, B)`` bool -> ``(nb, B, r)`` one-hot
+    columns (``r`` = the largest per-block count, at least 1; unused columns zero). With it
+    :func:`forget_aware_obs` is Group-OBS under ``delta[T] = 0`` -- the update the circuit certifies."""
+    t = np.asarray(protected, dtype=bool)
+    if t.ndim != 2:
+        raise ShapeError(f"protected must be (nb, B), got shape {t.shape}")
+    r = max(1, int(t.sum(axis=1).max(initial=0)))
+    out = np.zeros((*t.shape, r))
+    for b, i in zip(*np.nonzero(t)):
+        out[b, i, int(t[b, :i].sum())] = 1.0
+    return out
 
 
 def compensation_basis(basis: Any, mask: Any, *, rank_tol: float = 1e-6):

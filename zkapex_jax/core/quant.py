@@ -128,8 +128,9 @@ class BlockWitness:
     """Integer witness of one masked block for a circuit of ``kmax`` slots.
 
     theta_u (B,) int64; mu (kmax,) Python ints (< 2^60); ycert (kmax,kmax) int64;
-    idx (kmax,) slot positions (unused slots 0); q (kmax,) 0/1 slot used; residual_units: max
-    |r|/h on free rows; error_units: max |θ̂u − θ̂u*| (float estimate)."""
+    idx (kmax,) slot positions (unused slots 0); q (kmax,) 0/1 slot used; positions: the sorted
+    slot positions P = S ∪ T (masked and protected weights, the columns of Â the proof reads);
+    removed: the masked positions S (zeroed)."""
 
     theta_u: np.ndarray
     mu: list
@@ -137,6 +138,11 @@ class BlockWitness:
     idx: np.ndarray
     q: np.ndarray
     positions: np.ndarray
+    removed: np.ndarray = None
+
+    def __post_init__(self):
+        if self.removed is None:
+            object.__setattr__(self, "removed", np.asarray(self.positions, dtype=np.int64))
 
 
 def _obj(a):
@@ -163,30 +169,39 @@ def padded_d(a_hat_cols, idx, q, a_bits: int):
     return D
 
 
-def certify_block(theta_p_q, a_hat, positions, spec, *, block: int | None = None) -> BlockWitness:
+def certify_block(theta_p_q, a_hat, positions, spec, *, block: int | None = None, protected=()) -> BlockWitness:
     """The honest integer witness for one block. theta_p_q (B,) int, a_hat (B,B) int (Â of the
-    block), positions: sorted masked indices (1 ≤ k ≤ spec.kmax). ``spec``: a circuits CircuitSpec.
+    block), positions: sorted masked indices S (k ≥ 1); ``protected``: indices T the compensation
+    may not move (the certified forget-aware request, disjoint from S; |S| + |T| ≤ spec.kmax).
+    ``spec``: a circuits CircuitSpec.
 
+    With P = S ∪ T the update is Group-OBS under the extra constraints δ[T] = 0:
+    Â[P,P]·μ = h·[θ̂p[S]; 0], θ̂u = θ̂p − Â[:,P]·μ/h, θ̂u[S] = 0, θ̂u[T] = θ̂p[T].
     Raises QuantizationError when a bound of the circuit would fail (the message names the block)."""
     where = f"block {block}" if block is not None else "block"
     bd, cs = spec.bounds, spec.commit
     tp = np.asarray(theta_p_q, dtype=np.int64)
     Ah = np.asarray(a_hat, dtype=np.int64)
     S = np.asarray(positions, dtype=np.int64)
+    T = np.asarray(protected, dtype=np.int64).reshape(-1)
     B = tp.shape[0]
     if Ah.shape != (B, B):
         raise ShapeError(f"{where}: inverse Fisher block has shape {Ah.shape}, expected ({B}, {B})")
     if S.size == 0:
         raise QuantizationError(f"{where}: no masked weight (blocks without a mask are not proven)")
-    k, kmax = S.size, spec.kmax
-    idx, q = slot_layout(S, kmax)
+    if np.intersect1d(S, T).size or np.unique(T).size != T.size or (T.size and (T.min() < 0 or T.max() >= B)):
+        raise QuantizationError(f"{where}: protected positions must be distinct, in the block and not masked")
+    P = np.sort(np.concatenate([S, T]))
+    is_s = np.isin(P, S)
+    k, kmax = P.size, spec.kmax
+    idx, q = slot_layout(P, kmax)
     cols = np.zeros((B, kmax), dtype=np.int64)
-    cols[:, :k] = Ah[:, S]
+    cols[:, :k] = Ah[:, P]
     D = padded_d(cols, idx, q, cs.a_bits)
     h = bd.h
-    # μ* : D μ = h·θ̂p[S] (unused slots: 0), float solve + exact-residual refinement
+    # μ* : D μ = h·[θ̂p[S]; 0 on T] (unused slots: 0), float solve + exact-residual refinement
     rhs = np.zeros(kmax, dtype=object)
-    rhs[:k] = _obj(tp[S]) * h
+    rhs[:k] = _obj(np.where(is_s, tp[P], 0)) * h
     Df = D.astype(np.float64)
     try:
         Dinv = np.linalg.inv(Df)
@@ -214,9 +229,11 @@ def certify_block(theta_p_q, a_hat, positions, spec, *, block: int | None = None
         v = int(tp[i]) * h - int(amu[i])  # h·θ̂u ≈ h·θ̂p − Â μ̂
         tu[i] = (2 * v + h) // (2 * h)  # round half up
     tu[S] = 0
+    if any(int(tu[i]) != int(tp[i]) for i in T):
+        raise QuantizationError(f"{where}: a protected weight moved (internal error)")
     r = (tu - _obj(tp)) * h + amu
     free = np.ones(B, dtype=bool)
-    free[S] = False
+    free[P] = False
     if free.any() and max(abs(int(x)) for x in r[free]) >= h:
         raise QuantizationError(f"{where}: free-row residual exceeds one unit (internal error)")
     if max(abs(int(x)) for x in tu) >= 2 ** bd.s:
@@ -238,18 +255,21 @@ def certify_block(theta_p_q, a_hat, positions, spec, *, block: int | None = None
     if max(abs(int(x)) for x in E.ravel()) >= 2 ** bd.e:
         raise QuantizationError(f"{where}: the inverse certificate Y is not accurate enough (internal error)")
     return BlockWitness(theta_u=np.array([int(x) for x in tu], dtype=np.int64), mu=[int(x) for x in mu],
-                        ycert=Y, idx=idx, q=q, positions=S)
+                        ycert=Y, idx=idx, q=q, positions=P, removed=S)
 
 
-def exact_update(theta_p_q, a_hat, positions, h: int):
-    """θ̂u* as exact Fractions (B,): the Group-OBS result for the committed Â (test oracle)."""
+def exact_update(theta_p_q, a_hat, positions, h: int, protected=()):
+    """θ̂u* as exact Fractions (B,): the Group-OBS result for the committed Â, with δ[T] = 0 on
+    the ``protected`` positions T (test oracle)."""
     from fractions import Fraction
 
     tp = [int(x) for x in theta_p_q]
-    S = [int(x) for x in positions]
+    removed = {int(x) for x in positions}
+    S = sorted(removed | {int(x) for x in protected})
     k = len(S)
     Ah = np.asarray(a_hat, dtype=np.int64)
-    M = [[Fraction(int(Ah[S[i], S[j]])) for j in range(k)] + [Fraction(h * tp[S[i]])] for i in range(k)]
+    M = [[Fraction(int(Ah[S[i], S[j]])) for j in range(k)] + [Fraction(h * tp[S[i]] if S[i] in removed else 0)]
+         for i in range(k)]
     for c in range(k):  # Gauss–Jordan with exact rationals
         p = next(r for r in range(c, k) if M[r][c] != 0)
         M[c], M[p] = M[p], M[c]
@@ -262,7 +282,7 @@ def exact_update(theta_p_q, a_hat, positions, h: int):
     mu = [M[i][k] for i in range(k)]
     out = []
     for i in range(len(tp)):
-        if i in S:
+        if i in removed:
             out.append(Fraction(0))
         else:
             out.append(Fraction(tp[i]) - sum(int(Ah[i, S[j]]) * mu[j] for j in range(k)) / h)

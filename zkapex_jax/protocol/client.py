@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from ..core.blocks import BlockLayout
 from ..core.fisher import accumulate_fisher
 from ..core.mask import Mask, zero_masked
-from ..core.obs import apply_delta, forget_aware_obs, group_obs
+from ..core.obs import apply_delta, forget_aware_obs, group_obs, protected_basis
 from ..core.params import get_paths, set_paths
 from ..models.lora import LoRAConfig, init_lora, lora_loss, merge_lora
 from .provider import Recipe, fit_recipe
@@ -118,7 +118,9 @@ def unlearn(theta_p, fisher, mask: Mask, layout: BlockLayout, *, forget_basis=No
     """[client] Group-OBS: per block ``δ = −C⁻¹E(EᵀC⁻¹E)⁻¹θ_M``, ``θu = θp + δ`` with
     ``θu[M] = 0`` exactly. With ``forget_basis`` (``(nb, B, r)``, the provider's
     :func:`~zkapex_jax.protocol.provider.publish_forget_subspace`), the forget-aware variant:
-    the compensation on the kept weights is also orthogonal to that subspace.
+    the compensation on the kept weights is also orthogonal to that subspace; a mask with
+    protected weights (:func:`~zkapex_jax.core.mask.protect_top`) leaves them unmoved (the
+    update the certificate proves).
 
     ``fisher``: ``(nb, B, B)`` or a ``FisherFactor`` (factorize once, reuse across masks).
     Returns ``(theta_u, info)``, ``info = {"result": GroupOBSResult, "max_residual",
@@ -127,6 +129,8 @@ def unlearn(theta_p, fisher, mask: Mask, layout: BlockLayout, *, forget_basis=No
     t0 = time.perf_counter()
     theta_b = layout.to_blocks(get_paths(theta_p, layout.paths))
     mask_b = mask.to_blocks(layout)
+    if forget_basis is None and mask.protect:  # the certified forget-aware request: δ[T] = 0
+        forget_basis = protected_basis(mask.protected_blocks(layout))
     if forget_basis is None:
         res = group_obs(theta_b, fisher, mask_b)
     else:

@@ -30,13 +30,14 @@ from pathlib import Path
 import numpy as np
 
 from ..core import quant
+from ..core.mask import MASKED, PROTECTED
 from .._errors import ArtifactError, MaskMismatchError, ShapeError, ZkapexError
 from ._circuits import relation, stages
 from .artifacts import sha256_hex, write_json_artifact
 from .commitments import (Commitment, CommitmentSecrets, opening_mismatch, quantize_personalization,
                           random_blinders)
 from .keystore import KeyStore
-from .statement import context_limbs, mask_digest, plan_proofs, statement_core
+from .statement import context_limbs, mask_digest, masked_of, plan_proofs, request_codes, statement_core
 
 STATEMENT_FORMAT = "zkapex.statement"
 VERSION = 3
@@ -63,16 +64,21 @@ class Unlearned:
 
 
 def _check_mask(m, commitment):
-    m = np.asarray(m)
+    """The request as (nb,B) int8 codes (a bool mask, or 0 / 1 masked / 2 protected)."""
     want = (commitment.num_blocks, commitment.spec.block_size)
-    if m.shape != want:
-        raise MaskMismatchError(f"mask blocks have shape {m.shape}, the commitment has {want}")
-    return m.astype(bool)
+    if np.shape(m) != want:
+        raise MaskMismatchError(f"mask blocks have shape {np.shape(m)}, the commitment has {want}")
+    try:
+        return request_codes(m)
+    except ValueError as e:
+        raise MaskMismatchError(str(e)) from None
 
 
 def unlearn_committed(theta_p, fisher, mask_blocks, commitment: Commitment, secrets: CommitmentSecrets, *,
                       keystore: KeyStore | None = None, inverse=None) -> Unlearned:
-    """Group-OBS for the committed (quantized) θp and Â = quantized C⁻¹ and the mask (nb,B) bool.
+    """Group-OBS for the committed (quantized) θp and Â = quantized C⁻¹ and the request
+    ``mask_blocks`` (nb,B): a bool mask, or codes with protected weights
+    (:meth:`~zkapex_jax.core.mask.Mask.request_blocks`; the update then leaves them unmoved).
 
     Raises quant.QuantizationError naming the block if a masked block cannot be certified."""
     cs = commitment.spec
@@ -85,7 +91,8 @@ def unlearn_committed(theta_p, fisher, mask_blocks, commitment: Commitment, secr
     wit = {}
     for spec, blocks in plan:
         for b in blocks:
-            w = quant.certify_block(tq[b], aq[b], np.flatnonzero(m[b]), spec, block=b)
+            w = quant.certify_block(tq[b], aq[b], np.flatnonzero(m[b] == MASKED), spec, block=b,
+                                    protected=np.flatnonzero(m[b] == PROTECTED))
             wit[b] = w
             tu[b] = w.theta_u
     bound = max([quant.weight_unit_bound(s) for s, _ in plan], default=0.0)
@@ -109,10 +116,14 @@ def adopt_unlearned(u: Unlearned, theta_u_given, commitment: Commitment) -> Unle
         b, i = (int(x) for x in np.argwhere(off_grid)[0])
         raise ProofError(f"weight {i} of block {b} is not on the committed fixed-point grid (2^-{commitment.theta_exp})")
     gq = gq.astype(np.int64)
-    m = u.mask
+    m = masked_of(u.mask)
     if np.any(gq[m] != 0):
         b, i = (int(x) for x in np.argwhere(m & (gq != 0))[0])
         raise ProofError(f"masked weight {i} of block {b} is not zero in the unlearned model")
+    moved_t = (u.mask == PROTECTED) & (gq != u.theta_p_q)
+    if moved_t.any():
+        b, i = (int(x) for x in np.argwhere(moved_t)[0])
+        raise ProofError(f"protected weight {i} of block {b} moved in the unlearned model")
     unmasked = ~m.any(axis=1)
     bad = unmasked[:, None] & (gq != u.theta_p_q)
     if bad.any():
@@ -121,7 +132,7 @@ def adopt_unlearned(u: Unlearned, theta_u_given, commitment: Commitment) -> Unle
     h_of = {b: s.bounds.h for s, blocks in u.plan for b in blocks}
     rho = commitment.spec.delta_ratio
     for b, w in u.witnesses.items():
-        limit = rho * int(np.sum(np.abs(u.theta_p_q[b][w.positions])))
+        limit = rho * int(np.sum(np.abs(u.theta_p_q[b][w.removed])))
         moved = np.abs(gq[b] - u.theta_p_q[b])
         if int(moved.max()) > limit:
             i = int(np.argmax(moved))

@@ -12,19 +12,40 @@ import math
 
 import numpy as np
 
+from ..core.mask import MASKED, PROTECTED
 from .artifacts import canonical_json
 
 LIMB_BITS = 21
 
 
-def mask_digest(mask_blocks) -> str:
-    """sha256 of a (nb,B) boolean block mask (shape + packed bits): what the statement binds."""
+def request_codes(mask_blocks) -> np.ndarray:
+    """The request per weight, (nb,B) int8: a boolean block mask (True = masked), or codes
+    0 / :data:`~zkapex_jax.core.mask.MASKED` (1) / :data:`~zkapex_jax.core.mask.PROTECTED` (2)
+    (:meth:`~zkapex_jax.core.mask.Mask.request_blocks`). ValueError on anything else."""
     m = np.asarray(mask_blocks)
     if m.ndim != 2:
         raise ValueError(f"mask blocks must be (nb, B), got shape {m.shape}")
-    m = m.astype(bool)
+    if m.dtype == np.bool_:
+        return m.astype(np.int8)
+    if not np.issubdtype(m.dtype, np.integer) or (m.size and (m.min() < 0 or m.max() > PROTECTED)):
+        raise ValueError("mask blocks must be boolean or hold the codes 0 (free), 1 (masked), 2 (protected)")
+    return m.astype(np.int8)
+
+
+def masked_of(codes) -> np.ndarray:
+    """(nb,B) bool: the weights the request zeroes."""
+    return np.asarray(codes) == MASKED
+
+
+def mask_digest(mask_blocks) -> str:
+    """sha256 of a (nb,B) block request (shape + packed bits of the masked weights, then, when
+    there are protected weights, their packed bits): what the statement binds."""
+    m = request_codes(mask_blocks)
     h = hashlib.sha256(canonical_json(["zkapex.mask-blocks", list(m.shape)]))
-    h.update(np.packbits(m.ravel()).tobytes())
+    h.update(np.packbits((m == MASKED).ravel()).tobytes())
+    if np.any(m == PROTECTED):
+        h.update(b"zkapex.protected-blocks")
+        h.update(np.packbits((m == PROTECTED).ravel()).tobytes())
     return h.hexdigest()
 
 
@@ -92,14 +113,16 @@ def bucket_spec(cspec, kmax: int, *, root=None):
 
 
 def plan_proofs(mask_blocks, cspec, *, root=None) -> list[tuple]:
-    """The canonical proof plan for a (nb,B) block mask: ``[(CircuitSpec, [block, ...]), ...]``.
+    """The canonical proof plan for a (nb,B) block request (bool mask or codes, see
+    :func:`request_codes`): ``[(CircuitSpec, [block, ...]), ...]``.
 
-    Masked blocks, in index order, go to the smallest bucket with kmax ≥ their masked count whose
-    circuit fits the commitment's logrows, K consecutive ones per proof. Blocks without a masked
-    weight are not proven (θu_b = θp_b, same commitment). Both parties derive the same plan from
-    public data. Raises ValueError if a block's masked count exceeds every bucket that fits."""
-    m = np.asarray(mask_blocks).astype(bool)
-    counts = m.sum(axis=1)
+    Blocks with a masked weight, in index order, go to the smallest bucket with kmax ≥ their slot
+    count (masked + protected weights) whose circuit fits the commitment's logrows, K consecutive
+    ones per proof. Blocks without a masked weight are not proven (θu_b = θp_b, same commitment,
+    so their protected weights are unchanged too). Both parties derive the same plan from public
+    data. Raises ValueError if a block's slot count exceeds every bucket that fits."""
+    m = request_codes(mask_blocks)
+    counts = np.where(masked_of(m).any(axis=1), (m > 0).sum(axis=1), 0)
     groups: dict[int, list[int]] = {}
     specs = {}
     sizes = bucket_sizes(cspec.block_size)
@@ -114,7 +137,7 @@ def plan_proofs(mask_blocks, cspec, *, root=None) -> list[tuple]:
                 groups.setdefault(kmax, []).append(int(b))
                 break
         else:
-            raise ValueError(f"block {int(b)} has {k} masked weights: no circuit with that many slots fits "
+            raise ValueError(f"block {int(b)} has {k} masked (and protected) weights: no circuit with that many slots fits "
                              f"2^{cspec.logrows} rows; commit with a larger logrows")
     plan = []
     for kmax in sorted(groups):

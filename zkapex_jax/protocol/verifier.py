@@ -11,7 +11,7 @@ additionally requires:
    derived from the public spec (never files from the bundle), and the SRS is the commitment's;
 3. its public instances are exactly the expected ones: statement limbs (client, request, mask,
    commitment, spec, sθ, proof index, proof count), per block the published mask bits, the
-   masked positions (slots) and slot-used bits, the public 0, all ``zeros`` (θ̂u[S] = 0) and all
+   masked positions (slots) and slot-used bits, the public 0, all ``zeros`` (θ̂u[S] = 0, and θ̂u[T] = θ̂p[T] for protected weights T) and all
    ``sink`` values 0;
 4. the commitments embedded in each proof equal the published ones: Com(θp_b), and for every used
    slot t Com(Â_b[:, S_t]) — **this comparison binds the proof to the committed curvature** (a
@@ -44,7 +44,7 @@ from ..core import quant
 from .commitments import Commitment, opening_mismatch
 from .keystore import KeyStore
 from .prover import STATEMENT_FORMAT, VERSION
-from .statement import context_limbs, mask_digest, plan_proofs, statement_core
+from .statement import context_limbs, mask_digest, masked_of, plan_proofs, request_codes, statement_core
 
 #: proof files larger than this are rejected unread (ezkl proofs here are < 1 MB).
 MAX_PROOF_BYTES = 64 << 20
@@ -200,7 +200,10 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
     if m.shape != (commitment.num_blocks, cs.block_size):
         return reject(f"published mask has block shape {m.shape}, commitment needs "
                       f"({commitment.num_blocks}, {cs.block_size})")
-    m = m.astype(bool)
+    try:
+        m = request_codes(m)
+    except ValueError as e:
+        return reject(f"published mask: {e}")
     md = mask_digest(m)
     if st["mask_digest"] != md:
         return reject("statement's mask digest differs from the published mask")
@@ -225,7 +228,8 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
                           f"the plan says {blocks[:8]} in k={spec.kmax}")
     if len(st["com_theta_u"]) != commitment.num_blocks:
         return reject("statement lists Com(θu) for the wrong number of blocks")
-    masked = m.any(axis=1)
+    masked = masked_of(m).any(axis=1)
+    n_protected = int(((m == 2) & masked[:, None]).sum())
     for b in np.flatnonzero(~masked):
         if st["com_theta_u"][b] != commitment.theta_p_hex(b):
             return reject(f"block {b} has no masked weight but its Com(θu) differs from Com(θp)")
@@ -274,7 +278,7 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
             return reject(f"proof {c}: public mask / slot positions differ from the published mask")
         zeros = inst[npub:npub + K * spec.block_size]
         if any(zeros):
-            return reject(f"proof {c}: masked weights of θu are not zero")
+            return reject(f"proof {c}: masked weights of θu are not zero (or protected weights moved)")
         sink = inst[npub + K * spec.block_size:]
         if any(sink):
             return reject(f"proof {c}: range-check outputs are not zero")
@@ -289,6 +293,7 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
     rest_size = int(sum(int(np.prod(e[2])) for e in commitment.rest_manifest))
     res.details = {
         "certified_blocks": int(masked.sum()), "unchanged_blocks": int((~masked).sum()),
+        "protected_weights": n_protected,
         "layout_paths": list((commitment.layout or {}).get("paths", [])),
         "rest_parameters": n_rest, "rest_values": rest_size,
         "mask_file_bound": mask_sha256 is not None, "request_pinned": request_id is not None,
@@ -300,7 +305,8 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
     res.bound_units = bound
     res.reason = (f"valid: {n} proofs cover the {int(masked.sum())} masked blocks; "
                   f"{int((~masked).sum())} blocks unchanged (Com(θu) = Com(θp)); θu within {bound:.3f} "
-                  f"units of 2^-{commitment.theta_exp} of the committed Group-OBS update; "
-                  f"{n_rest} parameter arrays ({rest_size} values) outside the statement bound unchanged by the "
+                  f"units of 2^-{commitment.theta_exp} of the committed Group-OBS update"
+                  + (f" with {n_protected} protected weights unmoved; " if n_protected else "; ")
+                  + f"{n_rest} parameter arrays ({rest_size} values) outside the statement bound unchanged by the "
                   "commitment's digest" + ("; the deployed model opens all of it" if deployed is not None else ""))
     return res
