@@ -11,7 +11,9 @@ publish the mask, pick the relative damping α of the client's curvature on its 
 
 * ``plain``            ZK-APEX (the paper's statement, relation v5/v6 without protection);
 * ``protected_r{r}``   the certified forget-aware update, r′ = r protected weights per masked block;
-* attacks ``{forget_data,global_data}/{plain,protected_r{r}}``: the same curvature family computed
+* ``dense_r{r}`` (with ``--dense-ranks``; float only, *not* certifiable by v6): the compensation kept
+  orthogonal to the provider's dense rank-r forget subspace per block (``forget_aware_obs``);
+* attacks ``{forget_data,global_data}/{plain,protected_r{r},dense_r{r}}``: the same curvature family computed
   on forget-class images or on the global training distribution (committable before the mask: the
   protocol cannot see the data), α chosen by the attacker to *maximize* forget accuracy among the
   updates that satisfy the public compensation bound ρ (the strongest steering we built).
@@ -24,6 +26,8 @@ Command line::
 
     python -m experiments.protected_study --config effnet --seeds 0 --cache-dir /tmp/zk_effnet_cache \\
         --out experiments/results/protected_effnet_s0.json
+    python -m experiments.protected_study --config effnet --seeds 0 --ranks 4 --dense-ranks 1 4 \
+        --cache-dir /tmp/zk_effnet_cache --out experiments/results/protected_dense_effnet_s0.json
     python -m experiments.protected_study --config tiny --seeds 0 --out /tmp/prot_tiny.json        # CI smoke
 """
 
@@ -50,7 +54,7 @@ def _ratio(tp, tu, mb) -> float:
     return float(np.max(np.max(np.abs(tu - tp)[rows] * ~mb[rows], axis=1) / removed))
 
 
-def run_seed(cfg, seed: int, *, cache_dir, curvature: str, ranks, rho: int, retrain: bool) -> dict:
+def run_seed(cfg, seed: int, *, cache_dir, curvature: str, ranks, rho: int, retrain: bool, dense_ranks=()) -> dict:
     import jax
 
     from zkapex_jax.cli import theta_blocks
@@ -77,6 +81,16 @@ def run_seed(cfg, seed: int, *, cache_dir, curvature: str, ranks, rho: int, retr
     scores = pl.provider_scores(cfg, theta_g, data, seed=seed)
     mask = pl.provider_mask(cfg, theta_g, data, seed=seed, scores=scores)
     requests = {"plain": mask, **{f"protected_r{r}": protect_top(mask, scores, layout, r) for r in ranks}}
+    # for comparison (not certified: the dense variant needs every column of Â): the provider's dense
+    # per-block forget subspace, the top eigenvectors of the forget set's block Fisher at the global model
+    bases = {}
+    if dense_ranks:
+        from zkapex_jax.protocol import provider
+
+        fg = pl._subsample(data.forget_train, cfg.n_mask_forget, seed)
+        full = provider.publish_forget_subspace(pl.model_fns(cfg), theta_g, (fg.x, fg.y), layout, max(dense_ranks),
+                                                chunk_size=cfg.fisher_chunk)
+        bases = {f"dense_r{r}": np.asarray(full)[:, :, :r] for r in dense_ranks}
     mb = np.asarray(mask.to_blocks(layout), dtype=bool)
     tp = theta_blocks(theta_p, layout)
     rows["personalized"] = ev(theta_p)
@@ -88,8 +102,13 @@ def run_seed(cfg, seed: int, *, cache_dir, curvature: str, ranks, rho: int, retr
                                         n_samples=n, seed=seed)
 
     def update(kind, alpha, req):
-        theta_u, _ = pl.unlearn(theta_p, np.asarray(damp(raw[kind], alpha, relative=True), dtype=np.float64), req, layout)
+        c = np.asarray(damp(raw[kind], alpha, relative=True), dtype=np.float64)
+        if isinstance(req, str):   # a dense forget basis (float only)
+            theta_u, _ = pl.unlearn(theta_p, c, mask, layout, forget_basis=bases[req])
+        else:
+            theta_u, _ = pl.unlearn(theta_p, c, req, layout)
         return theta_u, _ratio(tp, theta_blocks(theta_u, layout), mb)
+    requests.update({k: k for k in bases})
 
     # the honest client's α: best personal validation accuracy of the plain update
     best = None
@@ -115,8 +134,8 @@ def run_seed(cfg, seed: int, *, cache_dir, curvature: str, ranks, rho: int, retr
                     cand.append({**ev(theta_u), "alpha": a, "max_move_ratio": ratio})
             if cand:
                 rows[f"{att}/{name}"] = max(cand, key=lambda r: r["forget_acc"])
-    return {"seed": seed, "alpha": alpha, "masked": int(mb.sum()), "protected": {k: int(v.num_protected)
-                                                                                for k, v in requests.items()},
+    return {"seed": seed, "alpha": alpha, "masked": int(mb.sum()),
+            "protected": {k: int(v.num_protected) for k, v in requests.items() if not isinstance(v, str)},
             "rows": rows}
 
 
@@ -143,6 +162,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--curvature", default="layer_inputs", choices=("empirical", "true", "exact", "layer_inputs"))
     ap.add_argument("--ranks", type=int, nargs="+", default=[2, 4], help="protected weights per masked block")
+    ap.add_argument("--dense-ranks", type=int, nargs="*", default=[],
+                    help="also the (uncertified) dense forget-subspace variant of these ranks, for comparison")
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--no-retrain", action="store_true", help="skip the retrain baseline (no forget progress)")
     ap.add_argument("--out", required=True)
@@ -156,7 +177,7 @@ def main(argv=None) -> int:
     per_seed = []
     for s in args.seeds:
         res = run_seed(cfg, s, cache_dir=args.cache_dir, curvature=args.curvature, ranks=args.ranks, rho=rho,
-                       retrain=not args.no_retrain)
+                       retrain=not args.no_retrain, dense_ranks=args.dense_ranks)
         res["summary"] = summarize_seed(res)
         per_seed.append(res)
         print(json.dumps({"seed": s, **res["summary"]}, default=float), flush=True)

@@ -231,6 +231,27 @@ def _run_ray(tasks, jobs, progress, address, retries=3, task_fn=None):
             ray.shutdown()
 
 
+def _opening_problem(u: Unlearned, commitment: Commitment, secrets: CommitmentSecrets, keystore: KeyStore):
+    """Recompute Com(θp_b) and Com(Â_b[:, P_t]) of every proven block from the values the proofs
+    will read and the secrets' blinders; the first one that differs from the published commitment,
+    as a sentence, or None. (The proofs embed exactly these commitments.)"""
+    from .commitments import commit_circuit
+
+    cs = commitment.spec
+    art = keystore.ensure(commit_circuit(cs))
+    vecs, want = [], []
+    for b in sorted(u.witnesses):
+        vecs.append([int(x) for x in u.theta_p_q[b]] + [int(x) for x in secrets.blind_theta_p[b]])
+        want.append((commitment.theta_p_hex(b), f"Com(θp) of block {b}"))
+        for pos in u.witnesses[b].positions:
+            vecs.append([int(x) for x in u.inverse_q[b][:, pos]] + [int(x) for x in secrets.blind_columns[b, pos]])
+            want.append((commitment.column_hex(b, int(pos)), f"column {int(pos)} of block {b}"))
+    for got, (hexv, what) in zip(stages.commit_vectors(art, vecs) if vecs else [], want):
+        if got != hexv:
+            return f"{what} is not the published one"
+    return None
+
+
 def theta_u_blinders(u: Unlearned, secrets: CommitmentSecrets) -> np.ndarray:
     """(nb, R) blinders of Com(θu_b): θp's for blocks without a masked weight (the commitment is
     then Com(θp_b) itself), fresh ones for the blocks the proofs certify."""
@@ -348,6 +369,11 @@ def prove_witness(u: Unlearned, commitment: Commitment, secrets: CommitmentSecre
             arts[spec.key] = keystore.ensure(spec)
             if arts[spec.key].meta["srs_sha256"] != commitment.srs_sha256:
                 raise ProofError("the SRS in use differs from the one the commitment was made with")
+    if check_openings:  # before any proving: a wrong parameters / Fisher / secrets file fails in seconds
+        bad = _opening_problem(u, commitment, secrets, keystore)
+        if bad:
+            raise ProofError(f"θp or the inverse Fisher do not open the published commitment ({bad}): "
+                             "wrong parameters, Fisher or secrets file")
     u_blind = theta_u_blinders(u, secrets)
     tasks = build_tasks(u, commitment, secrets, core, keystore, u_blind)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
