@@ -34,6 +34,17 @@ def test_tiny_vit_end_to_end():
         changed += int(np.sum(np.asarray(flat_u[p])[~m] != np.asarray(flat_p[p])[~m]))
     assert changed > 0  # the compensation moved unmasked weights
     assert np.isfinite(info["max_residual"]) and info["max_residual"] < 1e-2
+    # the ordering a working compensation must show whatever the data: Group-OBS minimizes the
+    # client's quadratic loss increase ½δᵀCδ over updates that zero the mask, and mask-only is one
+    # of them — a zero Fisher, δ = 0 or an empty mask breaks this
+    from zkapex_jax.cli import theta_blocks
+    tp, tu = theta_blocks(theta_p, layout), theta_blocks(theta_u, layout)
+    mb = np.asarray(mask.to_blocks(layout), dtype=bool)
+    C = np.asarray(fisher, dtype=np.float64)
+    quad = lambda d: float(np.einsum("bi,bij,bj->", d, C, d))  # noqa: E731
+    q_obs, q_mask = quad(tu - tp), quad(np.where(mb, -tp, 0.0))
+    assert mb.any() and np.trace(C, axis1=1, axis2=2).min() > 0
+    assert q_obs < 0.999 * q_mask, (q_obs, q_mask)
 
     for params in (theta_p, P.mask_only(theta_p, mask), theta_u):
         r = P.evaluate(cfg, params, data, seed=0)

@@ -42,6 +42,7 @@ def test_prove_on_local_ray_and_verify(world):
     assert P.load_statement(out)["prover"]["executor"] == "ray"
 
 
+@pytest.mark.slow  # a second Ray start-up (~1 min on 2 cores); CI runs it
 def test_killed_worker_is_retried(world, tmp_path):
     u = P.unlearn_committed(world["theta_p"], world["fisher"], world["mask"], world["com"], world["sec"],
                             keystore=world["ks"])
