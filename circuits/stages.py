@@ -313,12 +313,43 @@ def column_height(art: CircuitArtifacts) -> int:
 COMMIT_BATCH_FELTS = 1 << 22
 
 
-def commit_vectors(art: CircuitArtifacts, vectors, *, batch: int | None = None) -> list[str]:
-    """KZG commitments (as :func:`point_hex`) of many input columns of ``art``'s logrows, batched:
-    each vector is padded with zeros to one column's height and up to ``batch`` of them (default:
-    as many as fit 2^22 field elements) go to one ``ezkl.kzg_commit`` call (a commitment is linear in the values, so zero padding leaves it as the
-    single-vector one; tested). Each vector must fit one column."""
+_ZERO_COMMITMENTS: dict = {}
+
+
+def zero_commitment(art: CircuitArtifacts) -> tuple[int, int]:
+    """Z = ``ezkl.kzg_commit`` of the all-zero column of ``art`` (ezkl fills a column's unusable
+    rows with constants, so Z is not the point at infinity), as affine integers. Asked of ezkl once
+    per process and circuit (never read back from disk: nothing in a cache can change it)."""
+    key = (str(art.vk), str(art.settings), str(art.srs))
+    if key not in _ZERO_COMMITMENTS:
+        hx = commit_vectors(art, [[0]], backend="ezkl")[0]
+        _ZERO_COMMITMENTS[key] = (int(hx[:64], 16), int(hx[64:], 16))
+    return _ZERO_COMMITMENTS[key]
+
+
+def commit_vectors(art: CircuitArtifacts, vectors, *, batch: int | None = None, backend: str = "auto") -> list[str]:
+    """KZG commitments (as :func:`point_hex`) of many input columns of ``art``'s logrows.
+
+    ``backend="native"``: Z + Σ_i v_i·L_i over the SRS's Lagrange points (:mod:`circuits.native`,
+    Z = :func:`zero_commitment`), milliseconds per column; ``"ezkl"``: batched ``ezkl.kzg_commit``
+    calls — each vector padded with zeros to one column's height and up to ``batch`` of them
+    (default: as many as fit 2^22 field elements) per call (a commitment is linear in the values,
+    so zero padding leaves it as the single-vector one); ``"auto"``: native when a C compiler was
+    found, else ezkl. Both are tested equal (tests/test_circuit.py). Each vector must fit one column."""
+    if backend not in ("auto", "native", "ezkl"):
+        raise ValueError(f"backend must be auto, native or ezkl, got {backend!r}")
     h = column_height(art)
+    if backend != "ezkl":
+        from . import native
+
+        if backend == "native" or native.available():
+            vectors = [list(v) for v in vectors]
+            for v in vectors:
+                if len(v) > h:
+                    raise EzklError(f"a vector of {len(v)} values does not fit one column of {h}")
+            z = zero_commitment(art)
+            return [x.to_bytes(32, "big").hex() + y.to_bytes(32, "big").hex()
+                    for x, y in native.commit(art.srs, vectors, z)]
     batch = batch or max(1, COMMIT_BATCH_FELTS // h)  # logrows 13: 512 columns a call; 19: 8
     out = []
     pad = int_to_felt(0)

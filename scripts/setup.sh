@@ -19,7 +19,9 @@ fi
 # Debian packages that carry the data (nothing is downloaded at run time):
 #   dataset-fashion-mnist  Fashion-MNIST (the image studies and the demo)
 #   rust-src, golang-src, openjdk-17-source  Rust, Go and Java sources of the code study
-DEBS="dataset-fashion-mnist rust-src golang-src openjdk-17-source"
+#   gcc, libc6-dev  the C compiler that builds the native KZG commitment kernel (circuits/native;
+#                   without it commitments fall back to ezkl.kzg_commit, ~50x slower)
+DEBS="dataset-fashion-mnist rust-src golang-src openjdk-17-source gcc libc6-dev"
 missing=""
 for pkg in $DEBS; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then

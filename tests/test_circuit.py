@@ -244,13 +244,30 @@ def test_commitments_batch_single_and_proof_agree(art, tmp_path):
     stages.prove_chunk(art, inputs, proof)
     _, coms = stages.proof_public(json.loads(proof.read_text()), spec.n_inputs)
     committed = list(range(K * (2 + KMAX)))
-    batch = stages.commit_vectors(art, [inputs[i] for i in committed], batch=3)
+    batch = stages.commit_vectors(art, [inputs[i] for i in committed], batch=3, backend="ezkl")
     assert batch == [coms[i] for i in committed]
-    single = stages.commit_vectors(art, [inputs[0]], batch=1)
+    single = stages.commit_vectors(art, [inputs[0]], batch=1, backend="ezkl")
     assert single[0] == coms[0]
+    # the native sparse MSM over the SRS's Lagrange points: the same commitments
+    assert stages.commit_vectors(art, [inputs[i] for i in committed], backend="native") == batch
     # hiding: another blinder, another commitment; binding: one value changed, another commitment
     other = stages.commit_vectors(art, [inputs[0][:-1] + [inputs[0][-1] + 1], [inputs[0][0] + 1] + inputs[0][1:]])
     assert other[0] != coms[0] and other[1] != coms[0]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_native_commitments_equal_ezkl_kzg_commit(art, seed):
+    """Z + Σ v_i·L_i (circuits/native) against ezkl.kzg_commit: random signed values of every size
+    the protocol commits (θ̂ < 2^15, Â < 2^24, 52-bit blinders), single non-zeros (each basis point),
+    all zeros (Z itself), the extremes of int64, and vectors of different lengths in one call."""
+    from circuits import native
+
+    assert native.available()
+    rng = np.random.default_rng(seed)
+    vecs = [[int(x) for x in rng.integers(-2 ** 23, 2 ** 23, 16)] + [int(x) for x in rng.integers(-2 ** 51, 2 ** 51, 8)],
+            [int(x) for x in rng.integers(-2 ** 14, 2 ** 14, 5)], [0] * 7, [0] * seed + [1], [0, -1],
+            [2 ** 63 - 1, -(2 ** 63)], [int(rng.integers(-9, 9))] * 30]
+    assert stages.commit_vectors(art, vecs, backend="native") == stages.commit_vectors(art, vecs, backend="ezkl")
 
 
 def test_commitments_agree_across_circuits_of_one_logrows(art, tmp_path):
