@@ -216,11 +216,14 @@ class CircuitSpec:
     commit: CommitSpec
     kmax: int
     chunk_blocks: int = 1
+    protected: bool = False   # the circuit of blocks with protected weights (codes 2 in the mask row)
     bounds: Bounds = field(init=False, compare=False, repr=False)
 
     def __post_init__(self):
         if not isinstance(self.commit, CommitSpec):
             raise ValueError("CircuitSpec.commit must be a CommitSpec")
+        if not isinstance(self.protected, bool):
+            raise ValueError(f"CircuitSpec.protected must be a bool, got {self.protected!r}")
         _posint("CircuitSpec.kmax", self.kmax)
         _posint("CircuitSpec.chunk_blocks", self.chunk_blocks)
         if self.kmax > self.commit.block_size:
@@ -272,16 +275,19 @@ class CircuitSpec:
         return self.public_length() + self.chunk_blocks * self.block_size + len(CHECK_GROUPS)
 
     def to_dict(self) -> dict:
-        return {"commit": self.commit.to_dict(), "kmax": self.kmax, "chunk_blocks": self.chunk_blocks}
+        return {"commit": self.commit.to_dict(), "kmax": self.kmax, "chunk_blocks": self.chunk_blocks,
+                "protected": self.protected}
 
     @classmethod
     def from_dict(cls, d) -> "CircuitSpec":
-        return cls(commit=CommitSpec.from_dict(d["commit"]), kmax=d["kmax"], chunk_blocks=d["chunk_blocks"])
+        return cls(commit=CommitSpec.from_dict(d["commit"]), kmax=d["kmax"], chunk_blocks=d["chunk_blocks"],
+                   protected=d.get("protected", False))
 
     @property
     def key(self) -> str:
         h = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-        return f"B{self.block_size}_k{self.kmax}_K{self.chunk_blocks}_L{self.commit.logrows}_{h}"
+        t = "_T" if self.protected else ""
+        return f"B{self.block_size}_k{self.kmax}_K{self.chunk_blocks}{t}_L{self.commit.logrows}_{h}"
 
 
 def build_relation(spec: CircuitSpec):
@@ -349,15 +355,20 @@ def build_relation(spec: CircuitSpec):
                            const("shape_KB", [K, B], i64)])
     dlt = node("Sub", [tu, tp])
     r = node("Add", [pw2(dlt, bd.s - bd.g, "h"), amu])
-    # m holds codes 0 (free), 1 (masked, S), 2 (protected, T); integer polynomials pick them out:
-    # [m = 1] = m·(2 − m), 2·[m = 2] = m² − m, [m > 0] = (3m − m²)/2
-    m_s = node("Mul", [m, node("Sub", [const("two_m", [2.0]), m])])                              # (K,B) S
-    m_sq = node("Mul", [m, m])
-    m_t2 = node("Sub", [m_sq, m])                                                                 # 2·[T]
-    # free rows: |r·2^g| < 2^s ; masked and protected rows: |r·2^(g+t)| < 2^s
-    half_c = (2 ** (bd.g + bd.t) - 2 ** bd.g) // 2
-    rw = node("Add", [node("Mul", [node("Sub", [node("Mul", [m, const("three_m", [3.0])]), m_sq]),
-                                   const("w_m", [float(half_c)])]), const("w_f", [float(2 ** bd.g)])])
+    if spec.protected:
+        # m holds codes 0 (free), 1 (masked, S), 2 (protected, T); integer polynomials pick them out:
+        # [m = 1] = m·(2 − m), 2·[m = 2] = m² − m, [m > 0] = (3m − m²)/2
+        m_s = node("Mul", [m, node("Sub", [const("two_m", [2.0]), m])])                          # (K,B) S
+        m_sq = node("Mul", [m, m])
+        m_t2 = node("Sub", [m_sq, m])                                                             # 2·[T]
+        # free rows: |r·2^g| < 2^s ; masked and protected rows: |r·2^(g+t)| < 2^s
+        half_c = (2 ** (bd.g + bd.t) - 2 ** bd.g) // 2
+        rw = node("Add", [node("Mul", [node("Sub", [node("Mul", [m, const("three_m", [3.0])]), m_sq]),
+                                       const("w_m", [float(half_c)])]), const("w_f", [float(2 ** bd.g)])])
+    else:  # the plain request: m is the 0/1 mask (the plan never sends a code 2 here)
+        m_s, m_t2 = m, None
+        rw = node("Add", [node("Mul", [m, const("w_m", [float(2 ** (bd.g + bd.t) - 2 ** bd.g)])]),
+                          const("w_f", [float(2 ** bd.g)])])
     c_res = abs_sum(node("Mul", [r, rw]))
     # D = Â[S,S] ⊙ (q qᵀ) + 2^(a−1)·diag(1 − q);  E = Y·D − 2^ty·I
     offs = const("row_offs", (np.arange(K) * B)[:, None].astype(np.float64))
@@ -387,7 +398,10 @@ def build_relation(spec: CircuitSpec):
             c_delta]                                       # |θ̂u − θ̂p| ≤ ρ·Σ_S|θ̂p| per block
     node("Mul", [node("Concat", sums, axis=0), node("Reshape", [zero, "shape_1"])], "sink")
     # θ̂u integer, θ̂u[S] = 0 and θ̂u[T] = θ̂p[T] (public zeros; both terms are ≥ 0 and < 2^62)
-    node("Add", [node("Mul", [node("Abs", [tu]), m_s]), node("Mul", [abs_dlt, m_t2])], "zeros")
+    if m_t2 is None:
+        node("Mul", [node("Abs", [tu]), m_s], "zeros")
+    else:
+        node("Add", [node("Mul", [node("Abs", [tu]), m_s]), node("Mul", [abs_dlt, m_t2])], "zeros")
     node("Identity", ["public"], "pub_out")
     L = spec.input_lengths()
     inputs = [helper.make_tensor_value_info(n, TensorProto.DOUBLE, [1, n_]) for n, n_ in zip(spec.input_names(), L)]
@@ -415,13 +429,16 @@ def relation_reference(spec: CircuitSpec, theta_p, theta_u, cols, mu, ycert, mas
     I = lambda a: np.asarray(a, dtype=object)  # noqa: E731
     tp, tu, A, mu, Y = I(theta_p), I(theta_u), I(cols), I(mu), I(ycert)
     m = np.asarray(mask).astype(np.int64).astype(object)   # codes 0 / 1 (S) / 2 (T)
-    m_s = m * (2 - m)
-    m_t2 = m * m - m
+    if spec.protected:
+        m_s, m_t2 = m * (2 - m), m * m - m
+    else:   # the plain circuit reads m as the 0/1 mask
+        m_s, m_t2 = m, m * 0
     q = np.asarray(q).astype(np.int64).astype(object)
     idx = np.asarray(idx).astype(np.int64)
     mu_eff = mu * q
     r = (tu - tp) * bd.h + np.einsum("kbt,kt->kb", A, mu_eff)
-    rw = 2 ** bd.g + (3 * m - m * m) * ((2 ** (bd.g + bd.t) - 2 ** bd.g) // 2)
+    rw = (2 ** bd.g + (3 * m - m * m) * ((2 ** (bd.g + bd.t) - 2 ** bd.g) // 2) if spec.protected
+          else 2 ** bd.g + m * (2 ** (bd.g + bd.t) - 2 ** bd.g))
     D = np.empty((K, k, k), dtype=object)
     for j in range(K):
         for a in range(k):

@@ -89,9 +89,13 @@ def test_request_codes_and_digest():
         request_codes(np.full((3, 4), 3))
     cs = relation.CommitSpec(block_size=4, logrows=13)
     (spec, blocks), = plan_proofs(codes2, cs)
-    assert blocks == [0] and spec.kmax >= 2                 # two slots: the masked and the protected weight
+    assert blocks == [0] and spec.kmax >= 2 and spec.protected   # two slots: the masked and the protected weight
     codes2[1, 0] = PROTECTED                                # a block with protection but no mask: not proven
     assert [b for _, bl in plan_proofs(codes2, cs) for b in bl] == [0]
+    codes2[2, 3] = MASKED                                   # a plain block: the plain circuit, planned first
+    plan = plan_proofs(codes2, cs)
+    assert [(s.protected, bl) for s, bl in plan] == [(False, [2]), (True, [0])]
+    assert relation.CircuitSpec.from_dict(plan[1][0].to_dict()) == plan[1][0] and plan[1][0].key.count("_T") == 1
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -107,7 +111,7 @@ def test_protected_witness_is_exact_constrained_group_obs(seed):
     tp = rng.integers(-2000, 2000, size=B)
     aq = quant.quantize_inverse(A, quant.inverse_block_exponents(A, cs.a_bits), cs.a_bits)[0]
     S, T = np.array([1, 4]), np.array([2, 6])
-    spec = relation.CircuitSpec(cs, kmax=4)
+    spec = relation.CircuitSpec(cs, kmax=4, protected=True)
     w = quant.certify_block(tp, aq, S, spec, protected=T)
     assert list(w.positions) == [1, 2, 4, 6] and list(w.removed) == [1, 4]
     assert np.all(w.theta_u[S] == 0) and np.all(w.theta_u[T] == tp[T])
@@ -132,7 +136,7 @@ def test_relation_oracle_refuses_a_moved_protected_weight_and_a_plain_witness():
     aq = quant.quantize_inverse(A, quant.inverse_block_exponents(A, cs.a_bits), cs.a_bits)[0]
     tp = rng.integers(-2000, 2000, size=B)
     S, T = np.array([3]), np.array([0, 5])
-    spec = relation.CircuitSpec(cs, kmax=4)
+    spec = relation.CircuitSpec(cs, kmax=4, protected=True)
     w = quant.certify_block(tp, aq, S, spec, protected=T)
     row = np.zeros(B, np.int64)
     row[S], row[T] = MASKED, PROTECTED

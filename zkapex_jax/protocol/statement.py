@@ -93,23 +93,24 @@ def bucket_sizes(block_size: int) -> list[int]:
     return sorted({x for x in out if x < block_size} | {block_size})
 
 
-def bucket_spec(cspec, kmax: int, *, root=None):
-    """The circuit of bucket ``kmax``: as many blocks per proof as fit the commitment's logrows
-    (≤ MAX_CHUNK_BLOCKS), or None if not even one block fits. Row counts come from ezkl's own
-    layout (gen_settings, cached), so both parties find the same K."""
+def bucket_spec(cspec, kmax: int, *, root=None, protected: bool = False):
+    """The circuit of bucket ``kmax`` (``protected``: the variant for blocks with protected
+    weights): as many blocks per proof as fit the commitment's logrows (≤ MAX_CHUNK_BLOCKS), or
+    None if not even one block fits. Row counts come from ezkl's own layout (gen_settings,
+    cached), so both parties find the same K."""
     from ._circuits import relation, stages
 
-    one = relation.CircuitSpec(cspec, kmax=kmax, chunk_blocks=1)
+    one = relation.CircuitSpec(cspec, kmax=kmax, chunk_blocks=1, protected=protected)
     if not stages.fits(one, root=root):
         return None
     lo, hi = 1, MAX_CHUNK_BLOCKS + 1  # fits(lo), rows grow with K: bisect the largest K that fits
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if stages.fits(relation.CircuitSpec(cspec, kmax=kmax, chunk_blocks=mid), root=root):
+        if stages.fits(relation.CircuitSpec(cspec, kmax=kmax, chunk_blocks=mid, protected=protected), root=root):
             lo = mid
         else:
             hi = mid
-    return relation.CircuitSpec(cspec, kmax=kmax, chunk_blocks=lo)
+    return relation.CircuitSpec(cspec, kmax=kmax, chunk_blocks=lo, protected=protected)
 
 
 def plan_proofs(mask_blocks, cspec, *, root=None) -> list[tuple]:
@@ -118,12 +119,14 @@ def plan_proofs(mask_blocks, cspec, *, root=None) -> list[tuple]:
 
     Blocks with a masked weight, in index order, go to the smallest bucket with kmax ≥ their slot
     count (masked + protected weights) whose circuit fits the commitment's logrows, K consecutive
-    ones per proof. Blocks without a masked weight are not proven (θu_b = θp_b, same commitment,
+    ones per proof; blocks with protected weights go to the protected variant of the circuit (the
+    plain one reads the mask row as 0/1 and costs fewer rows). Blocks without a masked weight are not proven (θu_b = θp_b, same commitment,
     so their protected weights are unchanged too). Both parties derive the same plan from public
     data. Raises ValueError if a block's slot count exceeds every bucket that fits."""
     m = request_codes(mask_blocks)
     counts = np.where(masked_of(m).any(axis=1), (m > 0).sum(axis=1), 0)
-    groups: dict[int, list[int]] = {}
+    prot = np.any(m == PROTECTED, axis=1)
+    groups: dict[tuple, list[int]] = {}
     specs = {}
     sizes = bucket_sizes(cspec.block_size)
     for b in np.flatnonzero(counts):
@@ -131,17 +134,18 @@ def plan_proofs(mask_blocks, cspec, *, root=None) -> list[tuple]:
         for kmax in sizes:
             if kmax < k:
                 continue
-            if kmax not in specs:
-                specs[kmax] = bucket_spec(cspec, kmax, root=root)
-            if specs[kmax] is not None:
-                groups.setdefault(kmax, []).append(int(b))
+            key = (bool(prot[b]), kmax)  # plain buckets first, then the protected circuits
+            if key not in specs:
+                specs[key] = bucket_spec(cspec, kmax, root=root, protected=key[0])
+            if specs[key] is not None:
+                groups.setdefault(key, []).append(int(b))
                 break
         else:
             raise ValueError(f"block {int(b)} has {k} masked (and protected) weights: no circuit with that many slots fits "
                              f"2^{cspec.logrows} rows; commit with a larger logrows")
     plan = []
-    for kmax in sorted(groups):
-        spec, blocks = specs[kmax], groups[kmax]
+    for key in sorted(groups):
+        spec, blocks = specs[key], groups[key]
         for i in range(0, len(blocks), spec.chunk_blocks):
             plan.append((spec, blocks[i:i + spec.chunk_blocks]))
     return plan
