@@ -92,18 +92,15 @@ def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool) -> dict
 
 
 def summarize_seed(res: dict) -> dict:
-    p, m = res["rows"]["personalized"], res["rows"]["mask_only"]
-    rt = res["rows"].get("retrain")
+    from zkapex_jax.studies.metrics import unlearning_outcome
+
+    rows = res["rows"]
     out = {}
     for kind, r in res["kinds"].items():
         ev = r["eval"]
-        cost = p["personal_acc"] - m["personal_acc"]
-        den = (p["forget_acc"] - rt["forget_acc"]) if rt else float("nan")
-        collapse = bool(ev["other_acc"] < 0.5 * p["other_acc"] or ev["global_acc"] < 0.5 * p["global_acc"])
         out[kind] = {"personal_acc": ev["personal_acc"], "forget_acc": ev["forget_acc"], "other_acc": ev["other_acc"],
-                     "recovery": (ev["personal_acc"] - m["personal_acc"]) / cost if abs(cost) > 1e-3 else float("nan"),
-                     "forget_progress": (p["forget_acc"] - ev["forget_acc"]) / den if rt and abs(den) > 1e-3 else float("nan"),
-                     "collapsed": collapse, "alpha": r["alpha"], "trace_masked": r["trace_masked"],
+                     **unlearning_outcome(ev, rows["personalized"], rows["mask_only"], rows.get("retrain")),
+                     "alpha": r["alpha"], "trace_masked": r["trace_masked"],
                      "eff_rank_masked": r["eff_rank_masked"], "max_move_ratio": r["max_move_ratio"]}
     return out
 

@@ -140,20 +140,13 @@ def run_seed(cfg, seed: int, *, cache_dir, curvature: str, ranks, rho: int, retr
 
 
 def summarize_seed(res: dict) -> dict:
-    p, m = res["rows"]["personalized"], res["rows"]["mask_only"]
-    rt = res["rows"].get("retrain")
-    cost = p["personal_acc"] - m["personal_acc"]
-    out = {}
-    for name, ev in res["rows"].items():
-        if name in ("personalized", "mask_only", "retrain"):
-            continue
-        den = (p["forget_acc"] - rt["forget_acc"]) if rt else float("nan")
-        out[name] = {"personal_acc": ev["personal_acc"], "forget_acc": ev["forget_acc"], "other_acc": ev["other_acc"],
-                     "recovery": (ev["personal_acc"] - m["personal_acc"]) / cost if abs(cost) > 1e-3 else float("nan"),
-                     "forget_progress": (p["forget_acc"] - ev["forget_acc"]) / den if rt and abs(den) > 1e-3 else float("nan"),
-                     "collapsed": bool(ev["other_acc"] < 0.5 * p["other_acc"] or ev["global_acc"] < 0.5 * p["global_acc"]),
-                     "alpha": ev["alpha"], "max_move_ratio": ev["max_move_ratio"]}
-    return out
+    from zkapex_jax.studies.metrics import unlearning_outcome
+
+    rows = res["rows"]
+    return {name: {"personal_acc": ev["personal_acc"], "forget_acc": ev["forget_acc"], "other_acc": ev["other_acc"],
+                   **unlearning_outcome(ev, rows["personalized"], rows["mask_only"], rows.get("retrain")),
+                   "alpha": ev["alpha"], "max_move_ratio": ev["max_move_ratio"]}
+            for name, ev in rows.items() if name not in ("personalized", "mask_only", "retrain")}
 
 
 def main(argv=None) -> int:

@@ -32,6 +32,7 @@ __all__ = [
     "entropy",
     "max_confidence",
     "recovery",
+    "unlearning_outcome",
     "gap_to",
     "mia_entropy",
     "mia_ssd",
@@ -92,6 +93,21 @@ def recovery(compensated: float, mask_only: float, personalized: float, *, eps: 
     if not np.isfinite(den) or den < eps:
         return float("nan")
     return (float(compensated) - float(mask_only)) / den
+
+
+def unlearning_outcome(model: dict, personalized: dict, mask_only: dict, retrain: dict | None = None, *,
+                       eps: float = 1e-3) -> dict:
+    """How an unlearned model did, from accuracy dicts (``personal_acc``, ``forget_acc``,
+    ``other_acc``, ``global_acc``): :func:`recovery` of the personal accuracy the mask cost; forget
+    progress (personalized − model)/(personalized − retrain) on forget accuracy (nan without a
+    retrain model or when the gap is below ``eps``); ``collapsed`` when the other-class or global
+    accuracy falls below half the personalized model's (forgetting by collapse is not unlearning)."""
+    p, m = personalized, mask_only
+    den = (p["forget_acc"] - retrain["forget_acc"]) if retrain else float("nan")
+    return {"recovery": recovery(model["personal_acc"], m["personal_acc"], p["personal_acc"], eps=eps),
+            "forget_progress": (p["forget_acc"] - model["forget_acc"]) / den if retrain and abs(den) > eps
+            else float("nan"),
+            "collapsed": bool(model["other_acc"] < 0.5 * p["other_acc"] or model["global_acc"] < 0.5 * p["global_acc"])}
 
 
 def gap_to(value: float, reference: float) -> float:
