@@ -281,3 +281,53 @@ def test_keys_are_derived_deterministically(art, tmp_path):
     a2 = stages.ensure_circuit(art.spec, root=tmp_path / "other")
     assert a2.meta["vk_sha256"] == art.meta["vk_sha256"]
     assert a2.meta["settings_sha256"] == art.meta["settings_sha256"]
+
+
+def _protected_blocks(seed):
+    """Two blocks of the protected circuit: block 0 masks {0} and protects {2}; block 1 masks {3},
+    protects {1}. Codes 1 / 2 in the mask row."""
+    spec = relation.CircuitSpec(relation.CommitSpec(block_size=B, logrows=13), kmax=KMAX, chunk_blocks=K,
+                                protected=True)
+    rng = np.random.default_rng(seed)
+    g = rng.normal(size=(K, 3 * B, B))
+    A = quant.inverse_fisher(np.einsum("kni,knj->kij", g, g) / (3 * B) + 1e-2 * np.eye(B))
+    Ah = quant.quantize_inverse(A, quant.inverse_block_exponents(A, 24), 24)
+    th = rng.normal(size=(K, B)) * 0.05
+    tq = quant.quantize_theta(th, quant.theta_exponent(th, 16))
+    out = []
+    for j, (S, T) in enumerate([([0], [2]), ([3], [1])]):
+        w = quant.certify_block(tq[j], Ah[j], np.array(S), spec, protected=np.array(T))
+        cols = np.zeros((B, KMAX), np.int64)
+        cols[:, :len(w.positions)] = Ah[j][:, w.positions]
+        codes = np.zeros(B, np.int64)
+        codes[S], codes[T] = 1, 2
+        out.append(dict(theta_p=tq[j], theta_u=w.theta_u, cols=cols, mu=w.mu, ycert=w.ycert, mask=codes,
+                        idx=w.idx, q=w.q))
+    return spec, out
+
+
+@pytest.mark.parametrize("edit", [None, "move_protected", "masked_nonzero"])
+def test_protected_onnx_graph_matches_oracle(edit):
+    """The protected variant of the graph (codes 0/1/2, [S] = m(2 − m), 2[T] = m² − m) against the
+    exact oracle: honest witness accepted; one unit on a protected weight shows in the public zeros
+    (2·|δ|) and breaks the tight protected-row residual; a masked weight left at 1 shows as |θ̂u|."""
+    spec, blocks = _protected_blocks(5)
+    if edit == "move_protected":
+        blocks[0]["theta_u"] = blocks[0]["theta_u"].copy()
+        blocks[0]["theta_u"][2] += 1
+    elif edit == "masked_nonzero":
+        blocks[1]["theta_u"] = blocks[1]["theta_u"].copy()
+        blocks[1]["theta_u"][3] = 1
+    outs, names = _reference_eval(spec, inputs_of(blocks, spec))
+    ref = relation.relation_reference(spec, *[stack(blocks, k) for k in
+                                              ("theta_p", "theta_u", "cols", "mu", "ycert", "mask", "idx", "q")])
+    assert np.array_equal(outs["zeros"], np.asarray(ref["zeros"], dtype=np.float64))
+    S = 2.0 ** spec.bounds.s
+    got = {n: float(np.max(np.abs(outs[n]))) / S for n in names}
+    assert max(got.values()) < 1 or not ref["ok"]
+    if edit == "move_protected":
+        assert not ref["ok"] and outs["zeros"][0, 2] == 2 and ref["residual"] >= 1
+    elif edit == "masked_nonzero":
+        assert not ref["ok"] and outs["zeros"][1, 3] == 1 and outs["zeros"].sum() == 1
+    else:
+        assert ref["ok"] and not np.any(outs["zeros"]) and max(got.values()) < 1
