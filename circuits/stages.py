@@ -342,7 +342,7 @@ def commit_vectors(art: CircuitArtifacts, vectors, *, batch: int | None = None, 
     if backend != "ezkl":
         from . import native
 
-        if backend == "native" or native.available():
+        if backend == "native" or (native.available() and native.srs_supported(art.srs)):
             vectors = [list(v) for v in vectors]
             for v in vectors:
                 if len(v) > h:

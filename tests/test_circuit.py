@@ -331,3 +331,16 @@ def test_protected_onnx_graph_matches_oracle(edit):
         assert not ref["ok"] and outs["zeros"][1, 3] == 1 and outs["zeros"].sum() == 1
     else:
         assert ref["ok"] and not np.any(outs["zeros"]) and max(got.values()) < 1
+
+
+def test_native_commitments_fall_back_on_an_unknown_srs_layout(art, tmp_path):
+    """A parameter file in a layout the kernel does not read (here: truncated) is never read as
+    points: ``srs_supported`` says no (so ``commit_vectors``' default backend uses ezkl) and the
+    kernel itself refuses it."""
+    from circuits import native
+
+    bad = tmp_path / "k13.srs"
+    bad.write_bytes(art.srs.read_bytes()[: 4 + 64 * 100])
+    assert native.srs_supported(art.srs) and not native.srs_supported(bad)
+    with pytest.raises(ValueError, match="not a raw halo2"):
+        native.commit(bad, [[1, 2]], (1, 2))

@@ -85,6 +85,16 @@ def lagrange_points(srs_path: str, mtime_ns: int = 0) -> np.ndarray:
     return np.frombuffer(raw[4 + n * 64:4 + 2 * n * 64].tobytes(), "<u8").reshape(n, 8)
 
 
+def srs_supported(srs_path) -> bool:
+    """Whether ``srs_path`` has the raw layout this kernel reads (else callers use ezkl, which
+    reads every layout it writes)."""
+    try:
+        lagrange_points(os.fspath(srs_path), os.stat(srs_path).st_mtime_ns)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def _from_mont(limbs) -> int:
     v = sum(int(x) << (64 * i) for i, x in enumerate(limbs))
     return v * _RINV % FQ
