@@ -99,7 +99,10 @@ def main(argv=None):
     os.environ["ZKAPEX_CACHE"] = a.cache or f"/tmp/zkapex-bench-cache-{a.block_size}-{a.logrows}"
     from zkapex_jax import protocol as P
     from zkapex_jax.core import quant
+    from zkapex_jax.protocol import prover
+    from zkapex_jax.protocol._circuits import stages
     from zkapex_jax.protocol.commitments import commit_circuit
+    from zkapex_jax.protocol.statement import bucket_sizes, statement_core
 
     if a.max_chunk_blocks:
         from zkapex_jax.protocol import statement as _statement
@@ -144,26 +147,6 @@ def main(argv=None):
     com = P.save_commitment(Path(os.environ["ZKAPEX_CACHE"]) / "com.npz", com, sec,
                             Path(os.environ["ZKAPEX_CACHE"]) / "sec.npz")
     res["commitment_bytes"] = (Path(os.environ["ZKAPEX_CACHE"]) / "com.npz").stat().st_size
-    run_variant = _variant_runner(a, res, st, save, stage, ks, cs, com, sec, theta, fisher, A, mask, nb, B, n_cols)
-    for r in a.protect:
-        req = mask.astype(np.int8)
-        if r:  # the certified forget-aware request: r protected weights per masked block (random scores here)
-            score = np.where(mask, -np.inf, rng.random((nb, B)))
-            top = np.argsort(-score, axis=1)[:, :r]
-            for b in np.flatnonzero(mask.any(axis=1)):
-                req[b, top[b][~mask[b, top[b]]]] = 2
-        v = res.setdefault("variants", {}).setdefault(f"protect_{r}", {"protected": int((req == 2).sum())})
-        run_variant(r, req, v)
-    save()
-    print(f"→ {out_path}")
-
-
-def _variant_runner(a, res, st, save, stage, ks, cs, com, sec, theta, fisher, A, mask, nb, B, n_cols):
-    from zkapex_jax import protocol as P
-    from zkapex_jax.protocol import prover
-    from zkapex_jax.protocol._circuits import stages
-    from zkapex_jax.protocol.statement import bucket_sizes, statement_core
-
     def run_variant(r, req, res_v):
         t0 = time.perf_counter()
         u = P.unlearn_committed(theta, fisher, req, com, sec, keystore=ks, inverse=A)
@@ -238,7 +221,17 @@ def _variant_runner(a, res, st, save, stage, ks, cs, com, sec, theta, fisher, A,
         print(json.dumps(model, indent=1))
         save()
 
-    return run_variant
+    for r in a.protect:
+        req = mask.astype(np.int8)
+        if r:  # the certified forget-aware request: r protected weights per masked block (random scores here)
+            score = np.where(mask, -np.inf, rng.random((nb, B)))
+            top = np.argsort(-score, axis=1)[:, :r]
+            for b in np.flatnonzero(mask.any(axis=1)):
+                req[b, top[b][~mask[b, top[b]]]] = 2
+        v = res.setdefault("variants", {}).setdefault(f"protect_{r}", {"protected": int((req == 2).sum())})
+        run_variant(r, req, v)
+    save()
+    print(f"→ {out_path}")
 
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ def lagrange_points(srs_path: str, mtime_ns: int = 0) -> np.ndarray:
     g0 = np.frombuffer(raw[4:68].tobytes(), "<u8")
     if _from_mont(g0[:4]) != 1 or _from_mont(g0[4:]) != 2:
         raise ValueError(f"{srs_path}: the first point is not the BN254 generator (unexpected SRS layout)")
-    return np.frombuffer(raw[4 + n * 64:4 + 2 * n * 64].tobytes(), "<u8").reshape(n, 8)
+    # a view of the mapped file (unaligned: callers copy the rows they use into a contiguous array)
+    return np.memmap(srs_path, dtype="<u8", mode="r", offset=4 + n * 64, shape=(n, 8))
 
 
 def srs_supported(srs_path) -> bool:
@@ -111,7 +112,7 @@ def commit(srs_path, vectors, zero_point: tuple[int, int] | None) -> list[tuple[
     lib = _lib()
     if lib is None:
         raise RuntimeError("the native commitment kernel is not available (no C compiler)")
-    vectors = [list(v) for v in vectors]
+    vectors = vectors if isinstance(vectors, list) else list(vectors)
     if not vectors:
         return []
     srs_path = os.fspath(srs_path)
@@ -122,7 +123,7 @@ def commit(srs_path, vectors, zero_point: tuple[int, int] | None) -> list[tuple[
     s = np.zeros((len(vectors), width), dtype=np.int64)
     for i, v in enumerate(vectors):
         s[i, :len(v)] = v   # OverflowError beyond int64
-    b = np.ascontiguousarray(bases[:width])
+    b = np.require(bases[:width], dtype=np.uint64, requirements=["C", "A"])   # aligned copy of the rows used
     z = np.array(_to_mont(zero_point[0]) + _to_mont(zero_point[1]) if zero_point else [0] * 8, dtype=np.uint64)
     out = np.zeros((len(vectors), 8), dtype=np.uint64)
     P = ctypes.POINTER

@@ -493,8 +493,8 @@ def protected_basis(protected: Any) -> np.ndarray:
         raise ShapeError(f"protected must be (nb, B), got shape {t.shape}")
     r = max(1, int(t.sum(axis=1).max(initial=0)))
     out = np.zeros((*t.shape, r))
-    for b, i in zip(*np.nonzero(t)):
-        out[b, i, int(t[b, :i].sum())] = 1.0
+    b, i = np.nonzero(t)
+    out[b, i, (np.cumsum(t, axis=1) - 1)[b, i]] = 1.0   # the j-th protected weight of a block → column j
     return out
 
 

@@ -265,10 +265,10 @@ def exact_update(theta_p_q, a_hat, positions, h: int, protected=()):
 
     tp = [int(x) for x in theta_p_q]
     removed = {int(x) for x in positions}
-    S = sorted(removed | {int(x) for x in protected})
-    k = len(S)
+    P = sorted(removed | {int(x) for x in protected})
+    k = len(P)
     Ah = np.asarray(a_hat, dtype=np.int64)
-    M = [[Fraction(int(Ah[S[i], S[j]])) for j in range(k)] + [Fraction(h * tp[S[i]] if S[i] in removed else 0)]
+    M = [[Fraction(int(Ah[P[i], P[j]])) for j in range(k)] + [Fraction(h * tp[P[i]] if P[i] in removed else 0)]
          for i in range(k)]
     for c in range(k):  # Gauss–Jordan with exact rationals
         p = next(r for r in range(c, k) if M[r][c] != 0)
@@ -285,7 +285,7 @@ def exact_update(theta_p_q, a_hat, positions, h: int, protected=()):
         if i in removed:
             out.append(Fraction(0))
         else:
-            out.append(Fraction(tp[i]) - sum(int(Ah[i, S[j]]) * mu[j] for j in range(k)) / h)
+            out.append(Fraction(tp[i]) - sum(int(Ah[i, P[j]]) * mu[j] for j in range(k)) / h)
     return out
 
 

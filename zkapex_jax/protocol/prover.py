@@ -232,23 +232,30 @@ def _run_ray(tasks, jobs, progress, address, retries=3, task_fn=None):
 
 
 def _opening_problem(u: Unlearned, commitment: Commitment, secrets: CommitmentSecrets, keystore: KeyStore):
-    """Recompute Com(θp_b) and Com(Â_b[:, P_t]) of every proven block from the values the proofs
-    will read and the secrets' blinders; the first one that differs from the published commitment,
-    as a sentence, or None. (The proofs embed exactly these commitments.)"""
+    """The commitments each proof of ``u.plan`` will embed for θp and the Â columns it reads,
+    recomputed from the values and the secrets' blinders, checked with the verifier's own
+    :func:`~zkapex_jax.protocol.commitments.opening_mismatch`: the first mismatch as a sentence,
+    or None. Runs before any proving."""
     from .commitments import commit_circuit
 
-    cs = commitment.spec
-    art = keystore.ensure(commit_circuit(cs))
-    vecs, want = [], []
-    for b in sorted(u.witnesses):
-        vecs.append([int(x) for x in u.theta_p_q[b]] + [int(x) for x in secrets.blind_theta_p[b]])
-        want.append((commitment.theta_p_hex(b), f"Com(θp) of block {b}"))
-        for pos in u.witnesses[b].positions:
-            vecs.append([int(x) for x in u.inverse_q[b][:, pos]] + [int(x) for x in secrets.blind_columns[b, pos]])
-            want.append((commitment.column_hex(b, int(pos)), f"column {int(pos)} of block {b}"))
-    for got, (hexv, what) in zip(stages.commit_vectors(art, vecs) if vecs else [], want):
-        if got != hexv:
-            return f"{what} is not the published one"
+    where, vecs = [], []
+    for c, (spec, blocks) in enumerate(u.plan):
+        for j, b in enumerate(blocks):
+            where.append((c, spec.input_index("theta_p", j)))
+            vecs.append([int(x) for x in u.theta_p_q[b]] + [int(x) for x in secrets.blind_theta_p[b]])
+            for t, pos in enumerate(u.witnesses[b].positions):
+                where.append((c, spec.input_index("col", j, t)))
+                vecs.append([int(x) for x in u.inverse_q[b][:, pos]] + [int(x) for x in secrets.blind_columns[b, pos]])
+    if not vecs:
+        return None
+    coms = [[None] * spec.n_inputs for spec, _ in u.plan]
+    art = keystore.ensure(commit_circuit(commitment.spec))
+    for (c, i), h in zip(where, stages.commit_vectors(art, vecs)):
+        coms[c][i] = h
+    for (spec, blocks), cc in zip(u.plan, coms):
+        bad = opening_mismatch(commitment, spec, blocks, u.mask, cc)
+        if bad:
+            return bad
     return None
 
 

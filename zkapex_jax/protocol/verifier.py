@@ -42,6 +42,7 @@ from ._circuits import relation, stages
 from .artifacts import read_json_artifact, require, sha256_hex
 from ..core import quant
 from .commitments import Commitment, opening_mismatch
+from ..core.mask import PROTECTED
 from .keystore import KeyStore
 from .prover import STATEMENT_FORMAT, VERSION
 from .statement import context_limbs, mask_digest, masked_of, plan_proofs, request_codes, statement_core
@@ -229,7 +230,7 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
     if len(st["com_theta_u"]) != commitment.num_blocks:
         return reject("statement lists Com(θu) for the wrong number of blocks")
     masked = masked_of(m).any(axis=1)
-    n_protected = int(((m == 2) & masked[:, None]).sum())
+    n_protected = int(((m == PROTECTED) & masked[:, None]).sum())
     for b in np.flatnonzero(~masked):
         if st["com_theta_u"][b] != commitment.theta_p_hex(b):
             return reject(f"block {b} has no masked weight but its Com(θu) differs from Com(θp)")
