@@ -80,6 +80,21 @@ def _posint(name, v, lo=1):
         raise ValueError(f"{name} must be an integer ≥ {lo}, got {v!r}")
 
 
+RANGE_BITS = 60  # s of the default decompositions: every in-graph range check is |x| < 2^60
+
+
+def range_decomposition(logrows: int) -> tuple[int, int]:
+    """(base, legs) of ezkl's range decomposition for circuits of 2^logrows rows: the largest
+    base 2^b with b dividing :data:`RANGE_BITS` whose lookup table (2^b rows) fits, b ≤ 12 —
+    base 4096 × 5 legs from logrows 13, 1024 × 6 at logrows 11–12, 64 × 10 at 7–10. The range
+    2^s is the same for all, so are the bounds derived from it; a smaller circuit pays more legs
+    (columns) for a shorter table."""
+    if isinstance(logrows, bool) or not isinstance(logrows, int) or logrows < 2:
+        raise ValueError(f"CommitSpec.logrows must be an integer ≥ 2, got {logrows!r}")
+    b = max(b for b in (12, 10, 6, 5, 4, 3, 2, 1) if b < logrows)
+    return 2 ** b, RANGE_BITS // b
+
+
 @dataclass(frozen=True)
 class CommitSpec:
     """What the client fixes at personalization time (before any mask).
@@ -87,9 +102,10 @@ class CommitSpec:
     ``block_size`` B; ``logrows`` of every proof circuit (KZG column commitments depend on it,
     so it is part of the commitment); ``theta_bits`` w: θ̂ is chosen with |θ̂p| ≤ 2^(w−2);
     ``a_bits``: |Â| < 2^a; ``n_blind`` blinders per committed column; ``n_ctx`` 21-bit statement
-    limbs; ``decomp_base``/``decomp_legs``: ezkl's range 2^s = base^legs; ``delta_ratio`` ρ: every
-    weight's move |θ̂u_i − θ̂p_i| ≤ ρ·Σ_{j∈S}|θ̂p_j| in its block (the verifier requires ρ to be at
-    most the provider's policy)."""
+    limbs; ``decomp_base``/``decomp_legs``: ezkl's range 2^s = base^legs (default: the largest base
+    whose lookup table fits the circuit, :func:`range_decomposition`, always s = 60);
+    ``delta_ratio`` ρ: every weight's move |θ̂u_i − θ̂p_i| ≤ ρ·Σ_{j∈S}|θ̂p_j| in its block (the
+    verifier requires ρ to be at most the provider's policy)."""
 
     block_size: int
     logrows: int = 15
@@ -97,11 +113,15 @@ class CommitSpec:
     a_bits: int = 24
     n_blind: int = 8
     n_ctx: int = 12
-    decomp_base: int = 4096
-    decomp_legs: int = 5
+    decomp_base: int | None = None
+    decomp_legs: int | None = None
     delta_ratio: int = DEFAULT_DELTA_RATIO
 
     def __post_init__(self):
+        if self.decomp_base is None and self.decomp_legs is None and isinstance(self.logrows, int):
+            base, legs = range_decomposition(self.logrows)
+            object.__setattr__(self, "decomp_base", base)
+            object.__setattr__(self, "decomp_legs", legs)
         for name in ("block_size", "logrows", "theta_bits", "a_bits", "n_blind", "n_ctx", "decomp_base",
                      "decomp_legs", "delta_ratio"):
             _posint(f"CommitSpec.{name}", getattr(self, name))

@@ -28,31 +28,30 @@ NB, B = 4, 8
 
 
 @pytest.fixture(scope="session")
-def world(tmp_path_factory):
-    """One commitment, one honest bundle, the provider's own key store (B=8, logrows 13)."""
+def world(tmp_path_factory, zk_shared):
+    """One commitment, one honest bundle, the provider's own key store (B=8, logrows 11)."""
     root = tmp_path_factory.mktemp("adv")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZKAPEX_CACHE", str(root / "cache"))
-        rng = np.random.default_rng(7)
-        fisher = empirical_fisher(rng, NB, B, 5, 1e-3, spread=(0.2, 2.0))  # flat directions
-        theta_p = rng.normal(size=(NB, B)) * 0.05
-        mask = np.zeros((NB, B), dtype=bool)
-        mask[0, [0, 2]] = True
-        mask[2, 5] = True
-        mask[3, [1, 4, 6]] = True
-        # the parameters outside the statement (a head and a bias), bound by the commitment's digest
-        rest = {"head/kernel": rng.normal(size=(B, 3)).astype(np.float32), "head/bias": np.zeros(3, np.float32)}
-        cs = P.CommitSpec(block_size=B, logrows=13)
-        client = P.KeyStore(root / "client")
-        com, sec = P.commit_personalization(theta_p, fisher, cs, client_id="alice", keystore=client, rest=rest)
-        com = P.save_commitment(root / "com.npz", com, sec, root / "sec.npz")
-        bundle = P.prove_unlearning(theta_p, fisher, mask, com, sec, request_id="req-1", out_dir=root / "honest",
-                                    keystore=client, rest_u=rest, mask_sha256="a" * 64,
-                                    opening_out=root / "opening.npz")
-        u = P.unlearn_committed(theta_p, fisher, mask, com, sec, keystore=client)
-        yield dict(root=root, theta_p=theta_p, fisher=fisher, mask=mask, cs=cs, com=com, sec=sec, u=u, rest=rest,
-                   honest=bundle, client=client, provider=P.KeyStore(root / "provider"),
-                   opening=P.binding.Opening.load(root / "opening.npz"))
+    # keys and SRS: the session's shared cache (conftest.zk_shared)
+    rng = np.random.default_rng(7)
+    fisher = empirical_fisher(rng, NB, B, 5, 1e-3, spread=(0.2, 2.0))  # flat directions
+    theta_p = rng.normal(size=(NB, B)) * 0.05
+    mask = np.zeros((NB, B), dtype=bool)
+    mask[0, [0, 2]] = True
+    mask[2, 5] = True
+    mask[3, [1, 4, 6]] = True
+    # the parameters outside the statement (a head and a bias), bound by the commitment's digest
+    rest = {"head/kernel": rng.normal(size=(B, 3)).astype(np.float32), "head/bias": np.zeros(3, np.float32)}
+    cs = P.CommitSpec(block_size=B, logrows=11)
+    client = P.KeyStore()
+    com, sec = P.commit_personalization(theta_p, fisher, cs, client_id="alice", keystore=client, rest=rest)
+    com = P.save_commitment(root / "com.npz", com, sec, root / "sec.npz")
+    bundle = P.prove_unlearning(theta_p, fisher, mask, com, sec, request_id="req-1", out_dir=root / "honest",
+                                keystore=client, rest_u=rest, mask_sha256="a" * 64,
+                                opening_out=root / "opening.npz")
+    u = P.unlearn_committed(theta_p, fisher, mask, com, sec, keystore=client)
+    yield dict(root=root, theta_p=theta_p, fisher=fisher, mask=mask, cs=cs, com=com, sec=sec, u=u, rest=rest,
+               honest=bundle, client=client, provider=P.KeyStore(zk_shared["provider"]),
+               opening=P.binding.Opening.load(root / "opening.npz"))
 
 
 def verify(w, bundle, **kw):
@@ -546,7 +545,6 @@ def test_commitment_claiming_a_ceremony_srs_still_gets_the_insecure_warning(worl
     locally generated SRS, and that is what it reports."""
     import dataclasses
 
-    monkeypatch.setenv("ZKAPEX_CACHE", str(world["root"] / "cache"))
     forged = dataclasses.replace(world["com"], srs_insecure=False)
     com = P.save_commitment(tmp_path / "com.npz", forged, world["sec"], tmp_path / "sec.npz")
     com = P.load_commitment(tmp_path / "com.npz")
@@ -699,13 +697,11 @@ def protected(world):
     req[2, 4] = 2
     req[1, 2] = 2                       # a block without a masked weight: unchanged anyway
     root = world["root"]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZKAPEX_CACHE", str(root / "cache"))
-        bundle = P.prove_unlearning(world["theta_p"], world["fisher"], req, world["com"], world["sec"],
-                                    request_id="req-p", out_dir=root / "protected", keystore=world["client"],
-                                    rest_u=world["rest"], mask_sha256="c" * 64)
-        u = P.unlearn_committed(world["theta_p"], world["fisher"], req, world["com"], world["sec"],
-                                keystore=world["client"])
+    bundle = P.prove_unlearning(world["theta_p"], world["fisher"], req, world["com"], world["sec"],
+                                request_id="req-p", out_dir=root / "protected", keystore=world["client"],
+                                rest_u=world["rest"], mask_sha256="c" * 64)
+    u = P.unlearn_committed(world["theta_p"], world["fisher"], req, world["com"], world["sec"],
+                            keystore=world["client"])
     return dict(req=req, bundle=bundle, u=u)
 
 

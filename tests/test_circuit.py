@@ -16,14 +16,12 @@ assert SQRT_M1 * SQRT_M1 % P_FIELD == P_FIELD - 1
 
 
 def _spec():
-    return relation.CircuitSpec(relation.CommitSpec(block_size=B, logrows=13), kmax=KMAX, chunk_blocks=K)
+    return relation.CircuitSpec(relation.CommitSpec(block_size=B, logrows=11), kmax=KMAX, chunk_blocks=K)
 
 
 @pytest.fixture(scope="module")
-def art(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZKAPEX_CACHE", str(tmp_path_factory.mktemp("zkcache")))
-        yield stages.ensure_circuit(_spec())
+def art(zk_shared):
+    return stages.ensure_circuit(_spec())
 
 
 def honest_blocks(seed=0, spec=None):
@@ -62,7 +60,7 @@ def stack(blocks, key):
 def test_spec_roundtrip_and_validation():
     s = _spec()
     assert relation.CircuitSpec.from_dict(json.loads(json.dumps(s.to_dict()))) == s
-    assert s.key.startswith("B4_k2_K2_L13_") and s.commit.s == 60
+    assert s.key.startswith("B4_k2_K2_L11_") and s.commit.s == 60
     assert s.n_inputs == K * (2 + KMAX) + 3 == len(s.input_lengths()) == len(s.input_names())
     names = s.input_names()
     for j in range(K):
@@ -71,7 +69,8 @@ def test_spec_roundtrip_and_validation():
         assert [names[s.input_index("col", j, t)] for t in range(KMAX)] == [f"col_{j}_{t}" for t in range(KMAX)]
     with pytest.raises(IndexError):
         s.input_index("col", K, 0)
-    for bad in (dict(block_size=0), dict(block_size=4, logrows=12), dict(block_size=4, decomp_base=1000),
+    for bad in (dict(block_size=0), dict(block_size=4, logrows=12, decomp_base=4096, decomp_legs=5),
+                dict(block_size=4, logrows=0), dict(block_size=4, decomp_base=1000),
                 dict(block_size=4, decomp_legs=7), dict(block_size=10000, logrows=13)):
         with pytest.raises(ValueError):
             relation.CommitSpec(**bad)
@@ -200,9 +199,21 @@ def test_witness_edit_of_a_blinder_still_proves(art, tmp_path):
     assert _prove_edited(art, w, tmp_path, edit)
 
 
-def test_range_bound_is_exactly_2_pow_s(tmp_path):
-    """ezkl's Abs decomposition in the project's settings (base 4096, 5 legs): 2^60 − 1 proves,
-    2^60 does not (values edited into the witness: f64 inputs cannot carry them)."""
+def test_range_decomposition_fits_the_circuit_and_keeps_s():
+    for lr, base, legs in ((26, 4096, 5), (13, 4096, 5), (12, 1024, 6), (11, 1024, 6), (10, 64, 10), (7, 64, 10)):
+        assert relation.range_decomposition(lr) == (base, legs)
+        cs = relation.CommitSpec(block_size=4, logrows=lr)
+        assert (cs.decomp_base, cs.decomp_legs, cs.s) == (base, legs, 60) and lr >= cs.logrows_min
+        assert relation.CommitSpec.from_dict(cs.to_dict()) == cs
+    explicit = relation.CommitSpec(block_size=4, logrows=13, decomp_base=1024, decomp_legs=6)
+    assert explicit.decomp_base == 1024 and explicit != relation.CommitSpec(block_size=4, logrows=13)
+
+
+@pytest.mark.parametrize("logrows", [13, 11])
+def test_range_bound_is_exactly_2_pow_s(tmp_path, logrows):
+    """ezkl's Abs decomposition in the project's settings (base 4096 × 5 legs at logrows 13, 1024 ×
+    6 at 11): 2^60 − 1 proves, 2^60 does not (values edited into the witness: f64 inputs cannot
+    carry them)."""
     import ezkl
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -216,11 +227,11 @@ def test_range_bound_is_exactly_2_pow_s(tmp_path):
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     onnx.save(m, tmp_path / "r.onnx")
-    spec = _spec()
-    ra = stages._run_args(spec, 13)
+    spec = relation.CircuitSpec(relation.CommitSpec(block_size=B, logrows=logrows), kmax=1, chunk_blocks=1)
+    ra = stages._run_args(spec, logrows)
     ezkl.gen_settings(str(tmp_path / "r.onnx"), str(tmp_path / "s.json"), py_run_args=ra)
     ezkl.compile_circuit(str(tmp_path / "r.onnx"), str(tmp_path / "c"), str(tmp_path / "s.json"))
-    srs, _ = stages.ensure_srs(13)
+    srs, _ = stages.ensure_srs(logrows)
     ezkl.setup(str(tmp_path / "c"), str(tmp_path / "vk"), str(tmp_path / "pk"), srs_path=str(srs))
     (tmp_path / "in.json").write_text(json.dumps({"input_data": [[1.0, 2.0], [0.0]]}))
     ezkl.gen_witness(str(tmp_path / "in.json"), str(tmp_path / "c"), str(tmp_path / "w.json"))
@@ -286,7 +297,7 @@ def test_keys_are_derived_deterministically(art, tmp_path):
 def _protected_blocks(seed):
     """Two blocks of the protected circuit: block 0 masks {0} and protects {2}; block 1 masks {3},
     protects {1}. Codes 1 / 2 in the mask row."""
-    spec = relation.CircuitSpec(relation.CommitSpec(block_size=B, logrows=13), kmax=KMAX, chunk_blocks=K,
+    spec = relation.CircuitSpec(relation.CommitSpec(block_size=B, logrows=11), kmax=KMAX, chunk_blocks=K,
                                 protected=True)
     rng = np.random.default_rng(seed)
     g = rng.normal(size=(K, 3 * B, B))

@@ -1,7 +1,6 @@
 """The zkapex command: keys / commit / unlearn / prove / verify on a tiny statement, exit codes."""
 
 import json
-import os
 import shutil
 
 import numpy as np
@@ -10,19 +9,19 @@ import pytest
 from zkapex_jax import cli
 from zkapex_jax.core.blocks import BlockLayout
 from zkapex_jax.core.mask import Mask
-from zkapex_jax.models import build_model
 from zkapex_jax.core.params import get_paths, set_paths
 from zkapex_jax.models.train import load_checkpoint, save_checkpoint
+
+from conftest import build_model_cached
 
 PATH = "vit/encoder/layer/0/attention/attention/query/bias"  # 16 weights of vit-test: 4 blocks of 4
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, zk_shared):
     d = tmp_path_factory.mktemp("cli")
-    old = os.environ.get("ZKAPEX_CACHE")
-    os.environ["ZKAPEX_CACHE"] = str(d / "cache")
-    _, params = build_model("vit-test", seed=0)
+    (d / "provider").symlink_to(zk_shared["provider"], target_is_directory=True)  # the session's provider keys
+    _, params = build_model_cached("vit-test", seed=0)
     flat = get_paths(params, [PATH])
     from zkapex_jax.core.params import set_paths
 
@@ -39,11 +38,7 @@ def files(tmp_path_factory):
     m2 = m.copy()
     m2[0] = True
     Mask.from_dense({PATH: m2}, fraction=0.3, method="test").save(d / "mask2.json")
-    yield d
-    if old is None:
-        os.environ.pop("ZKAPEX_CACHE", None)
-    else:
-        os.environ["ZKAPEX_CACHE"] = old
+    return d
 
 
 def run(*args):
@@ -53,10 +48,10 @@ def run(*args):
 @pytest.mark.slow
 def test_full_flow_and_exit_codes(files, capsys):
     d = files
-    assert run("keys", "--block-size", 4, "--logrows", 13, "--keystore", d / "provider") == 0
+    assert run("keys", "--block-size", 4, "--logrows", 11, "--keystore", d / "provider") == 0
     assert "INSECURE" in capsys.readouterr().out
     commit = ["commit", "--params", d / "pers", "--fisher", d / "fisher.npz", "--client-id", "alice",
-              "--out", d / "com.npz", "--secrets", d / "sec.npz", "--logrows", 13]
+              "--out", d / "com.npz", "--secrets", d / "sec.npz", "--logrows", 11]
     assert run(*commit) == 0
     before = (d / "com.npz").read_bytes(), (d / "sec.npz").read_bytes()
     # never overwrite without --force; never the same path twice
@@ -118,7 +113,7 @@ def test_changes_outside_the_statement_are_refused(files, capsys):
     --unlearned` refuses a deployed model with the head changed (exit 1, no bundle, no opening)."""
     d = files
     assert run("commit", "--params", d / "pers", "--fisher", d / "fisher.npz", "--client-id", "bob",
-               "--out", d / "com-w.npz", "--secrets", d / "sec-w.npz", "--logrows", 13) == 0
+               "--out", d / "com-w.npz", "--secrets", d / "sec-w.npz", "--logrows", 11) == 0
     params, _ = load_checkpoint(d / "pers")
     head = "classifier/kernel"
     changed = set_paths(params, {head: np.asarray(get_paths(params, [head])[head]) + 0.25})
@@ -146,9 +141,9 @@ def test_malformed_fisher_is_clear(files, capsys):
 
 def test_keys_and_verify_malformed_inputs(files, capsys):
     d = files
-    assert run("keys", "--block-size", 4, "--logrows", 13, "--kmax", 2, "--keystore", d / "provider") == 0
+    assert run("keys", "--block-size", 4, "--logrows", 11, "--kmax", 2, "--keystore", d / "provider") == 0
     out = capsys.readouterr().out
-    assert "INSECURE" in out and json.loads(out[: out.rindex("}") + 1])["logrows"] == 13
+    assert "INSECURE" in out and json.loads(out[: out.rindex("}") + 1])["logrows"] == 11
     assert run("verify", d / "no-bundle", "--commitment", d / "nope.json", "--mask", d / "mask.json") == 2
     assert "nope.json" in capsys.readouterr().err
     (d / "junk.json").write_text("{]")

@@ -10,6 +10,8 @@ from zkapex_jax.core.blocks import BlockLayout
 from zkapex_jax.core.fisher import accumulate_fisher
 from zkapex_jax.core.params import flatten_params
 
+from conftest import build_model_cached
+
 K_CLASSES = 3
 
 
@@ -151,11 +153,11 @@ def test_vit_layer_inputs_are_the_dense_inputs_and_every_kind_runs():
     tensors), and client_curvature returns a symmetric, damped (nb, B, B) for every kind."""
     import flax.linen as nn
 
-    from zkapex_jax.models import build_model, family
+    from zkapex_jax.models import family
     from zkapex_jax.protocol.client import client_curvature
 
     fam = family("vit-test")
-    _, params = build_model("vit-test", seed=0)
+    _, params = build_model_cached("vit-test", seed=0)
     x = np.random.default_rng(0).random((3, 28, 28, 1)).astype(np.float32)
     y = np.array([0, 1, 2])
     path = "vit/encoder/layer/0/intermediate/dense/kernel"

@@ -15,7 +15,7 @@ import pytest
 
 from zkapex_jax import family
 from zkapex_jax._errors import ArtifactError
-from zkapex_jax.core.fisher import per_example_grads
+from conftest import jit_per_example_grads
 from zkapex_jax.models import efficientnet as E
 
 
@@ -144,6 +144,7 @@ FLOWER = {985: "daisy", 947: "mushroom", 996: "hen-of-the-woods", 309: "bee", 73
           984: "rapeseed", 716: "picket fence"}
 
 
+@pytest.mark.slow  # ~30 s of full-resolution inference on 2 cores; CI runs it
 def test_imagenet_predictions_on_the_sample_images(pretrained):
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(pretrained))
     assert n_params == 4_631_000  # 4.69 M in the checkpoint, less the folded batch-norm statistics
@@ -171,10 +172,10 @@ def test_family_frozen_features_and_per_example_grads(pretrained):
     rng = np.random.default_rng(0)
     x = fam.prepare(rng.random((3, 28, 28, 1), dtype=np.float32))   # grey 28 px → RGB 32 px → block 14's input
     y = np.array([1, 4, 7], np.int32)
-    g = per_example_grads(fam.loss, params, (x, y), wrt=fam.mask_patterns)
+    g = jit_per_example_grads(fam.loss, params, (x, y), wrt=fam.mask_patterns)
     assert sorted(g) == ["blocks/14/expand/kernel", "blocks/15/expand/kernel"]
     assert g["blocks/15/expand/kernel"].shape == (3, 192, 1152)
-    g1 = jax.grad(fam.loss)(params, (x[1], y[1]))["blocks"]["15"]["expand"]["kernel"]
+    g1 = jax.jit(jax.grad(fam.loss))(params, (x[1], y[1]))["blocks"]["15"]["expand"]["kernel"]
     np.testing.assert_allclose(np.asarray(g["blocks/15/expand/kernel"][1]), np.asarray(g1), rtol=1e-4, atol=1e-7)
 
 
@@ -187,10 +188,10 @@ def test_family_fine_tuning_shapes_and_per_example_grads(pretrained):
     x = rng.random((3, 32, 32, 3), dtype=np.float32)
     y = np.array([1, 4, 7], np.int32)
     assert np.isfinite(float(fam.loss(params, (x[0], y[0]))))
-    g = per_example_grads(fam.loss, params, (x, y), wrt=fam.mask_patterns)
+    g = jit_per_example_grads(fam.loss, params, (x, y), wrt=fam.mask_patterns)
     assert len(g) == 15 and g["blocks/1/expand/kernel"].shape == (3, 16, 96)
     # the per-example gradient of one example equals jax.grad of its loss (summed over positions)
-    g0 = jax.grad(fam.loss)(params, (x[0], y[0]))["blocks"]["1"]["expand"]["kernel"]
+    g0 = jax.jit(jax.grad(fam.loss))(params, (x[0], y[0]))["blocks"]["1"]["expand"]["kernel"]
     np.testing.assert_allclose(np.asarray(g["blocks/1/expand/kernel"][0]), np.asarray(g0), rtol=1e-4, atol=1e-7)
     with pytest.raises(Exception, match="does not fit"):
         fam.predict(params, jnp.zeros((1, 28, 28, 1)))

@@ -23,9 +23,10 @@ import pytest
 from zkapex_jax import cli
 from zkapex_jax.core.blocks import BlockLayout
 from zkapex_jax.core.mask import Mask
-from zkapex_jax.models import build_model
 from zkapex_jax.core.params import get_paths, set_paths
 from zkapex_jax.models.train import save_checkpoint
+
+from conftest import build_model_cached
 
 PATH = "vit/encoder/layer/0/attention/attention/query/bias"  # 16 weights of vit-test: 4 blocks of 4
 HANG_S = 120
@@ -60,11 +61,9 @@ def run(*args):
 
 
 @pytest.fixture(scope="module")
-def honest(tmp_path_factory):
+def honest(tmp_path_factory, zk_shared):
     d = tmp_path_factory.mktemp("fuzz")
-    old = os.environ.get("ZKAPEX_CACHE")
-    os.environ["ZKAPEX_CACHE"] = str(d / "cache")
-    _, params = build_model("vit-test", seed=0)
+    _, params = build_model_cached("vit-test", seed=0)
     rng = np.random.default_rng(0)
     flat = get_paths(params, [PATH])
     params = set_paths(params, {PATH: np.asarray(rng.normal(size=flat[PATH].shape) * 0.05, dtype=np.float32)})
@@ -76,12 +75,8 @@ def honest(tmp_path_factory):
     m[[1, 6, 7, 12]] = True
     Mask.from_dense({PATH: m}, fraction=0.25, method="test").save(d / "mask.json")
     assert run("commit", "--params", d / "pers", "--fisher", d / "fisher.npz", "--client-id", "alice",
-               "--out", d / "com.npz", "--secrets", d / "sec.npz", "--logrows", 13) == 0
-    yield d
-    if old is None:
-        os.environ.pop("ZKAPEX_CACHE", None)
-    else:
-        os.environ["ZKAPEX_CACHE"] = old
+               "--out", d / "com.npz", "--secrets", d / "sec.npz", "--logrows", 11) == 0
+    return d
 
 
 # ----------------------------------------------------------------------------- mutations
@@ -230,7 +225,7 @@ def test_fuzz_unlearn_inputs(honest, capsys, target):
 def test_fuzz_cli_arguments(honest, capsys):
     """Careless command lines: bad numbers, empty ids, equal or existing outputs, NUL bytes."""
     d = honest
-    c = ["--cache", d / "cache"]
+    c = ["--cache", os.environ["ZKAPEX_CACHE"]]  # the session's shared cache (conftest.zk_shared)
     bad = [
         ["keys", "--block-size", "0"], ["keys", "--block-size", "-3"], ["keys", "--block-size", str(2**40)],
         ["keys", "--block-size", "4", "--logrows", "0"], ["keys", "--block-size", "4", "--srs", d / "missing-srs"],

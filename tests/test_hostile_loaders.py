@@ -8,8 +8,9 @@ import os
 import pytest
 
 from zkapex_jax import ArtifactError, cli
-from zkapex_jax.models import build_model
 from zkapex_jax.models.train import load_checkpoint, save_checkpoint
+
+from conftest import build_model_cached
 
 from test_fuzz_cli import no_hang
 
@@ -17,7 +18,7 @@ from test_fuzz_cli import no_hang
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     d = tmp_path_factory.mktemp("hostile")
-    _, params = build_model("vit-test", seed=0)
+    _, params = build_model_cached("vit-test", seed=0)
     save_checkpoint(d / "ok", params)
     return d
 

@@ -123,7 +123,7 @@ def test_classifier_loss_one_example_equals_batched(vit):
     predict = models.make_classifier_predict(model)
     loss_j = jax.jit(loss)
     per_ex = np.array([loss_j(params, (x[i], y[i])) for i in range(6)])
-    vmapped = np.asarray(jax.vmap(loss, in_axes=(None, 0))(params, (x, y)))
+    vmapped = np.asarray(jax.jit(jax.vmap(loss, in_axes=(None, 0)))(params, (x, y)))
     # oracle: the model's own batched forward (HF __call__ with NCHW input), float64 CE in numpy
     hf_forward = jax.jit(lambda p, xx: model(xx, params=p, train=False).logits)
     logits = hf_forward(params, np.transpose(x, (0, 3, 1, 2)))
@@ -150,7 +150,7 @@ def test_lm_loss_one_example_equals_batched(opt):
     logits = np.asarray(jax.jit(models.make_lm_predict(model))(params, tokens))
     lp = _log_softmax64(logits[:, :-1])
     oracle = -np.take_along_axis(lp, tokens[:, 1:, None], axis=-1)[..., 0].mean(axis=1)
-    got = np.asarray(jax.vmap(loss, in_axes=(None, 0))(params, tokens))
+    got = np.asarray(jax.jit(jax.vmap(loss, in_axes=(None, 0)))(params, tokens))
     np.testing.assert_allclose(got, oracle, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(float(jax.jit(loss)(params, tokens[0])), oracle[0], rtol=1e-5)
 

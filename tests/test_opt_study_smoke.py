@@ -17,8 +17,9 @@ from zkapex_jax.studies import opt_code
 from zkapex_jax.studies.report import load_results
 from experiments.configs.opt_code import CONFIGS, get_config
 from zkapex_jax.core.mask import top_k_count
-from zkapex_jax.models import build_model
 from zkapex_jax.core.params import flatten_params
+
+from conftest import build_model_cached
 
 
 def test_sub_block_fisher_matches_numpy():
@@ -33,7 +34,7 @@ def test_sub_block_fisher_matches_numpy():
 
 
 def test_lora_merge_is_identity_at_init_and_exact_after():
-    _, params = build_model("opt-test", seed=0)
+    _, params = build_model_cached("opt-test", seed=0)
     targets = ("*/fc1/kernel", "*/self_attn/q_proj/kernel")
     lora = init_lora(params, targets, 2, jax.random.PRNGKey(1))
     assert len(lora) == 4  # 2 layers x 2 targets

@@ -9,7 +9,9 @@ import pytest
 from zkapex_jax.studies import image as P
 from zkapex_jax.core.blocks import BlockLayout
 from zkapex_jax.data import Split
-from zkapex_jax.core.fisher import blockwise_fisher, per_example_grads
+from zkapex_jax.core.fisher import blockwise_fisher
+
+from conftest import jit_per_example_grads
 from zkapex_jax.core.mask import Mask
 from zkapex_jax.core.params import flatten_params
 
@@ -97,7 +99,7 @@ def test_client_fisher_matches_blockwise_oracle(params):
     layout = P.block_layout(CFG, params)
     got = P.client_fisher(CFG.replace(fisher_chunk=4, damping=1e-4), params, data, layout)
     fns = P.model_fns(CFG.model)
-    g = per_example_grads(fns.loss, params, tuple(data.personal_train), wrt=CFG.mask_pattern)
+    g = jit_per_example_grads(fns.loss, params, tuple(data.personal_train), wrt=CFG.mask_pattern)
     gb = np.asarray(layout.to_blocks_batched(g), np.float64).reshape(10, -1)
     ref = np.asarray(blockwise_fisher(jnp.asarray(gb, jnp.float32), layout.block_size, damping=1e-4))
     np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-3, atol=1e-9)

@@ -11,7 +11,7 @@ from zkapex_jax.protocol import artifacts
 from zkapex_jax.protocol.statement import bucket_sizes, plan_proofs
 
 NB, B = 4, 4
-LOGROWS = 13
+LOGROWS = 11  # the smallest circuits the range decomposition allows (base 1024 × 6)
 
 
 def tiny_problem(seed=0):
@@ -28,20 +28,18 @@ def tiny_problem(seed=0):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, zk_shared):
     root = tmp_path_factory.mktemp("proto")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZKAPEX_CACHE", str(root / "cache"))
-        theta_p, fisher, mask = tiny_problem()
-        cs = P.CommitSpec(block_size=B, logrows=LOGROWS)
-        client_ks, provider_ks = P.KeyStore(root / "client"), P.KeyStore(root / "provider")
-        com, sec = P.commit_personalization(theta_p, fisher, cs, client_id="alice", keystore=client_ks)
-        com = P.save_commitment(root / "com.npz", com, sec, root / "sec.npz")
-        bundle = P.prove_unlearning(theta_p, fisher, mask, P.load_commitment(root / "com.npz"),
-                                    P.load_secrets(root / "sec.npz", com), request_id="req-1",
-                                    out_dir=root / "bundle", keystore=client_ks)
-        yield dict(root=root, theta_p=theta_p, fisher=fisher, mask=mask, cs=cs, com=com, sec=sec,
-                   bundle=bundle, provider_ks=provider_ks, client_ks=client_ks)
+    theta_p, fisher, mask = tiny_problem()
+    cs = P.CommitSpec(block_size=B, logrows=LOGROWS)
+    client_ks, provider_ks = P.KeyStore(), P.KeyStore(zk_shared["provider"])
+    com, sec = P.commit_personalization(theta_p, fisher, cs, client_id="alice", keystore=client_ks)
+    com = P.save_commitment(root / "com.npz", com, sec, root / "sec.npz")
+    bundle = P.prove_unlearning(theta_p, fisher, mask, P.load_commitment(root / "com.npz"),
+                                P.load_secrets(root / "sec.npz", com), request_id="req-1",
+                                out_dir=root / "bundle", keystore=client_ks)
+    yield dict(root=root, theta_p=theta_p, fisher=fisher, mask=mask, cs=cs, com=com, sec=sec,
+               bundle=bundle, provider_ks=provider_ks, client_ks=client_ks)
 
 
 def test_commitment_roundtrip(setup):

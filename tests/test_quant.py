@@ -104,7 +104,6 @@ def test_certified_update_agrees_with_core_group_obs(x64):
 
     spec = _spec(kmax=4)
     tq, Ah, S, C, th = _block(3, k=4)
-    s = quant.theta_exponent(th, 16)
     w = quant.certify_block(tq, Ah, S, spec)
     mask = np.isin(np.arange(8), S)
     res = obs.group_obs(tq[None].astype(np.float64), C[None], mask[None])

@@ -17,27 +17,27 @@ NB, B = 3, 4
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, zk_shared):
     root = tmp_path_factory.mktemp("ray")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZKAPEX_CACHE", str(root / "cache"))
-        rng = np.random.default_rng(3)
-        fisher = empirical_fisher(rng, NB, B, 3 * B, 1e-2)
-        theta_p = rng.normal(size=(NB, B)) * 0.05
-        mask = np.zeros((NB, B), dtype=bool)
-        mask[0, 1] = mask[2, [0, 3]] = True
-        ks = P.KeyStore(root / "client")
-        com, sec = P.commit_personalization(theta_p, fisher, P.CommitSpec(block_size=B, logrows=13),
-                                            client_id="c", keystore=ks)
-        com = P.save_commitment(root / "com.npz", com, sec, root / "sec.npz")
-        yield dict(root=root, theta_p=theta_p, fisher=fisher, mask=mask, com=com, sec=sec, ks=ks)
+    rng = np.random.default_rng(3)
+    fisher = empirical_fisher(rng, NB, B, 3 * B, 1e-2)
+    theta_p = rng.normal(size=(NB, B)) * 0.05
+    mask = np.zeros((NB, B), dtype=bool)
+    mask[0, 1] = mask[2, [0, 3]] = True
+    ks = P.KeyStore()
+    com, sec = P.commit_personalization(theta_p, fisher, P.CommitSpec(block_size=B, logrows=11),
+                                        client_id="c", keystore=ks)
+    com = P.save_commitment(root / "com.npz", com, sec, root / "sec.npz")
+    yield dict(root=root, theta_p=theta_p, fisher=fisher, mask=mask, com=com, sec=sec, ks=ks,
+               provider=P.KeyStore(zk_shared["provider"]))
 
 
+@pytest.mark.slow  # a Ray start-up (~30–45 s on 2 busy cores); CI runs it
 def test_prove_on_local_ray_and_verify(world):
     out = P.prove_unlearning(world["theta_p"], world["fisher"], world["mask"], world["com"], world["sec"],
                              request_id="r", out_dir=world["root"] / "bundle", keystore=world["ks"], jobs=2,
                              executor="ray")
-    res = P.verify_bundle(out, world["com"], world["mask"], keystore=P.KeyStore(world["root"] / "prov"))
+    res = P.verify_bundle(out, world["com"], world["mask"], keystore=world["provider"])
     assert res.valid and res.n_proofs == 2, res.reason
     assert P.load_statement(out)["prover"]["executor"] == "ray"
 

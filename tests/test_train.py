@@ -16,6 +16,8 @@ from zkapex_jax.models import train
 from zkapex_jax._errors import ArtifactError, ShapeError, ZkapexError
 from zkapex_jax.core.params import flatten_params
 
+from conftest import build_model_cached
+
 
 def _toy_params(seed=0):
     rng = np.random.default_rng(seed)
@@ -186,7 +188,7 @@ def test_evaluate_and_accuracy_oracles():
 
 
 def test_vit_few_steps_reduce_loss():
-    model, params = models.build_model("vit-test", seed=0)
+    model, params = build_model_cached("vit-test", seed=0)
     rng = np.random.default_rng(0)
     y = np.arange(16) % 4
     x = (rng.random((16, 28, 28, 1)) * 0.2).astype(np.float32)
@@ -202,7 +204,7 @@ def test_vit_few_steps_reduce_loss():
 
 
 def test_checkpoint_roundtrip_and_overwrite(tmp_path):
-    _, params = models.build_model("vit-test")
+    _, params = build_model_cached("vit-test")
     path = tmp_path / "ckpt"
     train.save_checkpoint(path, params, {"epochs": 3, "name": "vit-test"})
     p2, meta = train.load_checkpoint(path)

@@ -8,9 +8,10 @@ import pytest
 
 from zkapex_jax import cli
 from zkapex_jax._errors import ZkapexError
-from zkapex_jax.models import build_model
 from zkapex_jax.models.train import save_checkpoint
 from zkapex_jax.data.files import load_labelled, parse_classes, select_classes
+
+from conftest import build_model_cached
 
 SHAPE = (28, 28, 1)
 
@@ -83,11 +84,10 @@ def test_image_folder(tmp_path):
     assert set(s.y.tolist()) == {1}
 
 
-def test_cli_on_own_folder(tmp_path, capsys, monkeypatch):
+def test_cli_on_own_folder(tmp_path, capsys):
     """The README quickstart's first half on a folder the test creates: personalize on the
     client's folder, the provider's mask from its folder and forget classes, the client's Fisher."""
-    monkeypatch.setenv("ZKAPEX_CACHE", str(tmp_path / "cache"))
-    _, params = build_model("vit-test", seed=0)
+    _, params = build_model_cached("vit-test", seed=0)
     save_checkpoint(tmp_path / "global", params)
     make_folder(tmp_path / "client", classes=("0", "2", "6"), per_class=3, seed=1)
     make_folder(tmp_path / "provider", classes=("0", "2", "5", "7", "9"), per_class=3, seed=2)
@@ -206,7 +206,7 @@ def test_text_folders_for_a_language_model(tmp_path, capsys):
 
 def test_a_local_hugging_face_directory_as_the_model(tmp_path, capsys):
     """--model and --params may name a Hugging Face model directory (config.json + weights)."""
-    model, params = build_model("vit-test", seed=3)
+    model, params = build_model_cached("vit-test", seed=3)
     model.save_pretrained(tmp_path / "hf", params=params)
     assert (tmp_path / "hf" / "config.json").exists()
     make_folder(tmp_path / "client", classes=("0", "2"), per_class=3)

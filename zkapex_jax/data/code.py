@@ -42,6 +42,7 @@ to a byte cap. The tokenizer is trained on the training split only.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import html
 import json
@@ -279,6 +280,16 @@ class ArchiveMember:
         return data
 
 
+def _byte_size(p: SourceFile) -> int | None:
+    """The file's size in bytes without reading it (``None`` if it cannot be told)."""
+    try:
+        if isinstance(p, ArchiveMember):
+            return _open_archive(str(p.archive)).getinfo(p.member).file_size
+        return p.stat().st_size
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return None
+
+
 def _open_archive(path: str) -> zipfile.ZipFile:
     """The open archive, cached per (path, size, mtime): a rewritten file is opened again."""
     st = os.stat(path)
@@ -505,14 +516,17 @@ def load_code_corpus(
         roots[lang] = str(root)
         by_split: dict[str, list[Path]] = {s: [] for s in SPLITS}
         raw_seen: set[bytes] = set()
-        for p in paths:  # exact duplicate files: keep the first path in sorted order
-            try:
-                key = hashlib.sha256(p.read_bytes()).digest()
-            except OSError:
-                continue
-            if key in raw_seen:
-                continue
-            raw_seen.add(key)
+        sizes = [_byte_size(p) for p in paths]
+        shared = collections.Counter(sizes)
+        for p, size in zip(paths, sizes):  # exact duplicate files: keep the first path in sorted order
+            if size is None or shared[size] > 1:  # only a file of another's size can be its copy
+                try:
+                    key = hashlib.sha256(p.read_bytes()).digest()
+                except OSError:
+                    continue
+                if key in raw_seen:
+                    continue
+                raw_seen.add(key)
             by_split[_split_of(lang, _rel(p, root), fractions)].append(p)
         texts[lang], files[lang] = {}, {}
         seen: set[bytes] = set()
