@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -114,7 +113,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-retrain", action="store_true", help="skip the retrain baseline (no forget progress)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    from zkapex_jax.studies.report import mean_std, run_environment
+    from zkapex_jax.studies.report import mean_std, run_environment, write_study_record
 
     cfg = _pipeline(args.config)
     t0 = time.perf_counter()
@@ -133,8 +132,7 @@ def main(argv=None) -> int:
     out = {"config": args.config, "pipeline": cfg.to_dict(), "seeds": args.seeds, "alphas_tried": list(ALPHAS),
            "table": table, "per_seed": per_seed, "seconds": round(time.perf_counter() - t0, 1),
            "environment": run_environment()}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1, default=float))
+    write_study_record(args.out, "curvature", out)
     print(f"{'curvature':<14}{'recovery':>10}{'forget_prog':>12}{'personal':>10}{'forget':>8}{'other':>8}{'collapsed':>10}")
     for k in args.kinds:
         t = table[k]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -76,7 +75,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    from zkapex_jax.studies.report import run_environment
+    from zkapex_jax.studies.report import run_environment, write_study_record
     cfg = _pipeline(args.config)
     t0 = time.perf_counter()
     per_seed = []
@@ -88,8 +87,7 @@ def main(argv=None) -> int:
            "per_seed": [{**p, "summary": summarize(p["ratio_to_removed"])} for p in per_seed],
            "seconds": round(time.perf_counter() - t0, 1),
            "environment": run_environment()}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    write_study_record(args.out, "delta_bound", out)
     print(json.dumps(out["summary"]), flush=True)
     return 0
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -162,7 +161,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     from zkapex_jax.protocol._circuits import relation
-    from zkapex_jax.studies.report import mean_std, run_environment
+    from zkapex_jax.studies.report import mean_std, run_environment, write_study_record
 
     cfg = _pipeline(args.config)
     rho = relation.DEFAULT_DELTA_RATIO
@@ -184,8 +183,7 @@ def main(argv=None) -> int:
            "pipeline": cfg.to_dict(), "seeds": args.seeds, "alphas": list(ALPHAS), "attack_alphas": list(ATTACK_ALPHAS),
            "baselines": base, "table": table, "per_seed": per_seed, "seconds": round(time.perf_counter() - t0, 1),
            "environment": run_environment()}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1, default=float))
+    write_study_record(args.out, "protected", out)
     print(f"{'model':<30}{'personal':>9}{'forget':>8}{'other':>8}{'recovery':>10}{'forget_prog':>12}")
     for k, t in base.items():
         print(f"{k:<30}{t['personal_acc']['mean']:>9.3f}{t['forget_acc']['mean']:>8.3f}{t['other_acc']['mean']:>8.3f}")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -77,7 +76,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     from zkapex_jax.protocol._circuits import relation
-    from zkapex_jax.studies.report import mean_std, run_environment
+    from zkapex_jax.studies.report import mean_std, run_environment, write_study_record
 
     cfg = _pipeline(args.config)
     rho = relation.DEFAULT_DELTA_RATIO
@@ -92,8 +91,7 @@ def main(argv=None) -> int:
     out = {"config": args.config, "pipeline": cfg.to_dict(), "rho": rho, "seeds": args.seeds, "summary": summary,
            "per_seed": per_seed, "seconds": round(time.perf_counter() - t0, 1),
            "environment": run_environment()}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    write_study_record(args.out, "steering", out)
     print(f"{'model':<14}{'personal':>10}{'forget':>10}{'other':>10}")
     for m in models:
         print(f"{m:<14}" + "".join(f"{summary[m][k]['mean']:>10.3f}" for k in ("personal_acc", "forget_acc", "other_acc")))

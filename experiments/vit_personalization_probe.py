@@ -15,15 +15,14 @@ model, so its cache is the study's); each personalization takes ~10 s on 2 cores
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 
 import jax
 
 from experiments.configs.vit_fmnist import DEFAULT
-from zkapex_jax._io import atomic_write_text
 from zkapex_jax.studies import image as P
+from zkapex_jax.studies.report import write_study_record
 from zkapex_jax.studies.vit_fmnist import _global_model
 
 KEEP = ("personal_acc_orig", "personal_acc_shift", "forget_acc", "other_acc", "global_acc")
@@ -71,7 +70,7 @@ def main(argv=None) -> int:
                              "personalize_s": time.perf_counter() - t, **r})
                 print(f"width {width} lr {lr:g} ld {ld:g}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()),
                       flush=True)
-    atomic_write_text(args.out, json.dumps({"seed": args.seed, "rows": rows}, indent=1) + "\n")
+    write_study_record(args.out, "vit_personalization_probe", {"seed": args.seed, "rows": rows})
     return 0
 
 

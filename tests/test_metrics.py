@@ -128,3 +128,36 @@ def test_selectivity_points_and_figure(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no per-seed selectivity"):
         plot_selectivity(tmp_path / "x.png", {"b": {"per_seed": [run(0, None, 0.1, 0.1)]}})
+
+
+def test_study_record_envelope_roundtrip_and_tamper(tmp_path):
+    """The side studies' records use the one artifact envelope: hashed with the masks' and
+    statements' canonical JSON, written atomically, refused when edited or of another study."""
+    import json
+
+    from zkapex_jax import ArtifactError
+    from zkapex_jax._io import canonical_json, content_digest
+    from zkapex_jax.studies import report
+
+    rec = {"seeds": [0, 1], "summary": {"forget_acc": np.float32(0.25), "bad": float("nan")}, "environment": {"x": 1}}
+    out = report.write_study_record(tmp_path / "r.json", "steering", rec)
+    got = report.load_study_record(tmp_path / "r.json", "steering")
+    assert got == out and got["summary"]["forget_acc"] == pytest.approx(0.25) and got["summary"]["bad"] is None
+    body = {k: v for k, v in got.items() if k != "sha256"}
+    import hashlib
+
+    assert got["sha256"] == hashlib.sha256(canonical_json(body)).hexdigest() == content_digest(got)
+    with pytest.raises(ArtifactError, match="'steering' record, expected 'curvature'"):
+        report.load_study_record(tmp_path / "r.json", "curvature")
+    doc = json.loads((tmp_path / "r.json").read_text())
+    doc["summary"]["forget_acc"] = 0.01  # a better-looking number, hash left as it was
+    (tmp_path / "t.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match="hash mismatch"):
+        report.load_study_record(tmp_path / "t.json")
+    (tmp_path / "n.json").write_text("[1, 2]")
+    with pytest.raises(ArtifactError, match="not a zkapex.study-record"):
+        report.load_study_record(tmp_path / "n.json")
+    with pytest.raises(ArtifactError, match="cannot read"):
+        report.load_study_record(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="NaN|not JSON compliant|Out of range"):
+        canonical_json({"x": float("nan")})

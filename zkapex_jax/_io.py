@@ -68,6 +68,22 @@ class atomic_group:
         return False
 
 
+# ---------------------------------------------------------------------------- the artifact envelope
+# Every JSON artifact (masks, statements, results files, ...) is {"format", "version", ...,
+# "sha256"} with sha256 over the canonical JSON of everything else; these two define the bytes.
+
+def canonical_json(obj) -> bytes:
+    """The hashed form: sorted keys, no spaces, ASCII escapes; NaN/Infinity refused (``ValueError``)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def content_digest(doc) -> str:
+    """sha256 (hex) of :func:`canonical_json` of ``doc`` without its ``sha256`` field."""
+    import hashlib
+
+    return hashlib.sha256(canonical_json({k: v for k, v in doc.items() if k != "sha256"})).hexdigest()
+
+
 # ---------------------------------------------------------------------------- hostile-input reads
 #: artifacts (JSON statements, masks, commitments, secrets, Fisher files) larger than this are
 #: rejected unread; the largest honest one here is a B = 576 Fisher of a ViT-B layer (~1.4 GB).

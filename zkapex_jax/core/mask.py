@@ -44,7 +44,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, canonical_json
 from .._errors import ArtifactError, MaskMismatchError, NonFiniteError, ShapeError, UnknownParameterError
 from .blocks import BlockLayout
 from .fisher import _check_damping, grad_moments
@@ -317,8 +317,7 @@ def protect_top(mask: "Mask", scores: Mapping[str, Any], layout: BlockLayout, pe
     return mask.with_protection(dense)
 
 
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+_canonical = canonical_json  # the artifact envelope's hashed form (zkapex_jax._io)
 
 
 @dataclass(frozen=True, eq=False)

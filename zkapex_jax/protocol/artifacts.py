@@ -14,11 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import ArtifactError
-from .._io import atomic_write_bytes
-
-
-def canonical_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+from .._io import atomic_write_bytes, canonical_json, content_digest
 
 
 def sha256_hex(data: bytes) -> str:
@@ -62,8 +58,7 @@ def validate_json_doc(doc, path, fmt: str, versions=(1,)) -> dict:
     if isinstance(doc.get("version"), bool) or doc.get("version") not in versions:
         raise ArtifactError(f"{path}: version {doc.get('version')!r} unsupported (expected one of {list(versions)})")
     digest = doc.get("sha256")
-    body = {k: v for k, v in doc.items() if k != "sha256"}
-    if not isinstance(digest, str) or sha256_hex(canonical_json(body)) != digest:
+    if not isinstance(digest, str) or content_digest(doc) != digest:
         raise ArtifactError(f"{path}: content hash mismatch (file edited or corrupted)")
     return doc
 

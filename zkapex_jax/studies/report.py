@@ -14,7 +14,6 @@ if it is undefined for every seed, mean and std are written as ``null``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import ArtifactError
-from .._io import atomic_write_bytes, atomic_write_text
+from .._io import atomic_write_bytes, atomic_write_text, content_digest
 
 RESULTS_FORMAT = "zkapex.results"
 RESULTS_VERSION = 1
@@ -60,9 +59,7 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def _digest(obj: Mapping) -> str:
-    body = {k: v for k, v in obj.items() if k != "sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+_digest = content_digest  # the artifact envelope's hash (zkapex_jax._io)
 
 
 def bootstrap_ci95(values: Sequence[float], *, n_boot: int = 10_000, seed: int = 0) -> list | None:
@@ -198,6 +195,47 @@ def write_results(path: str | os.PathLike, results: Mapping) -> dict:
     obj["sha256"] = _digest(obj)
     validate_results(obj, where=str(path))
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
+    return obj
+
+
+STUDY_RECORD_FORMAT = "zkapex.study-record"
+STUDY_RECORD_VERSION = 1
+
+
+def write_study_record(path: str | os.PathLike, study: str, record: Mapping) -> dict:
+    """The side studies' output (threat model, curvature, bound, probes: any JSON object) in the
+    artifact envelope every file here uses — ``format``, ``version``, ``study``, the run's
+    :func:`run_environment` unless it carries one, ``sha256`` over the rest
+    (:func:`zkapex_jax._io.content_digest`) — written atomically. Non-finite numbers become null
+    (as in results files). Returns the written object."""
+    if not isinstance(study, str) or not study:
+        raise ValueError("study must be a non-empty name")
+    obj = _clean(dict(record))
+    obj.setdefault("environment", run_environment())
+    for k in ("format", "version", "study", "sha256"):
+        obj.pop(k, None)
+    obj.update(format=STUDY_RECORD_FORMAT, version=STUDY_RECORD_VERSION, study=study)
+    obj["sha256"] = content_digest(obj)
+    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
+    return obj
+
+
+def load_study_record(path: str | os.PathLike, study: str | None = None) -> dict:
+    """Read a :func:`write_study_record` file: the envelope (format, version, hash) checked, and
+    ``study`` if given; ``ArtifactError`` naming the file otherwise."""
+    from .._io import loads_strict, read_regular_file
+
+    try:
+        obj = loads_strict(read_regular_file(path, what="study record"), str(path))
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{path}: cannot read the study record ({e})") from None
+    if not isinstance(obj, dict) or obj.get("format") != STUDY_RECORD_FORMAT \
+            or obj.get("version") != STUDY_RECORD_VERSION:
+        raise ArtifactError(f"{path}: not a {STUDY_RECORD_FORMAT} v{STUDY_RECORD_VERSION} file")
+    if obj.get("sha256") != content_digest(obj):
+        raise ArtifactError(f"{path}: content hash mismatch (file edited or corrupted)")
+    if study is not None and obj.get("study") != study:
+        raise ArtifactError(f"{path}: a {obj.get('study')!r} record, expected {study!r}")
     return obj
 
 
