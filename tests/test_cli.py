@@ -130,6 +130,34 @@ def test_changes_outside_the_statement_are_refused(files, capsys):
     assert not (d / "bundle-w").exists() and not (d / "open-w.npz").exists()
 
 
+def test_unlearn_without_the_fisher_uses_the_committed_inverse(files, capsys):
+    """The secrets carry Â as committed: `unlearn` needs no --fisher and gives the same model as
+    with it; secrets of an older zkapex (no Â) without --fisher: exit 2, nothing written."""
+    from zkapex_jax.protocol import artifacts, load_commitment, load_secrets
+    from zkapex_jax.protocol.commitments import SECRETS_FORMAT, VERSION
+
+    d = files
+    assert run("commit", "--params", d / "pers", "--fisher", d / "fisher.npz", "--client-id", "carol",
+               "--out", d / "com-c.npz", "--secrets", d / "sec-c.npz", "--logrows", 11) == 0
+    com = load_commitment(d / "com-c.npz")
+    sec = load_secrets(d / "sec-c.npz", com)
+    assert sec.inverse_q is not None and sec.inverse_q.dtype == np.int32 and sec.inverse_q.shape == (4, 4, 4)
+    base = ["--params", d / "pers", "--commitment", d / "com-c.npz", "--mask", d / "mask.json"]
+    assert run("unlearn", *base, "--secrets", d / "sec-c.npz", "--out", d / "unl-c") == 0
+    assert run("unlearn", *base, "--secrets", d / "sec-c.npz", "--fisher", d / "fisher.npz", "--out", d / "unl-f") == 0
+    a = np.asarray(get_paths(load_checkpoint(d / "unl-c")[0], [PATH])[PATH])
+    b = np.asarray(get_paths(load_checkpoint(d / "unl-f")[0], [PATH])[PATH])
+    np.testing.assert_array_equal(a, b)  # the same committed integers, whichever route
+    arrs, meta = artifacts.load_arrays(d / "sec-c.npz", SECRETS_FORMAT, (VERSION,))
+    arrs.pop("inverse_q")
+    artifacts.save_arrays(d / "sec-old.npz", SECRETS_FORMAT, VERSION, arrs, meta)
+    capsys.readouterr()
+    assert run("unlearn", *base, "--secrets", d / "sec-old.npz", "--out", d / "unl-old") == 2
+    assert "pass --fisher" in capsys.readouterr().err and not (d / "unl-old").exists()
+    assert run("unlearn", *base, "--secrets", d / "sec-old.npz", "--fisher", d / "fisher.npz",
+               "--out", d / "unl-old") == 0
+
+
 def test_malformed_fisher_is_clear(files, capsys):
     d = files
     (d / "broken.npz").write_bytes(b"PK\x03\x04 nope")

@@ -92,6 +92,36 @@ def test_plan_is_canonical_and_buckets(setup):
     assert plan_proofs(np.zeros((NB, B), bool), setup["cs"], root=setup["client_ks"].root) == []
 
 
+def test_secrets_carry_the_committed_inverse(setup, tmp_path):
+    """Â is computed once, at commit, and carried in the secrets: it is the quantized C⁻¹ of the
+    committed columns, unlearning without the Fisher gives the identical certified model, and a
+    secrets file whose Â was edited (re-hashed, as a careless tool or an attacker would) is refused
+    before any proof (the opening check against the published column commitments)."""
+    import dataclasses
+
+    from zkapex_jax.protocol.commitments import quantize_personalization
+    from zkapex_jax.protocol.prover import ProofError
+
+    com, sec = setup["com"], setup["sec"]
+    _, aq, _, _ = quantize_personalization(setup["theta_p"], setup["fisher"], setup["cs"], theta_exp=sec.theta_exp,
+                                           inverse_exps=sec.inverse_exps)
+    assert sec.inverse_q.dtype == np.int32
+    np.testing.assert_array_equal(sec.inverse_q, aq)
+    u0 = P.unlearn_committed(setup["theta_p"], setup["fisher"], setup["mask"], com, sec, keystore=setup["client_ks"])
+    u1 = P.unlearn_committed(setup["theta_p"], None, setup["mask"], com, sec, keystore=setup["client_ks"])
+    np.testing.assert_array_equal(u0.theta_u_q, u1.theta_u_q)
+    edited = sec.inverse_q.copy()
+    edited[0, 1, 0] += 1                                     # block 0's masked column 0
+    bad = dataclasses.replace(sec, inverse_q=edited)
+    with pytest.raises(ProofError, match="do not open the published commitment"):
+        P.prove_unlearning(setup["theta_p"], None, setup["mask"], com, bad, request_id="r", out_dir=tmp_path / "b",
+                           keystore=setup["client_ks"])
+    assert not (tmp_path / "b").exists()
+    old = dataclasses.replace(sec, inverse_q=None)
+    with pytest.raises(ValueError, match="no curvature"):
+        P.unlearn_committed(setup["theta_p"], None, setup["mask"], com, old, keystore=setup["client_ks"])
+
+
 def test_prove_refuses_existing_dir_and_bad_mask(setup):
     with pytest.raises(FileExistsError):
         P.prove_unlearning(setup["theta_p"], setup["fisher"], setup["mask"], setup["com"], setup["sec"],

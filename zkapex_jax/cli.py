@@ -7,8 +7,8 @@ the built-in data and the demo, zkapex_jax.studies.image.
     zkapex fisher   --params CKPT --out FISHER.npz [--model M] [--block-size B] [--seed S] (client)
     zkapex commit   --params CKPT --fisher FISHER.npz --client-id ID --out COM.npz --secrets SEC.npz
                     [--logrows L] [--force]                                                (client)
-    zkapex unlearn  --params CKPT --fisher F --commitment COM --secrets SEC --mask MASK --out CKPT_U
-    zkapex prove    --params CKPT --fisher F --commitment COM --secrets SEC --mask MASK
+    zkapex unlearn  --params CKPT --commitment COM --secrets SEC --mask MASK --out CKPT_U [--fisher F]
+    zkapex prove    --params CKPT --commitment COM --secrets SEC --mask MASK [--fisher F]
                     --request-id R --out BUNDLE [--jobs N] [--executor process|ray]
                     [--ray-address ADDR] [--unlearned CKPT_U]                              (client)
     zkapex verify   BUNDLE --commitment COM --mask MASK [--keystore DIR] [--client-id ID]
@@ -277,9 +277,20 @@ def _load_client(args):
 
     com = load_commitment(args.commitment)
     sec = load_secrets(args.secrets, com)
-    fisher, layout = load_fisher(args.fisher)
-    if layout.to_dict() != com.layout:
-        raise ZkapexError(f"{args.fisher}: block layout differs from the commitment's")
+    if args.fisher is not None:
+        fisher, layout = load_fisher(args.fisher)
+        if layout.to_dict() != com.layout:
+            raise ZkapexError(f"{args.fisher}: block layout differs from the commitment's")
+    else:  # the secrets carry the committed Â (computed once at commit time)
+        from .core.blocks import BlockLayout
+
+        if sec.inverse_q is None:
+            raise ZkapexError(f"{args.secrets}: these secrets do not carry the committed inverse Fisher "
+                              "(written by an older zkapex): pass --fisher")
+        try:
+            fisher, layout = None, BlockLayout.from_dict(com.layout)
+        except (TypeError, ValueError, KeyError) as e:
+            raise ZkapexError(f"{args.commitment}: no usable block layout ({e}): pass --fisher") from None
     params = _load_params(args.params)
     from .protocol.prover import ProofError, check_rest
 
@@ -557,7 +568,7 @@ def cmd_unlearn(args) -> int:
 
     _refuse_outputs(args.out, force=args.force, checkpoint=True)
     for other in (args.params, args.fisher, args.commitment, args.secrets, args.mask):
-        if Path(other).resolve() == Path(args.out).resolve():
+        if other is not None and Path(other).resolve() == Path(args.out).resolve():
             raise ZkapexError(f"--out {args.out} is one of the inputs")
     com, sec, fisher, layout, params, tb, mb, _ = _load_client(args)
     u = unlearn_committed(tb, fisher, mb, com, sec, keystore=_keystore(args))
@@ -587,7 +598,8 @@ def cmd_prove(args) -> int:
         if os.path.lexists(args.opening) and not args.force:
             raise ZkapexError(f"{args.opening} exists; pass --force to replace it")
         if Path(args.opening).resolve() in {Path(x).resolve() for x in (args.params, args.fisher, args.commitment,
-                                                                         args.secrets, args.mask, args.out)}:
+                                                                         args.secrets, args.mask, args.out)
+                                            if x is not None}:
             raise ZkapexError(f"--opening {args.opening} is one of the inputs or the bundle")
     if args.executor == "ray" and args.ray_address:
         from .protocol.prover import check_ray_address
@@ -972,12 +984,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, hlp in (("unlearn", cmd_unlearn, "[client] the certified Group-OBS update → checkpoint"),
                           ("prove", cmd_prove, "[client] prove the unlearning → bundle directory")):
         p = sub.add_parser(name, help=hlp)
-        for a, h in (("--params", "the personalized checkpoint θp"), ("--fisher", "the Fisher file"),
+        for a, h in (("--params", "the personalized checkpoint θp"),
+                     ("--fisher", "the Fisher file (optional: the secrets carry the committed inverse; needed only "
+                                  "for secrets written by zkapex < 0.3)"),
                      ("--commitment", "the published commitment"), ("--secrets", "the commitment's secrets"),
                      ("--mask", "the provider's mask file"),
                      ("--out", "the unlearned checkpoint to write" if name == "unlearn" else "the bundle directory to create")):
             p.add_argument(a, type=_file if a in ("--fisher", "--commitment", "--secrets", "--mask") else _path,
-                           required=True, help=h)
+                           required=a != "--fisher", default=None, help=h)
         if name == "prove":
             p.add_argument("--request-id", type=_text, required=True, help="the deletion request's identifier")
             p.add_argument("--jobs", type=POS, default=1, help="parallel prover processes / local Ray workers")

@@ -72,7 +72,11 @@ class Commitment:
 
 @dataclass(frozen=True)
 class CommitmentSecrets:
-    """Client-side secrets: blinders of θp (nb,R) and of the columns (nb,B,R), exponents of Â."""
+    """Client-side secrets: blinders of θp (nb,R) and of the columns (nb,B,R), exponents of Â, and
+    the committed Â itself (``inverse_q`` (nb,B,B) int32, |Â| < 2^a ≤ 2^31): computed once at
+    commit time and carried, so unlearning and proving open exactly the committed columns
+    without the Fisher and without re-inverting it (``None`` in secrets written before it: then
+    Â is recomputed from the Fisher)."""
 
     blind_theta_p: np.ndarray
     blind_columns: np.ndarray
@@ -80,6 +84,7 @@ class CommitmentSecrets:
     theta_exp: int
     commitment_sha256: str
     rest_salt: bytes = b""
+    inverse_q: np.ndarray | None = None
 
 
 def opening_mismatch(commitment: "Commitment", spec, blocks, mask_blocks, coms) -> str | None:
@@ -100,22 +105,35 @@ def commit_circuit(cspec: "relation.CommitSpec") -> "relation.CircuitSpec":
     return relation.CircuitSpec(cspec, kmax=1, chunk_blocks=1)
 
 
-def quantize_personalization(theta_p, fisher, cspec, *, theta_exp=None, inverse_exps=None, inverse=None):
+def quantize_personalization(theta_p, fisher, cspec, *, theta_exp=None, inverse_exps=None, inverse=None,
+                             inverse_q=None):
     """(θ̂p (nb,B) int64, Â (nb,B,B) int64, sθ, exponents (nb,)) with the scales fixed now (or given).
 
-    ``inverse`` (nb,B,B) may be passed instead of recomputing C⁻¹ from ``fisher``."""
+    ``inverse`` (nb,B,B) may be passed instead of recomputing C⁻¹ from ``fisher``; ``inverse_q``,
+    the committed Â itself (:attr:`CommitmentSecrets.inverse_q`, with ``inverse_exps``), skips
+    both (``fisher`` may then be None)."""
     theta_p = np.asarray(theta_p, dtype=np.float64)
     B = cspec.block_size
     if theta_p.ndim != 2 or theta_p.shape[1] != B:
         raise ShapeError(f"theta_p has shape {theta_p.shape}, expected (nb, {B})")
+    if theta_exp is None:
+        theta_exp = quant.theta_exponent(theta_p, cspec.theta_bits)
+    tq = quant.quantize_theta(theta_p, theta_exp, cspec.theta_bits)
+    if inverse_q is not None:
+        aq = np.asarray(inverse_q)
+        if inverse_exps is None or aq.dtype.kind != "i" or aq.shape != (theta_p.shape[0], B, B):
+            raise ShapeError(f"the committed inverse has shape {aq.shape} ({aq.dtype}), expected integers of shape "
+                             f"({theta_p.shape[0]}, {B}, {B}) with their exponents")
+        if np.abs(aq.astype(np.int64)).max(initial=0) >= 2 ** cspec.a_bits:
+            raise ShapeError(f"the committed inverse leaves the range |Â| < 2^{cspec.a_bits}")
+        return tq, aq.astype(np.int64), int(theta_exp), np.asarray(inverse_exps, dtype=np.int64)
+    if fisher is None and inverse is None:
+        raise ValueError("no curvature: pass the Fisher (or its inverse), or secrets that carry the committed inverse")
     A = quant.inverse_fisher(fisher) if inverse is None else np.asarray(inverse, dtype=np.float64)
     if A.shape != (theta_p.shape[0], B, B):
         raise ShapeError(f"fisher/inverse has shape {A.shape}, expected ({theta_p.shape[0]}, {B}, {B})")
-    if theta_exp is None:
-        theta_exp = quant.theta_exponent(theta_p, cspec.theta_bits)
     if inverse_exps is None:
         inverse_exps = quant.inverse_block_exponents(A, cspec.a_bits)
-    tq = quant.quantize_theta(theta_p, theta_exp, cspec.theta_bits)
     aq = quant.quantize_inverse(A, inverse_exps, cspec.a_bits)
     return tq, aq, int(theta_exp), np.asarray(inverse_exps, dtype=np.int64)
 
@@ -157,7 +175,8 @@ def commit_personalization(theta_p, fisher, cspec, *, client_id: str, keystore: 
                      srs_sha256=meta["srs_sha256"], srs_insecure=bool(art.srs_insecure),
                      rest_digest=rdigest, rest_manifest=binding.rest_manifest(rest))
     sec = CommitmentSecrets(blind_theta_p=bt, blind_columns=bc, inverse_exps=exps, theta_exp=sth,
-                            commitment_sha256="", rest_salt=salt)
+                            commitment_sha256="", rest_salt=salt,
+                            inverse_q=aq.astype(np.int32) if cspec.a_bits <= 31 else aq)
     return com, sec
 
 
@@ -178,9 +197,11 @@ def save_commitment(path, com: Commitment, secrets: CommitmentSecrets | None = N
         digest = save_arrays(g.stage(path), COMMITMENT_FORMAT, VERSION,
                              {"com_theta_p": com.com_theta_p, "com_columns": com.com_columns}, _com_meta(com))
         if secrets is not None:
-            save_arrays(g.stage(secrets_path), SECRETS_FORMAT, VERSION,
-                        {"blind_theta_p": secrets.blind_theta_p, "blind_columns": secrets.blind_columns,
-                         "inverse_exps": secrets.inverse_exps, "rest_salt": binding.salt_array(secrets.rest_salt)},
+            arrays = {"blind_theta_p": secrets.blind_theta_p, "blind_columns": secrets.blind_columns,
+                      "inverse_exps": secrets.inverse_exps, "rest_salt": binding.salt_array(secrets.rest_salt)}
+            if secrets.inverse_q is not None:
+                arrays["inverse_q"] = secrets.inverse_q
+            save_arrays(g.stage(secrets_path), SECRETS_FORMAT, VERSION, arrays,
                         {"commitment_sha256": digest, "theta_exp": secrets.theta_exp})
     return Commitment(**{**com.__dict__, "sha256": digest, "path": Path(path)})
 
@@ -232,16 +253,20 @@ def load_secrets(path, commitment: Commitment | None = None) -> CommitmentSecret
                             inverse_exps=arrs.get("inverse_exps"),
                             theta_exp=_meta_field(meta, "theta_exp", int, path),
                             commitment_sha256=_meta_field(meta, "commitment_sha256", str, path),
-                            rest_salt=binding.salt_bytes(arrs.get("rest_salt"), path))
+                            rest_salt=binding.salt_bytes(arrs.get("rest_salt"), path),
+                            inverse_q=arrs.get("inverse_q"))
     for name in ("blind_theta_p", "blind_columns", "inverse_exps"):
         a = getattr(sec, name)
         if a is None or a.dtype.kind != "i":
             raise ArtifactError(f"{path}: {name} missing or not integers")
+    if sec.inverse_q is not None and (sec.inverse_q.dtype.kind != "i" or sec.inverse_q.ndim != 3):
+        raise ArtifactError(f"{path}: the committed inverse is not an (nb, B, B) integer array")
     if commitment is not None:
         nb, B, R = commitment.num_blocks, commitment.spec.block_size, commitment.spec.n_blind
         if sec.commitment_sha256 != commitment.sha256:
             raise ArtifactError(f"{path}: secrets belong to another commitment")
         if (sec.blind_theta_p.shape != (nb, R) or sec.blind_columns.shape != (nb, B, R)
-                or sec.inverse_exps.shape != (nb,)):
+                or sec.inverse_exps.shape != (nb,)
+                or (sec.inverse_q is not None and sec.inverse_q.shape != (nb, B, B))):
             raise ArtifactError(f"{path}: secrets do not match the commitment's blocks")
     return sec

@@ -79,13 +79,16 @@ def unlearn_committed(theta_p, fisher, mask_blocks, commitment: Commitment, secr
     """Group-OBS for the committed (quantized) θp and Â = quantized C⁻¹ and the request
     ``mask_blocks`` (nb,B): a bool mask, or codes with protected weights
     (:meth:`~zkapex_jax.core.mask.Mask.request_blocks`; the update then leaves them unmoved).
+    Â is the committed one the secrets carry (:attr:`CommitmentSecrets.inverse_q`); ``fisher``
+    (or ``inverse``) is read only for secrets without it, and may be None otherwise.
 
     Raises quant.QuantizationError naming the block if a masked block cannot be certified."""
     cs = commitment.spec
     m = _check_mask(mask_blocks, commitment)
     keystore = keystore or KeyStore()
+    carried = secrets.inverse_q if inverse is None else None  # the committed Â, computed once at commit
     tq, aq, sth, _ = quantize_personalization(theta_p, fisher, cs, theta_exp=secrets.theta_exp,
-                                              inverse_exps=secrets.inverse_exps, inverse=inverse)
+                                              inverse_exps=secrets.inverse_exps, inverse=inverse, inverse_q=carried)
     plan = plan_proofs(m, cs, root=keystore.root)
     tu = tq.copy()
     wit = {}
