@@ -1,6 +1,7 @@
 """Shared fixtures: dtype-promotion and precision contexts for the oracle tests, and the
 session's shared zero-knowledge cache."""
 
+import functools
 import os
 
 import jax  # XLA reads its flags when the backend starts (the first computation), after configure
@@ -73,14 +74,22 @@ def zk_shared(request, tmp_path_factory):
 def jit_per_example_grads(loss, params, data, **kw):
     """``per_example_grads`` under one ``jax.jit`` (the library leaves jit to the caller; run
     eagerly, a model's vmapped gradient dispatches op by op and takes ~6× longer)."""
-    import functools
-
     from zkapex_jax.core.fisher import per_example_grads
 
     return jax.jit(functools.partial(per_example_grads, loss, **kw))(params, data)
 
 
-_BUILT: dict = {}
+def _build_model(name, **kw):
+    """The library's own build_model: ``zkapex_jax.models.build_model`` is bound at import and
+    never patched (zk_models patches the ``hf`` module's attribute that Family.init reads)."""
+    from zkapex_jax.models import build_model
+
+    return build_model(name, **kw)
+
+
+@functools.lru_cache(maxsize=None)
+def _built(name, seed, overrides):
+    return _build_model(name, seed=seed, **dict(overrides))
 
 
 def build_model_cached(name, *, seed: int = 0, **overrides):
@@ -89,21 +98,9 @@ def build_model_cached(name, *, seed: int = 0, **overrides):
     a test that edits its params cannot touch another's. Family.init goes through it too (the
     ``zk_models`` fixture); tests of build_model itself call the library directly."""
     if not isinstance(name, str):
-        return _ORIGINAL_BUILD(name, seed=seed, **overrides)
-    key = (name, seed, tuple(sorted(overrides.items())))
-    if key not in _BUILT:
-        _BUILT[key] = _ORIGINAL_BUILD(name, seed=seed, **overrides)
-    model, params = _BUILT[key]
+        return _build_model(name, seed=seed, **overrides)
+    model, params = _built(name, seed, tuple(sorted(overrides.items())))
     return model, jax.tree.map(lambda x: x, params)
-
-
-def _original_build():
-    from zkapex_jax.models import hf
-
-    return hf.build_model
-
-
-_ORIGINAL_BUILD = _original_build()
 
 
 @pytest.fixture(scope="session", autouse=True)

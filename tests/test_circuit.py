@@ -112,7 +112,8 @@ def test_onnx_graph_matches_oracle(seed):
     want = [float(ref[g]) for g in ("residual", "theta_p", "move", "delta", "columns", "mu", "ycert", "ycert_error",
                                     "theta_u")]
     np.testing.assert_allclose(got, want, rtol=1e-9)
-    assert np.array_equal(outs["zeros"], np.asarray(ref["zeros"], dtype=np.float64))
+    # integer counts evaluated in float64: equal to the exact oracle within half a unit
+    np.testing.assert_allclose(outs["zeros"], np.asarray(ref["zeros"], dtype=np.float64), rtol=0, atol=0.5)
     assert ref["ok"] == (seed == 0)
     exact = [ref[g] for g in ("residual", "theta_p", "move", "delta", "columns", "mu", "ycert", "ycert_error", "theta_u")]
     assert (max(exact) < 1 and not np.any(outs["zeros"])) == (seed == 0)  # Fractions: the delta check sits near 1
@@ -332,7 +333,8 @@ def test_protected_onnx_graph_matches_oracle(edit):
     outs, names = _reference_eval(spec, inputs_of(blocks, spec))
     ref = relation.relation_reference(spec, *[stack(blocks, k) for k in
                                               ("theta_p", "theta_u", "cols", "mu", "ycert", "mask", "idx", "q")])
-    assert np.array_equal(outs["zeros"], np.asarray(ref["zeros"], dtype=np.float64))
+    # integer counts evaluated in float64: equal to the exact oracle within half a unit
+    np.testing.assert_allclose(outs["zeros"], np.asarray(ref["zeros"], dtype=np.float64), rtol=0, atol=0.5)
     S = 2.0 ** spec.bounds.s
     got = {n: float(np.max(np.abs(outs[n]))) / S for n in names}
     assert max(got.values()) < 1 or not ref["ok"]

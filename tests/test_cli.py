@@ -147,7 +147,8 @@ def test_unlearn_without_the_fisher_uses_the_committed_inverse(files, capsys):
     assert run("unlearn", *base, "--secrets", d / "sec-c.npz", "--fisher", d / "fisher.npz", "--out", d / "unl-f") == 0
     a = np.asarray(get_paths(load_checkpoint(d / "unl-c")[0], [PATH])[PATH])
     b = np.asarray(get_paths(load_checkpoint(d / "unl-f")[0], [PATH])[PATH])
-    np.testing.assert_array_equal(a, b)  # the same committed integers, whichever route
+    # the same committed integers, whichever route: equal well within a quarter of one θ unit
+    np.testing.assert_allclose(a, b, rtol=0, atol=2.0 ** -(com.theta_exp + 2))
     arrs, meta = artifacts.load_arrays(d / "sec-c.npz", SECRETS_FORMAT, (VERSION,))
     arrs.pop("inverse_q")
     artifacts.save_arrays(d / "sec-old.npz", SECRETS_FORMAT, VERSION, arrs, meta)

@@ -136,7 +136,7 @@ def test_study_record_envelope_roundtrip_and_tamper(tmp_path):
     import json
 
     from zkapex_jax import ArtifactError
-    from zkapex_jax._io import canonical_json, content_digest
+    from zkapex_jax._io import canonical_json, content_digest, write_json_artifact
     from zkapex_jax.studies import report
 
     rec = {"seeds": [0, 1], "summary": {"forget_acc": np.float32(0.25), "bad": float("nan")}, "environment": {"x": 1}}
@@ -155,9 +155,12 @@ def test_study_record_envelope_roundtrip_and_tamper(tmp_path):
     with pytest.raises(ArtifactError, match="hash mismatch"):
         report.load_study_record(tmp_path / "t.json")
     (tmp_path / "n.json").write_text("[1, 2]")
-    with pytest.raises(ArtifactError, match="not a zkapex.study-record"):
+    with pytest.raises(ArtifactError, match="expected a JSON object"):
         report.load_study_record(tmp_path / "n.json")
-    with pytest.raises(ArtifactError, match="cannot read"):
+    write_json_artifact(tmp_path / "res.json", report.RESULTS_FORMAT, 1, {"study": "steering"})  # another format
+    with pytest.raises(ArtifactError, match="format is 'zkapex.results', expected 'zkapex.study-record'"):
+        report.load_study_record(tmp_path / "res.json")
+    with pytest.raises(ArtifactError, match="file not found"):
         report.load_study_record(tmp_path / "missing.json")
     with pytest.raises(ValueError, match="NaN|not JSON compliant|Out of range"):
         canonical_json({"x": float("nan")})

@@ -1,12 +1,21 @@
-"""Atomic file writes: a temporary file in the destination's folder, fsync, then ``os.replace``,
-so a reader sees the old file or the new one and never half of one."""
+"""The ground floor of every file the package writes or reads.
+
+Atomic file writes (a temporary file in the destination's folder, fsync, then ``os.replace``, so a
+reader sees the old file or the new one and never half of one); the JSON artifact envelope
+(``format``, ``version``, ``sha256`` over the canonical JSON of the rest: :func:`canonical_json`,
+:func:`content_digest`, :func:`write_json_artifact`, :func:`read_json_artifact`); hostile-input
+reads (regular files only, size caps, strict JSON)."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from ._errors import ArtifactError
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -82,6 +91,48 @@ def content_digest(doc) -> str:
     import hashlib
 
     return hashlib.sha256(canonical_json({k: v for k, v in doc.items() if k != "sha256"})).hexdigest()
+
+
+def write_json_artifact(path, fmt: str, version: int, payload: Mapping[str, Any]) -> str:
+    """Write ``{"format", "version", "sha256", **payload}``; the hash covers format, version and
+    payload (canonical JSON). Returns the hash."""
+    body = {"format": fmt, "version": int(version), **payload}
+    if "sha256" in payload:
+        raise ValueError("payload may not contain 'sha256'")
+    digest = content_digest(body)
+    atomic_write_bytes(path, json.dumps({**body, "sha256": digest}, indent=1, sort_keys=True).encode())
+    return digest
+
+
+def read_json_artifact(path, fmt: str, versions=(1,)) -> dict:
+    """Load and validate a JSON artifact written by :func:`write_json_artifact`."""
+    path = Path(path)
+    try:
+        raw = read_regular_file(path, what="artifact")
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: file not found") from None
+    except (OSError, ValueError) as e:
+        raise ArtifactError(str(e)) from None
+    try:
+        doc = loads_strict(raw, str(path))
+    except ValueError as e:
+        raise ArtifactError(str(e)) from None
+    return validate_json_doc(doc, path, fmt, versions)
+
+
+def validate_json_doc(doc, path, fmt: str, versions=(1,)) -> dict:
+    """``doc`` if it is a JSON object of format ``fmt``, a version in ``versions`` and an intact
+    sha256 (:func:`content_digest`); ``ArtifactError`` naming ``path`` and the problem otherwise."""
+    if not isinstance(doc, dict):
+        raise ArtifactError(f"{path}: expected a JSON object")
+    if doc.get("format") != fmt:
+        raise ArtifactError(f"{path}: format is {doc.get('format')!r}, expected {fmt!r}")
+    if isinstance(doc.get("version"), bool) or doc.get("version") not in versions:
+        raise ArtifactError(f"{path}: version {doc.get('version')!r} unsupported (expected one of {list(versions)})")
+    digest = doc.get("sha256")
+    if not isinstance(digest, str) or content_digest(doc) != digest:
+        raise ArtifactError(f"{path}: content hash mismatch (file edited or corrupted)")
+    return doc
 
 
 # ---------------------------------------------------------------------------- hostile-input reads

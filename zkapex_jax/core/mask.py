@@ -33,7 +33,6 @@ the canonical JSON of all of that.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -44,7 +43,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from .._io import atomic_write_text, canonical_json
+from .._io import atomic_write_text, canonical_json, content_digest
 from .._errors import ArtifactError, MaskMismatchError, NonFiniteError, ShapeError, UnknownParameterError
 from .blocks import BlockLayout
 from .fisher import _check_damping, grad_moments
@@ -317,9 +316,6 @@ def protect_top(mask: "Mask", scores: Mapping[str, Any], layout: BlockLayout, pe
     return mask.with_protection(dense)
 
 
-_canonical = canonical_json  # the artifact envelope's hashed form (zkapex_jax._io)
-
-
 @dataclass(frozen=True, eq=False)
 class Mask:
     """A published provider mask.
@@ -373,7 +369,7 @@ class Mask:
         if not isinstance(self.method, str):
             raise ShapeError(f"mask method must be a string, got {self.method!r}")
         try:
-            meta = json.loads(_canonical(dict(self.meta)))
+            meta = json.loads(canonical_json(dict(self.meta)))
         except (TypeError, ValueError) as e:
             raise ShapeError(f"mask meta must be JSON-serializable (no NaN): {e}") from e
         object.__setattr__(self, "paths", paths)
@@ -514,7 +510,7 @@ class Mask:
 
     def content_hash(self) -> str:
         """sha256 (hex) of the canonical JSON of :meth:`content` (sorted keys, no spaces)."""
-        return hashlib.sha256(_canonical(self.content())).hexdigest()
+        return content_digest(self.content())
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Mask) and self.content_hash() == other.content_hash()
@@ -525,7 +521,7 @@ class Mask:
     def save(self, path: str | os.PathLike) -> str:
         """Write the JSON artifact atomically (temp file + ``os.replace``); returns the sha256."""
         content = self.content()
-        digest = hashlib.sha256(_canonical(content)).hexdigest()
+        digest = content_digest(content)
         doc = dict(content, sha256=digest)
         atomic_write_text(path, json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False))
         return digest
@@ -560,9 +556,8 @@ class Mask:
         extra = sorted(set(doc) - set(required) - {"format", "version", "protect"})
         if extra:
             raise ArtifactError(f"mask file {path!r}: unexpected field(s) {extra}")
-        content = {k: v for k, v in doc.items() if k != "sha256"}
         try:
-            digest = hashlib.sha256(_canonical(content)).hexdigest()
+            digest = content_digest(doc)
         except ValueError as e:
             raise ArtifactError(f"mask file {path!r}: content not canonical JSON ({e})") from e
         if digest != doc["sha256"]:

@@ -14,53 +14,12 @@ from typing import Any
 import numpy as np
 
 from .._errors import ArtifactError
-from .._io import atomic_write_bytes, canonical_json, content_digest
+from .._io import (atomic_write_bytes, canonical_json, content_digest,  # noqa: F401 (the envelope,
+                   read_json_artifact, validate_json_doc, write_json_artifact)  # re-exported here)
 
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def write_json_artifact(path, fmt: str, version: int, payload: Mapping[str, Any]) -> str:
-    """Write ``{"format", "version", "sha256", **payload}``; the hash covers format, version and
-    payload (canonical JSON). Returns the hash."""
-    body = {"format": fmt, "version": int(version), **payload}
-    if "sha256" in payload:
-        raise ValueError("payload may not contain 'sha256'")
-    digest = sha256_hex(canonical_json(body))
-    atomic_write_bytes(path, json.dumps({**body, "sha256": digest}, indent=1, sort_keys=True).encode())
-    return digest
-
-
-def read_json_artifact(path, fmt: str, versions=(1,)) -> dict:
-    """Load and validate a JSON artifact written by :func:`write_json_artifact`."""
-    from .._io import loads_strict, read_regular_file
-
-    path = Path(path)
-    try:
-        raw = read_regular_file(path, what="artifact")
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: file not found") from None
-    except (OSError, ValueError) as e:
-        raise ArtifactError(str(e)) from None
-    try:
-        doc = loads_strict(raw, str(path))
-    except ValueError as e:
-        raise ArtifactError(str(e)) from None
-    return validate_json_doc(doc, path, fmt, versions)
-
-
-def validate_json_doc(doc, path, fmt: str, versions=(1,)) -> dict:
-    if not isinstance(doc, dict):
-        raise ArtifactError(f"{path}: expected a JSON object")
-    if doc.get("format") != fmt:
-        raise ArtifactError(f"{path}: format is {doc.get('format')!r}, expected {fmt!r}")
-    if isinstance(doc.get("version"), bool) or doc.get("version") not in versions:
-        raise ArtifactError(f"{path}: version {doc.get('version')!r} unsupported (expected one of {list(versions)})")
-    digest = doc.get("sha256")
-    if not isinstance(digest, str) or content_digest(doc) != digest:
-        raise ArtifactError(f"{path}: content hash mismatch (file edited or corrupted)")
-    return doc
 
 
 def require(doc: Mapping, key: str, typ, path) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import ArtifactError
-from .._io import atomic_write_bytes, atomic_write_text, content_digest
+from .._io import atomic_write_bytes, atomic_write_text, content_digest, read_json_artifact, write_json_artifact
 
 RESULTS_FORMAT = "zkapex.results"
 RESULTS_VERSION = 1
@@ -57,9 +57,6 @@ def _clean(obj: Any) -> Any:
         f = float(obj)
         return f if math.isfinite(f) else None
     return obj
-
-
-_digest = content_digest  # the artifact envelope's hash (zkapex_jax._io)
 
 
 def bootstrap_ci95(values: Sequence[float], *, n_boot: int = 10_000, seed: int = 0) -> list | None:
@@ -130,7 +127,7 @@ def validate_results(obj: Any, *, where: str = "results") -> dict:
                 raise ArtifactError(f"{where}: methods[{m!r}][{k!r}] lacks mean/std")
     if not ("mean" in obj["recovery"] and "std" in obj["recovery"]):
         raise ArtifactError(f"{where}: recovery lacks mean/std")
-    if "sha256" in obj and obj["sha256"] != _digest(obj):
+    if "sha256" in obj and obj["sha256"] != content_digest(obj):
         raise ArtifactError(f"{where}: content hash mismatch (file edited or corrupted)")
     return dict(obj)
 
@@ -192,7 +189,7 @@ def write_results(path: str | os.PathLike, results: Mapping) -> dict:
     obj["format"] = RESULTS_FORMAT
     obj["version"] = RESULTS_VERSION
     obj.pop("sha256", None)
-    obj["sha256"] = _digest(obj)
+    obj["sha256"] = content_digest(obj)
     validate_results(obj, where=str(path))
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
     return obj
@@ -203,37 +200,27 @@ STUDY_RECORD_VERSION = 1
 
 
 def write_study_record(path: str | os.PathLike, study: str, record: Mapping) -> dict:
-    """The side studies' output (threat model, curvature, bound, probes: any JSON object) in the
-    artifact envelope every file here uses — ``format``, ``version``, ``study``, the run's
-    :func:`run_environment` unless it carries one, ``sha256`` over the rest
-    (:func:`zkapex_jax._io.content_digest`) — written atomically. Non-finite numbers become null
-    (as in results files). Returns the written object."""
+    """The side studies' output (threat model, curvature, bound, probes: any JSON object) as a
+    JSON artifact (:func:`zkapex_jax._io.write_json_artifact`: ``format``, ``version``, ``sha256``
+    over the rest, written atomically) with ``study`` and the run's :func:`run_environment` unless
+    it carries one. Non-finite numbers become null (as in results files). Returns the written
+    object."""
     if not isinstance(study, str) or not study:
         raise ValueError("study must be a non-empty name")
     obj = _clean(dict(record))
     obj.setdefault("environment", run_environment())
-    for k in ("format", "version", "study", "sha256"):
+    for k in ("format", "version", "sha256"):
         obj.pop(k, None)
-    obj.update(format=STUDY_RECORD_FORMAT, version=STUDY_RECORD_VERSION, study=study)
-    obj["sha256"] = content_digest(obj)
-    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
-    return obj
+    obj["study"] = study
+    digest = write_json_artifact(path, STUDY_RECORD_FORMAT, STUDY_RECORD_VERSION, obj)
+    return {"format": STUDY_RECORD_FORMAT, "version": STUDY_RECORD_VERSION, **obj, "sha256": digest}
 
 
 def load_study_record(path: str | os.PathLike, study: str | None = None) -> dict:
-    """Read a :func:`write_study_record` file: the envelope (format, version, hash) checked, and
-    ``study`` if given; ``ArtifactError`` naming the file otherwise."""
-    from .._io import loads_strict, read_regular_file
-
-    try:
-        obj = loads_strict(read_regular_file(path, what="study record"), str(path))
-    except (OSError, ValueError) as e:
-        raise ArtifactError(f"{path}: cannot read the study record ({e})") from None
-    if not isinstance(obj, dict) or obj.get("format") != STUDY_RECORD_FORMAT \
-            or obj.get("version") != STUDY_RECORD_VERSION:
-        raise ArtifactError(f"{path}: not a {STUDY_RECORD_FORMAT} v{STUDY_RECORD_VERSION} file")
-    if obj.get("sha256") != content_digest(obj):
-        raise ArtifactError(f"{path}: content hash mismatch (file edited or corrupted)")
+    """Read a :func:`write_study_record` file (:func:`zkapex_jax._io.read_json_artifact`: regular
+    file, strict JSON, format, version, hash) and check ``study`` if given; ``ArtifactError``
+    naming the file otherwise."""
+    obj = read_json_artifact(path, STUDY_RECORD_FORMAT, (STUDY_RECORD_VERSION,))
     if study is not None and obj.get("study") != study:
         raise ArtifactError(f"{path}: a {obj.get('study')!r} record, expected {study!r}")
     return obj
