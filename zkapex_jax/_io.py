@@ -120,15 +120,21 @@ def read_json_artifact(path, fmt: str, versions=(1,)) -> dict:
     return validate_json_doc(doc, path, fmt, versions)
 
 
+def check_format_version(doc: Mapping, path, fmt: str, versions=(1,)) -> None:
+    """The envelope's head (a JSON document's or an array file's header): ``format`` is ``fmt`` and
+    ``version`` one of ``versions``; ``ArtifactError`` naming ``path`` otherwise."""
+    if doc.get("format") != fmt:
+        raise ArtifactError(f"{path}: format is {doc.get('format')!r}, expected {fmt!r}")
+    if isinstance(doc.get("version"), bool) or doc.get("version") not in versions:
+        raise ArtifactError(f"{path}: version {doc.get('version')!r} unsupported (expected one of {list(versions)})")
+
+
 def validate_json_doc(doc, path, fmt: str, versions=(1,)) -> dict:
     """``doc`` if it is a JSON object of format ``fmt``, a version in ``versions`` and an intact
     sha256 (:func:`content_digest`); ``ArtifactError`` naming ``path`` and the problem otherwise."""
     if not isinstance(doc, dict):
         raise ArtifactError(f"{path}: expected a JSON object")
-    if doc.get("format") != fmt:
-        raise ArtifactError(f"{path}: format is {doc.get('format')!r}, expected {fmt!r}")
-    if isinstance(doc.get("version"), bool) or doc.get("version") not in versions:
-        raise ArtifactError(f"{path}: version {doc.get('version')!r} unsupported (expected one of {list(versions)})")
+    check_format_version(doc, path, fmt, versions)
     digest = doc.get("sha256")
     if not isinstance(digest, str) or content_digest(doc) != digest:
         raise ArtifactError(f"{path}: content hash mismatch (file edited or corrupted)")

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from .._errors import ArtifactError
-from .._io import (atomic_write_bytes, canonical_json, content_digest,  # noqa: F401 (the envelope,
-                   read_json_artifact, validate_json_doc, write_json_artifact)  # re-exported here)
+from .._io import (atomic_write_bytes, canonical_json, check_format_version,  # noqa: F401 (the envelope,
+                   content_digest, read_json_artifact, validate_json_doc,  # defined on the ground floor,
+                   write_json_artifact)  # re-exported here)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -77,10 +78,7 @@ def load_arrays(path, fmt: str, versions=(1,)) -> tuple[dict[str, np.ndarray], d
         raise ArtifactError(f"{path}: malformed header ({e})") from None
     if not isinstance(header, dict):
         raise ArtifactError(f"{path}: malformed header (not a JSON object)")
-    if header.get("format") != fmt:
-        raise ArtifactError(f"{path}: format is {header.get('format')!r}, expected {fmt!r}")
-    if isinstance(header.get("version"), bool) or header.get("version") not in versions:
-        raise ArtifactError(f"{path}: version {header.get('version')!r} unsupported")
+    check_format_version(header, path, fmt, versions)
     if _arrays_digest(fmt, header["version"], data, header.get("meta", {})) != header.get("sha256"):
         raise ArtifactError(f"{path}: content hash mismatch (file edited or corrupted)")
     return data, header.get("meta", {})
