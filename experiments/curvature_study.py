@@ -44,7 +44,7 @@ def _selectivity(fisher_undamped, mask_blocks) -> dict:
 def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool) -> dict:
     import jax
 
-    from zkapex_jax.cli import theta_blocks
+    from zkapex_jax.protocol.api import statement_blocks
     from zkapex_jax.core.curvature import damp
     from zkapex_jax.studies import image as pl
     from zkapex_jax.studies.vit_fmnist import _global_model
@@ -65,7 +65,7 @@ def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool) -> dict
     train_loss = float(np.mean(np.asarray(jax.vmap(lambda x, y: fam.loss(theta_p, (x, y)))(pt.x, pt.y))))
     rows["personalized"] = pl.evaluate(cfg, theta_p, data, mia=False)
     rows["mask_only"] = pl.evaluate(cfg, pl.mask_only(theta_p, mask), data, mia=False)
-    tp = theta_blocks(theta_p, layout)
+    tp = statement_blocks(theta_p, layout)
     out = {"seed": seed, "client_train_loss": train_loss, "kinds": {}}
     for kind in kinds:
         t0 = time.perf_counter()
@@ -80,7 +80,7 @@ def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool) -> dict
             if best is None or val > best[0]:
                 best = (val, a, ev, theta_u)
         _, a, ev, theta_u = best
-        tu = theta_blocks(theta_u, layout)
+        tu = statement_blocks(theta_u, layout)
         rows_b = np.flatnonzero(mb.any(axis=1))
         removed = np.sum(np.abs(tp) * mb, axis=1)[rows_b]
         ratio = float(np.max(np.max(np.abs(tu - tp)[rows_b] * ~mb[rows_b], axis=1) / removed))

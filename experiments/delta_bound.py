@@ -41,7 +41,7 @@ def measure(cfg, seed: int) -> dict:
     """Per-block ratios of one seed's honest float Group-OBS update."""
     import jax
 
-    from zkapex_jax.cli import theta_blocks
+    from zkapex_jax.protocol.api import statement_blocks
     from zkapex_jax.studies import image as pl
 
     k_glob, k_pers = jax.random.split(jax.random.PRNGKey(seed))
@@ -52,7 +52,7 @@ def measure(cfg, seed: int) -> dict:
     fisher = np.asarray(pl.client_fisher(cfg, theta_p, data, layout), dtype=np.float64)
     mask = pl.provider_mask(cfg, theta_g, data, seed=seed)
     theta_u, _ = pl.unlearn(theta_p, fisher, mask, layout)
-    tp, tu = theta_blocks(theta_p, layout), theta_blocks(theta_u, layout)
+    tp, tu = statement_blocks(theta_p, layout), statement_blocks(theta_u, layout)
     mb = np.asarray(mask.to_blocks(layout), dtype=bool)
     delta = tu - tp
     rows = np.flatnonzero(mb.any(axis=1))

@@ -56,7 +56,7 @@ def _ratio(tp, tu, mb) -> float:
 def run_seed(cfg, seed: int, *, cache_dir, curvature: str, ranks, rho: int, retrain: bool, dense_ranks=()) -> dict:
     import jax
 
-    from zkapex_jax.cli import theta_blocks
+    from zkapex_jax.protocol.api import statement_blocks
     from zkapex_jax.core.curvature import damp
     from zkapex_jax.core.mask import protect_top
     from zkapex_jax.studies import image as pl
@@ -91,7 +91,7 @@ def run_seed(cfg, seed: int, *, cache_dir, curvature: str, ranks, rho: int, retr
                                                 chunk_size=cfg.fisher_chunk)
         bases = {f"dense_r{r}": np.asarray(full)[:, :, :r] for r in dense_ranks}
     mb = np.asarray(mask.to_blocks(layout), dtype=bool)
-    tp = theta_blocks(theta_p, layout)
+    tp = statement_blocks(theta_p, layout)
     rows["personalized"] = ev(theta_p)
     rows["mask_only"] = ev(pl.mask_only(theta_p, mask))
     n = len(data.personal_train.y)
@@ -106,7 +106,7 @@ def run_seed(cfg, seed: int, *, cache_dir, curvature: str, ranks, rho: int, retr
             theta_u, _ = pl.unlearn(theta_p, c, mask, layout, forget_basis=bases[req])
         else:
             theta_u, _ = pl.unlearn(theta_p, c, req, layout)
-        return theta_u, _ratio(tp, theta_blocks(theta_u, layout), mb)
+        return theta_u, _ratio(tp, statement_blocks(theta_u, layout), mb)
     requests.update({k: k for k in bases})
 
     # the honest client's α: best personal validation accuracy of the plain update

@@ -33,9 +33,9 @@ ATTACKS = ("honest", "forget_data", "global_data")
 
 
 def _ratio(theta_p, theta_u, mask, layout) -> float:
-    from zkapex_jax.cli import theta_blocks
+    from zkapex_jax.protocol.api import statement_blocks
 
-    tp, tu = theta_blocks(theta_p, layout), theta_blocks(theta_u, layout)
+    tp, tu = statement_blocks(theta_p, layout), statement_blocks(theta_u, layout)
     mb = np.asarray(mask.to_blocks(layout), dtype=bool)
     rows = np.flatnonzero(mb.any(axis=1))
     removed = np.sum(np.abs(tp) * mb, axis=1)[rows]

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from zkapex_jax import cli
+from zkapex_jax.protocol.api import Curvature
+from zkapex_jax.studies.demo import demo_story
 from zkapex_jax.core.blocks import BlockLayout
 from zkapex_jax.core.mask import Mask
 from zkapex_jax.core.params import get_paths, set_paths
@@ -31,7 +33,7 @@ def files(tmp_path_factory, zk_shared):
     layout = BlockLayout.from_params(params, PATH, 4)
     g = rng.normal(size=(layout.num_blocks, 12, 4))
     fisher = np.einsum("kni,knj->kij", g, g) / 12 + 1e-3 * np.eye(4)
-    cli.save_fisher(d / "fisher.npz", fisher, layout)
+    Curvature(fisher, layout).save(d / "fisher.npz")
     m = np.zeros(16, dtype=bool)
     m[[1, 6, 7, 12]] = True
     Mask.from_dense({PATH: m}, fraction=0.25, method="test").save(d / "mask.json")
@@ -216,14 +218,14 @@ def test_demo_story_reads_the_table():
     def row(p, f):
         return {"personal_acc": p, "forget_acc": f}
 
-    forgot = cli.demo_story({"global": row(0.3, 0.9), "personalized": row(0.45, 0.85), "mask_only": row(0.40, 0.50),
-                             "certified": row(0.45, 0.80)})
+    forgot = demo_story({"global": row(0.3, 0.9), "personalized": row(0.45, 0.85), "mask_only": row(0.40, 0.50),
+                         "certified": row(0.45, 0.80)})
     assert "the mask forgets" in forgot[0] and "keeps 14%" in forgot[1] and "recovers 100%" in forgot[2]
-    undone = cli.demo_story({"global": row(0.3, 0.9), "personalized": row(0.45, 0.85), "mask_only": row(0.40, 0.50),
-                             "certified": row(0.45, 0.90)})
+    undone = demo_story({"global": row(0.3, 0.9), "personalized": row(0.45, 0.85), "mask_only": row(0.40, 0.50),
+                         "certified": row(0.45, 0.90)})
     assert "undoes the forgetting" in undone[1]
-    lost = cli.demo_story({"global": row(0.3, 0.9), "personalized": row(0.45, 0.33), "mask_only": row(0.45, 0.34),
-                           "certified": row(0.45, 0.33)})
+    lost = demo_story({"global": row(0.3, 0.9), "personalized": row(0.45, 0.33), "mask_only": row(0.45, 0.34),
+                       "certified": row(0.45, 0.33)})
     assert "already fails the forget classes" in lost[0] and "did not forget" in lost[1]
     assert "nothing to recover" in lost[-1]
 

@@ -37,8 +37,8 @@ def test_tiny_vit_end_to_end():
     # the ordering a working compensation must show whatever the data: Group-OBS minimizes the
     # client's quadratic loss increase ½δᵀCδ over updates that zero the mask, and mask-only is one
     # of them — a zero Fisher, δ = 0 or an empty mask breaks this
-    from zkapex_jax.cli import theta_blocks
-    tp, tu = theta_blocks(theta_p, layout), theta_blocks(theta_u, layout)
+    from zkapex_jax.protocol.api import statement_blocks
+    tp, tu = statement_blocks(theta_p, layout), statement_blocks(theta_u, layout)
     mb = np.asarray(mask.to_blocks(layout), dtype=bool)
     C = np.asarray(fisher, dtype=np.float64)
     quad = lambda d: float(np.einsum("bi,bij,bj->", d, C, d))  # noqa: E731

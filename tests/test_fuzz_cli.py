@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from zkapex_jax import cli
+from zkapex_jax.protocol.api import Curvature
 from zkapex_jax.core.blocks import BlockLayout
 from zkapex_jax.core.mask import Mask
 from zkapex_jax.core.params import get_paths, set_paths
@@ -70,7 +71,7 @@ def honest(tmp_path_factory, zk_shared):
     save_checkpoint(d / "pers", params)
     layout = BlockLayout.from_params(params, PATH, 4)
     g = rng.normal(size=(layout.num_blocks, 12, 4))
-    cli.save_fisher(d / "fisher.npz", np.einsum("kni,knj->kij", g, g) / 12 + 1e-3 * np.eye(4), layout)
+    Curvature(np.einsum("kni,knj->kij", g, g) / 12 + 1e-3 * np.eye(4), layout).save(d / "fisher.npz")
     m = np.zeros(16, dtype=bool)
     m[[1, 6, 7, 12]] = True
     Mask.from_dense({PATH: m}, fraction=0.25, method="test").save(d / "mask.json")

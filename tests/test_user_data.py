@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from zkapex_jax import cli
+from zkapex_jax.protocol.api import Curvature
 from zkapex_jax._errors import ZkapexError
 from zkapex_jax.models.train import save_checkpoint
 from zkapex_jax.data.files import load_labelled, parse_classes, select_classes
@@ -111,14 +112,17 @@ def test_cli_on_own_folder(tmp_path, capsys):
     assert mk.meta["forget_classes"] == [5, 7, 9] and mk.meta["data"] == "provider"  # what the user named
     assert cli.main(["fisher", "--params", str(tmp_path / "pers"), "--data", str(tmp_path / "client"),
                      "--out", str(tmp_path / "fisher.npz"), "--pattern", pattern, "--block-size", "16", *m]) == 0
-    f, layout = cli.load_fisher(tmp_path / "fisher.npz")
+    _c = Curvature.load(tmp_path / "fisher.npz")
+    f, layout = _c.fisher, _c.layout
     assert f.shape == (layout.num_blocks, 16, 16) and np.isfinite(f).all()
     # another curvature family (the masked layer's input second moment), relative damping
     assert cli.main(["fisher", "--params", str(tmp_path / "pers"), "--data", str(tmp_path / "client"),
                      "--out", str(tmp_path / "xx.npz"), "--pattern", pattern, "--block-size", "16",
                      "--curvature", "layer_inputs", "--damping", "1e-2", "--relative-damping", *m]) == 0
     assert "curvature (layer_inputs)" in capsys.readouterr().out
-    fx, _ = cli.load_fisher(tmp_path / "xx.npz")
+    cx = Curvature.load(tmp_path / "xx.npz")
+    fx = cx.fisher
+    assert (cx.kind, cx.relative) == ("layer_inputs", True) and abs(cx.damping - 1e-2) < 1e-12
     assert fx.shape == f.shape and np.linalg.eigvalsh(fx).min() > 0 and not np.allclose(fx, f, rtol=0.1)
     capsys.readouterr()
     # bad data choices: exit 2 with a message, nothing written
@@ -179,7 +183,8 @@ def test_text_folders_for_a_language_model(tmp_path, capsys):
     assert mk.meta["forget_data"] == "java" and mk.meta["retain_data"] == "rust"
     assert cli.main(["fisher", "--params", str(tmp_path / "pers"), "--data", str(rust),
                      "--out", str(tmp_path / "fisher.npz"), *lm]) == 0
-    f, layout = cli.load_fisher(tmp_path / "fisher.npz")
+    _c = Curvature.load(tmp_path / "fisher.npz")
+    f, layout = _c.fisher, _c.layout
     assert f.shape == (layout.num_blocks, 16, 16) and np.isfinite(f).all()
     capsys.readouterr()
     # label-sampling curvatures need a classifier: exit 2 with the reason, nothing written
@@ -213,7 +218,8 @@ def test_a_local_hugging_face_directory_as_the_model(tmp_path, capsys):
     assert cli.main(["fisher", "--model", str(tmp_path / "hf"), "--params", str(tmp_path / "hf"),
                      "--data", str(tmp_path / "client"), "--out", str(tmp_path / "fisher.npz"),
                      "--block-size", "16"]) == 0
-    f, layout = cli.load_fisher(tmp_path / "fisher.npz")
+    _c = Curvature.load(tmp_path / "fisher.npz")
+    f, layout = _c.fisher, _c.layout
     assert layout.num_blocks == 2 * 16 * 32 // 16 and np.isfinite(f).all()
     # the HF directory's parameters are the ones used: the same Fisher as from the built-in model
     from zkapex_jax import family

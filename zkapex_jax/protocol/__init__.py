@@ -1,10 +1,12 @@
 """The ZK-APEX protocol: personalization commitment (θp and the inverse Fisher, per block and per
-column), the proof plan, the prover (process pool or Ray), and the verifier.
+column), the proof plan, the prover (process pool or Ray), and the verifier — on a statement's
+blocks, and as stages on a model's parameters (:mod:`.api`: params in, params out).
 
 See docs/PROOFS.md for the design and the soundness argument."""
 
-from . import binding
+from . import api, binding
 from ._circuits import relation as _relation
+from .api import Curvature
 from .artifacts import load_arrays, read_json_artifact, save_arrays, write_json_artifact
 from .commitments import (
     Commitment,
@@ -23,7 +25,7 @@ CircuitSpec = _relation.CircuitSpec
 CommitSpec = _relation.CommitSpec
 
 __all__ = [
-    "CircuitSpec", "CommitSpec", "Commitment", "CommitmentSecrets", "KeyStore", "ProofError", "Unlearned",
+    "CircuitSpec", "CommitSpec", "Commitment", "CommitmentSecrets", "Curvature", "api", "KeyStore", "ProofError", "Unlearned",
     "VerificationResult", "adopt_unlearned", "binding", "check_deployment", "commit_personalization", "context_limbs", "load_arrays",
     "load_commitment", "load_secrets", "load_statement", "mask_digest", "plan_proofs", "prove_unlearning",
     "prove_witness", "read_json_artifact", "save_arrays", "save_commitment", "unlearn_committed",

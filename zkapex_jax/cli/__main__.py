@@ -1,0 +1,7 @@
+"""``python -m zkapex_jax.cli`` = ``zkapex``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

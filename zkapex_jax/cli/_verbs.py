@@ -1,0 +1,260 @@
+"""The ``zkapex`` verbs: each reads and checks its inputs (:mod:`._inputs`), calls one protocol
+stage on parameters (:mod:`zkapex_jax.protocol.api`) and writes its outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .._errors import ZkapexError
+from ._args import _say
+from ._inputs import (as_data, check_srs, client_data, keystore_of, load_client, load_params,
+                      model_and_params, n_examples, provider_splits, refuse_outputs, subsample)
+
+EXIT_VALID, EXIT_REJECTED, EXIT_MALFORMED = 0, 1, 2
+
+
+def cmd_keys(args) -> int:
+    from ..protocol.api import commit_spec
+    from ..protocol.statement import bucket_sizes, bucket_spec
+
+    ks = keystore_of(args, "keystore")
+    cs = commit_spec(args.block_size, args.logrows, keystore=ks)  # validates B against logrows before any build
+    t0 = time.perf_counter()
+    built = []
+    for kmax in ([args.kmax] if args.kmax else bucket_sizes(cs.block_size)):
+        spec = bucket_spec(cs, kmax, root=ks.root)
+        if spec is None:
+            continue
+        art = ks.ensure(spec)
+        built.append({"spec": spec.key, "kmax": kmax, "chunk_blocks": spec.chunk_blocks, "num_rows": art.num_rows,
+                      "vk_sha256": art.meta["vk_sha256"], "pk_bytes": art.meta["pk_bytes"],
+                      "bound_units": 1 + float(spec.epsilon), "srs_insecure": art.srs_insecure})
+    _say(json.dumps({"logrows": cs.logrows, "circuits": built, "seconds": round(time.perf_counter() - t0, 2)}, indent=1))
+    if any(b["srs_insecure"] for b in built):
+        _say("WARNING: locally generated SRS — INSECURE, for tests only (pass --srs with a ceremony file)")
+    return 0
+
+
+def cmd_mask(args) -> int:
+    from ..protocol import provider
+    from ..studies import image as pl
+
+    refuse_outputs(args.out, force=args.force)
+    fam, cfg, theta_g = model_and_params(args, args.global_ckpt)
+    layout = pl.block_layout(cfg, theta_g)  # the pattern selects kernels
+    own = provider_splits(args, fam)
+    if own is None:
+        data = pl.load_data(cfg, args.seed)
+        forget, retain = data.forget_train, data.retain_train
+        meta = {}
+    else:
+        forget, retain, meta = own
+    forget = subsample(forget, cfg.n_mask_forget, args.seed)
+    retain = subsample(retain, cfg.n_mask_retain, args.seed + 1)
+    scores = provider.score_weights(fam, theta_g, as_data(fam, forget), as_data(fam, retain),
+                                    patterns=cfg.mask_pattern, method=cfg.mask_method, h=cfg.mask_h, r=cfg.mask_r,
+                                    damping=cfg.mask_damping, chunk_size=cfg.fisher_chunk)
+    meta.update(n_forget=n_examples(forget), n_retain=n_examples(retain))
+    m = pl.provider_mask(cfg, theta_g, None, seed=args.seed, scores=scores, meta=meta)
+    if args.protect:
+        from ..core.mask import protect_top
+
+        m = protect_top(m, scores, layout, args.protect)
+    digest = m.save(args.out)
+    extra = f", {m.num_protected} protected" if args.protect else ""
+    _say(f"mask: {m.num_masked} of {m.size} weights ({m.fraction:.2%}){extra} → {args.out} (sha256 {digest[:16]}…)")
+    return 0
+
+
+def cmd_fisher(args) -> int:
+    from ..protocol import client
+    from ..protocol.api import Curvature
+    from ..studies import image as pl
+
+    refuse_outputs(args.out, force=args.force)
+    fam, cfg, params = model_and_params(args, args.params)
+    layout = pl.block_layout(cfg, params)
+    data = client_data(args, fam, cfg, "client data")
+    import jax
+
+    try:
+        f = client.client_curvature(fam, params, as_data(fam, data), layout, kind=args.curvature,
+                                    damping=cfg.damping if args.damping is None else args.damping,
+                                    relative=args.relative_damping, chunk_size=cfg.fisher_chunk,
+                                    key=jax.random.PRNGKey(args.seed))
+    except ValueError as e:  # a curvature this family cannot give (e.g. 'true' for a language model)
+        raise ZkapexError(f"--curvature {args.curvature}: {e}") from None
+    damping = cfg.damping if args.damping is None else args.damping
+    Curvature(np.asarray(f, dtype=np.float64), layout, kind=args.curvature, damping=float(damping),
+              relative=bool(args.relative_damping)).save(args.out)
+    _say(f"curvature ({args.curvature}): {layout.num_blocks} blocks of {layout.block_size} from {n_examples(data)} examples "
+         f"→ {args.out}")
+    return 0
+
+
+def cmd_personalize(args) -> int:
+    import jax
+
+    from ..models.train import save_checkpoint
+    from ..protocol import client
+    from ..studies import image as pl
+
+    refuse_outputs(args.out, force=args.force, checkpoint=True)
+    if Path(args.out).resolve() == Path(args.global_ckpt).resolve():
+        raise ZkapexError("--out must differ from --global")
+    fam, cfg, theta_g = model_and_params(args, args.global_ckpt)
+    kw = {k: v for k, v in (("pers_epochs", args.epochs), ("pers_lr", args.lr), ("layer_decay", args.layer_decay),
+                            ("pers_batch", args.batch)) if v is not None}
+    cfg = cfg.replace(**kw)
+    data = client_data(args, fam, cfg, "client data", min_examples=2)
+    t0 = time.perf_counter()
+    theta_p, hist = client.personalize(fam, theta_g, as_data(fam, data), pl.personal_recipe(cfg),
+                                       key=jax.random.PRNGKey(args.seed))
+    save_checkpoint(args.out, theta_p, {"model": args.model, "personalized_from": str(args.global_ckpt),
+                                        "epochs": cfg.pers_epochs, "lr": cfg.pers_lr, "layer_decay": cfg.layer_decay})
+    acc = fam.accuracy(theta_p, as_data(fam, data))
+    unit = "sequences" if fam.kind == "lm" else "images"
+    _say(f"personalized: {n_examples(data)} {unit}, {cfg.pers_epochs} epochs (AdamW lr {cfg.pers_lr:g}, layer decay "
+         f"{cfg.layer_decay:g}) in {time.perf_counter() - t0:.1f} s; train accuracy {acc:.3f} → {args.out}")
+    return 0
+
+
+def cmd_commit(args) -> int:
+    from ..protocol import api, save_commitment
+
+    refuse_outputs(args.out, args.secrets, force=args.force)
+    for p in (args.out, args.secrets):
+        if Path(p).resolve() in (Path(args.params).resolve(), Path(args.fisher).resolve()):
+            raise ZkapexError(f"output {p} is one of the inputs")
+    curvature = api.Curvature.load(args.fisher)
+    params = load_params(args.params)
+    ks = keystore_of(args)
+    cs = api.commit_spec(curvature.layout.block_size, args.logrows, keystore=ks)
+    com, sec = api.commit(params, curvature, cs, client_id=args.client_id, keystore=ks, progress=True)
+    com = save_commitment(args.out, com, sec, args.secrets)
+    _say(f"commitment: {com.num_blocks} blocks × ({cs.block_size} inverse-Fisher columns + θp), logrows "
+         f"{cs.logrows} → {args.out} (sha256 {com.sha256[:16]}…); secrets → {args.secrets} (keep private)")
+    return 0
+
+
+def cmd_unlearn(args) -> int:
+    from ..models.train import save_checkpoint
+    from ..protocol import api
+
+    refuse_outputs(args.out, force=args.force, checkpoint=True)
+    for other in (args.params, args.fisher, args.commitment, args.secrets, args.mask):
+        if other is not None and Path(other).resolve() == Path(args.out).resolve():
+            raise ZkapexError(f"--out {args.out} is one of the inputs")
+    com, sec, curvature, params, mask = load_client(args)
+    theta_u, u = api.unlearn(params, mask, com, sec, keystore=keystore_of(args), curvature=curvature)
+    save_checkpoint(args.out, theta_u, {"unlearned_from": str(args.params), "commitment_sha256": com.sha256})
+    _say(f"unlearned: {int((u.mask == 1).sum())} weights removed ({int((u.mask == 2).sum())} protected) in "
+         f"{len(u.witnesses)} blocks; certified within {u.bound_units:.3f} units of 2^-{com.theta_exp} → {args.out}")
+    return 0
+
+
+def cmd_prove(args) -> int:
+    from ..protocol import api
+
+    if os.path.lexists(args.out):
+        raise ZkapexError(f"{args.out} exists; choose a new bundle directory")
+    if args.opening is not None:
+        if os.path.lexists(args.opening) and not args.force:
+            raise ZkapexError(f"{args.opening} exists; pass --force to replace it")
+        if Path(args.opening).resolve() in {Path(x).resolve() for x in (args.params, args.fisher, args.commitment,
+                                                                         args.secrets, args.mask, args.out)
+                                            if x is not None}:
+            raise ZkapexError(f"--opening {args.opening} is one of the inputs or the bundle")
+    if args.executor == "ray" and args.ray_address:
+        from ..protocol.prover import check_ray_address
+
+        check_ray_address(args.ray_address)  # before any work: ray.init would retry for ever
+    com, sec, curvature, params, mask = load_client(args)
+    unlearned = load_params(args.unlearned) if args.unlearned else None
+    opening_tmp = None
+    if args.opening is not None:  # written beside, renamed over --opening only once the bundle exists
+        opening_tmp = Path(args.opening).with_name(f".{Path(args.opening).name}.{os.getpid()}.tmp")
+    t0 = time.perf_counter()
+    try:
+        out = api.prove(params, mask, com, sec, request_id=args.request_id, out_dir=args.out, unlearned=unlearned,
+                        keystore=keystore_of(args), curvature=curvature, jobs=args.jobs, progress=True,
+                        executor=args.executor, ray_address=args.ray_address, opening_out=opening_tmp)
+        if opening_tmp is not None:
+            os.replace(opening_tmp, args.opening)
+    finally:
+        if opening_tmp is not None and opening_tmp.exists():
+            opening_tmp.unlink()
+    st = json.loads((Path(out) / "statement.json").read_text())
+    _say(f"bundle: {len(st['proofs'])} proofs for {st['prover']['masked_blocks']} masked blocks → {out} "
+         f"({time.perf_counter() - t0:.1f} s)" + (f"; deployment opening → {args.opening} (give it only with "
+                                                   "the deployed model)" if args.opening else ""))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from ..core.mask import Mask
+    from ..protocol import api, load_commitment
+    from ..protocol.binding import Opening
+
+    try:
+        if (args.deployed is None) != (args.opening is None):
+            raise ZkapexError("--deployed and --opening go together (the deployed model and its opening)")
+        com = load_commitment(args.commitment)
+        mask = Mask.load(args.mask)
+        deployed = opening = None
+        if args.deployed is not None:
+            deployed, opening = load_params(args.deployed), Opening.load(args.opening)
+        res = api.verify(args.bundle, com, mask, keystore=keystore_of(args, "keystore"), client_id=args.client_id,
+                         request_id=args.request_id, deployed=deployed, opening=opening, progress=not args.json)
+    except (ValueError, OSError) as e:  # ZkapexError/ArtifactError are ValueErrors
+        _emit_verify(args, {"valid": False, "malformed": True, "reason": str(e)})
+        return EXIT_MALFORMED
+    except RuntimeError as e:  # the provider's own key store could not be built (ezkl stage failed)
+        _emit_verify(args, {"valid": False, "malformed": True, "reason": f"key store: {e}"})
+        return EXIT_MALFORMED
+    warnings = []
+    if res.valid and args.request_id is None:
+        warnings.append(f"no --request-id given: any bundle of this client for this mask verifies (this one is for "
+                        f"request {ascii(res.request_id)}); pin the request you issued")
+    if res.valid and args.deployed is None:
+        warnings.append("the deployed model was not checked: VALID covers the model the commitments define; pass "
+                        "--deployed CKPT --opening FILE to check a deployed checkpoint")
+    _emit_verify(args, {"valid": res.valid, "reason": res.reason, "client_id": res.client_id,
+                        "request_id": res.request_id, "proofs": res.n_proofs, "bound_units": res.bound_units,
+                        "insecure_srs": res.insecure_srs, "details": res.details, "warnings": warnings})
+    return EXIT_VALID if res.valid else EXIT_REJECTED
+
+
+def _emit_verify(args, d):
+    if args.json:
+        _say(json.dumps(d))
+    elif d.get("malformed"):
+        print(f"MALFORMED: {d['reason']}", file=sys.stderr, flush=True)
+    else:
+        _say(f"client {d['client_id']!r} ({ascii(d['client_id'])}), request {d['request_id']!r} "
+             f"({ascii(d['request_id'])})")
+        _say(("VALID: " if d["valid"] else "REJECTED: ") + d["reason"])
+        for w in d.get("warnings", []):
+            _say(f"NOTE: {w}")
+        if d.get("insecure_srs"):
+            _say("WARNING: the SRS was generated locally — INSECURE, test only")
+
+
+def cmd_demo(args) -> int:
+    from ..studies.demo import run_demo, validate_demo
+
+    model, B = ("vit-tiny", 16) if args.big else (args.model, args.block_size)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ZkapexError(f"--out {out} exists and is not an empty directory; choose a new one")
+    check_srs(args)
+    validate_demo(model, B, args.pattern, args.logrows, args.quick)
+    s = run_demo(args.out, model=model, block_size=B, logrows=args.logrows, jobs=args.jobs, seed=args.seed,
+                 quick=args.quick, pattern=args.pattern, cache=args.cache, srs=args.srs, executor=args.executor)
+    return EXIT_VALID if s["valid"] else EXIT_REJECTED
