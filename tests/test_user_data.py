@@ -229,3 +229,84 @@ def test_a_local_hugging_face_directory_as_the_model(tmp_path, capsys):
     split, _ = load_labelled(tmp_path / "client", image_shape=(28, 28, 1), num_labels=10)
     want = client.client_fisher(family("vit-test"), params, (split.x, split.y), layout, damping=1e-6)
     np.testing.assert_allclose(f, np.asarray(want), rtol=1e-4, atol=1e-7)
+
+
+def test_train_verb_on_own_folder(tmp_path, capsys):
+    """`zkapex train`: the provider's global model from the user's folder, written as a checkpoint
+    the other verbs take; refused without data for a model with none built in, and over an
+    existing output."""
+    make_folder(tmp_path / "provider", classes=("0", "2", "5"), per_class=3, seed=2)
+    m = ["--model", "vit-test"]
+    assert cli.main(["train", "--data", str(tmp_path / "provider"), "--out", str(tmp_path / "g"), "--epochs", "1",
+                     "--batch", "4", *m]) == 0
+    out = capsys.readouterr().out
+    assert "training data: 9 images of 3 classes" in out and "global model: 9 images, 1 epochs" in out
+    from zkapex_jax.models.train import load_checkpoint
+
+    params, meta = load_checkpoint(tmp_path / "g")
+    assert meta["model"] == "vit-test" and meta["data"] == "provider" and not meta["pretrained"]
+    _, fresh = build_model_cached("vit-test", seed=0)
+    from zkapex_jax.core.params import flatten_params
+
+    fp, ff = flatten_params(params), flatten_params(fresh)
+    assert set(fp) == set(ff) and all(np.shape(fp[k]) == np.shape(ff[k]) for k in fp)
+    before = (tmp_path / "g" / "meta.json").read_bytes()
+    for argv in (["train", "--data", str(tmp_path / "provider"), "--out", str(tmp_path / "g"), *m],  # exists
+                 ["train", "--out", str(tmp_path / "g2"), "--pretrained", *m]):                    # ships none
+        assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "exists" in err and "ships no pretrained weights" in err and "Traceback" not in err
+    assert (tmp_path / "g" / "meta.json").read_bytes() == before and not (tmp_path / "g2").exists()
+
+
+def test_efficientnet_on_the_cli_reads_images_through_its_frozen_stem(tmp_path):
+    """`--model efficientnet-lite0`: the image study's family (64 px, 10 classes, blocks 0–4
+    frozen); the user's images go through the frozen stem before any verb sees them."""
+    from types import SimpleNamespace
+
+    from zkapex_jax.cli import _inputs
+    from zkapex_jax.models.efficientnet import SMALL_INPUT, input_shape
+
+    args = SimpleNamespace(model="efficientnet-lite0", tokenizer=None, seq_len=64, block_size=16, fraction=None,
+                           pattern=None)
+    fam = _inputs.family_of(args)
+    assert fam.overrides == tuple(sorted(SMALL_INPUT)) and _inputs.builtin_image(args)
+    cfg = _inputs.study_config(args, fam)
+    assert dict(cfg.model_overrides) == dict(SMALL_INPUT) and cfg.mask_pattern == fam.mask_patterns[0]
+    make_folder(tmp_path / "imgs", classes=("1", "4"), per_class=2, size=(40, 30), mode="RGB")
+    split = _inputs.user_split(fam, tmp_path / "imgs", "data")
+    assert split.x.shape == (4, *input_shape(fam.config)) and split.x.shape[1:] != (64, 64, 3)
+    assert np.isfinite(split.x).all() and sorted(split.y.tolist()) == [1, 1, 4, 4]
+
+
+@pytest.mark.slow
+def test_efficientnet_end_to_end_on_the_cli(tmp_path, capsys):
+    """The whole protocol on the CLI with the pretrained EfficientNet-Lite0 (one expansion conv in
+    the statement, a 0.2 % mask): train from the shipped weights, personalize, mask, layer-input
+    curvature, commit, unlearn, prove, verify the deployed checkpoint (minutes)."""
+    make_folder(tmp_path / "client", classes=("0", "2", "6"), per_class=4, seed=1, size=(32, 32), mode="RGB")
+    make_folder(tmp_path / "provider", classes=("0", "2", "5", "7", "9"), per_class=4, seed=2)
+    d = str(tmp_path)
+    m = ["--model", "efficientnet-lite0"]
+    pat = ["--pattern", "blocks/5/expand/kernel"]
+    cache = ["--cache", d + "/cache"]
+    steps = [["train", *m, "--pretrained", "--data", d + "/provider", "--epochs", "1", "--out", d + "/g"],
+             ["personalize", *m, "--global", d + "/g", "--data", d + "/client", "--epochs", "1", "--out", d + "/p"],
+             ["mask", *m, *pat, "--global", d + "/g", "--data", d + "/provider", "--forget-classes", "5,7,9",
+              "--fraction", "0.002", "--out", d + "/mask.json"],
+             ["fisher", *m, *pat, "--params", d + "/p", "--data", d + "/client", "--curvature", "layer_inputs",
+              "--damping", "1e-3", "--relative-damping", "--out", d + "/f.npz"],
+             ["commit", "--params", d + "/p", "--fisher", d + "/f.npz", "--client-id", "c", "--out", d + "/com.npz",
+              "--secrets", d + "/sec.npz", *cache],
+             ["unlearn", "--params", d + "/p", "--commitment", d + "/com.npz", "--secrets", d + "/sec.npz",
+              "--mask", d + "/mask.json", "--out", d + "/u", *cache],
+             ["prove", "--params", d + "/p", "--commitment", d + "/com.npz", "--secrets", d + "/sec.npz",
+              "--mask", d + "/mask.json", "--request-id", "r", "--out", d + "/bundle", "--unlearned", d + "/u",
+              "--opening", d + "/op.npz", "--jobs", "2", "--executor", "process", *cache]]
+    for argv in steps:
+        assert cli.main(argv) == 0, argv[0]
+    capsys.readouterr()
+    assert cli.main(["verify", d + "/bundle", "--commitment", d + "/com.npz", "--mask", d + "/mask.json",
+                     "--request-id", "r", "--deployed", d + "/u", "--opening", d + "/op.npz", *cache]) == 0
+    out = capsys.readouterr().out
+    assert "VALID" in out and "the deployed model opens all of it" in out

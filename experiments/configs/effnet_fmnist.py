@@ -10,12 +10,12 @@ by 1e-3 × its mean diagonal: with the ViT's absolute 1e-6, seed 0 measured ZK-A
 personal accuracy, mask-only at 0.026 — nothing compensated (docs/RESULTS_effnet.md).
 """
 
-from zkapex_jax.models.efficientnet import EXPAND_PATTERN
+from zkapex_jax.models.efficientnet import EXPAND_PATTERN, SMALL_INPUT
 from zkapex_jax.studies.image import PipelineConfig
 from zkapex_jax.studies.vit_fmnist import StudyConfig
 
 _MODEL = dict(model="efficientnet-lite0", pretrained=True,
-              model_overrides=(("image_size", 64), ("num_labels", 10), ("features_from", 5)),
+              model_overrides=SMALL_INPUT,
               mask_pattern=EXPAND_PATTERN)
 
 DEFAULT = StudyConfig(

@@ -2,6 +2,7 @@
 the built-in data and the demo, zkapex_jax.studies.image.
 
     zkapex keys     --block-size B [--logrows L] [--kmax K] [--keystore DIR] [--srs FILE]   (provider)
+    zkapex train    --out CKPT [--model M] [--pretrained] [--data D] [--epochs E]         (provider)
     zkapex mask     --global CKPT --out MASK.json [--model M] [--fraction F] [--seed S] (provider)
     zkapex personalize --global CKPT --out CKPT_P [--data D] [--epochs E] [--lr LR]   (client)
     zkapex fisher   --params CKPT --out FISHER.npz [--model M] [--block-size B] [--seed S] (client)
@@ -15,8 +16,9 @@ the built-in data and the demo, zkapex_jax.studies.image.
                     [--request-id R] [--json]                                              (provider)
     zkapex demo     --out DIR [--big] [--jobs N]       the whole protocol on Fashion-MNIST
 
-``--model`` is a built-in config or a local Hugging Face model directory; ``--data`` /
-``--forget`` / ``--retain`` are an ``.npz`` or an image folder, or text/code files for a language
+``--model`` is a built-in config (``vit-demo``, ``vit-tiny``, ``opt-tiny``, …,
+``efficientnet-lite0``: 64 px, 10 classes, frozen pretrained stem) or a local Hugging Face model
+directory; ``--data`` / ``--forget`` / ``--retain`` are an ``.npz`` or an image folder, or text/code files for a language
 model (with ``--tokenizer`` and ``--seq-len``).
 
 ``verify`` exits 0 (valid), 1 (rejected, with the reason) or 2 (malformed input). Common

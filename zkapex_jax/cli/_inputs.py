@@ -68,13 +68,25 @@ def tokenizer_of(args):
     return CodeTokenizer.load(args.tokenizer)
 
 
+def native_models() -> dict:
+    """Built-in families that are not transformers configs: name -> the overrides the CLI builds
+    them with (EfficientNet-Lite0: the pretrained image study's 64 px, 10-class, frozen-stem setting)."""
+    from ..models.efficientnet import SMALL_INPUT
+
+    return {"efficientnet-lite0": SMALL_INPUT}
+
+
 def family_of(args):
-    """The model family of --model: a built-in config name or a local Hugging Face directory.
-    A causal LM needs --tokenizer (its vocabulary sets the model's)."""
+    """The model family of --model: a built-in config name, a built-in native family
+    (:func:`native_models`) or a local Hugging Face directory. A causal LM needs --tokenizer (its
+    vocabulary sets the model's)."""
     from ..models import MODEL_CONFIGS, family, family_of_model, make_config
 
+    native = native_models()
     if is_hf_dir(args.model):
         fam = family_of_model(load_hf_dir(os.path.realpath(args.model))[0])
+    elif args.model in native:
+        fam = family(args.model, **dict(native[args.model]))
     elif args.model in MODEL_CONFIGS:
         lm = not hasattr(make_config(args.model), "image_size")
         tok = tokenizer_of(args)
@@ -83,7 +95,7 @@ def family_of(args):
                               "code tokenizer JSON) so its data folders can be tokenized")
         fam = family(args.model, vocab_size=tok.vocab_size) if lm else family(args.model)
     else:
-        raise ZkapexError(f"--model {args.model!r}: neither a built-in config ({', '.join(sorted(MODEL_CONFIGS))}) "
+        raise ZkapexError(f"--model {args.model!r}: neither a built-in config ({', '.join(sorted([*MODEL_CONFIGS, *native]))}) "
                           "nor a Hugging Face model directory (config.json + weights)")
     if fam.kind == "lm":
         if getattr(args, "tokenizer", None) is None:
@@ -97,7 +109,7 @@ def family_of(args):
 def builtin_image(args) -> bool:
     from ..models import MODEL_CONFIGS
 
-    return args.model in MODEL_CONFIGS and not is_hf_dir(args.model)
+    return (args.model in MODEL_CONFIGS or args.model in native_models()) and not is_hf_dir(args.model)
 
 
 def check_model_ckpt(fam, params, path):
@@ -152,6 +164,8 @@ def study_config(args, fam=None):
     from ..studies.image import PipelineConfig
 
     kw = dict(model=args.model, block_size=args.block_size)
+    if args.model in native_models():
+        kw["model_overrides"] = tuple(native_models()[args.model])
     if fam is not None:
         kw["mask_pattern"] = fam.mask_patterns if len(fam.mask_patterns) > 1 else fam.mask_patterns[0]
     if getattr(args, "fraction", None) is not None:
@@ -182,6 +196,8 @@ def user_split(fam, path, what, min_examples=1, args=None):
     cls = np.unique(split.y).tolist()
     _say(f"{what}: {split.n} images of {len(cls)} classes {cls} from {path}"
          + (f" (folders → labels {mapping})" if mapping else ""))
+    if fam.prepare is not None:  # the family's inputs, e.g. through a frozen pretrained stem
+        split = type(split)(fam.prepare(split.x), split.y)
     return split
 
 

