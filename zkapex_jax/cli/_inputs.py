@@ -159,8 +159,9 @@ def load_client(args):
 
 
 def study_config(args, fam=None):
-    """The study defaults (mask method, sizes, recipes) for the CLI's verbs; the mask pattern
-    defaults to the family's (fc1 of every layer)."""
+    """The image study's :class:`~zkapex_jax.studies.image.PipelineConfig` for ``--model`` (its
+    built-in data and its stage defaults); the mask pattern is the family's (fc1 of every layer,
+    EfficientNet's expansion convs). The verbs' flags are applied by :func:`stage_config`."""
     from ..studies.image import PipelineConfig
 
     kw = dict(model=args.model, block_size=args.block_size)
@@ -168,11 +169,39 @@ def study_config(args, fam=None):
         kw["model_overrides"] = tuple(native_models()[args.model])
     if fam is not None:
         kw["mask_pattern"] = fam.mask_patterns if len(fam.mask_patterns) > 1 else fam.mask_patterns[0]
-    if getattr(args, "fraction", None) is not None:
-        kw["mask_fraction"] = args.fraction
-    if getattr(args, "pattern", None):
-        kw["mask_pattern"] = args.pattern
     return PipelineConfig(**kw)
+
+
+def stage_config(args, fam, n_train: int = 1):
+    """The stages' settings (:class:`~zkapex_jax.protocol.config.StageConfig`) for ``--model``'s
+    family with the verb's flags applied: the image study's defaults for an image classifier, the
+    code study's (its mask scores, curvature and AdamW recipe; the family's fc1 kernels as the
+    statement) for a language model. ``n_train``: the training examples of the verb that trains
+    (the code study's recipes are step counts)."""
+    if fam.kind == "lm":
+        from ..studies.opt_code import OptCodeConfig
+
+        st = OptCodeConfig(name="cli").stages(n_train, n_train).replace(mask__patterns=None)
+    else:
+        st = study_config(args, fam).stages()
+    kw = {"curvature__block_size": args.block_size}
+    if getattr(args, "pattern", None):
+        kw["mask__patterns"] = (args.pattern,)
+    if getattr(args, "fraction", None) is not None:
+        kw["mask__fraction"] = args.fraction
+    if getattr(args, "protect", 0):
+        kw["mask__protect"] = args.protect
+    if getattr(args, "curvature", None):
+        kw["curvature__kind"] = args.curvature
+    if getattr(args, "damping", None) is not None:
+        kw["curvature__damping"] = args.damping
+    if getattr(args, "relative_damping", False):
+        kw["curvature__relative"] = True
+    recipe = "global_recipe" if args.cmd == "train" else "personal_recipe"
+    for flag, field in (("epochs", "epochs"), ("lr", "lr"), ("batch", "batch"), ("layer_decay", "layer_decay")):
+        if getattr(args, flag, None) is not None:
+            kw[f"{recipe}__{field}"] = getattr(args, flag)
+    return st.replace(**kw)
 
 
 def model_io(fam):
@@ -252,7 +281,7 @@ def provider_splits(args, fam):
     return None
 
 
-def client_data(args, fam, cfg, what, min_examples=1):
+def client_data(args, fam, what, min_examples=1):
     """--data, or the built-in personalization split (built-in image models only)."""
     if args.data:
         return user_split(fam, args.data, what, min_examples=min_examples, args=args)
@@ -261,16 +290,16 @@ def client_data(args, fam, cfg, what, min_examples=1):
                           + (" (a text/code file or folder)" if fam.kind == "lm" else ""))
     from ..studies import image as pl
 
-    return pl.load_data(cfg, args.seed).personal_train
+    return pl.load_data(study_config(args, fam), args.seed).personal_train
 
 
 def model_and_params(args, path):
-    """``(family, cfg, params)`` of the verbs that read a model: ``--model``, the study defaults,
-    and the parameters at ``path`` checked against the model's shapes."""
+    """``(family, params)`` of the verbs that read a model: ``--model`` and the parameters at
+    ``path`` checked against the model's shapes."""
     fam = family_of(args)
     params = load_params(path)
     check_model_ckpt(fam, params, path)
-    return fam, study_config(args, fam), params
+    return fam, params
 
 
 def refuse_outputs(*paths, force=False, checkpoint=False):

@@ -3,19 +3,18 @@ stage on parameters (:mod:`zkapex_jax.protocol.api`) and writes its outputs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from .._errors import ZkapexError
 from ._args import _say
 from ._inputs import (as_data, builtin_image, check_srs, client_data, family_of, is_hf_dir, keystore_of,
-                      load_client, load_hf_dir, load_params, model_and_params, n_examples, provider_splits, refuse_outputs, study_config,
-                      subsample, user_split)
+                      load_client, load_hf_dir, load_params, model_and_params, n_examples, provider_splits,
+                      refuse_outputs, stage_config, study_config, subsample, user_split)
 
 EXIT_VALID, EXIT_REJECTED, EXIT_MALFORMED = 0, 1, 2
 
@@ -57,17 +56,15 @@ def cmd_train(args) -> int:
     hf_dir = is_hf_dir(args.model)
     if args.pretrained and fam.pretrained_fn is None and not hf_dir:
         raise ZkapexError(f"--model {args.model!r} ships no pretrained weights: drop --pretrained")
-    cfg = study_config(args, fam)
-    cfg = cfg.replace(**{k: v for k, v in (("global_epochs", args.epochs), ("global_lr", args.lr),
-                                           ("global_batch", args.batch)) if v is not None})
     if args.data:
         data = user_split(fam, args.data, "training data", min_examples=2, args=args)
     elif builtin_image(args) and fam.kind == "classifier":
-        data = pl.load_data(cfg, args.seed).global_train
+        data = pl.load_data(study_config(args, fam), args.seed).global_train
         _say(f"training data: the built-in global split, {data.n} images")
     else:
         raise ZkapexError(f"--model {args.model!r} has no built-in data: give --data"
                           + (" (a text/code file or folder)" if fam.kind == "lm" else ""))
+    recipe = stage_config(args, fam, n_train=n_examples(data)).global_recipe
     k_init, k_fit = jax.random.split(jax.random.PRNGKey(args.seed))
     seed = int(jax.random.randint(k_init, (), 0, 2**31 - 1))
     if args.pretrained:  # a Hugging Face directory's own weights, or the family's shipped ones
@@ -75,14 +72,14 @@ def cmd_train(args) -> int:
     else:
         init = fam.init(seed)
     t0 = time.perf_counter()
-    theta_g, _ = provider.train_global(fam, init, as_data(fam, data), pl.global_recipe(cfg), key=k_fit)
+    theta_g, _ = provider.train_global(fam, init, as_data(fam, data), recipe, key=k_fit)
     save_checkpoint(args.out, theta_g, {"model": args.model, "pretrained": bool(args.pretrained),
-                                        "epochs": cfg.global_epochs, "lr": cfg.global_lr, "batch": cfg.global_batch,
+                                        "recipe": dataclasses.asdict(recipe),
                                         "data": os.path.basename(os.path.normpath(args.data)) if args.data else "built-in"})
     acc = fam.accuracy(theta_g, as_data(fam, data))
     unit = "sequences" if fam.kind == "lm" else "images"
-    _say(f"global model: {n_examples(data)} {unit}, {cfg.global_epochs} epochs (AdamW lr {cfg.global_lr:g}, batch "
-         f"{cfg.global_batch}) in {time.perf_counter() - t0:.1f} s; train accuracy {acc:.3f} → {args.out}")
+    _say(f"global model: {n_examples(data)} {unit}, {recipe.epochs} epochs (AdamW lr {recipe.lr:g}, batch "
+         f"{recipe.batch}) in {time.perf_counter() - t0:.1f} s; train accuracy {acc:.3f} → {args.out}")
     return 0
 
 
@@ -91,55 +88,46 @@ def cmd_mask(args) -> int:
     from ..studies import image as pl
 
     refuse_outputs(args.out, force=args.force)
-    fam, cfg, theta_g = model_and_params(args, args.global_ckpt)
-    layout = pl.block_layout(cfg, theta_g)  # the pattern selects kernels
+    fam, theta_g = model_and_params(args, args.global_ckpt)
+    st = stage_config(args, fam)
+    layout = st.layout(fam, theta_g)  # the pattern selects kernels
     own = provider_splits(args, fam)
     if own is None:
+        cfg = study_config(args, fam)
         data = pl.load_data(cfg, args.seed)
         forget, retain = data.forget_train, data.retain_train
-        meta = {}
+        meta = {"forget_classes": list(cfg.forget_classes)}
     else:
         forget, retain, meta = own
-    forget = subsample(forget, cfg.n_mask_forget, args.seed)
-    retain = subsample(retain, cfg.n_mask_retain, args.seed + 1)
-    scores = provider.score_weights(fam, theta_g, as_data(fam, forget), as_data(fam, retain),
-                                    patterns=cfg.mask_pattern, method=cfg.mask_method, h=cfg.mask_h, r=cfg.mask_r,
-                                    damping=cfg.mask_damping, chunk_size=cfg.fisher_chunk)
+    forget = subsample(forget, st.mask.n_forget, args.seed)
+    retain = subsample(retain, st.mask.n_retain, args.seed + 1)
     meta.update(n_forget=n_examples(forget), n_retain=n_examples(retain))
-    m = pl.provider_mask(cfg, theta_g, None, seed=args.seed, scores=scores, meta=meta)
-    if args.protect:
-        from ..core.mask import protect_top
-
-        m = protect_top(m, scores, layout, args.protect)
+    m, _ = provider.publish_request(fam, theta_g, as_data(fam, forget), as_data(fam, retain), st.mask, layout=layout,
+                                    meta=meta, chunk_size=st.curvature.chunk)
     digest = m.save(args.out)
-    extra = f", {m.num_protected} protected" if args.protect else ""
+    extra = f", {m.num_protected} protected" if st.mask.protect else ""
     _say(f"mask: {m.num_masked} of {m.size} weights ({m.fraction:.2%}){extra} → {args.out} (sha256 {digest[:16]}…)")
     return 0
 
 
 def cmd_fisher(args) -> int:
-    from ..protocol import client
-    from ..protocol.api import Curvature
-    from ..studies import image as pl
-
-    refuse_outputs(args.out, force=args.force)
-    fam, cfg, params = model_and_params(args, args.params)
-    layout = pl.block_layout(cfg, params)
-    data = client_data(args, fam, cfg, "client data")
     import jax
 
+    from ..protocol import client
+
+    refuse_outputs(args.out, force=args.force)
+    fam, params = model_and_params(args, args.params)
+    st = stage_config(args, fam)
+    layout = st.layout(fam, params)
+    data = subsample(client_data(args, fam, "client data"), st.curvature.n_examples, args.seed)
     try:
-        f = client.client_curvature(fam, params, as_data(fam, data), layout, kind=args.curvature,
-                                    damping=cfg.damping if args.damping is None else args.damping,
-                                    relative=args.relative_damping, chunk_size=cfg.fisher_chunk,
-                                    key=jax.random.PRNGKey(args.seed))
+        curvature = client.curvature(fam, params, as_data(fam, data), layout, st.curvature,
+                                     key=jax.random.PRNGKey(args.seed))
     except ValueError as e:  # a curvature this family cannot give (e.g. 'true' for a language model)
         raise ZkapexError(f"--curvature {args.curvature}: {e}") from None
-    damping = cfg.damping if args.damping is None else args.damping
-    Curvature(np.asarray(f, dtype=np.float64), layout, kind=args.curvature, damping=float(damping),
-              relative=bool(args.relative_damping)).save(args.out)
-    _say(f"curvature ({args.curvature}): {layout.num_blocks} blocks of {layout.block_size} from {n_examples(data)} examples "
-         f"→ {args.out}")
+    curvature.save(args.out)
+    _say(f"curvature ({curvature.kind}): {layout.num_blocks} blocks of {layout.block_size} from {n_examples(data)} "
+         f"examples → {args.out}")
     return 0
 
 
@@ -148,25 +136,22 @@ def cmd_personalize(args) -> int:
 
     from ..models.train import save_checkpoint
     from ..protocol import client
-    from ..studies import image as pl
 
     refuse_outputs(args.out, force=args.force, checkpoint=True)
     if Path(args.out).resolve() == Path(args.global_ckpt).resolve():
         raise ZkapexError("--out must differ from --global")
-    fam, cfg, theta_g = model_and_params(args, args.global_ckpt)
-    kw = {k: v for k, v in (("pers_epochs", args.epochs), ("pers_lr", args.lr), ("layer_decay", args.layer_decay),
-                            ("pers_batch", args.batch)) if v is not None}
-    cfg = cfg.replace(**kw)
-    data = client_data(args, fam, cfg, "client data", min_examples=2)
+    fam, theta_g = model_and_params(args, args.global_ckpt)
+    data = client_data(args, fam, "client data", min_examples=2)
+    recipe = stage_config(args, fam, n_train=n_examples(data)).personal_recipe
     t0 = time.perf_counter()
-    theta_p, hist = client.personalize(fam, theta_g, as_data(fam, data), pl.personal_recipe(cfg),
-                                       key=jax.random.PRNGKey(args.seed))
+    theta_p, hist = client.personalize(fam, theta_g, as_data(fam, data), recipe, key=jax.random.PRNGKey(args.seed))
     save_checkpoint(args.out, theta_p, {"model": args.model, "personalized_from": str(args.global_ckpt),
-                                        "epochs": cfg.pers_epochs, "lr": cfg.pers_lr, "layer_decay": cfg.layer_decay})
+                                        "recipe": dataclasses.asdict(recipe)})
     acc = fam.accuracy(theta_p, as_data(fam, data))
     unit = "sequences" if fam.kind == "lm" else "images"
-    _say(f"personalized: {n_examples(data)} {unit}, {cfg.pers_epochs} epochs (AdamW lr {cfg.pers_lr:g}, layer decay "
-         f"{cfg.layer_decay:g}) in {time.perf_counter() - t0:.1f} s; train accuracy {acc:.3f} → {args.out}")
+    decay = f", layer decay {recipe.layer_decay:g}" if recipe.layer_decay else ""
+    _say(f"personalized: {n_examples(data)} {unit}, {recipe.epochs} epochs (AdamW lr {recipe.lr:g}{decay}) in "
+         f"{time.perf_counter() - t0:.1f} s; train accuracy {acc:.3f} → {args.out}")
     return 0
 
 

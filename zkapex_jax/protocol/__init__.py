@@ -7,6 +7,7 @@ See docs/PROOFS.md for the design and the soundness argument."""
 from . import api, binding
 from ._circuits import relation as _relation
 from .api import Curvature
+from .config import CurvatureSpec, MaskSpec, StageConfig
 from .artifacts import load_arrays, read_json_artifact, save_arrays, write_json_artifact
 from .commitments import (
     Commitment,
@@ -25,7 +26,8 @@ CircuitSpec = _relation.CircuitSpec
 CommitSpec = _relation.CommitSpec
 
 __all__ = [
-    "CircuitSpec", "CommitSpec", "Commitment", "CommitmentSecrets", "Curvature", "api", "KeyStore", "ProofError", "Unlearned",
+    "CircuitSpec", "CommitSpec", "Commitment", "CommitmentSecrets", "Curvature", "CurvatureSpec", "MaskSpec",
+    "StageConfig", "api", "KeyStore", "ProofError", "Unlearned",
     "VerificationResult", "adopt_unlearned", "binding", "check_deployment", "commit_personalization", "context_limbs", "load_arrays",
     "load_commitment", "load_secrets", "load_statement", "mask_digest", "plan_proofs", "prove_unlearning",
     "prove_witness", "read_json_artifact", "save_arrays", "save_commitment", "unlearn_committed",

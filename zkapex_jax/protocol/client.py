@@ -29,7 +29,7 @@ from ..core.params import get_paths, set_paths
 from ..models.lora import LoRAConfig, init_lora, lora_loss, merge_lora
 from .provider import Recipe, fit_recipe
 
-__all__ = ["personalize", "client_curvature", "client_fisher", "relative_damping", "unlearn", "mask_only"]
+__all__ = ["personalize", "curvature", "client_curvature", "client_fisher", "relative_damping", "unlearn", "mask_only"]
 
 
 def personalize(family, theta_global, data, recipe: Recipe, *, key, lora: LoRAConfig | None = None):
@@ -76,6 +76,24 @@ def client_curvature(family, theta_p, data, layout: BlockLayout, *, kind: str = 
         moments = _input_moments_chunked(family, theta_p, x, layout.paths, chunk_size)
         c = jnp.asarray(cv.layer_hessian_blocks(moments, layout), dtype=jnp.float32)
     return cv.damp(c, damping, relative=relative)
+
+
+def curvature(family, theta_p, data, layout: BlockLayout, spec, *, key=None):
+    """[client] The curvature artifact of :class:`~zkapex_jax.protocol.config.CurvatureSpec`
+    ``spec`` at θp on ``data`` (already subsampled to ``spec.n_examples`` by the caller):
+    :func:`client_curvature` of ``spec.kind`` with its damping, as a
+    :class:`~zkapex_jax.protocol.api.Curvature` that records how it was made (what
+    ``api.commit`` commits). ``key``: the ``true`` Fisher's label draws."""
+    import numpy as np
+
+    from .api import Curvature
+
+    if spec.block_size != layout.block_size:
+        raise ValueError(f"the layout's blocks ({layout.block_size}) are not the spec's ({spec.block_size})")
+    c = client_curvature(family, theta_p, data, layout, kind=spec.kind, damping=spec.damping, relative=spec.relative,
+                         chunk_size=spec.chunk, key=key)
+    return Curvature(np.asarray(c, dtype=np.float64), layout, kind=spec.kind, damping=float(spec.damping),
+                     relative=bool(spec.relative))
 
 
 def _input_moments_chunked(family, params, x, paths, chunk):

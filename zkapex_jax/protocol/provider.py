@@ -20,7 +20,7 @@ from ..core.mask import Mask, compute_scores
 from ..core.obs import forget_subspace
 from ..models import train as train_mod
 
-__all__ = ["Recipe", "train_global", "score_weights", "publish_mask", "publish_forget_subspace"]
+__all__ = ["Recipe", "train_global", "score_weights", "publish_mask", "request_scores", "publish_request", "publish_forget_subspace"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,36 @@ def publish_mask(scores: Mapping, fraction: float, *, scope: str = "global", met
                  meta: Mapping | None = None) -> Mask:
     """[provider] The top ``fraction`` of ``scores`` as the public :class:`Mask`."""
     return Mask.from_scores(scores, fraction, scope=scope, method=method, meta=dict(meta or {}))
+
+
+def request_scores(family, theta_global, forget, retain, spec, *, chunk_size: int = 32) -> dict:
+    """[provider] :func:`score_weights` with the score settings of ``spec`` (a
+    :class:`~zkapex_jax.protocol.config.MaskSpec`)."""
+    return score_weights(family, theta_global, forget, retain, patterns=spec.patterns, method=spec.method, h=spec.h,
+                         r=spec.r, damping=spec.damping, chunk_size=chunk_size)
+
+
+def publish_request(family, theta_global, forget, retain, spec, *, layout=None, meta: Mapping | None = None,
+                    chunk_size: int = 32, scores: Mapping | None = None):
+    """[provider] The deletion request of :class:`~zkapex_jax.protocol.config.MaskSpec` ``spec``:
+    score the global model's kernels on ``forget`` vs ``retain`` (each already subsampled to
+    ``spec.n_forget`` / ``spec.n_retain`` by the caller, who owns the data's draws; ``scores``
+    skips the gradient passes), publish the top ``spec.fraction``, and with ``spec.protect`` > 0
+    protect that many weights per masked block of the client's committed ``layout``. The mask
+    records the score's settings and ``meta`` (e.g. the forget classes). Returns
+    ``(Mask, scores)``."""
+    if scores is None:
+        scores = request_scores(family, theta_global, forget, retain, spec, chunk_size=chunk_size)
+    info = {"h": spec.h, "r": spec.r, "damping": spec.damping, "n_forget": spec.n_forget, "n_retain": spec.n_retain,
+            **dict(meta or {})}
+    mask = publish_mask(scores, spec.fraction, scope=spec.scope, method=spec.method, meta=info)
+    if spec.protect:
+        if layout is None:
+            raise ValueError("a request with protected weights needs the client's block layout")
+        from ..core.mask import protect_top
+
+        mask = protect_top(mask, scores, layout, spec.protect)
+    return mask, scores
 
 
 def publish_forget_subspace(family, theta_global, forget, layout, rank: int, *, chunk_size: int = 32):

@@ -38,6 +38,7 @@ from .. import models as models_mod
 from ..core.blocks import BlockLayout
 from ..models.family import Family, family
 from ..protocol import client, provider
+from ..protocol.config import CurvatureSpec, MaskSpec, StageConfig
 from ..protocol.provider import Recipe
 
 __all__ = [
@@ -129,6 +130,18 @@ class PipelineConfig:
 
     def replace(self, **kw) -> "PipelineConfig":
         return dataclasses.replace(self, **kw)
+
+    def stages(self) -> StageConfig:
+        """These settings in the protocol's words (:class:`~zkapex_jax.protocol.config.StageConfig`):
+        what the stage functions below read."""
+        return StageConfig(
+            global_recipe=global_recipe(self), personal_recipe=personal_recipe(self),
+            mask=MaskSpec(patterns=self.mask_pattern, method=self.mask_method, fraction=self.mask_fraction,
+                          scope=self.mask_scope, h=self.mask_h, r=self.mask_r, damping=self.mask_damping,
+                          n_forget=self.n_mask_forget, n_retain=self.n_mask_retain),
+            curvature=CurvatureSpec(kind=self.curvature, block_size=self.block_size, order=self.block_order,
+                                    damping=self.damping, relative=self.damping_relative, n_examples=self.n_fisher,
+                                    chunk=self.fisher_chunk))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -248,13 +261,14 @@ def provider_mask(cfg: PipelineConfig, theta_global, data: data_mod.Splits, *, s
     gradient passes, e.g. for a fraction sweep; ``meta`` overrides what the mask records about
     its forget set (e.g. the classes a user named, or the files).
     Returns a :class:`~zkapex_jax.core.mask.Mask`."""
+    spec = cfg.stages().mask
+    if fraction is not None:
+        spec = spec.replace(fraction=fraction)
     if scores is None:
         scores = provider_scores(cfg, theta_global, data, seed=seed)
-    frac = cfg.mask_fraction if fraction is None else fraction
-    info = {"h": cfg.mask_h, "r": cfg.mask_r, "damping": cfg.mask_damping, "n_forget": cfg.n_mask_forget,
-            "n_retain": cfg.n_mask_retain, "forget_classes": list(cfg.forget_classes)}
-    info.update(meta or {})
-    return provider.publish_mask(scores, frac, scope=cfg.mask_scope, method=cfg.mask_method, meta=info)
+    mask, _ = provider.publish_request(model_fns(cfg), theta_global, None, None, spec, scores=scores,
+                                       meta={"forget_classes": list(cfg.forget_classes), **dict(meta or {})})
+    return mask
 
 
 def provider_scores(cfg: PipelineConfig, theta_global, data: data_mod.Splits, *, seed: int = 0) -> dict:
@@ -266,19 +280,21 @@ def provider_scores_on(cfg: PipelineConfig, theta_global, forget: data_mod.Split
                        seed: int = 0) -> dict:
     """:func:`provider_scores` on any forget / retain splits (e.g. the provider's own files);
     ``n_mask_forget`` / ``n_mask_retain`` examples of each are drawn with ``seed``."""
-    forget = _subsample(forget, cfg.n_mask_forget, seed)
-    retain = _subsample(retain, cfg.n_mask_retain, seed + 1)
-    return provider.score_weights(model_fns(cfg), theta_global, (forget.x, forget.y), (retain.x, retain.y),
-                                  patterns=cfg.mask_pattern, method=cfg.mask_method, h=cfg.mask_h, r=cfg.mask_r,
-                                  damping=cfg.mask_damping, chunk_size=cfg.fisher_chunk)
+    spec = cfg.stages().mask
+    forget = _subsample(forget, spec.n_forget, seed)
+    retain = _subsample(retain, spec.n_retain, seed + 1)
+    return provider.request_scores(model_fns(cfg), theta_global, (forget.x, forget.y), (retain.x, retain.y), spec,
+                                   chunk_size=cfg.fisher_chunk)
 
 
 # ----------------------------------------------------------------------------- client Fisher
 
 def block_layout(cfg: PipelineConfig, params, block_size: int | None = None) -> BlockLayout:
     """The :class:`BlockLayout` of the masked kernels (``cfg.mask_pattern``)."""
-    return BlockLayout.from_params(params, cfg.mask_pattern, cfg.block_size if block_size is None else block_size,
-                                   cfg.block_order)
+    st = cfg.stages()
+    if block_size is not None:
+        st = st.replace(curvature__block_size=block_size)
+    return st.layout(model_fns(cfg), params)
 
 
 def client_fisher(cfg: PipelineConfig, theta_p, data: data_mod.Splits, layout: BlockLayout, *,
@@ -297,10 +313,11 @@ def client_fisher_on(cfg: PipelineConfig, theta_p, split: data_mod.Split, layout
     config's curvature family (``cfg.curvature``; the ``true`` Fisher's labels drawn with ``seed``)."""
     import jax
 
-    split = _subsample(split, cfg.n_fisher if n_samples is None else n_samples, seed)
-    return client.client_curvature(model_fns(cfg), theta_p, (split.x, split.y), layout, kind=cfg.curvature,
-                                   damping=cfg.damping if damping is None else damping, chunk_size=cfg.fisher_chunk,
-                                   relative=cfg.damping_relative, key=jax.random.PRNGKey(10_000 + seed))
+    spec = cfg.stages().curvature
+    split = _subsample(split, spec.n_examples if n_samples is None else n_samples, seed)
+    return client.client_curvature(model_fns(cfg), theta_p, (split.x, split.y), layout, kind=spec.kind,
+                                   damping=spec.damping if damping is None else damping, chunk_size=spec.chunk,
+                                   relative=spec.relative, key=jax.random.PRNGKey(10_000 + seed))
 
 
 # ----------------------------------------------------------------------------- unlearning

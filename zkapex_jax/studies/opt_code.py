@@ -37,6 +37,7 @@ from ..models import Family, LoRAConfig, family
 from ..models import train as T
 from ..models.train import steps_per_epoch
 from ..protocol import client, provider
+from ..protocol.config import CurvatureSpec, MaskSpec, StageConfig, statement_layout
 from ..protocol.provider import Recipe
 from . import baselines as bl
 from .metrics import recovery as recovery_of
@@ -132,6 +133,21 @@ class OptCodeConfig:
 
     def replace(self, **kw) -> "OptCodeConfig":
         return dataclasses.replace(self, **kw)
+
+    def stages(self, n_global: int, n_personal: int) -> StageConfig:
+        """These settings in the protocol's words (:class:`~zkapex_jax.protocol.config.StageConfig`),
+        the step counts turned into epochs over ``n_global`` / ``n_personal`` training sequences."""
+        return StageConfig(global_recipe=global_recipe(self, n_global), personal_recipe=personal_recipe(self, n_personal),
+                           mask=self.mask_spec(), curvature=self.curvature_spec())
+
+    def mask_spec(self) -> MaskSpec:
+        return MaskSpec(patterns=self.mask_patterns, method=self.mask_method, fraction=self.mask_fraction, h=self.mask_h,
+                        r=self.mask_r, damping=self.mask_damping, n_forget=self.n_mask_examples,
+                        n_retain=self.n_mask_examples)
+
+    def curvature_spec(self) -> CurvatureSpec:
+        return CurvatureSpec(kind="empirical", block_size=self.fisher_block, damping=self.fisher_damping,
+                             n_examples=self.n_fisher, chunk=self.fisher_chunk)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -252,9 +268,7 @@ def personalize(cfg, fam: Family, params_global, data: np.ndarray, key):
 
 
 def provider_scores(cfg, fam: Family, params_global, forget: np.ndarray, retain: np.ndarray) -> dict:
-    return provider.score_weights(fam, params_global, forget, retain, patterns=list(cfg.mask_patterns),
-                                  method=cfg.mask_method, h=cfg.mask_h, r=cfg.mask_r, damping=cfg.mask_damping,
-                                  chunk_size=32)
+    return provider.request_scores(fam, params_global, forget, retain, cfg.mask_spec(), chunk_size=32)
 
 
 def zkapex_update(theta_p, fisher, mask, layout: BlockLayout):
@@ -379,16 +393,15 @@ def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, shared_
     forget = forget_pool[rng.choice(forget_pool.shape[0], cfg.n_mask_examples, replace=False)]
     retain = _retain_sample(cfg, seqs, cfg.n_mask_examples, rng)
     scores = provider_scores(cfg, fns, theta_g, forget, retain)
-    mask = provider.publish_mask(scores, cfg.mask_fraction, method=cfg.mask_method,
-                                 meta={"h": cfg.mask_h, "r": cfg.mask_r, "forget": cfg.forget_language})
+    mask, _ = provider.publish_request(fns, theta_g, None, None, cfg.mask_spec(), scores=scores,
+                                       meta={"forget": cfg.forget_language})
     times["mask_s"] = time.perf_counter() - t
 
     # client: block Fisher of θp on its Rust data, Group-OBS
     t = time.perf_counter()
-    layout = BlockLayout.from_params(theta_p, list(cfg.mask_patterns), cfg.fisher_block, "out_in")
-    fisher_data = rust[: cfg.n_fisher]
-    fisher = client.client_fisher(fns, theta_p, fisher_data, layout, damping=cfg.fisher_damping,
-                                  chunk_size=cfg.fisher_chunk)
+    cs = cfg.curvature_spec()
+    layout = statement_layout(fns, theta_p, cfg.mask_spec(), cs)
+    fisher = client.client_fisher(fns, theta_p, rust[: cs.n_examples], layout, damping=cs.damping, chunk_size=cs.chunk)
     times["fisher_s"] = time.perf_counter() - t
     t = time.perf_counter()
     factor = factorize(fisher)
