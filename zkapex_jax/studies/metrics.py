@@ -33,6 +33,7 @@ __all__ = [
     "max_confidence",
     "recovery",
     "unlearning_outcome",
+    "add_outcomes",
     "gap_to",
     "mia_entropy",
     "mia_ssd",
@@ -95,19 +96,46 @@ def recovery(compensated: float, mask_only: float, personalized: float, *, eps: 
     return (float(compensated) - float(mask_only)) / den
 
 
+#: a model "collapsed" when its other-class or whole-test accuracy falls below this share of the
+#: personalized model's: its forget progress then measures destruction, not unlearning.
+COLLAPSE_SHARE = 0.5
+#: below this gap (accuracy units) between personalized and retrain forget accuracy, forget
+#: progress is undefined (nan)
+FORGET_GAP_EPS = 1e-3
+
+
 def unlearning_outcome(model: dict, personalized: dict, mask_only: dict, retrain: dict | None = None, *,
                        eps: float = 1e-3) -> dict:
-    """How an unlearned model did, from accuracy dicts (``personal_acc``, ``forget_acc``,
-    ``other_acc``, ``global_acc``): :func:`recovery` of the personal accuracy the mask cost; forget
-    progress (personalized − model)/(personalized − retrain) on forget accuracy (nan without a
-    retrain model or when the gap is below ``eps``); ``collapsed`` when the other-class or global
-    accuracy falls below half the personalized model's (forgetting by collapse is not unlearning)."""
-    p, m = personalized, mask_only
-    den = (p["forget_acc"] - retrain["forget_acc"]) if retrain else float("nan")
-    return {"recovery": recovery(model["personal_acc"], m["personal_acc"], p["personal_acc"], eps=eps),
-            "forget_progress": (p["forget_acc"] - model["forget_acc"]) / den if retrain and abs(den) > eps
-            else float("nan"),
-            "collapsed": bool(model["other_acc"] < 0.5 * p["other_acc"] or model["global_acc"] < 0.5 * p["global_acc"])}
+    """How an unlearned model did, from accuracy dicts (``personal_acc``, ``forget_acc``, and where
+    measured ``other_acc`` / ``global_acc``) — the one definition every study uses:
+
+    * ``recovery``: :func:`recovery` of the personal accuracy the mask cost (nan below ``eps``);
+    * ``forget_progress``: (personalized − model)/(personalized − retrain) on forget accuracy (nan
+      without a retrain model or below :data:`FORGET_GAP_EPS`);
+    * ``gap_to_retrain`` (forget accuracy) and ``gap_to_retrain_personal``: |model − retrain|;
+    * ``collapsed``: 1.0 when the other-class or global accuracy falls below :data:`COLLAPSE_SHARE`
+      of the personalized model's (forgetting by collapse is not unlearning), else 0.0."""
+    p = personalized
+    out = {"recovery": recovery(model["personal_acc"], mask_only["personal_acc"], p["personal_acc"], eps=eps),
+           "forget_progress": float("nan"),
+           "collapsed": float(any(k in model and k in p and p[k] > 0 and model[k] < COLLAPSE_SHARE * p[k]
+                                  for k in ("other_acc", "global_acc")))}
+    if retrain is not None:
+        out["gap_to_retrain"] = gap_to(model["forget_acc"], retrain["forget_acc"])
+        out["gap_to_retrain_personal"] = gap_to(model["personal_acc"], retrain["personal_acc"])
+        den = p["forget_acc"] - retrain["forget_acc"]
+        if abs(den) > FORGET_GAP_EPS:
+            out["forget_progress"] = (p["forget_acc"] - model["forget_acc"]) / den
+    return out
+
+
+def add_outcomes(results: dict, *, eps: float = 1e-3) -> dict:
+    """:func:`unlearning_outcome` of every model in ``results`` ({name: accuracy dict} holding
+    ``personalized``, ``mask_only`` and optionally ``retrain``), added to its dict (in place)."""
+    pers, mo, rt = results["personalized"], results["mask_only"], results.get("retrain")
+    for r in results.values():
+        r.update(unlearning_outcome(r, pers, mo, rt, eps=eps))
+    return results
 
 
 def gap_to(value: float, reference: float) -> float:

@@ -40,6 +40,7 @@ from ..protocol import client, provider
 from ..protocol.config import CurvatureSpec, MaskSpec, StageConfig, statement_layout
 from ..protocol.provider import Recipe
 from . import baselines as bl
+from .metrics import add_outcomes
 from .metrics import recovery as recovery_of
 from .metrics import selectivity
 from .report import aggregate, load_results, markdown_table, mean_std, plot_sweep, save_figure, write_results
@@ -470,12 +471,7 @@ def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, shared_
     recs = {name: recovery_of(metrics[name]["personal_acc"], metrics["mask_only"]["personal_acc"],
                               metrics["personalized"]["personal_acc"])
             for name in ("zkapex", "finetune_after_mask") if name in metrics}
-    pf, rf = metrics["personalized"]["forget_acc"], metrics["retrain"]["forget_acc"]
-    for name in metrics:
-        metrics[name]["forget_gap_to_retrain"] = abs(metrics[name]["forget_acc"] - rf)
-        # share of the way from personalized to retrain on forget accuracy (NaN when they are equal)
-        metrics[name]["forget_progress"] = (pf - metrics[name]["forget_acc"]) / (pf - rf) if abs(pf - rf) > 1e-3 \
-            else float("nan")
+    add_outcomes(metrics)  # recovery, forget progress, gaps to retrain, collapse guard: the image study's definitions
     log(f"seed {seed}: " + ", ".join(f"{m} p={v['personal_acc']:.4f} f={v['forget_acc']:.4f}" for m, v in metrics.items())
         + f"; recovery {rec:.3f}")
 

@@ -110,27 +110,10 @@ class StudyConfig:
         return dataclasses.replace(self, **kw)
 
 
-#: a model "collapsed" when its other-class or whole-test accuracy falls below this share of the
-#: personalized model's: its forget progress then measures destruction, not unlearning.
-COLLAPSE_SHARE = 0.5
-
-
 def _derived(results: dict, min_drop: float) -> dict:
-    """Add recovery, gap_to_retrain, forget_progress and the ``collapsed`` utility guard (1.0 when
-    the model's other-class or global accuracy is below ``COLLAPSE_SHARE`` of the personalized
-    model's, so that collapse never reads as unlearning) to every method's metrics (in place)."""
-    pers, mo, rt = results["personalized"], results["mask_only"], results.get("retrain")
-    for name, r in results.items():
-        r["collapsed"] = float(any(k in r and k in pers and pers[k] > 0 and r[k] < COLLAPSE_SHARE * pers[k]
-                                   for k in ("other_acc", "global_acc")))
-        r["recovery"] = M.recovery(r["personal_acc"], mo["personal_acc"], pers["personal_acc"], eps=min_drop)
-        if rt is not None:
-            r["gap_to_retrain"] = M.gap_to(r["forget_acc"], rt["forget_acc"])
-            r["gap_to_retrain_personal"] = M.gap_to(r["personal_acc"], rt["personal_acc"])
-            den = pers["forget_acc"] - rt["forget_acc"]
-            # share of the way from personalized to retrain on forget accuracy (target >= 0.5)
-            r["forget_progress"] = (pers["forget_acc"] - r["forget_acc"]) / den if abs(den) > 1e-3 else float("nan")
-    return results
+    """Recovery, forget progress, the gaps to retrain and the collapse guard of every method
+    (:func:`zkapex_jax.studies.metrics.add_outcomes`, in place)."""
+    return M.add_outcomes(results, eps=min_drop)
 
 
 def _cache_path(cache_dir, cfg: P.PipelineConfig, seed: int, tag: str):
