@@ -29,6 +29,8 @@ Command line::
     python -m experiments.protected_study --config effnet --seeds 0 --ranks 4 --dense-ranks 1 4 \
         --cache-dir /tmp/zk_effnet_cache --out experiments/results/protected_dense_effnet_s0.json
     python -m experiments.protected_study --config tiny --seeds 0 --out /tmp/prot_tiny.json        # CI smoke
+    python -m experiments.protected_study --merge experiments/results/protected_effnet_s{0,1,2}.json \
+        --out experiments/results/protected_effnet.json      # seeds run as separate processes, one table
 """
 
 from __future__ import annotations
@@ -148,6 +150,56 @@ def summarize_seed(res: dict) -> dict:
             for name, ev in rows.items() if name not in ("personalized", "mask_only", "retrain")}
 
 
+SAME = ("config", "curvature", "ranks", "rho", "pipeline", "alphas", "attack_alphas")
+
+
+def tabulate(per_seed: list) -> tuple[dict, dict]:
+    """(the per-request table, the baselines) over seeds: mean, std and the Student-t ci95."""
+    from zkapex_jax.studies.report import mean_std
+
+    names = [k for k in per_seed[0]["summary"] if all(k in p["summary"] for p in per_seed)]
+    table = {k: {m: mean_std([p["summary"][k][m] for p in per_seed])
+                 for m in ("personal_acc", "forget_acc", "other_acc", "recovery", "forget_progress", "max_move_ratio")}
+             for k in names}
+    base = {k: {m: mean_std([p["rows"][k][m] for p in per_seed]) for m in ("personal_acc", "forget_acc", "other_acc")}
+            for k in ("personalized", "mask_only", "retrain") if all(k in p["rows"] for p in per_seed)}
+    return table, base
+
+
+def merge(paths, out_path) -> dict:
+    """One record from per-seed records of the same study settings (seeds run as separate
+    processes, possibly on different commits: each source's sha256 and environment is kept)."""
+    from zkapex_jax._errors import ArtifactError
+    from zkapex_jax.studies.report import load_study_record, run_environment, write_study_record
+
+    recs = [load_study_record(p, "protected") for p in paths]
+    for p, r in zip(paths[1:], recs[1:]):
+        for k in SAME:
+            if r.get(k) != recs[0].get(k):
+                raise ArtifactError(f"{p}: {k!r} differs from {paths[0]}'s: these runs are not one study")
+    per_seed = sorted((s for r in recs for s in r["per_seed"]), key=lambda s: s["seed"])
+    seeds = [s["seed"] for s in per_seed]
+    if len(set(seeds)) != len(seeds):
+        raise ArtifactError(f"seed given twice among {list(paths)}: {seeds}")
+    table, base = tabulate(per_seed)
+    out = {**{k: recs[0][k] for k in SAME}, "seeds": seeds, "baselines": base, "table": table, "per_seed": per_seed,
+           "seconds": round(sum(r["seconds"] for r in recs), 1), "environment": run_environment(),
+           "merged_from": [{"path": str(p), "sha256": r["sha256"], "seeds": r["seeds"], "seconds": r["seconds"],
+                            "environment": r["environment"]} for p, r in zip(paths, recs)]}
+    write_study_record(out_path, "protected", out)
+    return out
+
+
+def print_table(base: dict, table: dict) -> None:
+    print(f"{'model':<30}{'personal':>9}{'forget':>8}{'other':>8}{'recovery':>10}{'forget_prog':>12}")
+    for k, t in base.items():
+        print(f"{k:<30}{t['personal_acc']['mean']:>9.3f}{t['forget_acc']['mean']:>8.3f}{t['other_acc']['mean']:>8.3f}")
+    for k, t in table.items():
+        f = lambda m: t[m]["mean"] if t[m]["mean"] is not None else float("nan")  # noqa: E731
+        print(f"{k:<30}{f('personal_acc'):>9.3f}{f('forget_acc'):>8.3f}{f('other_acc'):>8.3f}{f('recovery'):>10.3f}"
+              f"{f('forget_progress'):>12.3f}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments.protected_study", description=__doc__.split("\n")[0])
     ap.add_argument("--config", choices=("demo", "tiny", "vit", "effnet"), default="effnet")
@@ -158,10 +210,16 @@ def main(argv=None) -> int:
                     help="also the (uncertified) dense forget-subspace variant of these ranks, for comparison")
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--no-retrain", action="store_true", help="skip the retrain baseline (no forget progress)")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="RECORD",
+                    help="instead of running: merge per-seed records of the same settings into --out")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    if args.merge:
+        out = merge(args.merge, args.out)
+        print_table(out["baselines"], out["table"])
+        return 0
     from zkapex_jax.protocol._circuits import relation
-    from zkapex_jax.studies.report import mean_std, run_environment, write_study_record
+    from zkapex_jax.studies.report import run_environment, write_study_record
 
     cfg = _pipeline(args.config)
     rho = relation.DEFAULT_DELTA_RATIO
@@ -173,24 +231,13 @@ def main(argv=None) -> int:
         res["summary"] = summarize_seed(res)
         per_seed.append(res)
         print(json.dumps({"seed": s, **res["summary"]}, default=float), flush=True)
-    names = [k for k in per_seed[0]["summary"] if all(k in p["summary"] for p in per_seed)]
-    table = {k: {m: mean_std([p["summary"][k][m] for p in per_seed])
-                 for m in ("personal_acc", "forget_acc", "other_acc", "recovery", "forget_progress", "max_move_ratio")}
-             for k in names}
-    base = {k: {m: mean_std([p["rows"][k][m] for p in per_seed]) for m in ("personal_acc", "forget_acc", "other_acc")}
-            for k in ("personalized", "mask_only", "retrain") if all(k in p["rows"] for p in per_seed)}
+    table, base = tabulate(per_seed)
     out = {"config": args.config, "curvature": args.curvature, "ranks": args.ranks, "rho": rho,
            "pipeline": cfg.to_dict(), "seeds": args.seeds, "alphas": list(ALPHAS), "attack_alphas": list(ATTACK_ALPHAS),
            "baselines": base, "table": table, "per_seed": per_seed, "seconds": round(time.perf_counter() - t0, 1),
            "environment": run_environment()}
     write_study_record(args.out, "protected", out)
-    print(f"{'model':<30}{'personal':>9}{'forget':>8}{'other':>8}{'recovery':>10}{'forget_prog':>12}")
-    for k, t in base.items():
-        print(f"{k:<30}{t['personal_acc']['mean']:>9.3f}{t['forget_acc']['mean']:>8.3f}{t['other_acc']['mean']:>8.3f}")
-    for k, t in table.items():
-        f = lambda m: t[m]["mean"] if t[m]["mean"] is not None else float("nan")  # noqa: E731
-        print(f"{k:<30}{f('personal_acc'):>9.3f}{f('forget_acc'):>8.3f}{f('other_acc'):>8.3f}{f('recovery'):>10.3f}"
-              f"{f('forget_progress'):>12.3f}")
+    print_table(base, table)
     return 0
 
 

@@ -31,3 +31,36 @@ def test_curvature_study_tiny(tmp_path):
     assert set(res["table"]) == {"empirical", "layer_inputs"}
     for k in ("empirical", "layer_inputs"):
         assert res["per_seed"][0]["kinds"][k]["trace_masked"] > 0
+
+
+def _seed_record(path, seed, recovery, rho=16):
+    from zkapex_jax.studies.report import write_study_record
+
+    row = {"personal_acc": 0.7, "forget_acc": 0.2, "other_acc": 0.3}
+    summary = {"plain": {**row, "recovery": recovery, "forget_progress": 0.8, "max_move_ratio": 0.9}}
+    write_study_record(path, "protected", {
+        "config": "effnet", "curvature": "layer_inputs", "ranks": [2], "rho": rho, "pipeline": {"model": "m"},
+        "alphas": [0.1], "attack_alphas": [0.1], "seeds": [seed], "seconds": 10.0,
+        "per_seed": [{"seed": seed, "rows": {"personalized": row, "mask_only": row}, "summary": summary}]})
+
+
+def test_protected_study_merges_per_seed_records(tmp_path):
+    """Seeds run as separate processes become one table (Student-t ci95 over them); records of other
+    settings or a seed given twice are refused, naming the file."""
+    from zkapex_jax import ArtifactError
+
+    for s, r in ((0, 0.8), (1, 0.6), (2, 0.7)):
+        _seed_record(tmp_path / f"s{s}.json", s, r)
+    out = protected_study.merge([tmp_path / "s2.json", tmp_path / "s0.json", tmp_path / "s1.json"], tmp_path / "m.json")
+    rec = load_study_record(tmp_path / "m.json", "protected")
+    assert rec["seeds"] == [0, 1, 2] == out["seeds"] and len(rec["merged_from"]) == 3
+    t = rec["table"]["plain"]["recovery"]
+    assert t["n"] == 3 and abs(t["mean"] - 0.7) < 1e-12
+    lo, hi = t["ci95"]
+    assert abs((hi - lo) / 2 - 4.302652729911275 * 0.1 / 3 ** 0.5) < 1e-9          # t_{0.975, 2} · s / √n
+    _seed_record(tmp_path / "other.json", 3, 0.5, rho=8)
+    with pytest.raises(ArtifactError, match="'rho' differs"):
+        protected_study.merge([tmp_path / "s0.json", tmp_path / "other.json"], tmp_path / "x.json")
+    with pytest.raises(ArtifactError, match="seed given twice"):
+        protected_study.merge([tmp_path / "s0.json", tmp_path / "s0.json"], tmp_path / "x.json")
+    assert not (tmp_path / "x.json").exists()
