@@ -47,8 +47,11 @@ name                   length                       meaning
 =====================  ===========================  ===========================================
 
 Outputs (public): ``pub_out = public``; ``zeros = |θ̂u|⊙[S] + |θ̂u − θ̂p|⊙2[T]`` (K·B, must be 0);
-``sink`` (7, must
-be 0: the range-checked values times the public 0, which keeps every check in the circuit).
+``asym = D₀ − D₀ᵀ`` with ``D₀ = Â[P,P] ⊙ qqᵀ`` the committed sub-matrix the certificate reads (K·kmax²,
+must be 0: since v7 the masked — and protected — principal sub-block of Â must be exactly symmetric,
+as the inverse of any symmetric curvature quantizes to; integer equality in the field, no range
+check needed: |Â| < 2^a ≪ p); ``sink`` (7, must be 0: the range-checked values times the public 0,
+which keeps every check in the circuit).
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from fractions import Fraction
 
 import numpy as np
 
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 #: names of the range-check groups whose sums feed ``sink`` (order of the sink outputs).
 CHECK_GROUPS = ("theta_p", "columns", "mu", "residual", "ycert", "ycert_error", "delta")
 #: the default public compensation bound ρ: no weight of a block may move by more than
@@ -292,7 +295,8 @@ class CircuitSpec:
                 + [f"col_{j}_{t}" for j in range(K) for t in range(k)] + ["mu", "ycert", "public"])
 
     def n_instances(self) -> int:
-        return self.public_length() + self.chunk_blocks * self.block_size + len(CHECK_GROUPS)
+        return (self.public_length() + self.chunk_blocks * self.block_size + self.chunk_blocks * self.kmax ** 2
+                + len(CHECK_GROUPS))
 
     def to_dict(self) -> dict:
         return {"commit": self.commit.to_dict(), "kmax": self.kmax, "chunk_blocks": self.chunk_blocks,
@@ -400,7 +404,9 @@ def build_relation(spec: CircuitSpec):
     eye = const("eye", np.eye(k, dtype=np.float64)[None])
     pad = node("Mul", [node("Mul", [node("Sub", [const("one", [1.0]), node("Reshape", [q, "shape_k_col"])]), eye]),
                        const("pad_c", [float(2 ** (cs.a_bits - 1))])])
-    D = node("Add", [node("Mul", [ass, qq]), pad])
+    d0 = node("Mul", [ass, qq])                                                                  # Â[P,P] ⊙ qqᵀ
+    node("Sub", [d0, node("Transpose", [d0], perm=[0, 2, 1])], "asym")                          # must be 0
+    D = node("Add", [d0, pad])
     E = node("Sub", [node("MatMul", [ycert, D]), node("Mul", [eye, const("two_ty", [float(2 ** bd.ty)])])])
     # compensation bound: 0 < ρ·Σ_S|θ̂p| − |θ̂u − θ̂p| + 1 < 2^s, as |2·(…) − 2^s| < 2^s
     abs_tp = node("Abs", [tp])
@@ -427,6 +433,7 @@ def build_relation(spec: CircuitSpec):
     inputs = [helper.make_tensor_value_info(n, TensorProto.DOUBLE, [1, n_]) for n, n_ in zip(spec.input_names(), L)]
     outputs = [helper.make_tensor_value_info("pub_out", TensorProto.DOUBLE, [1, L[-1]]),
                helper.make_tensor_value_info("zeros", TensorProto.DOUBLE, [K, B]),
+               helper.make_tensor_value_info("asym", TensorProto.DOUBLE, [K, k, k]),
                helper.make_tensor_value_info("sink", TensorProto.DOUBLE, [len(CHECK_GROUPS)])]
     graph = helper.make_graph(nodes, f"zkapex_cols_{spec.key}", inputs, outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="zkapex-jax")
@@ -442,7 +449,7 @@ def relation_reference(spec: CircuitSpec, theta_p, theta_u, cols, mu, ycert, mas
 
     Shapes: theta_p/theta_u/mask (K,B); cols (K,B,kmax) = Â[:, S]; mu/idx/q (K,kmax);
     ycert (K,kmax,kmax). Returns ``{group: max |argument| / 2^s}`` (as Fractions; the check holds
-    iff < 1), ``zeros`` (K,B) and ``ok`` (every check holds and zeros are 0)."""
+    iff < 1), ``zeros`` (K,B), ``asym`` (K,kmax,kmax) and ``ok`` (every check holds, zeros and asym are 0)."""
     cs, bd = spec.commit, spec.bounds
     K, B, k = spec.chunk_blocks, spec.block_size, spec.kmax
     S = 2 ** bd.s
@@ -460,10 +467,12 @@ def relation_reference(spec: CircuitSpec, theta_p, theta_u, cols, mu, ycert, mas
     rw = (2 ** bd.g + (3 * m - m * m) * ((2 ** (bd.g + bd.t) - 2 ** bd.g) // 2) if spec.protected
           else 2 ** bd.g + m * (2 ** (bd.g + bd.t) - 2 ** bd.g))
     D = np.empty((K, k, k), dtype=object)
+    D0 = np.empty((K, k, k), dtype=object)
     for j in range(K):
         for a in range(k):
             for b in range(k):
-                D[j, a, b] = A[j, idx[j, a], b] * q[j, a] * q[j, b] + (0 if q[j, a] else (2 ** (cs.a_bits - 1) if a == b else 0))
+                D0[j, a, b] = A[j, idx[j, a], b] * q[j, a] * q[j, b]
+                D[j, a, b] = D0[j, a, b] + (0 if q[j, a] else (2 ** (cs.a_bits - 1) if a == b else 0))
     E = np.einsum("kab,kbc->kac", Y, D) - np.eye(k, dtype=np.int64).astype(object)[None] * 2 ** bd.ty
     mx = lambda a: max([abs(int(x)) for x in np.asarray(a, dtype=object).ravel()] + [0])  # noqa: E731
     out = {"theta_p": Fraction(mx(tp), S), "columns": Fraction(mx(A) * 2 ** (bd.s - cs.a_bits), S),
@@ -476,7 +485,9 @@ def relation_reference(spec: CircuitSpec, theta_p, theta_u, cols, mu, ycert, mas
     out["delta"] = Fraction(mx(slack * 2 - S), S)
     zeros = np.abs(tu) * m_s + np.abs(tu - tp) * m_t2
     out["zeros"] = zeros
-    out["ok"] = all(v < 1 for key, v in out.items() if key not in ("zeros",)) and not any(int(z) for z in zeros.ravel())
+    out["asym"] = D0 - D0.transpose(0, 2, 1)
+    out["ok"] = (all(v < 1 for key, v in out.items() if key not in ("zeros", "asym"))
+                 and not any(int(z) for z in zeros.ravel()) and not any(int(z) for z in out["asym"].ravel()))
     return out
 
 

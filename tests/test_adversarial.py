@@ -768,3 +768,44 @@ def test_protected_weight_moved_by_one_unit_is_rejected(world, protected, tmp_pa
         u.theta_u_q[b] = tu
     u = _protected_forgery(world, protected, edit)
     assert rejected(verify(world, forge(world, tmp_path, u), mask=protected["req"]), "protected weights moved")
+
+
+# ----------------------------------------------------------------------------- a non-symmetric Â (v7)
+
+def test_non_symmetric_committed_inverse_is_refused_by_the_client_and_the_verifier(world, tmp_path):
+    """Issue 15's steering used an Â that no symmetric curvature inverts to. A client commits one
+    (before any mask) whose masked sub-block is not symmetric (Â[2,0] ≠ Â[0,2] in block 0, masked
+    at 0 and 2; 3 units). Its own code refuses to certify; a witness made anyway — the exact
+    Group-OBS update and Y for that Â, every range check satisfied — proves, but publishes the
+    asymmetry, and the verifier rejects it."""
+    A = quant.inverse_fisher(world["fisher"])
+    exps = world["sec"].inverse_exps
+    aq = quant.quantize_inverse(A, exps, world["cs"].a_bits)
+    aq[0][2, 0] += 3
+    A[0] = np.ldexp(aq[0].astype(np.float64), -int(exps[0]))
+    com, sec = P.commit_personalization(world["theta_p"], world["fisher"], world["cs"], client_id="alice",
+                                        keystore=world["client"], inverse=A)
+    assert int(sec.inverse_exps[0]) == int(exps[0]) and sec.inverse_q[0][2, 0] != sec.inverse_q[0][0, 2]
+    with pytest.raises(P.ProofError, match="block 0.*not symmetric"):
+        P.unlearn_committed(world["theta_p"], None, world["mask"], com, sec, keystore=world["client"])
+    u = forged_u(world)
+    u.inverse_q = np.asarray(sec.inverse_q, dtype=np.int64)
+    spec = next(s for s, bl in u.plan if 0 in bl)
+    w0 = quant.certify_block(u.theta_p_q[0], u.inverse_q[0], np.flatnonzero(world["mask"][0]), spec)
+    u.witnesses[0] = w0
+    u.theta_u_q[0] = w0.theta_u
+    bundle = prove_witness(u, com, sec, request_id="req-1", out_dir=tmp_path / "asym", keystore=world["client"],
+                           check_openings=False)
+    assert rejected(verify(world, bundle, com=com), "not symmetric")
+    # the attacker's next move: the published asymmetry edited to 0 in the proof file, re-hashed
+    st = json.loads((bundle / "statement.json").read_text())
+    i = next(k for k, e in enumerate(st["proofs"]) if 0 in e["blocks"])
+    p, doc = _proof_doc(bundle, i)
+    inst = doc["instances"][0]
+    at = spec.public_length() + spec.chunk_blocks * B
+    assert any(stages.felt_to_int(x) for x in inst[at:at + spec.chunk_blocks * spec.kmax ** 2])
+    inst[at:at + spec.chunk_blocks * spec.kmax ** 2] = [stages.int_to_felt(0)] * (spec.chunk_blocks * spec.kmax ** 2)
+    doc.pop("pretty_public_inputs", None)
+    p.write_text(json.dumps(doc))
+    rehash_proofs(bundle)
+    assert rejected(verify(world, bundle, com=com), "does not verify")

@@ -117,6 +117,25 @@ def test_onnx_graph_matches_oracle(seed):
     assert ref["ok"] == (seed == 0)
     exact = [ref[g] for g in ("residual", "theta_p", "move", "delta", "columns", "mu", "ycert", "ycert_error", "theta_u")]
     assert (max(exact) < 1 and not np.any(outs["zeros"])) == (seed == 0)  # Fractions: the delta check sits near 1
+    assert not np.any(outs["asym"]) and not any(int(x) for x in ref["asym"].ravel())   # symmetric Â: both seeds
+
+
+def test_asymmetric_committed_sub_block_is_a_nonzero_public_output():
+    """v7: the graph publishes Â[P,P] − Â[P,P]ᵀ; one entry of block 0's masked sub-block moved by
+    3 units (row 2 of slot 0: Â[2,0] vs Â[0,2]) shows there, in the graph and in the oracle alike,
+    and nowhere else (unused slots and padding stay 0)."""
+    spec = _spec()
+    blocks = honest_blocks(0)
+    blocks[0]["cols"] = blocks[0]["cols"].copy()
+    blocks[0]["cols"][2, 0] += 3
+    outs, _ = _reference_eval(spec, inputs_of(blocks))
+    ref = relation.relation_reference(spec, *[stack(blocks, k) for k in
+                                              ("theta_p", "theta_u", "cols", "mu", "ycert", "mask", "idx", "q")])
+    want = np.zeros((K, KMAX, KMAX))
+    want[0, 1, 0], want[0, 0, 1] = 3, -3          # slot 1 holds weight 2: D0[1,0] = Â[2,0], D0[0,1] = Â[0,2]
+    np.testing.assert_allclose(outs["asym"], want, rtol=0, atol=0.5)
+    np.testing.assert_allclose(np.asarray(ref["asym"], dtype=np.float64), want, rtol=0, atol=0)
+    assert not ref["ok"]
 
 
 def _witness(art, inputs, tmp_path):

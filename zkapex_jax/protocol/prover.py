@@ -94,6 +94,12 @@ def unlearn_committed(theta_p, fisher, mask_blocks, commitment: Commitment, secr
     wit = {}
     for spec, blocks in plan:
         for b in blocks:
+            p_ = np.flatnonzero(m[b] != 0)            # the request's weights P = S ∪ T
+            sub = aq[b][np.ix_(p_, p_)]
+            if not np.array_equal(sub, sub.T):        # the circuit proves Â[P,P] symmetric (relation v7)
+                raise ProofError(f"block {b}: the committed inverse Fisher is not symmetric on the request's weights "
+                                 "(Â[P,P] ≠ Â[P,P]ᵀ): no proof exists for it; commit the inverse of a symmetric "
+                                 "curvature")
             w = quant.certify_block(tq[b], aq[b], np.flatnonzero(m[b] == MASKED), spec, block=b,
                                     protected=np.flatnonzero(m[b] == PROTECTED))
             wit[b] = w

@@ -11,8 +11,9 @@ additionally requires:
    derived from the public spec (never files from the bundle), and the SRS is the commitment's;
 3. its public instances are exactly the expected ones: statement limbs (client, request, mask,
    commitment, spec, sθ, proof index, proof count), per block the published mask bits, the
-   masked positions (slots) and slot-used bits, the public 0, all ``zeros`` (θ̂u[S] = 0, and θ̂u[T] = θ̂p[T] for protected weights T) and all
-   ``sink`` values 0;
+   masked positions (slots) and slot-used bits, the public 0, all ``zeros`` (θ̂u[S] = 0, and
+   θ̂u[T] = θ̂p[T] for protected weights T), all ``asym`` (the committed Â[P,P] is symmetric, v7)
+   and all ``sink`` values 0;
 4. the commitments embedded in each proof equal the published ones: Com(θp_b), and for every used
    slot t Com(Â_b[:, S_t]) — **this comparison binds the proof to the committed curvature** (a
    wrong column passes every in-circuit check) — and Com(θu_b) equals the statement's;
@@ -118,7 +119,7 @@ def expected_instances(spec, blocks, mask, ctx) -> list[int]:
         else:
             pub += [0] * (B + 2 * k)
     pub.append(0)
-    return pub + [0] * (K * B) + [0] * len(relation.CHECK_GROUPS)
+    return pub + [0] * (K * B) + [0] * (K * k * k) + [0] * len(relation.CHECK_GROUPS)
 
 
 def check_deployment(statement: dict, commitment: Commitment, theta_u, rest, opening, *,
@@ -280,7 +281,11 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
         zeros = inst[npub:npub + K * spec.block_size]
         if any(zeros):
             return reject(f"proof {c}: masked weights of θu are not zero (or protected weights moved)")
-        sink = inst[npub + K * spec.block_size:]
+        n_asym = K * spec.kmax ** 2
+        if any(inst[npub + K * spec.block_size:npub + K * spec.block_size + n_asym]):
+            return reject(f"proof {c}: the committed inverse Fisher is not symmetric on the request's weights "
+                          "(Â[P,P] ≠ Â[P,P]ᵀ)")
+        sink = inst[npub + K * spec.block_size + n_asym:]
         if any(sink):
             return reject(f"proof {c}: range-check outputs are not zero")
         if not stages.verify_chunk_bytes(raw, art.settings, art.vk, art.srs):
