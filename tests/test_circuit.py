@@ -297,8 +297,17 @@ def test_native_commitments_equal_ezkl_kzg_commit(art, seed):
     rng = np.random.default_rng(seed)
     vecs = [[int(x) for x in rng.integers(-2 ** 23, 2 ** 23, 16)] + [int(x) for x in rng.integers(-2 ** 51, 2 ** 51, 8)],
             [int(x) for x in rng.integers(-2 ** 14, 2 ** 14, 5)], [0] * 7, [0] * seed + [1], [0, -1],
-            [2 ** 63 - 1, -(2 ** 63)], [int(rng.integers(-9, 9))] * 30]
-    assert stages.commit_vectors(art, vecs, backend="native") == stages.commit_vectors(art, vecs, backend="ezkl")
+            [2 ** 63 - 1, -(2 ** 63)], [int(rng.integers(-9, 9))] * 30,
+            # long columns take Pippenger's buckets (windows of 4, 5 and 6 bits by their length),
+            # with the 52-bit blinders on Straus' chain beside them; sparse and one-sign ones too
+            [int(x) for x in rng.integers(-2 ** 23, 2 ** 23, 100)] + [int(x) for x in rng.integers(-2 ** 51, 2 ** 51, 8)],
+            [int(x) for x in rng.integers(-2 ** 23, 2 ** 23, 300)], [int(x) for x in rng.integers(0, 2 ** 31, 600)],
+            [int(x) * int(rng.random() < 0.1) for x in rng.integers(-2 ** 20, 2 ** 20, 700)],
+            [int(x) for x in rng.integers(-2 ** 23, 2 ** 23, 1900)] + [-(2 ** 63), 2 ** 62, 1, 0, -5, 2 ** 32, -(2 ** 32), 7]]
+    nat = stages.commit_vectors(art, vecs, backend="native")
+    assert nat == stages.commit_vectors(art, vecs, backend="ezkl")
+    straus = native.commit(art.srs, vecs, stages.zero_commitment(art), method="straus")
+    assert [x.to_bytes(32, "big").hex() + y.to_bytes(32, "big").hex() for x, y in straus] == nat
 
 
 def test_commitments_agree_across_circuits_of_one_logrows(art, tmp_path):

@@ -63,6 +63,8 @@ def _lib():
     lib.commit_columns.argtypes = [p(ctypes.c_uint64), ctypes.c_int64, p(ctypes.c_int64), ctypes.c_int64,
                                    ctypes.c_int64, p(ctypes.c_uint64), ctypes.c_int, p(ctypes.c_uint64)]
     lib.commit_columns.restype = ctypes.c_int
+    lib.commit_columns_method.argtypes = lib.commit_columns.argtypes + [ctypes.c_int]
+    lib.commit_columns_method.restype = ctypes.c_int
     return lib
 
 
@@ -106,9 +108,14 @@ def _to_mont(v: int) -> list[int]:
     return [(m >> (64 * i)) & (2 ** 64 - 1) for i in range(4)]
 
 
-def commit(srs_path, vectors, zero_point: tuple[int, int] | None) -> list[tuple[int, int]]:
+METHODS = {"auto": 1, "straus": 0}
+
+
+def commit(srs_path, vectors, zero_point: tuple[int, int] | None, *, method: str = "auto") -> list[tuple[int, int]]:
     """``Z + Σ_i v_i·L_i`` for each integer vector (rows padded with zeros; |v_i| < 2^63) as
-    affine ``(x, y)`` integers; ``zero_point`` is Z (None: the point at infinity)."""
+    affine ``(x, y)`` integers; ``zero_point`` is Z (None: the point at infinity). ``method``:
+    ``"auto"`` (Pippenger's buckets over the entries of columns of ≥ 64 values, Straus over the
+    rest) or ``"straus"`` (Straus over everything: the previous kernel, for benchmarks)."""
     lib = _lib()
     if lib is None:
         raise RuntimeError("the native commitment kernel is not available (no C compiler)")
@@ -127,9 +134,10 @@ def commit(srs_path, vectors, zero_point: tuple[int, int] | None) -> list[tuple[
     z = np.array(_to_mont(zero_point[0]) + _to_mont(zero_point[1]) if zero_point else [0] * 8, dtype=np.uint64)
     out = np.zeros((len(vectors), 8), dtype=np.uint64)
     P = ctypes.POINTER
-    rc = lib.commit_columns(b.ctypes.data_as(P(ctypes.c_uint64)), b.shape[0], s.ctypes.data_as(P(ctypes.c_int64)),
-                            width, len(vectors), z.ctypes.data_as(P(ctypes.c_uint64)), int(zero_point is None),
-                            out.ctypes.data_as(P(ctypes.c_uint64)))
+    rc = lib.commit_columns_method(b.ctypes.data_as(P(ctypes.c_uint64)), b.shape[0],
+                                   s.ctypes.data_as(P(ctypes.c_int64)), width, len(vectors),
+                                   z.ctypes.data_as(P(ctypes.c_uint64)), int(zero_point is None),
+                                   out.ctypes.data_as(P(ctypes.c_uint64)), METHODS[method])
     if rc != 0:
         raise ValueError("native commitment failed")
     return [(sum(int(o[j]) << (64 * j) for j in range(4)), sum(int(o[4 + j]) << (64 * j) for j in range(4)))
