@@ -788,15 +788,21 @@ def test_non_symmetric_committed_inverse_is_refused_by_the_client_and_the_verifi
     assert int(sec.inverse_exps[0]) == int(exps[0]) and sec.inverse_q[0][2, 0] != sec.inverse_q[0][0, 2]
     with pytest.raises(P.ProofError, match="block 0.*not symmetric"):
         P.unlearn_committed(world["theta_p"], None, world["mask"], com, sec, keystore=world["client"])
+    # the forged witness, for a request that masks block 0 only (one proof)
+    mask0 = np.zeros_like(world["mask"])
+    mask0[0] = world["mask"][0]
     u = forged_u(world)
     u.inverse_q = np.asarray(sec.inverse_q, dtype=np.int64)
+    u.mask = mask0.astype(np.int8)
+    u.plan = P.plan_proofs(u.mask, world["cs"], root=world["client"].root)
     spec = next(s for s, bl in u.plan if 0 in bl)
-    w0 = quant.certify_block(u.theta_p_q[0], u.inverse_q[0], np.flatnonzero(world["mask"][0]), spec)
-    u.witnesses[0] = w0
+    w0 = quant.certify_block(u.theta_p_q[0], u.inverse_q[0], np.flatnonzero(mask0[0]), spec)
+    u.witnesses = {0: w0}
+    u.theta_u_q = u.theta_p_q.copy()
     u.theta_u_q[0] = w0.theta_u
     bundle = prove_witness(u, com, sec, request_id="req-1", out_dir=tmp_path / "asym", keystore=world["client"],
                            check_openings=False)
-    assert rejected(verify(world, bundle, com=com), "not symmetric")
+    assert len(u.plan) == 1 and rejected(verify(world, bundle, com=com, mask=mask0), "not symmetric")
     # the attacker's next move: the published asymmetry edited to 0 in the proof file, re-hashed
     st = json.loads((bundle / "statement.json").read_text())
     i = next(k for k, e in enumerate(st["proofs"]) if 0 in e["blocks"])
@@ -808,4 +814,4 @@ def test_non_symmetric_committed_inverse_is_refused_by_the_client_and_the_verifi
     doc.pop("pretty_public_inputs", None)
     p.write_text(json.dumps(doc))
     rehash_proofs(bundle)
-    assert rejected(verify(world, bundle, com=com), "does not verify")
+    assert rejected(verify(world, bundle, com=com, mask=mask0), "does not verify")
