@@ -176,14 +176,14 @@ def test_unlearning_outcome_is_one_definition_for_every_study():
     o = unlearning_outcome(model, pers, mo, rt)
     assert o["recovery"] == pytest.approx(0.75) and o["forget_progress"] == pytest.approx(0.5)
     assert o["gap_to_retrain"] == pytest.approx(0.4) and o["gap_to_retrain_personal"] == pytest.approx(0.08)
-    assert o["collapsed"] == 0.0
+    assert o["collapsed"] < 0.5   # a 0.0 / 1.0 flag
     broken = dict(model, other_acc=COLLAPSE_SHARE * pers["other_acc"] - 0.01)      # forgetting by collapse
-    assert unlearning_outcome(broken, pers, mo, rt)["collapsed"] == 1.0
+    assert unlearning_outcome(broken, pers, mo, rt)["collapsed"] > 0.5
     no_rt = unlearning_outcome(model, pers, mo)
     assert np.isnan(no_rt["forget_progress"]) and "gap_to_retrain" not in no_rt
     assert np.isnan(unlearning_outcome(model, pers, mo, dict(rt, forget_acc=0.9))["forget_progress"])   # no gap
     assert np.isnan(unlearning_outcome(model, pers, dict(mo, personal_acc=0.8), rt)["recovery"])       # no cost
     lm = {"personal_acc": 0.5, "forget_acc": 0.4}                       # a study without other/global accuracy
-    assert unlearning_outcome(lm, lm, {"personal_acc": 0.3, "forget_acc": 0.2})["collapsed"] == 0.0
+    assert unlearning_outcome(lm, lm, {"personal_acc": 0.3, "forget_acc": 0.2})["collapsed"] < 0.5
     res = add_outcomes({"personalized": dict(pers), "mask_only": dict(mo), "retrain": dict(rt), "m": dict(model)})
     assert res["m"]["forget_progress"] == pytest.approx(0.5) and res["personalized"]["recovery"] == pytest.approx(1.0)
