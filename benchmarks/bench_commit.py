@@ -80,9 +80,8 @@ def main(argv=None):
         tn, cn = time.perf_counter() - t0, time.process_time() - c0
         # the previous kernel (Straus over every value) on the same columns, in the same run
         t0, c0 = time.perf_counter(), time.process_time()
-        st = native.commit(art.srs, cols, stages.zero_commitment(art), method="straus")
+        st = stages.commit_vectors(art, cols, backend="native", native_method="straus")
         ts, cs_ = time.perf_counter() - t0, time.process_time() - c0
-        st = [x.to_bytes(32, "big").hex() + y.to_bytes(32, "big").hex() for x, y in st]
         t0, c0 = time.perf_counter(), time.process_time()
         ez = stages.commit_vectors(art, cols[:ne], backend="ezkl")
         te, ce = time.perf_counter() - t0, time.process_time() - c0

@@ -294,9 +294,19 @@ class CircuitSpec:
         return ([f"theta_p_{j}" for j in range(K)] + [f"theta_u_{j}" for j in range(K)]
                 + [f"col_{j}_{t}" for j in range(K) for t in range(k)] + ["mu", "ycert", "public"])
 
+    def output_sections(self) -> dict[str, slice]:
+        """Where each public output of the graph sits among a proof's instances, in the graph's
+        output order: ``public`` (the statement), ``zeros`` (K·B), ``asym`` (K·kmax², v7), ``sink``."""
+        K, B, k = self.chunk_blocks, self.block_size, self.kmax
+        out, at = {}, 0
+        for name, n in (("public", self.public_length()), ("zeros", K * B), ("asym", K * k * k),
+                        ("sink", len(CHECK_GROUPS))):
+            out[name] = slice(at, at + n)
+            at += n
+        return out
+
     def n_instances(self) -> int:
-        return (self.public_length() + self.chunk_blocks * self.block_size + self.chunk_blocks * self.kmax ** 2
-                + len(CHECK_GROUPS))
+        return self.output_sections()["sink"].stop
 
     def to_dict(self) -> dict:
         return {"commit": self.commit.to_dict(), "kmax": self.kmax, "chunk_blocks": self.chunk_blocks,

@@ -327,7 +327,8 @@ def zero_commitment(art: CircuitArtifacts) -> tuple[int, int]:
     return _ZERO_COMMITMENTS[key]
 
 
-def commit_vectors(art: CircuitArtifacts, vectors, *, batch: int | None = None, backend: str = "auto") -> list[str]:
+def commit_vectors(art: CircuitArtifacts, vectors, *, batch: int | None = None, backend: str = "auto",
+                   native_method: str = "auto") -> list[str]:
     """KZG commitments (as :func:`point_hex`) of many input columns of ``art``'s logrows.
 
     ``backend="native"``: Z + Σ_i v_i·L_i over the SRS's Lagrange points (:mod:`circuits.native`,
@@ -335,7 +336,8 @@ def commit_vectors(art: CircuitArtifacts, vectors, *, batch: int | None = None, 
     calls — each vector padded with zeros to one column's height and up to ``batch`` of them
     (default: as many as fit 2^22 field elements) per call (a commitment is linear in the values,
     so zero padding leaves it as the single-vector one); ``"auto"``: native when a C compiler was
-    found, else ezkl. Both are tested equal (tests/test_circuit.py). Each vector must fit one column."""
+    found, else ezkl. Both are tested equal (tests/test_circuit.py). Each vector must fit one column.
+    ``native_method``: the native kernel's algorithm (:data:`circuits.native.METHODS`)."""
     if backend not in ("auto", "native", "ezkl"):
         raise ValueError(f"backend must be auto, native or ezkl, got {backend!r}")
     h = column_height(art)
@@ -349,7 +351,7 @@ def commit_vectors(art: CircuitArtifacts, vectors, *, batch: int | None = None, 
                     raise EzklError(f"a vector of {len(v)} values does not fit one column of {h}")
             z = zero_commitment(art)
             return [x.to_bytes(32, "big").hex() + y.to_bytes(32, "big").hex()
-                    for x, y in native.commit(art.srs, vectors, z)]
+                    for x, y in native.commit(art.srs, vectors, z, method=native_method)]
     batch = batch or max(1, COMMIT_BATCH_FELTS // h)  # logrows 13: 512 columns a call; 19: 8
     out = []
     pad = int_to_felt(0)

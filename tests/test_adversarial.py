@@ -291,8 +291,8 @@ def test_edited_zero_instances_of_false_proof(world, tmp_path):
     p, doc = _proof_doc(bundle, i)
     zero = stages.int_to_felt(0)
     inst = doc["instances"][0]
-    npub = spec.public_length()
-    inst[npub:npub + spec.chunk_blocks * B] = [zero] * (spec.chunk_blocks * B)
+    zs = spec.output_sections()["zeros"]
+    inst[zs] = [zero] * (zs.stop - zs.start)
     doc.pop("pretty_public_inputs", None)
     p.write_text(json.dumps(doc))
     rehash_proofs(bundle)
@@ -808,9 +808,9 @@ def test_non_symmetric_committed_inverse_is_refused_by_the_client_and_the_verifi
     i = next(k for k, e in enumerate(st["proofs"]) if 0 in e["blocks"])
     p, doc = _proof_doc(bundle, i)
     inst = doc["instances"][0]
-    at = spec.public_length() + spec.chunk_blocks * B
-    assert any(stages.felt_to_int(x) for x in inst[at:at + spec.chunk_blocks * spec.kmax ** 2])
-    inst[at:at + spec.chunk_blocks * spec.kmax ** 2] = [stages.int_to_felt(0)] * (spec.chunk_blocks * spec.kmax ** 2)
+    asym = spec.output_sections()["asym"]
+    assert any(stages.felt_to_int(x) for x in inst[asym])
+    inst[asym] = [stages.int_to_felt(0)] * (asym.stop - asym.start)
     doc.pop("pretty_public_inputs", None)
     p.write_text(json.dumps(doc))
     rehash_proofs(bundle)

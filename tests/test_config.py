@@ -74,10 +74,10 @@ def test_spec_stages_record_what_they_did():
     st = _stages().replace(mask__fraction=0.05, mask__protect=2, curvature__kind="layer_inputs",
                            curvature__damping=1e-2, curvature__relative=True)
     lay = st.layout(fam, params)
+    scores = provider.request_scores(fam, params, (x[:3], y[:3]), (x[3:], y[3:]), st.mask)
     with pytest.raises(ValueError, match="block layout"):
-        provider.publish_request(fam, params, (x[:3], y[:3]), (x[3:], y[3:]), st.mask)
-    mask, scores = provider.publish_request(fam, params, (x[:3], y[:3]), (x[3:], y[3:]), st.mask, layout=lay,
-                                            meta={"forget_classes": [0, 1, 2]})
+        provider.publish_request(scores, st.mask)
+    mask = provider.publish_request(scores, st.mask, layout=lay, meta={"forget_classes": [0, 1, 2]})
     codes = mask.request_blocks(lay)
     masked_rows, prot = (codes == 1).any(axis=1), (codes == 2).sum(axis=1)
     assert mask.num_masked > 0 and mask.num_protected == int(prot.sum()) > 0

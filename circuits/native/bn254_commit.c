@@ -166,12 +166,18 @@ static void add_signed(jac *acc, const uint64_t *bases, int64_t i, int neg) {
     else madd(acc, acc, x, y);
 }
 
-/* Straus: one shared doubling chain over the bits of max |v_i| of the indices in idx[0..n) */
-static void straus(jac *acc, const uint64_t *bases, const int64_t *s, const int64_t *idx, int64_t n) {
+/* the bit length of max |v_i| over the indices in idx[0..n) */
+static int top_bits(const int64_t *s, const int64_t *idx, int64_t n) {
     uint64_t mx = 0;
     for (int64_t k = 0; k < n; k++) { uint64_t a = mag(s[idx[k]]); if (a > mx) mx = a; }
     int top = 0;
     while (top < 64 && (mx >> top)) top++;
+    return top;
+}
+
+/* Straus: one shared doubling chain over the bits of max |v_i| of the indices in idx[0..n) */
+static void straus(jac *acc, const uint64_t *bases, const int64_t *s, const int64_t *idx, int64_t n) {
+    int top = top_bits(s, idx, n);
     acc->inf = 1;
     for (int bit = top - 1; bit >= 0; bit--) {
         dbl(acc, acc);
@@ -186,10 +192,7 @@ static void straus(jac *acc, const uint64_t *bases, const int64_t *s, const int6
  * per window every point goes once into the bucket of its digit (its sign on the point), and
  * the buckets are summed by the running-sum trick (2·2^c additions) */
 static void pippenger(jac *acc, const uint64_t *bases, const int64_t *s, const int64_t *idx, int64_t n, int c) {
-    uint64_t mx = 0;
-    for (int64_t k = 0; k < n; k++) { uint64_t a = mag(s[idx[k]]); if (a > mx) mx = a; }
-    int top = 0;
-    while (top < 64 && (mx >> top)) top++;
+    int top = top_bits(s, idx, n);
     int nw = (top + c - 1) / c;
     jac bucket[256];
     acc->inf = 1;

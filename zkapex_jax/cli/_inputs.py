@@ -281,8 +281,9 @@ def provider_splits(args, fam):
     return None
 
 
-def client_data(args, fam, what, min_examples=1):
-    """--data, or the built-in personalization split (built-in image models only)."""
+def data_or_builtin(args, fam, what, min_examples=1, builtin="personal_train"):
+    """--data, or the built-in Fashion-MNIST split ``builtin`` (``personal_train`` for the client,
+    ``global_train`` for the provider; built-in image models only)."""
     if args.data:
         return user_split(fam, args.data, what, min_examples=min_examples, args=args)
     if not builtin_image(args) or fam.kind != "classifier":
@@ -290,7 +291,7 @@ def client_data(args, fam, what, min_examples=1):
                           + (" (a text/code file or folder)" if fam.kind == "lm" else ""))
     from ..studies import image as pl
 
-    return pl.load_data(study_config(args, fam), args.seed).personal_train
+    return getattr(pl.load_data(study_config(args, fam), args.seed), builtin)
 
 
 def model_and_params(args, path):

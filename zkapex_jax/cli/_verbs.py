@@ -12,9 +12,9 @@ from pathlib import Path
 
 from .._errors import ZkapexError
 from ._args import _say
-from ._inputs import (as_data, builtin_image, check_srs, client_data, family_of, is_hf_dir, keystore_of,
-                      load_client, load_hf_dir, load_params, model_and_params, n_examples, provider_splits,
-                      refuse_outputs, stage_config, study_config, subsample, user_split)
+from ._inputs import (as_data, check_srs, data_or_builtin, family_of, is_hf_dir, keystore_of, load_client,
+                      load_hf_dir, load_params, model_and_params, n_examples, provider_splits, refuse_outputs,
+                      stage_config, study_config, subsample)
 
 EXIT_VALID, EXIT_REJECTED, EXIT_MALFORMED = 0, 1, 2
 
@@ -49,21 +49,15 @@ def cmd_train(args) -> int:
 
     from ..models.train import save_checkpoint
     from ..protocol import provider
-    from ..studies import image as pl
 
     refuse_outputs(args.out, force=args.force, checkpoint=True)
     fam = family_of(args)
     hf_dir = is_hf_dir(args.model)
     if args.pretrained and fam.pretrained_fn is None and not hf_dir:
         raise ZkapexError(f"--model {args.model!r} ships no pretrained weights: drop --pretrained")
-    if args.data:
-        data = user_split(fam, args.data, "training data", min_examples=2, args=args)
-    elif builtin_image(args) and fam.kind == "classifier":
-        data = pl.load_data(study_config(args, fam), args.seed).global_train
+    data = data_or_builtin(args, fam, "training data", min_examples=2, builtin="global_train")
+    if not args.data:
         _say(f"training data: the built-in global split, {data.n} images")
-    else:
-        raise ZkapexError(f"--model {args.model!r} has no built-in data: give --data"
-                          + (" (a text/code file or folder)" if fam.kind == "lm" else ""))
     recipe = stage_config(args, fam, n_train=n_examples(data)).global_recipe
     k_init, k_fit = jax.random.split(jax.random.PRNGKey(args.seed))
     seed = int(jax.random.randint(k_init, (), 0, 2**31 - 1))
@@ -102,8 +96,9 @@ def cmd_mask(args) -> int:
     forget = subsample(forget, st.mask.n_forget, args.seed)
     retain = subsample(retain, st.mask.n_retain, args.seed + 1)
     meta.update(n_forget=n_examples(forget), n_retain=n_examples(retain))
-    m, _ = provider.publish_request(fam, theta_g, as_data(fam, forget), as_data(fam, retain), st.mask, layout=layout,
-                                    meta=meta, chunk_size=st.curvature.chunk)
+    scores = provider.request_scores(fam, theta_g, as_data(fam, forget), as_data(fam, retain), st.mask,
+                                     chunk_size=st.curvature.chunk)
+    m = provider.publish_request(scores, st.mask, layout=layout, meta=meta)
     digest = m.save(args.out)
     extra = f", {m.num_protected} protected" if st.mask.protect else ""
     _say(f"mask: {m.num_masked} of {m.size} weights ({m.fraction:.2%}){extra} → {args.out} (sha256 {digest[:16]}…)")
@@ -119,7 +114,7 @@ def cmd_fisher(args) -> int:
     fam, params = model_and_params(args, args.params)
     st = stage_config(args, fam)
     layout = st.layout(fam, params)
-    data = subsample(client_data(args, fam, "client data"), st.curvature.n_examples, args.seed)
+    data = subsample(data_or_builtin(args, fam, "client data"), st.curvature.n_examples, args.seed)
     try:
         curvature = client.curvature(fam, params, as_data(fam, data), layout, st.curvature,
                                      key=jax.random.PRNGKey(args.seed))
@@ -141,7 +136,7 @@ def cmd_personalize(args) -> int:
     if Path(args.out).resolve() == Path(args.global_ckpt).resolve():
         raise ZkapexError("--out must differ from --global")
     fam, theta_g = model_and_params(args, args.global_ckpt)
-    data = client_data(args, fam, "client data", min_examples=2)
+    data = data_or_builtin(args, fam, "client data", min_examples=2)
     recipe = stage_config(args, fam, n_train=n_examples(data)).personal_recipe
     t0 = time.perf_counter()
     theta_p, hist = client.personalize(fam, theta_g, as_data(fam, data), recipe, key=jax.random.PRNGKey(args.seed))

@@ -92,17 +92,12 @@ def request_scores(family, theta_global, forget, retain, spec, *, chunk_size: in
                          r=spec.r, damping=spec.damping, chunk_size=chunk_size)
 
 
-def publish_request(family, theta_global, forget, retain, spec, *, layout=None, meta: Mapping | None = None,
-                    chunk_size: int = 32, scores: Mapping | None = None):
-    """[provider] The deletion request of :class:`~zkapex_jax.protocol.config.MaskSpec` ``spec``:
-    score the global model's kernels on ``forget`` vs ``retain`` (each already subsampled to
-    ``spec.n_forget`` / ``spec.n_retain`` by the caller, who owns the data's draws; ``scores``
-    skips the gradient passes), publish the top ``spec.fraction``, and with ``spec.protect`` > 0
-    protect that many weights per masked block of the client's committed ``layout``. The mask
-    records the score's settings and ``meta`` (e.g. the forget classes). Returns
-    ``(Mask, scores)``."""
-    if scores is None:
-        scores = request_scores(family, theta_global, forget, retain, spec, chunk_size=chunk_size)
+def publish_request(scores: Mapping, spec, *, layout=None, meta: Mapping | None = None) -> Mask:
+    """[provider] The deletion request of :class:`~zkapex_jax.protocol.config.MaskSpec` ``spec``
+    from the global model's ``scores`` (:func:`request_scores` on forget / retain data the caller
+    drew, ``spec.n_forget`` / ``spec.n_retain`` of each): the top ``spec.fraction``, and with
+    ``spec.protect`` > 0 that many protected weights per masked block of the client's committed
+    ``layout``. The mask records the score's settings and ``meta`` (e.g. the forget classes)."""
     info = {"h": spec.h, "r": spec.r, "damping": spec.damping, "n_forget": spec.n_forget, "n_retain": spec.n_retain,
             **dict(meta or {})}
     mask = publish_mask(scores, spec.fraction, scope=spec.scope, method=spec.method, meta=info)
@@ -112,7 +107,7 @@ def publish_request(family, theta_global, forget, retain, spec, *, layout=None, 
         from ..core.mask import protect_top
 
         mask = protect_top(mask, scores, layout, spec.protect)
-    return mask, scores
+    return mask
 
 
 def publish_forget_subspace(family, theta_global, forget, layout, rank: int, *, chunk_size: int = 32):

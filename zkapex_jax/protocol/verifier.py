@@ -119,7 +119,7 @@ def expected_instances(spec, blocks, mask, ctx) -> list[int]:
         else:
             pub += [0] * (B + 2 * k)
     pub.append(0)
-    return pub + [0] * (K * B) + [0] * (K * k * k) + [0] * len(relation.CHECK_GROUPS)
+    return pub + [0] * (spec.n_instances() - len(pub))   # zeros, asym and sink: all 0
 
 
 def check_deployment(statement: dict, commitment: Commitment, theta_u, rest, opening, *,
@@ -263,7 +263,6 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
             inst, coms = stages.proof_public(json.loads(raw), spec.n_inputs)
         except Exception as ex:  # noqa: BLE001 — any malformed proof is a rejection
             return reject(f"proof {c}: malformed ({ex.__class__.__name__}: {str(ex)[:80]})")
-        K = spec.chunk_blocks
         bad = opening_mismatch(commitment, spec, blocks, m, coms)
         if bad:
             return reject(f"proof {c}: {bad}")
@@ -278,15 +277,13 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
             return reject(f"proof {c}: bound to another statement (client, request, mask, commitment or index)")
         if inst[:npub] != want[:npub]:
             return reject(f"proof {c}: public mask / slot positions differ from the published mask")
-        zeros = inst[npub:npub + K * spec.block_size]
-        if any(zeros):
+        sec = spec.output_sections()
+        if any(inst[sec["zeros"]]):
             return reject(f"proof {c}: masked weights of θu are not zero (or protected weights moved)")
-        n_asym = K * spec.kmax ** 2
-        if any(inst[npub + K * spec.block_size:npub + K * spec.block_size + n_asym]):
+        if any(inst[sec["asym"]]):
             return reject(f"proof {c}: the committed inverse Fisher is not symmetric on the request's weights "
                           "(Â[P,P] ≠ Â[P,P]ᵀ)")
-        sink = inst[npub + K * spec.block_size + n_asym:]
-        if any(sink):
+        if any(inst[sec["sink"]]):
             return reject(f"proof {c}: range-check outputs are not zero")
         if not stages.verify_chunk_bytes(raw, art.settings, art.vk, art.srs):
             return reject(f"proof {c}: does not verify under the provider's verification key")

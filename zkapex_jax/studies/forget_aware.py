@@ -24,8 +24,9 @@ import jax
 from ..core.obs import factorize
 from ..protocol import client, provider
 from . import image as P
+from .metrics import add_outcomes
 from .report import aggregate
-from .vit_fmnist import _derived, _global_model
+from .vit_fmnist import _global_model
 
 STUDY = "forget_aware"
 _LOG = logging.getLogger("zkapex_jax.studies")
@@ -83,7 +84,7 @@ def run_seed(cfg: ForgetAwareConfig, seed: int, *, cache_dir=None) -> dict:
         for r in cfg.ranks:
             theta_fa, _ = client.unlearn(theta_p, factor, mask, layout, forget_basis=u_all[:, :, :r])
             res[f"zkapex_fa_r{r}"] = ev(theta_fa)
-        out[str(frac)] = _derived(res, cfg.recovery_min_drop)
+        out[str(frac)] = add_outcomes(res, eps=cfg.recovery_min_drop)
         _LOG.info("forget_aware seed %d fraction %g: %s", seed, frac, ", ".join(
             f"{m} p={v['personal_acc']:.3f} f={v['forget_acc']:.3f}" for m, v in out[str(frac)].items()))
     times["methods_s"] = time.perf_counter() - t0

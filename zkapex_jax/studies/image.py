@@ -266,9 +266,7 @@ def provider_mask(cfg: PipelineConfig, theta_global, data: data_mod.Splits, *, s
         spec = spec.replace(fraction=fraction)
     if scores is None:
         scores = provider_scores(cfg, theta_global, data, seed=seed)
-    mask, _ = provider.publish_request(model_fns(cfg), theta_global, None, None, spec, scores=scores,
-                                       meta={"forget_classes": list(cfg.forget_classes), **dict(meta or {})})
-    return mask
+    return provider.publish_request(scores, spec, meta={"forget_classes": list(cfg.forget_classes), **dict(meta or {})})
 
 
 def provider_scores(cfg: PipelineConfig, theta_global, data: data_mod.Splits, *, seed: int = 0) -> dict:

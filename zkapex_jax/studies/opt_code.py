@@ -394,8 +394,7 @@ def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, shared_
     forget = forget_pool[rng.choice(forget_pool.shape[0], cfg.n_mask_examples, replace=False)]
     retain = _retain_sample(cfg, seqs, cfg.n_mask_examples, rng)
     scores = provider_scores(cfg, fns, theta_g, forget, retain)
-    mask, _ = provider.publish_request(fns, theta_g, None, None, cfg.mask_spec(), scores=scores,
-                                       meta={"forget": cfg.forget_language})
+    mask = provider.publish_request(scores, cfg.mask_spec(), meta={"forget": cfg.forget_language})
     times["mask_s"] = time.perf_counter() - t
 
     # client: block Fisher of θp on its Rust data, Group-OBS

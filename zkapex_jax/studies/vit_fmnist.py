@@ -110,12 +110,6 @@ class StudyConfig:
         return dataclasses.replace(self, **kw)
 
 
-def _derived(results: dict, min_drop: float) -> dict:
-    """Recovery, forget progress, the gaps to retrain and the collapse guard of every method
-    (:func:`zkapex_jax.studies.metrics.add_outcomes`, in place)."""
-    return M.add_outcomes(results, eps=min_drop)
-
-
 def _cache_path(cache_dir, cfg: P.PipelineConfig, seed: int, tag: str):
     keys = ("model", "dataset", "forget_classes", "personal_classes", "shift", "n_orig", "n_shift",
             "n_train_per_domain", "max_global_train", "max_test", "global_epochs", "global_lr", "global_batch",
@@ -209,12 +203,12 @@ def run_seed(study: StudyConfig, seed: int, *, cache_dir=None) -> tuple[dict, di
     t0 = time.perf_counter()
     results = {name: P.evaluate(cfg, models[name], data, seed=seed) for name in METHODS}
     timings["evaluate_s"] = time.perf_counter() - t0
-    _derived(results, study.recovery_min_drop)
+    M.add_outcomes(results, eps=study.recovery_min_drop)
     for meth in study.extra_mask_methods:
         sub = {"personalized": results["personalized"], "retrain": results["retrain"],
                "mask_only": P.evaluate(cfg, extra[f"mask_only__{meth}"], data, seed=seed),
                "zkapex": P.evaluate(cfg, extra[f"zkapex__{meth}"], data, seed=seed)}
-        sub = _derived({k: dict(v) for k, v in sub.items()}, study.recovery_min_drop)
+        sub = M.add_outcomes({k: dict(v) for k, v in sub.items()}, eps=study.recovery_min_drop)
         results[f"mask_only__{meth}"], results[f"zkapex__{meth}"] = sub["mask_only"], sub["zkapex"]
     results["global"] = P.evaluate(cfg, theta_g, data, seed=seed)
     # selectivity (why the forgetting does or does not survive the compensation)
@@ -490,8 +484,8 @@ def rederive(results: dict, study: StudyConfig, *, ablation: dict | None = None)
     Used when a definition changed after a long run; nothing is re-measured."""
     per_seed = [dict(ps) for ps in results["per_seed"]]
     for ps in per_seed:
-        ps["metrics"] = _derived({m: dict(v) for m, v in ps["metrics"].items() if m != "global"},
-                                 study.recovery_min_drop) | {"global": ps["metrics"]["global"]}
+        ps["metrics"] = M.add_outcomes({m: dict(v) for m, v in ps["metrics"].items() if m != "global"},
+                                       eps=study.recovery_min_drop) | {"global": ps["metrics"]["global"]}
     out = dict(results)
     out["per_seed"] = per_seed
     out["methods"] = common.aggregate([{m: ps["metrics"][m] for m in (*METHODS, "global")} for ps in per_seed])
