@@ -12,10 +12,17 @@ selectivity measures: trace over the masked blocks, mean effective rank tr(C)²/
 masked blocks (undamped), the client's training loss at θp, and the largest move of a weight
 relative to its block's removed weights (the compensation bound ρ of docs/PROOFS.md).
 
+With ``--bias-correction`` every layer-input family (``layer_inputs``, ``layer_covariance``) gets
+a second row ``<kind>+bias``: the same updates with each masked kernel's bias shifted by
+``δb = −μᵀδW`` (``zkapex_jax.protocol.client.bias_corrected``; μ the mean input on the client's
+training images), α chosen again on validation. Float only: relation v7 binds biases unchanged.
+
 Command line::
 
     python -m experiments.curvature_study --config effnet --seeds 0 1 2 3 4 --cache-dir /tmp/zk_effnet_cache \\
         --out experiments/results/curvature_effnet.json
+    python -m experiments.curvature_study --config effnet --seeds 0 --kinds layer_inputs layer_covariance \
+        --bias-correction --cache-dir /tmp/zk_effnet_cache --out experiments/results/bias_effnet_s0.json
     python -m experiments.curvature_study --config tiny --seeds 0 --out /tmp/curv_tiny.json       # CI smoke
 """
 
@@ -29,7 +36,7 @@ import numpy as np
 
 from experiments.delta_bound import _pipeline
 
-KINDS = ("empirical", "true", "exact", "layer_inputs")
+from zkapex_jax.core.curvature import CURVATURES as KINDS, LAYER_KINDS
 ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
@@ -41,11 +48,12 @@ def _selectivity(fisher_undamped, mask_blocks) -> dict:
     return {"trace_masked": float(tr.sum()), "eff_rank_masked": float(eff.mean()) if eff.size else 0.0}
 
 
-def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool) -> dict:
+def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool, bias_correction: bool = False) -> dict:
     import jax
 
     from zkapex_jax.protocol.api import statement_blocks
-    from zkapex_jax.core.curvature import damp
+    from zkapex_jax.core.curvature import damp, input_means
+    from zkapex_jax.protocol import client
     from zkapex_jax.studies import image as pl
     from zkapex_jax.studies.vit_fmnist import _global_model
 
@@ -67,25 +75,33 @@ def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool) -> dict
     rows["mask_only"] = pl.evaluate(cfg, pl.mask_only(theta_p, mask), data, mia=False)
     tp = statement_blocks(theta_p, layout)
     out = {"seed": seed, "client_train_loss": train_loss, "kinds": {}}
+    means = None
+    if bias_correction and any(k in LAYER_KINDS for k in kinds):
+        means = input_means(client.layer_input_statistics(fam, theta_p, (pt.x, pt.y), layout.paths,
+                                                          chunk_size=cfg.fisher_chunk))
+    rows_b = np.flatnonzero(mb.any(axis=1))
+    removed = np.sum(np.abs(tp) * mb, axis=1)[rows_b]
     for kind in kinds:
         t0 = time.perf_counter()
         raw = pl.client_fisher(cfg.replace(curvature=kind, damping=0.0, damping_relative=False), theta_p, data, layout,
                                seed=seed)
         sel = _selectivity(raw, mb)
-        best = None
+        variants = [kind] + ([f"{kind}+bias"] if means is not None and kind in LAYER_KINDS else [])
+        best = dict.fromkeys(variants)
         for a in alphas:
             theta_u, _ = pl.unlearn(theta_p, np.asarray(damp(raw, a, relative=True), dtype=np.float64), mask, layout)
-            ev = pl.evaluate(cfg, theta_u, data, mia=False)
-            val = 0.5 * (ev["personal_val_orig"] + ev["personal_val_shift"])
-            if best is None or val > best[0]:
-                best = (val, a, ev, theta_u)
-        _, a, ev, theta_u = best
-        tu = statement_blocks(theta_u, layout)
-        rows_b = np.flatnonzero(mb.any(axis=1))
-        removed = np.sum(np.abs(tp) * mb, axis=1)[rows_b]
-        ratio = float(np.max(np.max(np.abs(tu - tp)[rows_b] * ~mb[rows_b], axis=1) / removed))
-        out["kinds"][kind] = {"alpha": a, "val_personal": best[0], "eval": ev, **sel, "max_move_ratio": ratio,
-                              "seconds": round(time.perf_counter() - t0, 1)}
+            for name in variants:
+                model = theta_u if name == kind else client.bias_corrected(theta_p, theta_u, means, layout.paths)
+                ev = pl.evaluate(cfg, model, data, mia=False)
+                val = 0.5 * (ev["personal_val_orig"] + ev["personal_val_shift"])
+                if best[name] is None or val > best[name][0]:
+                    best[name] = (val, a, ev, theta_u)
+        for name in variants:
+            val, a, ev, theta_u = best[name]
+            tu = statement_blocks(theta_u, layout)
+            ratio = float(np.max(np.max(np.abs(tu - tp)[rows_b] * ~mb[rows_b], axis=1) / removed))
+            out["kinds"][name] = {"alpha": a, "val_personal": val, "eval": ev, **sel, "max_move_ratio": ratio,
+                                  "seconds": round(time.perf_counter() - t0, 1)}
     out["rows"] = rows
     return out
 
@@ -111,6 +127,8 @@ def main(argv=None) -> int:
     ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--no-retrain", action="store_true", help="skip the retrain baseline (no forget progress)")
+    ap.add_argument("--bias-correction", action="store_true",
+                    help="add a '<kind>+bias' row for each layer-input family (δb = −μᵀδW; float only)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     from zkapex_jax.studies.report import mean_std, run_environment, write_study_record
@@ -119,25 +137,28 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     per_seed = []
     for s in args.seeds:
-        res = run_seed(cfg, s, cache_dir=args.cache_dir, kinds=args.kinds, alphas=ALPHAS, retrain=not args.no_retrain)
+        res = run_seed(cfg, s, cache_dir=args.cache_dir, kinds=args.kinds, alphas=ALPHAS, retrain=not args.no_retrain,
+                       bias_correction=args.bias_correction)
         res["summary"] = summarize_seed(res)
         per_seed.append(res)
         print(json.dumps({"seed": s, "client_train_loss": res["client_train_loss"], **res["summary"]}), flush=True)
+    names = list(per_seed[0]["summary"])
     table = {k: {m: mean_std([p["summary"][k][m] for p in per_seed])
                  for m in ("personal_acc", "forget_acc", "other_acc", "recovery", "forget_progress", "trace_masked",
-                           "eff_rank_masked", "max_move_ratio")} for k in args.kinds}
-    for k in args.kinds:
+                           "eff_rank_masked", "max_move_ratio")} for k in names}
+    for k in names:
         table[k]["collapsed_seeds"] = sum(p["summary"][k]["collapsed"] for p in per_seed)
         table[k]["alphas"] = [p["summary"][k]["alpha"] for p in per_seed]
     out = {"config": args.config, "pipeline": cfg.to_dict(), "seeds": args.seeds, "alphas_tried": list(ALPHAS),
+           "bias_correction": bool(args.bias_correction),
            "table": table, "per_seed": per_seed, "seconds": round(time.perf_counter() - t0, 1),
            "environment": run_environment()}
     write_study_record(args.out, "curvature", out)
-    print(f"{'curvature':<14}{'recovery':>10}{'forget_prog':>12}{'personal':>10}{'forget':>8}{'other':>8}{'collapsed':>10}")
-    for k in args.kinds:
+    print(f"{'curvature':<22}{'recovery':>10}{'forget_prog':>12}{'personal':>10}{'forget':>8}{'other':>8}{'collapsed':>10}")
+    for k in names:
         t = table[k]
         f = lambda m: t[m]["mean"] if t[m]["mean"] is not None else float("nan")  # noqa: E731
-        print(f"{k:<14}{f('recovery'):>10.3f}{f('forget_progress'):>12.3f}{f('personal_acc'):>10.3f}"
+        print(f"{k:<22}{f('recovery'):>10.3f}{f('forget_progress'):>12.3f}{f('personal_acc'):>10.3f}"
               f"{f('forget_acc'):>8.3f}{f('other_acc'):>8.3f}{t['collapsed_seeds']:>10}")
     return 0
 

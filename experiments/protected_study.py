@@ -42,6 +42,7 @@ import time
 import numpy as np
 
 from experiments.delta_bound import _pipeline
+from zkapex_jax.core.curvature import CURVATURES
 
 ALPHAS = (1e-3, 1e-2, 1e-1, 1.0)
 ATTACK_ALPHAS = (1e-3, 1e-2, 1e-1)
@@ -204,7 +205,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments.protected_study", description=__doc__.split("\n")[0])
     ap.add_argument("--config", choices=("demo", "tiny", "vit", "effnet"), default="effnet")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--curvature", default="layer_inputs", choices=("empirical", "true", "exact", "layer_inputs"))
+    ap.add_argument("--curvature", default="layer_inputs", choices=CURVATURES)
     ap.add_argument("--ranks", type=int, nargs="+", default=[2, 4], help="protected weights per masked block")
     ap.add_argument("--dense-ranks", type=int, nargs="*", default=[],
                     help="also the (uncertified) dense forget-subspace variant of these ranks, for comparison")

@@ -141,6 +141,72 @@ def test_layer_hessian_blocks_are_the_hessian_of_the_layer_reconstruction(x64, o
     np.testing.assert_allclose(got, _dense_blocks(H, layout, params), rtol=1e-10, atol=1e-12)
 
 
+def test_input_statistics_add_up_over_chunks_and_centre_to_the_covariance():
+    """Chunked sums equal the whole set's; ``centered_moments`` is ``(1/N) Σ_i Σ_p (x − μ)(x − μ)ᵀ``
+    and ``input_means`` the mean over examples and positions (float64 oracle)."""
+    x = np.random.default_rng(2).normal(size=(6, 5, 3)) + np.array([1.0, -2.0, 0.5])
+    whole = cv.input_statistics({"k": x})["k"]
+    parts = [cv.input_statistics({"k": x[s:s + 4]}, 6)["k"] for s in (0, 4)]
+    np.testing.assert_allclose(parts[0]["second"] + parts[1]["second"], whole["second"], rtol=1e-12)
+    np.testing.assert_allclose(parts[0]["first"] + parts[1]["first"], whole["first"], rtol=1e-12)
+    mu = x.reshape(-1, 3).mean(axis=0)
+    np.testing.assert_allclose(cv.input_means({"k": whole})["k"], mu, rtol=1e-12)
+    xc = x.reshape(-1, 3) - mu
+    np.testing.assert_allclose(cv.centered_moments({"k": whole})["k"], xc.T @ xc / 6, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(cv.input_moments({"k": x})["k"], whole["second"], rtol=1e-12)
+    with pytest.raises(Exception, match=r"\(in, out\)"):
+        cv.bias_shift(np.zeros(3), mu)
+
+
+@pytest.mark.parametrize("n_masked", [1, 2])
+def test_covariance_obs_with_bias_shift_is_the_joint_least_squares_optimum(x64, n_masked):
+    """With blocks that hold whole fan-ins, Group-OBS on ``layer_covariance`` followed by
+    ``bias_shift`` is the exact minimiser over the kept weights *and* the bias of
+    ``Σ_{i,p} ||x W + b − x Ŵ − b̂||²`` with the masked weights at 0 (lstsq oracle per unit)."""
+    from zkapex_jax.core.obs import apply_delta, group_obs
+    from zkapex_jax.protocol.client import bias_corrected
+
+    rng = np.random.default_rng(3)
+    n_in, n_out = 5, 3
+    x = rng.normal(size=(8, 4, n_in)) + rng.normal(size=n_in) * 2.0          # (N, P, in), mean far from 0
+    W, b = rng.normal(size=(n_in, n_out)), rng.normal(size=n_out)
+    params = {"l": {"kernel": W, "bias": b}}
+    layout = BlockLayout.from_params(params, ["l/kernel"], n_in, order="out_in")  # one block per output unit
+    stats = cv.input_statistics({"l/kernel": x})
+    C = cv.layer_hessian_blocks(cv.centered_moments(stats), layout)
+    theta_b = np.asarray(layout.to_blocks({"l/kernel": W}))
+    mask_b = np.zeros_like(theta_b, dtype=bool)
+    for j in range(n_out):
+        mask_b[j, rng.choice(n_in, n_masked, replace=False)] = True
+    res = group_obs(jnp.asarray(theta_b), jnp.asarray(C), jnp.asarray(mask_b))
+    Wu = np.asarray(layout.from_blocks(apply_delta(jnp.asarray(theta_b), res.delta, jnp.asarray(mask_b)))["l/kernel"])
+    got = bias_corrected(params, {"l": {"kernel": Wu, "bias": b}}, cv.input_means(stats), ["l/kernel"])
+    flat = x.reshape(-1, n_in)
+    for j in range(n_out):
+        keep = ~mask_b[j]                      # block j holds unit j's fan-in in input order (out_in)
+        design = np.concatenate([flat[:, keep], np.ones((len(flat), 1))], axis=1)
+        sol = np.linalg.lstsq(design, flat @ W[:, j] + b[j], rcond=None)[0]
+        np.testing.assert_allclose(np.asarray(got["l"]["kernel"])[keep, j], sol[:-1], rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(float(got["l"]["bias"][j]), sol[-1], rtol=1e-7, atol=1e-9)
+        assert np.all(np.asarray(got["l"]["kernel"])[~keep, j] == 0.0)  # exact zeros are set, not computed
+    # the mean pre-activation over the data is unchanged
+    np.testing.assert_allclose((flat @ np.asarray(got["l"]["kernel"]) + np.asarray(got["l"]["bias"])).mean(axis=0),
+                               (flat @ W + b).mean(axis=0), rtol=1e-9, atol=1e-9)
+
+
+def test_bias_corrected_refuses_a_kernel_without_its_bias_or_mean():
+    from zkapex_jax.protocol.client import bias_corrected
+
+    p = {"l": {"kernel": np.ones((2, 2))}, "m": {"w": np.ones((2, 2))}}
+    with pytest.raises(ValueError, match="no bias beside"):
+        bias_corrected(p, p, {"l/kernel": np.zeros(2)}, ["l/kernel"])
+    with pytest.raises(ValueError, match="'…/kernel'"):
+        bias_corrected(p, p, {"m/w": np.zeros(2)}, ["m/w"])
+    q = {"l": {"kernel": np.ones((2, 2)), "bias": np.zeros(2)}}
+    with pytest.raises(ValueError, match="no mean input"):
+        bias_corrected(q, q, {}, ["l/kernel"])
+
+
 def test_damping_absolute_and_relative():
     c = np.stack([np.diag([1.0, 3.0]), np.diag([1e-6, 1e-6])])
     np.testing.assert_allclose(np.asarray(cv.damp(c, 0.5)), c + 0.5 * np.eye(2), rtol=1e-6)
@@ -177,7 +243,7 @@ def test_vit_layer_inputs_are_the_dense_inputs_and_every_kind_runs():
     np.testing.assert_allclose(np.asarray(seen["y"]), got @ np.asarray(flat[path]) + np.asarray(flat[path[:-6] + "bias"]),
                                rtol=1e-4, atol=1e-5)
     layout = BlockLayout.from_params(params, fam.mask_patterns, 16)
-    for kind in ("layer_inputs", "true"):  # empirical / exact: the MLP oracles above
+    for kind in ("layer_inputs", "layer_covariance", "true"):  # empirical / exact: the MLP oracles above
         c = np.asarray(client_curvature(fam, params, (x, y), layout, kind=kind, damping=1e-3, key=jax.random.PRNGKey(0)))
         assert c.shape == (layout.num_blocks, 16, 16) and np.isfinite(c).all()
         np.testing.assert_allclose(c, np.swapaxes(c, 1, 2), atol=1e-5 * np.abs(c).max())

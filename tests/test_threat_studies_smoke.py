@@ -25,12 +25,14 @@ def test_protected_study_tiny(tmp_path):
 @pytest.mark.slow
 def test_curvature_study_tiny(tmp_path):
     out = tmp_path / "curv.json"
-    assert curvature_study.main(["--config", "tiny", "--seeds", "0", "--kinds", "empirical", "layer_inputs",
-                                 "--no-retrain", "--out", str(out)]) == 0
+    assert curvature_study.main(["--config", "tiny", "--seeds", "0", "--kinds", "empirical", "layer_covariance",
+                                 "--bias-correction", "--no-retrain", "--out", str(out)]) == 0
     res = load_study_record(out, "curvature")
-    assert set(res["table"]) == {"empirical", "layer_inputs"}
-    for k in ("empirical", "layer_inputs"):
-        assert res["per_seed"][0]["kinds"][k]["trace_masked"] > 0
+    assert set(res["table"]) == {"empirical", "layer_covariance", "layer_covariance+bias"}  # no bias row for empirical
+    kinds = res["per_seed"][0]["kinds"]
+    for k in res["table"]:
+        assert kinds[k]["trace_masked"] > 0
+        assert 0.0 <= kinds[k]["eval"]["personal_acc"] <= 1.0 and kinds[k]["alpha"] in curvature_study.ALPHAS
 
 
 def _seed_record(path, seed, recovery, rho=16):

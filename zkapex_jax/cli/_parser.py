@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..core.curvature import CURVATURES
 from ._args import BLOCK, LOGROWS, NONNEG, POS, SEED, _file, _float_in, _path, _text
 from ._verbs import (cmd_commit, cmd_demo, cmd_fisher, cmd_keys, cmd_mask, cmd_personalize, cmd_prove, cmd_train,
                      cmd_unlearn, cmd_verify)
@@ -81,9 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--damping", type=_float_in(0.0), default=None, help="Fisher damping ≥ 0 (default: the config's)")
     p.add_argument("--relative-damping", action="store_true",
                    help="--damping is a multiple of each block's mean diagonal (floored at the whole curvature's)")
-    p.add_argument("--curvature", choices=("empirical", "true", "exact", "layer_inputs"), default="empirical",
+    p.add_argument("--curvature", choices=CURVATURES, default="empirical",
                    help="the curvature family: the paper's empirical Fisher (default), the true Fisher (sampled "
-                        "labels), the exact Fisher / Gauss-Newton, or the layer-input second moment XXᵀ of OBC")
+                        "labels), the exact Fisher / Gauss-Newton, the layer-input second moment XXᵀ of OBC, or "
+                        "the layer-input covariance (XXᵀ less the mean's part)")
     p.add_argument("--data", type=_path, default=None,
                    help="the client's labelled images (.npz with x, y or a folder of class folders), or text/code "
                         "files for an LM (default: the built-in personalization split)")

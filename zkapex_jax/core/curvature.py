@@ -18,6 +18,11 @@ behind one interface; damping is applied apart (:func:`damp`), as in kfac-jax.
                    x_{i,p}ᵀ`` the masked layer's input second moment — the curvature of
                    ``Σ ||x W − x Ŵ||²``, blocked like the layout. Needs the family's
                    ``layer_inputs`` (per-position inputs for tokens and convolutions).
+``layer_covariance`` the same with the input **covariance** ``G − P·μμᵀ`` (``μ`` the mean input
+                   over examples and positions): the layer Hessian when the output unit's bias is
+                   free to absorb the mean. Paired with :func:`bias_shift` (``δb = −μᵀδW``) it is
+                   the joint optimum over kernel and bias of ``Σ ||x W + b − x Ŵ − b̂||²`` for a
+                   whole fan-in (blocks restrict it to the fan-in's chunks, as for every family).
 =================  =====================================================================
 
 All of them depend only on θp and the client's data, so each can be committed before any mask
@@ -38,10 +43,12 @@ from .._errors import ShapeError
 from .blocks import BlockLayout
 from .fisher import accumulate_fisher
 
-__all__ = ["CURVATURES", "empirical_fisher", "true_fisher", "exact_fisher", "input_moments",
-           "layer_hessian_blocks", "damp"]
+__all__ = ["CURVATURES", "LAYER_KINDS", "empirical_fisher", "true_fisher", "exact_fisher", "input_moments",
+           "input_statistics", "centered_moments", "input_means", "bias_shift", "layer_hessian_blocks", "damp"]
 
-CURVATURES = ("empirical", "true", "exact", "layer_inputs")
+CURVATURES = ("empirical", "true", "exact", "layer_inputs", "layer_covariance")
+#: the families read from the masked layers' inputs (``Family.layer_inputs``)
+LAYER_KINDS = ("layer_inputs", "layer_covariance")
 
 
 def empirical_fisher(loss_fn, params, batch, layout: BlockLayout, *, chunk_size: int = 32):
@@ -88,20 +95,54 @@ def _logsumexp(z):
     return m + np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
 
 
+def _as_npi(path, x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 2:
+        x = x[:, None, :]
+    if x.ndim != 3:
+        raise ShapeError(f"inputs of {path!r} must be (N, P, in), got shape {x.shape}")
+    return x
+
+
+def input_statistics(inputs: Mapping[str, Any], n_examples: int | None = None) -> dict[str, dict]:
+    """``{path: {"second": G (in, in), "first": s (in,), "positions": P}}`` from ``{path: (N, P, in)}``
+    (or ``(N, in)``): ``G = (1/N) Σ_i Σ_p x_{i,p} x_{i,p}ᵀ`` and ``s = (1/N) Σ_i Σ_p x_{i,p}`` in
+    float64, ``N = n_examples`` (default: the rows given) so that chunks of one data set add up."""
+    out = {}
+    for path, x in inputs.items():
+        x = _as_npi(path, x)
+        n = x.shape[0] if n_examples is None else n_examples
+        flat = x.reshape(-1, x.shape[-1])
+        out[path] = {"second": flat.T @ flat / n, "first": flat.sum(axis=0) / n, "positions": int(x.shape[1])}
+    return out
+
+
 def input_moments(inputs: Mapping[str, Any], n_examples: int | None = None) -> dict[str, np.ndarray]:
     """``{path: G (in, in)}`` with ``G = (1/N) Σ_i Σ_p x_{i,p} x_{i,p}ᵀ`` from ``{path: (N, P, in)}``
     (or ``(N, in)``) float64 sums."""
-    out = {}
-    for path, x in inputs.items():
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim == 2:
-            x = x[:, None, :]
-        if x.ndim != 3:
-            raise ShapeError(f"inputs of {path!r} must be (N, P, in), got shape {x.shape}")
-        n = x.shape[0] if n_examples is None else n_examples
-        flat = x.reshape(-1, x.shape[-1])
-        out[path] = flat.T @ flat / n
-    return out
+    return {p: st["second"] for p, st in input_statistics(inputs, n_examples).items()}
+
+
+def centered_moments(stats: Mapping[str, Mapping]) -> dict[str, np.ndarray]:
+    """``{path: G − s sᵀ / P}`` of :func:`input_statistics` (summed over chunks): the per-example
+    sum over positions of the centred second moment, ``(1/N) Σ_i Σ_p (x − μ)(x − μ)ᵀ``."""
+    return {p: st["second"] - np.outer(st["first"], st["first"]) / st["positions"] for p, st in stats.items()}
+
+
+def input_means(stats: Mapping[str, Mapping]) -> dict[str, np.ndarray]:
+    """``{path: μ (in,)}``, the mean input over examples and positions, of :func:`input_statistics`."""
+    return {p: np.asarray(st["first"], np.float64) / st["positions"] for p, st in stats.items()}
+
+
+def bias_shift(kernel_delta: Any, mean: Any) -> np.ndarray:
+    """``δb = −μᵀ δW`` ``(out,)`` for a kernel change ``δW`` ``(in, out)`` and its layer's mean input
+    ``μ`` ``(in,)``: the bias change that keeps every output unit's mean pre-activation where it
+    was (the removed weights' mean contribution, and the compensation's, moved into the bias)."""
+    d = np.asarray(kernel_delta, dtype=np.float64)
+    mu = np.asarray(mean, dtype=np.float64)
+    if d.ndim != 2 or mu.shape != (d.shape[0],):
+        raise ShapeError(f"bias_shift needs δW (in, out) and μ (in,), got {d.shape} and {mu.shape}")
+    return -(mu @ d)
 
 
 def layer_hessian_blocks(moments: Mapping[str, np.ndarray], layout: BlockLayout) -> np.ndarray:

@@ -21,6 +21,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from .._errors import UnknownParameterError
 from ..core.blocks import BlockLayout
 from ..core.fisher import accumulate_fisher
 from ..core.mask import Mask, zero_masked
@@ -61,7 +62,8 @@ def client_curvature(family, theta_p, data, layout: BlockLayout, *, kind: str = 
         return client_fisher(family, theta_p, data, layout, damping=damping, chunk_size=chunk_size, relative=relative)
     if kind in ("true", "exact") and family.kind != "classifier":
         raise ValueError(f"the {kind!r} Fisher needs a classifier family ({family.name} is a {family.kind}: its "
-                         "loss reads the targets from its inputs); use 'empirical' or 'layer_inputs'")
+                         "loss reads the targets from its inputs); use 'empirical', 'layer_inputs' or "
+                         "'layer_covariance'")
     if kind == "true":
         if key is None:
             raise ValueError("the 'true' Fisher samples labels: give a PRNG key")
@@ -70,10 +72,9 @@ def client_curvature(family, theta_p, data, layout: BlockLayout, *, kind: str = 
     elif kind == "exact":
         c = cv.exact_fisher(family.loss, family.predict, theta_p, data, layout, chunk_size=chunk_size)
     else:
-        if family.layer_inputs is None:
-            raise ValueError(f"family {family.name} does not expose its layer inputs: 'layer_inputs' is unavailable")
-        x = data[0] if family.kind == "classifier" else data
-        moments = _input_moments_chunked(family, theta_p, x, layout.paths, chunk_size)
+        stats = layer_input_statistics(family, theta_p, data, layout.paths, chunk_size=chunk_size)
+        moments = ({p: st["second"] for p, st in stats.items()} if kind == "layer_inputs"
+                   else cv.centered_moments(stats))
         c = jnp.asarray(cv.layer_hessian_blocks(moments, layout), dtype=jnp.float32)
     return cv.damp(c, damping, relative=relative)
 
@@ -96,18 +97,59 @@ def curvature(family, theta_p, data, layout: BlockLayout, spec, *, key=None):
                      relative=bool(spec.relative))
 
 
-def _input_moments_chunked(family, params, x, paths, chunk):
-    """{path: G (in, in)} accumulated over chunks of ``x`` (inputs never all in memory at once)."""
+def layer_input_statistics(family, params, data, paths, *, chunk_size: int = 32) -> dict[str, dict]:
+    """[client] :func:`~zkapex_jax.core.curvature.input_statistics` of the inputs of the kernels
+    ``paths`` on ``data`` (a classifier's ``(x, y)`` or a language model's tokens), accumulated over
+    chunks of ``chunk_size`` examples (the inputs are never all in memory at once)."""
     import numpy as np
 
-    from ..core.curvature import input_moments
+    from ..core.curvature import input_statistics
 
-    x = np.asarray(x)
-    acc = {}
-    for s in range(0, len(x), max(1, chunk)):
-        for p, g in input_moments(family.layer_inputs(params, x[s:s + chunk], list(paths)), len(x)).items():
-            acc[p] = acc.get(p, 0.0) + g
+    if family.layer_inputs is None:
+        raise ValueError(f"family {family.name} does not expose its layer inputs: the layer curvatures and the "
+                         "bias correction are unavailable")
+    x = np.asarray(data[0] if family.kind == "classifier" else data)
+    acc: dict[str, dict] = {}
+    for s in range(0, len(x), max(1, chunk_size)):
+        for p, st in input_statistics(family.layer_inputs(params, x[s:s + chunk_size], list(paths)), len(x)).items():
+            if p not in acc:
+                acc[p] = st
+            else:
+                acc[p] = {"second": acc[p]["second"] + st["second"], "first": acc[p]["first"] + st["first"],
+                          "positions": st["positions"]}
     return acc
+
+
+def bias_corrected(theta_p, theta_u, means, paths):
+    """[client] ``θu`` with the bias of every kernel in ``paths`` shifted by
+    :func:`~zkapex_jax.core.curvature.bias_shift` of its change ``θu − θp`` (the removed weights'
+    mean contribution and the compensation's moved into the bias; ``means``: ``{path: μ (in,)}``,
+    :func:`~zkapex_jax.core.curvature.input_means`). A kernel ``…/kernel`` needs its bias
+    ``…/bias`` beside it. Float-only: relation v7 binds the biases as unchanged, so an update with
+    this correction cannot be certified (measured in ``experiments/curvature_study.py``)."""
+    import numpy as np
+
+    from ..core.curvature import bias_shift
+
+    paths = list(paths)
+    kp, ku = get_paths(theta_p, paths), get_paths(theta_u, paths)
+    bias_paths = {}
+    for p in paths:
+        if not p.endswith("/kernel"):
+            raise ValueError(f"bias correction needs kernels named '…/kernel', got {p!r}")
+        bias_paths[p] = p[: -len("kernel")] + "bias"
+    try:
+        biases = get_paths(theta_u, list(bias_paths.values()))
+    except UnknownParameterError as e:
+        raise ValueError(f"bias correction: no bias beside a masked kernel ({e})") from None
+    if missing := sorted(set(paths) - set(means)):
+        raise ValueError(f"bias correction: no mean input for {missing[0]!r}")
+    upd = {}
+    for p in paths:
+        d = np.asarray(ku[p], np.float64) - np.asarray(kp[p], np.float64)
+        b = biases[bias_paths[p]]
+        upd[bias_paths[p]] = jnp.asarray(np.asarray(b, np.float64) + bias_shift(d, means[p]), dtype=jnp.asarray(b).dtype)
+    return set_paths(theta_u, upd)
 
 
 def client_fisher(family, theta_p, data, layout: BlockLayout, *, damping: float = 1e-6, chunk_size: int = 32,
