@@ -23,6 +23,8 @@ Command line::
         --out experiments/results/curvature_effnet.json
     python -m experiments.curvature_study --config effnet --seeds 0 --kinds layer_inputs layer_covariance \
         --bias-correction --cache-dir /tmp/zk_effnet_cache --out experiments/results/bias_effnet_s0.json
+    python -m experiments.curvature_study --config effnet --seeds 0 --kinds layer_inputs --block-size 576 \
+        --cache-dir /tmp/zk_effnet_cache --out experiments/results/frontier_effnet_b576_s0.json
     python -m experiments.curvature_study --config tiny --seeds 0 --out /tmp/curv_tiny.json       # CI smoke
 """
 
@@ -127,6 +129,8 @@ def main(argv=None) -> int:
     ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--no-retrain", action="store_true", help="skip the retrain baseline (no forget progress)")
+    ap.add_argument("--block-size", type=int, default=None,
+                    help="weights per block B (default: the config's); the block-size frontier runs B = 64, 144, 576")
     ap.add_argument("--bias-correction", action="store_true",
                     help="add a '<kind>+bias' row for each layer-input family (δb = −μᵀδW; float only)")
     ap.add_argument("--out", required=True)
@@ -134,6 +138,10 @@ def main(argv=None) -> int:
     from zkapex_jax.studies.report import mean_std, run_environment, write_study_record
 
     cfg = _pipeline(args.config)
+    if args.block_size is not None:
+        if args.block_size < 2:
+            ap.error(f"--block-size must be at least 2, got {args.block_size}")
+        cfg = cfg.replace(block_size=args.block_size)
     t0 = time.perf_counter()
     per_seed = []
     for s in args.seeds:

@@ -187,3 +187,47 @@ def test_unlearning_outcome_is_one_definition_for_every_study():
     assert unlearning_outcome(lm, lm, {"personal_acc": 0.3, "forget_acc": 0.2})["collapsed"] < 0.5
     res = add_outcomes({"personalized": dict(pers), "mask_only": dict(mo), "retrain": dict(rt), "m": dict(model)})
     assert res["m"]["forget_progress"] == pytest.approx(0.5) and res["personalized"]["recovery"] == pytest.approx(1.0)
+
+
+def _proof_slice(B, cpu_per_block, n_blocks=2):
+    proofs = [{"blocks": 1, "cpu_s": cpu_per_block, "peak_rss_mb": 100.0 * B, "proof_bytes": 9000, "verified": True}
+              for _ in range(n_blocks)]
+    return {"block_size": B, "logrows": 15, "stages": {"data": {"masked_per_block": [2] * n_blocks},
+                                                       "commit": {"columns": 10, "cpu_s": 0.05}},
+            "variants": {"protect_0": {"proofs": proofs}}}
+
+
+def test_frontier_points_table_and_figure(tmp_path):
+    """Cost per certified parameter is CPU-s per block ÷ B; the study's outcome is read at the same
+    B only; the entry point writes the figure and a study record, and refuses a mismatch (exit 2)."""
+    import json
+
+    from experiments import block_size_frontier
+    from zkapex_jax.studies.report import frontier_point, load_study_record, write_study_record
+
+    row = {m: {"mean": v} for m, v in (("recovery", 0.7), ("forget_progress", 0.6), ("personal_acc", 0.8))}
+    study = {"pipeline": {"block_size": 64}, "seeds": [0], "table": {"layer_inputs": {**row, "collapsed_seeds": 0}}}
+    p = frontier_point(_proof_slice(64, 3.2), study)
+    assert p["prove_cpu_s_per_block"] == pytest.approx(3.2) and p["prove_cpu_ms_per_param"] == pytest.approx(50.0)
+    assert p["recovery"] == pytest.approx(0.7) and p["all_verified"] and p["commit_cpu_ms_per_column"] == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="B = 64, the proof slice's B = 144"):
+        frontier_point(_proof_slice(144, 9.0), study)
+    with pytest.raises(ValueError, match="no 'exact' row"):
+        frontier_point(_proof_slice(64, 3.2), study, kind="exact")
+    with pytest.raises(ValueError, match="holds no proofs"):
+        frontier_point({**_proof_slice(64, 1.0), "variants": {"protect_0": {"proofs": []}}})
+    files = {}
+    for B, cpu in ((64, 3.2), (576, 460.0)):
+        files[B] = tmp_path / f"b{B}.json"
+        files[B].write_text(json.dumps(_proof_slice(B, cpu)))
+    rec = tmp_path / "study64.json"
+    write_study_record(rec, "curvature", study)
+    png, table = tmp_path / "f.png", tmp_path / "f.json"
+    assert block_size_frontier.main([f"64={files[64]}:{rec}", f"576={files[576]}", "--out", str(png),
+                                     "--table", str(table)]) == 0
+    got = load_study_record(table, "block_size_frontier")
+    assert png.stat().st_size > 0 and [q["block_size"] for q in got["points"]] == [64, 576]
+    assert got["points"][1].get("recovery") is None  # cost only: no study given
+    with pytest.raises(SystemExit) as e:
+        block_size_frontier.main([f"144={files[64]}", "--out", str(png), "--table", str(table)])
+    assert e.value.code == 2

@@ -361,3 +361,66 @@ def plot_selectivity(path: str | os.PathLike, studies: Mapping[str, Mapping], *,
                  "Fisher subspace (high share: Group-OBS rebuilds what the mask removed, for the forget set too)",
                  fontsize=9)
     save_figure(fig, path)
+
+
+def frontier_point(proof_slice: Mapping, study: Mapping | None = None, *, kind: str = "layer_inputs",
+                   variant: str = "protect_0") -> dict:
+    """One block size of the cost–fidelity frontier: from a ``benchmarks/bench_proof.py`` result
+    (``proof_slice``) the measured proving CPU-s, peak RSS and proof bytes per block and per certified
+    parameter (a block certifies all its B weights: masked ones zero, the others compensated), and,
+    from a curvature-study record at the same B (``study``, optional), the mean recovery and forget
+    progress of ``kind``. Refuses a study whose block size is not the bench's."""
+    B = int(proof_slice["block_size"])
+    v = proof_slice.get("variants", {}).get(variant) or proof_slice  # older files: proofs at the top
+    proofs = v.get("proofs") or []
+    if not proofs:
+        raise ValueError(f"the B = {B} proof slice holds no proofs (variant {variant!r})")
+    blocks = sum(p["blocks"] for p in proofs)
+    cpu = sum(p["cpu_s"] for p in proofs)
+    out = {"block_size": B, "logrows": proof_slice.get("logrows"), "blocks_proven": blocks,
+           "all_verified": all(p.get("verified") for p in proofs),
+           "prove_cpu_s_per_block": cpu / blocks, "prove_cpu_ms_per_param": 1e3 * cpu / blocks / B,
+           "peak_rss_mb": max(p["peak_rss_mb"] for p in proofs),
+           "proof_bytes_per_block": sum(p["proof_bytes"] for p in proofs) / blocks,
+           "masked_per_block": float(np.mean(proof_slice["stages"]["data"]["masked_per_block"]))}
+    commit = proof_slice["stages"].get("commit", {})
+    if commit.get("columns"):
+        out["commit_cpu_ms_per_column"] = 1e3 * commit["cpu_s"] / commit["columns"]
+    if study is not None:
+        sb = int(study["pipeline"]["block_size"])
+        if sb != B:
+            raise ValueError(f"the study's blocks are B = {sb}, the proof slice's B = {B}")
+        row = study["table"].get(kind)
+        if row is None:
+            raise ValueError(f"the study has no {kind!r} row (it has {sorted(study['table'])})")
+        out.update({"seeds": list(study["seeds"]), "recovery": row["recovery"]["mean"],
+                    "forget_progress": row["forget_progress"]["mean"], "personal_acc": row["personal_acc"]["mean"],
+                    "collapsed_seeds": row.get("collapsed_seeds")})
+    return out
+
+
+def plot_frontier(path: str | os.PathLike, points: Sequence[Mapping], *, title: str = "") -> None:
+    """The block-size frontier: proving CPU-ms per certified parameter (log x) against recovery and
+    forget progress, one labelled marker per block size. Atomic PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = sorted(points, key=lambda p: p["block_size"])
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    x = [p["prove_cpu_ms_per_param"] for p in pts]
+    for key, marker, label in (("recovery", "o", "recovery (personal accuracy)"),
+                               ("forget_progress", "s", "forget progress (0 personalized, 1 retrain)")):
+        y = [np.nan if p.get(key) is None else p[key] for p in pts]
+        ax.plot(x, y, marker=marker, ms=7, label=label)
+        for xi, yi, p in zip(x, y, pts):
+            if np.isfinite(yi):
+                ax.annotate(f"B={p['block_size']}", (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("proving CPU-ms per certified parameter (measured, single-process prover)", fontsize=8)
+    ax.set_ylabel("outcome on the study's test split", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title or "block size: proving cost against fidelity", fontsize=9)
+    save_figure(fig, path)
