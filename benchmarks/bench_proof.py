@@ -12,6 +12,8 @@ blocks, a 4% mask), on one 16-core machine and on a Ray cluster of N such machin
 
     python benchmarks/bench_proof.py --blocks 32 --block-size 576 --logrows 19 --jobs 2 --tag cpu2_
     python benchmarks/bench_proof.py --blocks 4 --block-size 64 --logrows 15   # a quick look
+    python benchmarks/bench_proof.py --blocks 2 --block-size 576 --logrows 15 --wrap 8 --jobs 1 --tag wrap_
+                                      # column wrapping: short committed columns, circuits over 8 × 2^15 rows
     python benchmarks/bench_proof.py --blocks 24 --block-size 16 --logrows 13 --protect 0 2 4 --tag protect_
                                       # the certified forget-aware request's cost next to the plain one
 
@@ -83,6 +85,8 @@ def main(argv=None):
     ap.add_argument("--block-size", type=int, default=576)
     ap.add_argument("--fraction", type=float, default=0.04)
     ap.add_argument("--logrows", type=int, default=19)
+    ap.add_argument("--wrap", type=int, default=1,
+                    help="sets of 2^logrows rows a proof circuit may span (ezkl's column wrapping; 1 = none)")
     ap.add_argument("--n-grad", type=int, default=480)
     ap.add_argument("--damping", type=float, default=1e-4, help="relative to the mean Fisher diagonal")
     ap.add_argument("--jobs", type=int, default=2)
@@ -96,7 +100,7 @@ def main(argv=None):
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     a = ap.parse_args(argv)
-    os.environ["ZKAPEX_CACHE"] = a.cache or f"/tmp/zkapex-bench-cache-{a.block_size}-{a.logrows}"
+    os.environ["ZKAPEX_CACHE"] = a.cache or f"/tmp/zkapex-bench-cache-{a.block_size}-{a.logrows}-w{a.wrap}"
     from zkapex_jax import protocol as P
     from zkapex_jax.core import quant
     from zkapex_jax.protocol import prover
@@ -110,7 +114,7 @@ def main(argv=None):
     rng = np.random.default_rng(a.seed)
     nb, B = a.blocks, a.block_size
     res = {"argv": sys.argv[1:], "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-           "blocks": nb, "block_size": B, "fraction": a.fraction, "logrows": a.logrows, "jobs": a.jobs}
+           "blocks": nb, "block_size": B, "fraction": a.fraction, "logrows": a.logrows, "wrap": a.wrap, "jobs": a.jobs}
     st = res.setdefault("stages", {})
 
     out_dir = Path(a.out)
@@ -130,7 +134,7 @@ def main(argv=None):
     fisher = synthetic_block_fisher(rng, nb, B, a.n_grad, a.damping)
     mask = rng.random((nb, B)) < a.fraction
     stage("data", t0, masked=int(mask.sum()), masked_per_block=mask.sum(1).tolist())
-    cs = P.CommitSpec(block_size=B, logrows=a.logrows)
+    cs = P.CommitSpec(block_size=B, logrows=a.logrows, wrap=a.wrap)
     ks = P.KeyStore()
     t0 = time.perf_counter()
     A = quant.inverse_fisher(fisher)
@@ -186,9 +190,13 @@ def main(argv=None):
         stage(f"prove_protect_{r}", t0, proofs=len(proofs), cpu_s=round(sum(p["cpu_s"] for p in proofs), 1))
         res_v["proofs"] = proofs
         # cost model: per-block CPU-s by bucket, applied to the full statement
+        # per block of a full chunk: a proof costs its circuit's K block slots whether or not the
+        # slice fills them (a small slice pads its last chunk; the full statement does not)
+        chunk_of = {v["kmax"]: v["chunk_blocks"] for v in keys.values()}
         per_block = {}
         for p in proofs:
-            per_block.setdefault(p["kmax"], []).append(p["cpu_s"] / p["blocks"])
+            p["chunk_blocks"] = chunk_of[p["kmax"]]
+            per_block.setdefault(p["kmax"], []).append(p["cpu_s"] / p["chunk_blocks"])
         kmaxes = [k for k in bucket_sizes(B)]
         full_blocks = 12 * 3072 * 768 // B
         dist, unmasked = masked_count_distribution(B, a.fraction, full_blocks, kmaxes, extra=r)
@@ -211,9 +219,9 @@ def main(argv=None):
                 "prove_min_64_machines": round(total_cpu / 60 / 16 / 64, 1),
                 "commit_cpu_h": round(commit_cpu / 3600, 1),
                 "peak_rss_mb_per_prover": max(p["peak_rss_mb"] for p in proofs),
-                "proof_bytes_total_est": round(float(np.mean([p["proof_bytes"] / p["blocks"] for p in proofs]))
+                "proof_bytes_total_est": round(float(np.mean([p["proof_bytes"] / p["chunk_blocks"] for p in proofs]))
                                                * (full_blocks - unmasked)),
-                "verify_h_one_core_est": round(float(np.mean([p["verify_s"] / p["blocks"] for p in proofs]))
+                "verify_h_one_core_est": round(float(np.mean([p["verify_s"] / p["chunk_blocks"] for p in proofs]))
                                                * (full_blocks - unmasked) / 3600, 2),
                 "note": "EXTRAPOLATED from the measured per-block CPU-s of this slice (single-process provers, "
                         "ideal scaling across cores and machines assumed); proof bytes are ezkl JSON files"})

@@ -98,6 +98,10 @@ def range_decomposition(logrows: int) -> tuple[int, int]:
     return 2 ** b, RANGE_BITS // b
 
 
+#: the most sets of 2^logrows rows one proof circuit may span (CommitSpec.wrap)
+MAX_WRAP = 64
+
+
 @dataclass(frozen=True)
 class CommitSpec:
     """What the client fixes at personalization time (before any mask).
@@ -108,7 +112,11 @@ class CommitSpec:
     limbs; ``decomp_base``/``decomp_legs``: ezkl's range 2^s = base^legs (default: the largest base
     whose lookup table fits the circuit, :func:`range_decomposition`, always s = 60);
     ``delta_ratio`` ρ: every weight's move |θ̂u_i − θ̂p_i| ≤ ρ·Σ_{j∈S}|θ̂p_j| in its block (the
-    verifier requires ρ to be at most the provider's policy)."""
+    verifier requires ρ to be at most the provider's policy); ``wrap``: how many sets of 2^logrows
+    rows a proof circuit may span (ezkl's column wrapping: a circuit of more rows than 2^logrows is
+    laid out over more advice columns; 1 = no wrapping, every circuit fits 2^logrows rows). The
+    committed columns are one per vector whatever ``wrap`` is, so a small ``logrows`` with wrapping
+    keeps every committed column short (see docs/PROOFS.md, "logrows and column wrapping")."""
 
     block_size: int
     logrows: int = 15
@@ -119,6 +127,7 @@ class CommitSpec:
     decomp_base: int | None = None
     decomp_legs: int | None = None
     delta_ratio: int = DEFAULT_DELTA_RATIO
+    wrap: int = 1
 
     def __post_init__(self):
         if self.decomp_base is None and self.decomp_legs is None and isinstance(self.logrows, int):
@@ -126,8 +135,10 @@ class CommitSpec:
             object.__setattr__(self, "decomp_base", base)
             object.__setattr__(self, "decomp_legs", legs)
         for name in ("block_size", "logrows", "theta_bits", "a_bits", "n_blind", "n_ctx", "decomp_base",
-                     "decomp_legs", "delta_ratio"):
+                     "decomp_legs", "delta_ratio", "wrap"):
             _posint(f"CommitSpec.{name}", getattr(self, name))
+        if self.wrap > MAX_WRAP:
+            raise ValueError(f"CommitSpec.wrap must be at most {MAX_WRAP}, got {self.wrap}")
         if self.decomp_base & (self.decomp_base - 1):
             raise ValueError(f"CommitSpec.decomp_base must be a power of two, got {self.decomp_base}")
         if self.logrows < self.logrows_min or self.logrows > 26:
@@ -156,8 +167,16 @@ class CommitSpec:
         """Values per committed column (ezkl keeps 6 rows of each column for blinding)."""
         return 2 ** self.logrows - 6
 
+    @property
+    def max_rows(self) -> int:
+        """The most rows a proof circuit of this commitment may have (ezkl's blinding rows kept)."""
+        return self.wrap * 2 ** self.logrows - 64
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "relation_version": FORMAT_VERSION}
+        d = asdict(self)
+        if d["wrap"] == 1:  # specs without wrapping keep the dict (and the keys) they had
+            d.pop("wrap")
+        return {**d, "relation_version": FORMAT_VERSION}
 
     @classmethod
     def from_dict(cls, d) -> "CommitSpec":

@@ -174,8 +174,9 @@ def circuit_rows(spec: CircuitSpec, *, root=None) -> int:
 
 
 def fits(spec: CircuitSpec, *, root=None) -> bool:
-    """Whether ``spec`` fits its commitment's logrows (with ezkl's blinding rows)."""
-    return circuit_rows(spec, root=root) + 64 <= 2 ** spec.commit.logrows
+    """Whether ``spec`` fits its commitment's rows: ``wrap`` sets of 2^logrows, less ezkl's
+    blinding rows (:attr:`CommitSpec.max_rows`)."""
+    return circuit_rows(spec, root=root) <= spec.commit.max_rows
 
 
 def ensure_circuit(spec: CircuitSpec, *, srs_path=None, root=None, progress=None) -> CircuitArtifacts:
@@ -214,10 +215,10 @@ def ensure_circuit(spec: CircuitSpec, *, srs_path=None, root=None, progress=None
         t = _tmp(settings_p)
         _stage("gen_settings", ezkl.gen_settings, str(onnx_p), str(t), py_run_args=_run_args(spec, lr))
         rows = int(json.loads(t.read_text())["num_rows"])
-        if rows + 64 > 2 ** lr:
+        if rows > spec.commit.max_rows:
             t.unlink()
-            raise EzklError(f"circuit {spec.key} needs {rows} rows, more than 2^{lr}: use a smaller bucket "
-                            "(kmax, chunk_blocks) or commit with larger logrows")
+            raise EzklError(f"circuit {spec.key} needs {rows} rows, more than {spec.commit.wrap} × 2^{lr}: use a "
+                            "smaller bucket (kmax, chunk_blocks) or commit with larger logrows or wrap")
         _canonicalize_settings(t)
         os.replace(t, settings_p)
         timings["settings_s"] = time.perf_counter() - t0

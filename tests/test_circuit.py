@@ -71,13 +71,19 @@ def test_spec_roundtrip_and_validation():
         s.input_index("col", K, 0)
     for bad in (dict(block_size=0), dict(block_size=4, logrows=12, decomp_base=4096, decomp_legs=5),
                 dict(block_size=4, logrows=0), dict(block_size=4, decomp_base=1000),
-                dict(block_size=4, decomp_legs=7), dict(block_size=10000, logrows=13)):
+                dict(block_size=4, decomp_legs=7), dict(block_size=10000, logrows=13), dict(block_size=4, wrap=0),
+                dict(block_size=4, wrap=relation.MAX_WRAP + 1), dict(block_size=4, wrap=True)):
         with pytest.raises(ValueError):
             relation.CommitSpec(**bad)
     with pytest.raises(ValueError):
         relation.CircuitSpec(relation.CommitSpec(block_size=4), kmax=5)
     with pytest.raises(ValueError, match="relation version"):
         relation.CommitSpec.from_dict({**s.commit.to_dict(), "relation_version": 3})
+    # wrap = 1 leaves the spec's dict (and every key built from it) as it was; other values travel
+    assert "wrap" not in s.commit.to_dict() and s.commit.max_rows == 2 ** 11 - 64
+    w = relation.CommitSpec(block_size=4, logrows=11, wrap=3)
+    assert relation.CommitSpec.from_dict(json.loads(json.dumps(w.to_dict()))) == w and w.max_rows == 3 * 2 ** 11 - 64
+    assert relation.CircuitSpec(w, kmax=2, chunk_blocks=2).key != s.key
 
 
 def _reference_eval(spec, inputs):
@@ -217,6 +223,41 @@ def test_witness_edit_of_a_blinder_still_proves(art, tmp_path):
         w["inputs"][slot][-1] = stages.int_to_felt(SQRT_M1)  # last blinder of μ: any field element
 
     assert _prove_edited(art, w, tmp_path, edit)
+
+
+def test_wrapped_circuit_proves_binds_its_commitments_and_refuses_edits(zk_shared, tmp_path):
+    """Column wrapping (``CommitSpec.wrap``): the module's relation at logrows 9, where its rows
+    span three sets of 2^9 (ezkl lays the excess out over more advice columns). The honest witness
+    proves and verifies; the commitments embedded in the proof are the commit circuit's (a wrapped
+    circuit reads the same short committed columns); the attacker's witness edits are refused;
+    without ``wrap`` the same circuit does not fit and is refused before any key is built."""
+    cs = relation.CommitSpec(block_size=B, logrows=9, wrap=4)
+    spec = relation.CircuitSpec(cs, kmax=KMAX, chunk_blocks=K)
+    assert 2 ** 9 < stages.circuit_rows(spec) <= cs.max_rows and stages.fits(spec)
+    art = stages.ensure_circuit(spec)
+    blocks = honest_blocks(spec=spec)
+    inputs = inputs_of(blocks, spec)
+    w = _witness(art, inputs, tmp_path)
+    assert _prove_edited(art, w, tmp_path, lambda w: None)
+    _, coms = stages.proof_public(json.loads((tmp_path / "pf.json").read_text()), spec.n_inputs)
+    committed = list(range(K * (2 + KMAX)))
+    from zkapex_jax.protocol.commitments import commit_circuit
+
+    com_art = stages.ensure_circuit(commit_circuit(cs))
+    assert stages.commit_vectors(com_art, [inputs[i] for i in committed]) == [coms[i] for i in committed]
+    for case in ("free weight of theta_u moved by one unit", "column entry ≥ 2^a", "mu a field element"):
+        name, i, v = EDITS[case]
+        slot = _input_slot(spec, name)
+        v = int(blocks[0]["theta_u"][i]) + 1 if v is None else v
+
+        def edit(w, slot=slot, i=i, v=v):
+            w["inputs"][slot][i] = stages.int_to_felt(v)
+
+        assert not _prove_edited(art, w, tmp_path, edit), case
+    flat = relation.CircuitSpec(relation.CommitSpec(block_size=B, logrows=9), kmax=KMAX, chunk_blocks=K)
+    assert not stages.fits(flat)
+    with pytest.raises(stages.EzklError, match="rows"):
+        stages.ensure_circuit(flat, root=tmp_path / "keys")
 
 
 def test_range_decomposition_fits_the_circuit_and_keeps_s():

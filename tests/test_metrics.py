@@ -190,7 +190,7 @@ def test_unlearning_outcome_is_one_definition_for_every_study():
 
 
 def _proof_slice(B, cpu_per_block, n_blocks=2):
-    proofs = [{"blocks": 1, "cpu_s": cpu_per_block, "peak_rss_mb": 100.0 * B, "proof_bytes": 9000, "verified": True}
+    proofs = [{"blocks": 1, "chunk_blocks": 1, "cpu_s": cpu_per_block, "peak_rss_mb": 100.0 * B, "proof_bytes": 9000, "verified": True}
               for _ in range(n_blocks)]
     return {"block_size": B, "logrows": 15, "stages": {"data": {"masked_per_block": [2] * n_blocks},
                                                        "commit": {"columns": 10, "cpu_s": 0.05}},
@@ -214,6 +214,9 @@ def test_frontier_points_table_and_figure(tmp_path):
         frontier_point(_proof_slice(144, 9.0), study)
     with pytest.raises(ValueError, match="no 'exact' row"):
         frontier_point(_proof_slice(64, 3.2), study, kind="exact")
+    padded = _proof_slice(64, 8.0, n_blocks=1)
+    padded["variants"]["protect_0"]["proofs"][0]["chunk_blocks"] = 4  # a 4-block circuit holding 1 block
+    assert frontier_point(padded)["prove_cpu_s_per_block"] == pytest.approx(2.0)
     with pytest.raises(ValueError, match="holds no proofs"):
         frontier_point({**_proof_slice(64, 1.0), "variants": {"protect_0": {"proofs": []}}})
     files = {}

@@ -66,6 +66,7 @@ def _file(s: str) -> str:
 BLOCK = _int_in(1, MAX_BLOCK_SIZE)
 POS = _int_in(1)
 LOGROWS = _int_in(1, 26)
+WRAP = _int_in(1, 64)  # circuits.relation.MAX_WRAP
 SEED = _int_in(0, 2**31 - 1)
 NONNEG = _int_in(0, 4096)
 

@@ -24,7 +24,7 @@ def cmd_keys(args) -> int:
     from ..protocol.statement import bucket_sizes, bucket_spec
 
     ks = keystore_of(args, "keystore")
-    cs = commit_spec(args.block_size, args.logrows, keystore=ks)  # validates B against logrows before any build
+    cs = commit_spec(args.block_size, args.logrows, wrap=args.wrap, keystore=ks)  # validates B before any build
     t0 = time.perf_counter()
     built = []
     for kmax in ([args.kmax] if args.kmax else bucket_sizes(cs.block_size)):
@@ -35,7 +35,7 @@ def cmd_keys(args) -> int:
         built.append({"spec": spec.key, "kmax": kmax, "chunk_blocks": spec.chunk_blocks, "num_rows": art.num_rows,
                       "vk_sha256": art.meta["vk_sha256"], "pk_bytes": art.meta["pk_bytes"],
                       "bound_units": 1 + float(spec.epsilon), "srs_insecure": art.srs_insecure})
-    _say(json.dumps({"logrows": cs.logrows, "circuits": built, "seconds": round(time.perf_counter() - t0, 2)}, indent=1))
+    _say(json.dumps({"logrows": cs.logrows, "wrap": cs.wrap, "circuits": built, "seconds": round(time.perf_counter() - t0, 2)}, indent=1))
     if any(b["srs_insecure"] for b in built):
         _say("WARNING: locally generated SRS — INSECURE, for tests only (pass --srs with a ceremony file)")
     return 0
@@ -160,7 +160,7 @@ def cmd_commit(args) -> int:
     curvature = api.Curvature.load(args.fisher)
     params = load_params(args.params)
     ks = keystore_of(args)
-    cs = api.commit_spec(curvature.layout.block_size, args.logrows, keystore=ks)
+    cs = api.commit_spec(curvature.layout.block_size, args.logrows, wrap=args.wrap, keystore=ks)
     com, sec = api.commit(params, curvature, cs, client_id=args.client_id, keystore=ks, progress=True)
     com = save_commitment(args.out, com, sec, args.secrets)
     _say(f"commitment: {com.num_blocks} blocks × ({cs.block_size} inverse-Fisher columns + θp), logrows "
@@ -279,7 +279,7 @@ def cmd_demo(args) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ZkapexError(f"--out {out} exists and is not an empty directory; choose a new one")
     check_srs(args)
-    validate_demo(model, B, args.pattern, args.logrows, args.quick)
-    s = run_demo(args.out, model=model, block_size=B, logrows=args.logrows, jobs=args.jobs, seed=args.seed,
+    validate_demo(model, B, args.pattern, args.logrows, args.quick, wrap=args.wrap)
+    s = run_demo(args.out, model=model, block_size=B, logrows=args.logrows, wrap=args.wrap, jobs=args.jobs, seed=args.seed,
                  quick=args.quick, pattern=args.pattern, cache=args.cache, srs=args.srs, executor=args.executor)
     return EXIT_VALID if s["valid"] else EXIT_REJECTED

@@ -134,14 +134,17 @@ class Curvature:
 
 # ----------------------------------------------------------------------------- the stages
 
-def commit_spec(block_size: int, logrows: int | None = None, *, keystore: KeyStore | None = None):
+def commit_spec(block_size: int, logrows: int | None = None, *, wrap: int = 1, keystore: KeyStore | None = None):
     """The commitment's :class:`~circuits.relation.CommitSpec` for blocks of ``block_size``;
-    ``logrows`` None: the smallest that fits the proof buckets (ValueError if B cannot fit)."""
+    ``logrows`` None: the smallest at which one block of the default slot cap fits ``wrap`` sets of
+    2^logrows rows (``wrap`` > 1: ezkl's column wrapping, short committed columns; ValueError if B
+    cannot fit)."""
     from ._circuits import relation
     from .statement import default_logrows
 
-    lr = logrows if logrows is not None else default_logrows(block_size, root=None if keystore is None else keystore.root)
-    return relation.CommitSpec(block_size=block_size, logrows=lr)
+    lr = logrows if logrows is not None else default_logrows(block_size, wrap=wrap,
+                                                            root=None if keystore is None else keystore.root)
+    return relation.CommitSpec(block_size=block_size, logrows=lr, wrap=wrap)
 
 
 def commit(theta_p, curvature: Curvature, cspec, *, client_id: str, keystore: KeyStore | None = None,

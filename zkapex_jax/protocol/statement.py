@@ -153,7 +153,8 @@ def plan_proofs(mask_blocks, cspec, *, root=None) -> list[tuple]:
 
 def default_logrows(block_size: int, *, k_cap: int | None = None, root=None, **commit_kw) -> int:
     """The smallest logrows (≥ ezkl's minimum) at which a block with ``k_cap`` masked weights
-    fits one proof: the commitment fixes it, so choose it before the mask. Default k_cap:
+    fits one proof (with ``wrap=W`` in ``commit_kw``: fits W sets of 2^logrows rows, ezkl's column
+    wrapping): the commitment fixes it, so choose it before the mask. Default k_cap:
     B/2 clipped to [4, 32] (B = 16: 8 → logrows 13; B = 576: 32 → 19). Every proof is paid at this
     logrows (each committed input is one column of 2^logrows rows), so smaller is cheaper; a block
     with more masked weights than fit is refused at proving time, never dropped."""
@@ -166,4 +167,5 @@ def default_logrows(block_size: int, *, k_cap: int | None = None, root=None, **c
         if stages.fits(relation.CircuitSpec(cs, kmax=k_cap, chunk_blocks=1), root=root):
             return lr
         lr += 1
-    raise ValueError(f"no logrows ≤ 24 fits a block of {block_size} with {k_cap} masked weights")
+    raise ValueError(f"no logrows ≤ 24 fits a block of {block_size} with {k_cap} masked weights"
+                     + (f" in {commit_kw['wrap']} sets of rows" if commit_kw.get("wrap", 1) > 1 else ""))

@@ -57,7 +57,7 @@ def demo_story(acc: dict, *, fraction: float = 0.04, min_effect: float = 0.02) -
     return lines
 
 
-def validate_demo(model, block_size, pattern, logrows, quick):
+def validate_demo(model, block_size, pattern, logrows, quick, *, wrap=1):
     """Everything the demo's arguments must satisfy, checked on parameter shapes (no training)."""
     from ..models import param_shapes
     from ..protocol import CommitSpec
@@ -72,11 +72,10 @@ def validate_demo(model, block_size, pattern, logrows, quick):
     except (KeyError, ValueError) as e:
         raise ZkapexError(f"--model {model!r}: {e}") from None
     pl.block_layout(cfg, shapes)  # pattern matches kernels, B divides them (ShapeError/UnknownParameterError)
-    if logrows is not None:
-        CommitSpec(block_size=block_size, logrows=logrows)
+    CommitSpec(block_size=block_size, wrap=wrap, **({} if logrows is None else {"logrows": logrows}))
 
 
-def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, jobs=2, seed=0, quick=False,
+def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, wrap=1, jobs=2, seed=0, quick=False,
              pattern=None, cache=None, srs=None, executor="ray"):
     """The whole protocol end to end; returns the summary dict (also written to out/summary.json)."""
     import jax
@@ -129,7 +128,7 @@ def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, jobs=2, seed
     client_ks = KeyStore(cache, srs_path=srs)
     provider_ks = KeyStore(out / "provider-keys", srs_path=srs)
     with stage("client: commit"):
-        cs = api.commit_spec(block_size, logrows, keystore=client_ks)
+        cs = api.commit_spec(block_size, logrows, wrap=wrap, keystore=client_ks)
         com, sec = api.commit(theta_p, curvature, cs, client_id="client-0", keystore=client_ks, progress=True)
         com = save_commitment(out / "commitment.npz", com, sec, out / "commitment-secrets.npz")
     with stage("provider: mask"):
@@ -163,7 +162,7 @@ def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, jobs=2, seed
         "valid": res.valid, "reason": res.reason, "insecure_srs": res.insecure_srs,
         "blocks": layout.num_blocks, "masked_blocks": len(u.witnesses), "proofs": len(st["proofs"]),
         "masked_weights": int((u.mask == 1).sum()), "params_certified": int(layout.num_blocks * block_size),
-        "logrows": cs.logrows, "buckets": sorted({(s.kmax, s.chunk_blocks) for s, _ in u.plan}),
+        "logrows": cs.logrows, "wrap": cs.wrap, "buckets": sorted({(s.kmax, s.chunk_blocks) for s, _ in u.plan}),
         "bound_units": res.bound_units, "theta_unit": 2.0 ** -com.theta_exp,
         "max_dev_certified_vs_float": float(dev.max()), "commitment_bytes": com_bytes,
         "proof_file_bytes": proof_bytes, "proof_bytes": raw_bytes, "prover": st["prover"],

@@ -366,8 +366,9 @@ def plot_selectivity(path: str | os.PathLike, studies: Mapping[str, Mapping], *,
 def frontier_point(proof_slice: Mapping, study: Mapping | None = None, *, kind: str = "layer_inputs",
                    variant: str = "protect_0") -> dict:
     """One block size of the cost–fidelity frontier: from a ``benchmarks/bench_proof.py`` result
-    (``proof_slice``) the measured proving CPU-s, peak RSS and proof bytes per block and per certified
-    parameter (a block certifies all its B weights: masked ones zero, the others compensated), and,
+    (``proof_slice``) the measured proving CPU-s, peak RSS and proof bytes per block slot of a proof
+    circuit (a K-block circuit costs the same filled or padded) and per certified parameter (a block
+    certifies all its B weights: masked ones zero, the others compensated), and,
     from a curvature-study record at the same B (``study``, optional), the mean recovery and forget
     progress of ``kind``. Refuses a study whose block size is not the bench's."""
     B = int(proof_slice["block_size"])
@@ -376,12 +377,14 @@ def frontier_point(proof_slice: Mapping, study: Mapping | None = None, *, kind: 
     if not proofs:
         raise ValueError(f"the B = {B} proof slice holds no proofs (variant {variant!r})")
     blocks = sum(p["blocks"] for p in proofs)
+    # a proof costs its circuit's K block slots, filled or padded (the full statement fills them)
+    slots = sum(p.get("chunk_blocks", p["blocks"]) for p in proofs)
     cpu = sum(p["cpu_s"] for p in proofs)
-    out = {"block_size": B, "logrows": proof_slice.get("logrows"), "blocks_proven": blocks,
-           "all_verified": all(p.get("verified") for p in proofs),
-           "prove_cpu_s_per_block": cpu / blocks, "prove_cpu_ms_per_param": 1e3 * cpu / blocks / B,
+    out = {"block_size": B, "logrows": proof_slice.get("logrows"), "wrap": proof_slice.get("wrap", 1),
+           "blocks_proven": blocks, "block_slots": slots, "all_verified": all(p.get("verified") for p in proofs),
+           "prove_cpu_s_per_block": cpu / slots, "prove_cpu_ms_per_param": 1e3 * cpu / slots / B,
            "peak_rss_mb": max(p["peak_rss_mb"] for p in proofs),
-           "proof_bytes_per_block": sum(p["proof_bytes"] for p in proofs) / blocks,
+           "proof_bytes_per_block": sum(p["proof_bytes"] for p in proofs) / slots,
            "masked_per_block": float(np.mean(proof_slice["stages"]["data"]["masked_per_block"]))}
     commit = proof_slice["stages"].get("commit", {})
     if commit.get("columns"):
