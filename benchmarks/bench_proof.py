@@ -240,6 +240,7 @@ def main(argv=None):
         run_variant(r, req, v)
     save()
     print(f"→ {out_path}")
+    return out_path
 
 
 if __name__ == "__main__":

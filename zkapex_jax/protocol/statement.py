@@ -142,7 +142,7 @@ def plan_proofs(mask_blocks, cspec, *, root=None) -> list[tuple]:
                 break
         else:
             raise ValueError(f"block {int(b)} has {k} masked (and protected) weights: no circuit with that many slots fits "
-                             f"2^{cspec.logrows} rows; commit with a larger logrows")
+                             f"{cspec.wrap} × 2^{cspec.logrows} rows; commit with a larger logrows or wrap")
     plan = []
     for key in sorted(groups):
         spec, blocks = specs[key], groups[key]
