@@ -66,3 +66,28 @@ def test_protected_study_merges_per_seed_records(tmp_path):
     with pytest.raises(ArtifactError, match="seed given twice"):
         protected_study.merge([tmp_path / "s0.json", tmp_path / "s0.json"], tmp_path / "x.json")
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.slow
+def test_demo_settings_tiny(tmp_path):
+    from experiments import demo_settings
+
+    out = tmp_path / "ds.json"
+    assert demo_settings.main(["--tiny", "--seeds", "0", "--out", str(out)]) == 0
+    res = load_study_record(out, "demo_settings")
+    combos = res["per_seed"][0]["combos"]
+    assert set(combos) == {"second_order_neg/0.04/empirical", "second_order_neg/0.04/layer_inputs"}
+    assert all(c["alpha"] in demo_settings.ALPHAS for c in combos.values())
+    assert res["chosen"] in (None, *combos)
+
+
+def test_demo_settings_selection_rule():
+    """The rule: targets met on the selection seed, no collapse, smallest fraction, then recovery."""
+    from experiments import demo_settings
+
+    def c(frac, rec, prog, col=0.0):
+        return {"fraction": frac, "recovery": rec, "forget_progress": prog, "collapsed": col}
+
+    res = {"combos": {"a": c(0.2, 0.95, 0.9), "b": c(0.1, 0.85, 0.6), "c": c(0.1, 0.9, 0.55), "d": c(0.04, 0.99, 0.4),
+                      "e": c(0.04, 0.9, 0.9, col=1.0), "f": c(0.04, float("nan"), 0.9), "g": c(0.04, 0.8, None)}}
+    assert demo_settings.select(res) == ["c", "b", "a"]
