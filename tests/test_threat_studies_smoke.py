@@ -76,7 +76,7 @@ def test_demo_settings_tiny(tmp_path):
     assert demo_settings.main(["--tiny", "--seeds", "0", "--out", str(out)]) == 0
     res = load_study_record(out, "demo_settings")
     combos = res["per_seed"][0]["combos"]
-    assert set(combos) == {"second_order_neg/0.04/empirical", "second_order_neg/0.04/layer_inputs"}
+    assert set(combos) == {"fc1/second_order_neg/0.04/empirical", "fc1/second_order_neg/0.04/layer_inputs"}
     assert all(c["alpha"] in demo_settings.ALPHAS for c in combos.values())
     assert res["chosen"] in (None, *combos)
 
