@@ -34,13 +34,10 @@ ALPHAS = (1e-3, 1e-2, 1e-1, 1.0)
 
 
 def demo_config(tiny: bool = False):
-    from zkapex_jax.studies import image as pl
+    """The demo's model, data and training recipe without its request settings (what is chosen here)."""
+    from zkapex_jax.studies.demo import demo_config as cfg_of
 
-    if tiny:
-        return pl.PipelineConfig.tiny(model="vit-test", block_size=16)
-    # exactly the demo's recipe (zkapex_jax.studies.demo.run_demo)
-    return pl.PipelineConfig(model="vit-demo", block_size=16, global_epochs=6, max_test=2000,
-                             n_mask_forget=256, n_mask_retain=256)
+    return cfg_of("vit-demo", 16, quick=tiny, request=False)
 
 
 def run_seed(cfg, seed: int, *, patterns, fractions, methods, kinds, alphas) -> dict:

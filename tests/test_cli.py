@@ -228,6 +228,9 @@ def test_demo_story_reads_the_table():
                        "certified": row(0.45, 0.33)})
     assert "already fails the forget classes" in lost[0] and "did not forget" in lost[1]
     assert "nothing to recover" in lost[-1]
+    toward = demo_story({"global": row(0.3, 0.9), "personalized": row(0.45, 0.80), "mask_only": row(0.40, 0.0),
+                         "certified": row(0.45, 0.20), "retrain": row(0.46, 0.0)})
+    assert "the mask forgets" in toward[0] and "75% of the way" in toward[1] and "keeps 75%" in toward[2]
 
 
 def test_ray_address_where_nothing_listens_is_a_clear_error(files, capsys):

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.blocks import BlockLayout
+from ..core.curvature import damp
 from ..core.obs import factorize
 from ..data import code as cd
 from ..models import Family, LoRAConfig, family
@@ -111,6 +112,8 @@ class OptCodeConfig:
     # ---- client Fisher / Group-OBS
     fisher_block: int = 128
     fisher_damping: float = 1e-6
+    fisher_relative: bool = False  # fisher_damping as a multiple of each block's scale (core.curvature.damp)
+    curvature: str = "empirical"   # core.curvature.CURVATURES for a language model: empirical | layer_inputs | layer_covariance
     n_fisher: int = 256
     fisher_chunk: int = 32
     # ---- baselines
@@ -147,8 +150,8 @@ class OptCodeConfig:
                         n_retain=self.n_mask_examples)
 
     def curvature_spec(self) -> CurvatureSpec:
-        return CurvatureSpec(kind="empirical", block_size=self.fisher_block, damping=self.fisher_damping,
-                             n_examples=self.n_fisher, chunk=self.fisher_chunk)
+        return CurvatureSpec(kind=self.curvature, block_size=self.fisher_block, damping=self.fisher_damping,
+                             relative=self.fisher_relative, n_examples=self.n_fisher, chunk=self.fisher_chunk)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -401,7 +404,9 @@ def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, shared_
     t = time.perf_counter()
     cs = cfg.curvature_spec()
     layout = statement_layout(fns, theta_p, cfg.mask_spec(), cs)
-    fisher = client.client_fisher(fns, theta_p, rust[: cs.n_examples], layout, damping=cs.damping, chunk_size=cs.chunk)
+    raw = np.asarray(client.client_curvature(fns, theta_p, rust[: cs.n_examples], layout, kind=cs.kind, damping=0.0,
+                                             chunk_size=cs.chunk), dtype=np.float32)
+    fisher = damp(raw, cs.damping, relative=cs.relative)
     times["fisher_s"] = time.perf_counter() - t
     t = time.perf_counter()
     factor = factorize(fisher)
@@ -412,8 +417,10 @@ def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, shared_
 
     # selectivity: how much of the forget language's curvature lies where the client's data excite
     t = time.perf_counter()
-    f_forget = client.client_fisher(fns, theta_p, forget, layout, damping=0.0, chunk_size=cfg.fisher_chunk)
-    sel = selectivity(fisher, f_forget, np.asarray(mask.to_blocks(layout)), damping=cfg.fisher_damping)
+    # the same curvature family on the forget data (undamped), against the client's undamped one
+    f_forget = client.client_curvature(fns, theta_p, forget, layout, kind=cs.kind, damping=0.0,
+                                       chunk_size=cfg.fisher_chunk)
+    sel = selectivity(raw, f_forget, np.asarray(mask.to_blocks(layout)), damping=0.0)
     del f_forget
     times["selectivity_s"] = time.perf_counter() - t
     log(f"seed {seed}: selectivity " + ", ".join(f"{k} {v:.3g}" for k, v in sel.items()))
@@ -490,7 +497,7 @@ def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, shared_
     }
     if sweeps:
         t = time.perf_counter()
-        out["sweeps"] = run_sweeps(cfg, fns, seqs, theta_p, scores, fisher, layout, rust, metrics)
+        out["sweeps"] = run_sweeps(cfg, fns, seqs, theta_p, scores, raw, layout, rust, metrics)
         times["sweeps_s"] = time.perf_counter() - t
     times["seed_total_s"] = time.perf_counter() - t_seed
     out["times"] = times
@@ -498,9 +505,12 @@ def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, shared_
     return out
 
 
-def run_sweeps(cfg, fns, seqs, theta_p, scores, fisher, layout, rust, metrics) -> dict:
-    """Mask fraction, block size, damping and Fisher sample-count sweeps on one seed."""
+def run_sweeps(cfg, fns, seqs, theta_p, scores, raw, layout, rust, metrics) -> dict:
+    """Mask fraction, block size, damping and Fisher sample-count sweeps on one seed (``raw``: the
+    client's undamped block curvature of ``cfg.curvature``)."""
     pers = metrics["personalized"]["personal_acc"]
+    cs = cfg.curvature_spec()
+    fisher = damp(raw, cs.damping, relative=cs.relative)
 
     def point(mask, fisher_b, layout_b):
         th_u, _ = zkapex_update(theta_p, fisher_b, mask, layout_b)
@@ -519,15 +529,14 @@ def run_sweeps(cfg, fns, seqs, theta_p, scores, fisher, layout, rust, metrics) -
             continue
         lb = BlockLayout.from_params(theta_p, list(cfg.mask_patterns), b, "out_in")
         out["block"].append({"x": b, **point(base_mask, sub_block_fisher(fisher, b), lb)})
-    eye = jnp.eye(fisher.shape[-1], dtype=fisher.dtype)
-    for d in cfg.sweep_dampings:
+    for d in cfg.sweep_dampings:  # the configured kind of damping (absolute or relative), value d
         try:
-            out["damping"].append({"x": d, **point(base_mask, fisher - cfg.fisher_damping * eye + d * eye, layout)})
+            out["damping"].append({"x": d, **point(base_mask, damp(raw, d, relative=cs.relative), layout)})
         except ValueError as e:  # a singular system at tiny damping is a result too
             out["damping"].append({"x": d, "error": str(e)[:200]})
     for m in cfg.sweep_n_fisher:
-        f_m = client.client_fisher(fns, theta_p, rust[:m], layout, damping=cfg.fisher_damping,
-                                   chunk_size=min(cfg.fisher_chunk, m))
+        f_m = client.client_curvature(fns, theta_p, rust[:m], layout, kind=cs.kind, damping=cs.damping,
+                                      relative=cs.relative, chunk_size=min(cfg.fisher_chunk, m))
         try:
             out["n_fisher"].append({"x": m, **point(base_mask, f_m, layout)})
         except ValueError as e:
