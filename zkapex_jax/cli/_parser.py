@@ -174,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "directory (config.json + weights; default vit-demo)")
     p.add_argument("--block-size", type=BLOCK, default=16, help="weights per block B (default 16)")
     p.add_argument("--logrows", type=LOGROWS, default=None, help="the commitment's circuit size (default: auto)")
-    p.add_argument("--wrap", type=WRAP, default=1,
-                   help="sets of 2^logrows rows one proof circuit may span (ezkl's column wrapping; default 1: none)")
+    p.add_argument("--wrap", type=WRAP, default=2,
+                   help="sets of 2^logrows rows one proof circuit may span (ezkl's column wrapping; default 2: "
+                        "every block of 16 can be proven whatever the mask puts in it)")
     p.add_argument("--executor", choices=("ray", "process"), default="ray",
                    help="how proofs run in parallel: a local Ray instance (default) or a process pool")
     p.add_argument("--pattern", default=None, help="restrict the statement to kernels matching this pattern")

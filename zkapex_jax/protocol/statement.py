@@ -155,12 +155,15 @@ def default_logrows(block_size: int, *, k_cap: int | None = None, root=None, **c
     """The smallest logrows (≥ ezkl's minimum) at which a block with ``k_cap`` masked weights
     fits one proof (with ``wrap=W`` in ``commit_kw``: fits W sets of 2^logrows rows, ezkl's column
     wrapping): the commitment fixes it, so choose it before the mask. Default k_cap:
-    B/2 clipped to [4, 32] (B = 16: 8 → logrows 13; B = 576: 32 → 19). Every proof is paid at this
+    B/2 clipped to [4, 32] (B = 16: 8 → logrows 13; B = 576: 32 → 19); with wrapping min(B, 32), so a
+    block of ≤ 32 weights can be proven whatever the mask puts in it (B = 16, wrap 2: logrows 13). Every proof is paid at this
     logrows (each committed input is one column of 2^logrows rows), so smaller is cheaper; a block
     with more masked weights than fit is refused at proving time, never dropped."""
     from ._circuits import relation, stages
 
-    k_cap = min(block_size, max(4, min(32, block_size // 2))) if k_cap is None else int(k_cap)
+    if k_cap is None:  # with wrapping, every block of up to 32 weights fits whatever its mask
+        k_cap = min(block_size, 32) if commit_kw.get("wrap", 1) > 1 else min(block_size, max(4, min(32, block_size // 2)))
+    k_cap = int(k_cap)
     lr = relation.CommitSpec(block_size=block_size, **commit_kw).logrows_min
     while lr <= 24:
         cs = relation.CommitSpec(block_size=block_size, logrows=lr, **commit_kw)
