@@ -25,6 +25,8 @@ Command line::
         --bias-correction --cache-dir /tmp/zk_effnet_cache --out experiments/results/bias_effnet_s0.json
     python -m experiments.curvature_study --config effnet --seeds 0 --kinds layer_inputs --block-size 576 \
         --cache-dir /tmp/zk_effnet_cache --out experiments/results/frontier_effnet_b576_s0.json
+    python -m experiments.curvature_study --merge experiments/results/curvature_effnet_s0.json \
+        experiments/results/curvature_effnet_s1-4.json --out experiments/results/curvature_effnet.json
     python -m experiments.curvature_study --config tiny --seeds 0 --out /tmp/curv_tiny.json       # CI smoke
 """
 
@@ -133,10 +135,20 @@ def main(argv=None) -> int:
                     help="weights per block B (default: the config's); the block-size frontier runs B = 64, 144, 576")
     ap.add_argument("--bias-correction", action="store_true",
                     help="add a '<kind>+bias' row for each layer-input family (δb = −μᵀδW; float only)")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="RECORD_JSON",
+                    help="merge per-seed records of the same settings into --out (no run)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    from zkapex_jax.studies.report import mean_std, run_environment, write_study_record
+    from zkapex_jax.studies.report import run_environment, write_study_record
 
+    if args.merge:
+        from zkapex_jax._errors import ArtifactError
+
+        try:
+            print_table(merge(args.merge, args.out)["table"])
+        except (ArtifactError, OSError) as e:
+            ap.error(str(e))
+        return 0
     cfg = _pipeline(args.config)
     if args.block_size is not None:
         if args.block_size < 2:
@@ -151,24 +163,63 @@ def main(argv=None) -> int:
         per_seed.append(res)
         print(json.dumps({"seed": s, "client_train_loss": res["client_train_loss"], **res["summary"]}), flush=True)
     names = list(per_seed[0]["summary"])
+    out = {"config": args.config, "pipeline": cfg.to_dict(), "seeds": args.seeds, "alphas_tried": list(ALPHAS),
+           "bias_correction": bool(args.bias_correction),
+           "table": tabulate(per_seed, names), "per_seed": per_seed, "seconds": round(time.perf_counter() - t0, 1),
+           "environment": run_environment()}
+    write_study_record(args.out, "curvature", out)
+    print_table(out["table"])
+    return 0
+
+
+def tabulate(per_seed, names) -> dict:
+    """Mean, std and t-interval over seeds of every row ``names``, with its collapse count and α per seed."""
+    from zkapex_jax.studies.report import mean_std
+
     table = {k: {m: mean_std([p["summary"][k][m] for p in per_seed])
                  for m in ("personal_acc", "forget_acc", "other_acc", "recovery", "forget_progress", "trace_masked",
                            "eff_rank_masked", "max_move_ratio")} for k in names}
     for k in names:
         table[k]["collapsed_seeds"] = sum(p["summary"][k]["collapsed"] for p in per_seed)
         table[k]["alphas"] = [p["summary"][k]["alpha"] for p in per_seed]
-    out = {"config": args.config, "pipeline": cfg.to_dict(), "seeds": args.seeds, "alphas_tried": list(ALPHAS),
-           "bias_correction": bool(args.bias_correction),
-           "table": table, "per_seed": per_seed, "seconds": round(time.perf_counter() - t0, 1),
-           "environment": run_environment()}
-    write_study_record(args.out, "curvature", out)
+    return table
+
+
+SAME = ("config", "pipeline", "alphas_tried")
+
+
+def merge(paths, out_path) -> dict:
+    """One record from curvature-study records of the same settings (seeds run as separate
+    processes), over the rows every record has; each source's sha256 and environment is kept."""
+    from zkapex_jax._errors import ArtifactError
+    from zkapex_jax.studies.report import load_study_record, run_environment, write_study_record
+
+    recs = [load_study_record(p, "curvature") for p in paths]
+    for p, r in zip(paths[1:], recs[1:]):
+        for k in SAME:
+            if r.get(k) != recs[0].get(k):
+                raise ArtifactError(f"{p}: {k!r} differs from {paths[0]}'s: these runs are not one study")
+    per_seed = sorted((s for r in recs for s in r["per_seed"]), key=lambda s: s["seed"])
+    seeds = [s["seed"] for s in per_seed]
+    if len(set(seeds)) != len(seeds):
+        raise ArtifactError(f"seed given twice among {list(paths)}: {seeds}")
+    names = [k for k in per_seed[0]["summary"] if all(k in s["summary"] for s in per_seed)]
+    if not names:
+        raise ArtifactError(f"no curvature row common to {list(paths)}")
+    out = {**{k: recs[0][k] for k in SAME}, "seeds": seeds, "table": tabulate(per_seed, names), "per_seed": per_seed,
+           "seconds": round(sum(r["seconds"] for r in recs), 1), "environment": run_environment(),
+           "merged_from": [{"path": str(p), "sha256": r["sha256"], "seeds": r["seeds"], "seconds": r["seconds"],
+                            "environment": r["environment"]} for p, r in zip(paths, recs)]}
+    write_study_record(out_path, "curvature", out)
+    return out
+
+
+def print_table(table) -> None:
     print(f"{'curvature':<22}{'recovery':>10}{'forget_prog':>12}{'personal':>10}{'forget':>8}{'other':>8}{'collapsed':>10}")
-    for k in names:
-        t = table[k]
+    for k, t in table.items():
         f = lambda m: t[m]["mean"] if t[m]["mean"] is not None else float("nan")  # noqa: E731
         print(f"{k:<22}{f('recovery'):>10.3f}{f('forget_progress'):>12.3f}{f('personal_acc'):>10.3f}"
               f"{f('forget_acc'):>8.3f}{f('other_acc'):>8.3f}{t['collapsed_seeds']:>10}")
-    return 0
 
 
 if __name__ == "__main__":

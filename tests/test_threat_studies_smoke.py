@@ -91,3 +91,30 @@ def test_demo_settings_selection_rule():
     res = {"combos": {"a": c(0.2, 0.95, 0.9), "b": c(0.1, 0.85, 0.6), "c": c(0.1, 0.9, 0.55), "d": c(0.04, 0.99, 0.4),
                       "e": c(0.04, 0.9, 0.9, col=1.0), "f": c(0.04, float("nan"), 0.9), "g": c(0.04, 0.8, None)}}
     assert demo_settings.select(res) == ["c", "b", "a"]
+
+
+def test_curvature_study_merges_the_rows_every_record_has(tmp_path):
+    """Seeds run apart (seed 0 with every family, later seeds with two) merge into one table over the
+    common rows; other settings and a seed given twice are refused (exit 2 from the command line)."""
+    from zkapex_jax import ArtifactError
+    from zkapex_jax.studies.report import write_study_record
+
+    def rec(path, seeds, kinds, cfg="effnet"):
+        row = lambda r: {"personal_acc": 0.7, "forget_acc": 0.2, "other_acc": 0.3, "recovery": r,  # noqa: E731
+                         "forget_progress": 0.8, "trace_masked": 1.0, "eff_rank_masked": 3.0, "max_move_ratio": 0.9,
+                         "collapsed": 0.0, "alpha": 0.1}
+        write_study_record(path, "curvature", {"config": cfg, "pipeline": {"block_size": 64}, "alphas_tried": [0.1],
+                                               "seeds": seeds, "seconds": 1.0, "per_seed": [
+            {"seed": s, "summary": {k: row(0.5 + 0.1 * s) for k in kinds}} for s in seeds]})
+
+    rec(tmp_path / "a.json", [0], ["empirical", "true", "layer_inputs"])
+    rec(tmp_path / "b.json", [1, 2], ["empirical", "layer_inputs"])
+    out = curvature_study.merge([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "m.json")
+    assert out["seeds"] == [0, 1, 2] and set(out["table"]) == {"empirical", "layer_inputs"}
+    assert abs(out["table"]["layer_inputs"]["recovery"]["mean"] - 0.6) < 1e-12
+    rec(tmp_path / "c.json", [3], ["empirical"], cfg="vit")
+    with pytest.raises(ArtifactError, match="'config' differs"):
+        curvature_study.merge([tmp_path / "a.json", tmp_path / "c.json"], tmp_path / "x.json")
+    with pytest.raises(SystemExit) as e:
+        curvature_study.main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "a.json"), "--out", str(tmp_path / "x.json")])
+    assert e.value.code == 2 and not (tmp_path / "x.json").exists()
