@@ -4,7 +4,7 @@ configuration, run back to back in this one invocation. Per configuration: CPU-s
 of a proof circuit (a K-block circuit costs the same filled or padded), peak RSS of the prover,
 proof bytes per block, key size; and each ratio to the first configuration (the unwrapped one).
 
-    python benchmarks/bench_wrap.py --block-size 576 --blocks 1 --configs 19:1 15:8 --tag b576_
+    python benchmarks/bench_wrap.py --block-size 576 --blocks 1 --configs 19:1 15:8 --max-chunk-blocks 1 --tag b576_
     python benchmarks/bench_wrap.py --block-size 64 --blocks 8 --configs 15:1 13:4 --tag b64_
 
 Results: benchmarks/results/wrap_<tag><time>.json (the per-configuration bench_proof files beside it).
@@ -37,6 +37,8 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", type=_config, nargs="+", required=True, metavar="LOGROWS:WRAP")
     ap.add_argument("--fraction", type=float, default=0.04)
     ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--max-chunk-blocks", type=int, default=None,
+                    help="cap blocks per proof (e.g. 1 at B = 576: a 2-block logrows-19 proof needs > 23 GB)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -50,7 +52,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_proof.py"), "--blocks", str(a.blocks), "--block-size",
                str(a.block_size), "--logrows", str(lr), "--wrap", str(wrap), "--jobs", str(a.jobs), "--seed", str(a.seed),
-               "--fraction", str(a.fraction), "--tag", tag, "--out", a.out]
+               "--fraction", str(a.fraction), "--tag", tag,
+               *(["--max-chunk-blocks", str(a.max_chunk_blocks)] if a.max_chunk_blocks else []), "--out", a.out]
         print("$", " ".join(cmd[1:]), flush=True)
         proc = subprocess.run(cmd, cwd=ROOT)
         wall = time.perf_counter() - t0
