@@ -67,6 +67,9 @@ BLOCK = _int_in(1, MAX_BLOCK_SIZE)
 POS = _int_in(1)
 LOGROWS = _int_in(1, 26)
 WRAP = _int_in(1, 64)  # circuits.relation.MAX_WRAP
+#: the CLI's column wrapping (benchmarks/bench_wrap.py: logrows 11 × 8 cost 0.65 of 13 × 2 per block at
+#: B = 16, logrows 15 × 8 cost 0.21 of 19 × 1 at B = 576; and every block of ≤ 32 weights is provable)
+DEFAULT_WRAP = 8
 SEED = _int_in(0, 2**31 - 1)
 NONNEG = _int_in(0, 4096)
 

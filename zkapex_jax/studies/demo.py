@@ -97,7 +97,7 @@ def demo_story(acc: dict, *, fraction: float = 0.04, min_effect: float = 0.02) -
     return lines
 
 
-def validate_demo(model, block_size, pattern, logrows, quick, *, wrap=2):
+def validate_demo(model, block_size, pattern, logrows, quick, *, wrap=8):
     """Everything the demo's arguments must satisfy, checked on parameter shapes (no training)."""
     from ..models import param_shapes
     from ..protocol import CommitSpec
@@ -112,7 +112,7 @@ def validate_demo(model, block_size, pattern, logrows, quick, *, wrap=2):
     CommitSpec(block_size=block_size, wrap=wrap, **({} if logrows is None else {"logrows": logrows}))
 
 
-def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, wrap=2, jobs=2, seed=0, quick=False,
+def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, wrap=8, jobs=2, seed=0, quick=False,
              pattern=None, cache=None, srs=None, executor="ray"):
     """The whole protocol end to end; returns the summary dict (also written to out/summary.json)."""
     import jax
