@@ -260,6 +260,22 @@ def test_wrapped_circuit_proves_binds_its_commitments_and_refuses_edits(zk_share
         stages.ensure_circuit(flat, root=tmp_path / "keys")
 
 
+@pytest.mark.parametrize("wrap", [1, 4])
+def test_default_logrows_is_the_smallest_that_fits_the_slot_cap(zk_shared, wrap):
+    """The commitment's default logrows: the k_cap-slot block fits ``wrap`` sets of its rows, one
+    logrows less does not (each candidate with its own range decomposition); with wrapping the cap
+    is every weight of a small block."""
+    from zkapex_jax.protocol.statement import default_logrows
+
+    lr = default_logrows(B, wrap=wrap)
+    k_cap = B  # min(B, 32) with wrapping; max(4, B/2) ∧ B without (B = 4: 4 either way)
+    fits = lambda L: stages.fits(relation.CircuitSpec(relation.CommitSpec(block_size=B, logrows=L, wrap=wrap),  # noqa: E731
+                                                      kmax=k_cap, chunk_blocks=1))
+    assert fits(lr) and not fits(lr - 1)
+    if wrap > 1:
+        assert lr < default_logrows(B)
+
+
 def test_range_decomposition_fits_the_circuit_and_keeps_s():
     for lr, base, legs in ((26, 4096, 5), (13, 4096, 5), (12, 1024, 6), (11, 1024, 6), (10, 64, 10), (7, 64, 10)):
         assert relation.range_decomposition(lr) == (base, legs)

@@ -164,9 +164,16 @@ def default_logrows(block_size: int, *, k_cap: int | None = None, root=None, **c
     if k_cap is None:  # with wrapping, every block of up to 32 weights fits whatever its mask
         k_cap = min(block_size, 32) if commit_kw.get("wrap", 1) > 1 else min(block_size, max(4, min(32, block_size // 2)))
     k_cap = int(k_cap)
-    lr = relation.CommitSpec(block_size=block_size, **commit_kw).logrows_min
+    # start below any fit: a block's circuit has more than 10·B·k_cap rows (measured 17–60 per B·k),
+    # spread over `wrap` sets; the range decomposition follows logrows, so each candidate is its own spec
+    wrap = int(commit_kw.get("wrap", 1))
+    lr = max(2, math.ceil(math.log2(max(2.0, 10.0 * block_size * k_cap / wrap))))
     while lr <= 24:
-        cs = relation.CommitSpec(block_size=block_size, logrows=lr, **commit_kw)
+        try:
+            cs = relation.CommitSpec(block_size=block_size, logrows=lr, **commit_kw)
+        except ValueError:  # below ezkl's minimum for this decomposition, or B does not fit a column
+            lr += 1
+            continue
         if stages.fits(relation.CircuitSpec(cs, kmax=k_cap, chunk_blocks=1), root=root):
             return lr
         lr += 1
