@@ -151,32 +151,49 @@ def _run_args(spec: CircuitSpec, logrows: int):
     return ra
 
 
-def circuit_rows(spec: CircuitSpec, *, root=None) -> int:
-    """ezkl's row count of ``spec`` (gen_settings only: no keys), cached by spec key."""
+def _rows_cached(spec: CircuitSpec, root=None) -> int | None:
+    """ezkl's row count of ``spec`` (gen_settings only: no keys), or None when ezkl cannot lay the
+    circuit out at its logrows at all (e.g. "too many values to flush for this column size": a
+    structure that does not wrap); cached by spec key, failures too."""
     base = cache_dir(root) / "rows"
     base.mkdir(parents=True, exist_ok=True)
     p = base / f"{spec.key}.json"
     if p.is_file():
         try:
-            return int(json.loads(p.read_text())["num_rows"])
+            got = json.loads(p.read_text())["num_rows"]
+            return None if got is None else int(got)
         except (ValueError, KeyError, TypeError):
             pass
+    err = None
     with tempfile.TemporaryDirectory(dir=base) as td:
         onnx_p = Path(td) / "relation.onnx"
         onnx_p.write_bytes(build_relation(spec).SerializeToString())
-        _stage("gen_settings", _ezkl().gen_settings, str(onnx_p), str(Path(td) / "s.json"),
-               py_run_args=_run_args(spec, spec.commit.logrows))
-        rows = int(json.loads((Path(td) / "s.json").read_text())["num_rows"])
+        try:
+            _stage("gen_settings", _ezkl().gen_settings, str(onnx_p), str(Path(td) / "s.json"),
+                   py_run_args=_run_args(spec, spec.commit.logrows))
+            rows = int(json.loads((Path(td) / "s.json").read_text())["num_rows"])
+        except EzklError as e:
+            rows, err = None, str(e)[:300]
     t = _tmp(p)
-    t.write_text(json.dumps({"num_rows": rows, "spec": spec.to_dict()}))
+    t.write_text(json.dumps({"num_rows": rows, "error": err, "spec": spec.to_dict()}))
     os.replace(t, p)
+    return rows
+
+
+def circuit_rows(spec: CircuitSpec, *, root=None) -> int:
+    """ezkl's row count of ``spec`` (gen_settings only: no keys), cached by spec key. EzklError if
+    ezkl cannot lay it out at the commitment's logrows."""
+    rows = _rows_cached(spec, root)
+    if rows is None:
+        raise EzklError(f"ezkl cannot lay circuit {spec.key} out at logrows {spec.commit.logrows}")
     return rows
 
 
 def fits(spec: CircuitSpec, *, root=None) -> bool:
     """Whether ``spec`` fits its commitment's rows: ``wrap`` sets of 2^logrows, less ezkl's
-    blinding rows (:attr:`CommitSpec.max_rows`)."""
-    return circuit_rows(spec, root=root) <= spec.commit.max_rows
+    blinding rows (:attr:`CommitSpec.max_rows`), and ezkl can lay it out at all."""
+    rows = _rows_cached(spec, root)
+    return rows is not None and rows <= spec.commit.max_rows
 
 
 def ensure_circuit(spec: CircuitSpec, *, srs_path=None, root=None, progress=None) -> CircuitArtifacts:
