@@ -276,6 +276,24 @@ def test_default_logrows_is_the_smallest_that_fits_the_slot_cap(zk_shared, wrap)
         assert lr < default_logrows(B)
 
 
+def test_a_circuit_ezkl_cannot_lay_out_does_not_fit(tmp_path, monkeypatch):
+    """gen_settings failing for a spec (e.g. "too many values to flush for this column size" at a
+    small logrows) makes ``fits`` False — the plan then takes a smaller chunk — and ``circuit_rows``
+    an EzklError naming the circuit; the failure is cached like a row count."""
+    spec = relation.CircuitSpec(relation.CommitSpec(block_size=B, logrows=11, wrap=2), kmax=1, chunk_blocks=3)
+    calls = []
+
+    def refuse(*a, **kw):
+        calls.append(a)
+        raise RuntimeError("There are too many values to flush for this column size")
+
+    monkeypatch.setattr(stages._ezkl(), "gen_settings", refuse)
+    assert not stages.fits(spec, root=tmp_path)
+    with pytest.raises(stages.EzklError, match=spec.key):
+        stages.circuit_rows(spec, root=tmp_path)
+    assert len(calls) == 1  # the second answer came from the cache
+
+
 def test_range_decomposition_fits_the_circuit_and_keeps_s():
     for lr, base, legs in ((26, 4096, 5), (13, 4096, 5), (12, 1024, 6), (11, 1024, 6), (10, 64, 10), (7, 64, 10)):
         assert relation.range_decomposition(lr) == (base, legs)
