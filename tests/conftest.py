@@ -24,7 +24,30 @@ def pytest_configure(config):
 #: measured seconds per test file in the default run (`--durations=0`, 2 workers, 2026-12-06):
 #: xdist's ``loadfile`` hands files out in collection order, so the heaviest go first and the
 #: short ones fill the workers' tails (longest-processing-time first); unlisted files keep their order
-FILE_SECONDS = {}
+FILE_SECONDS = {
+    "tests/test_adversarial.py": 81.2,
+    "tests/test_stages.py": 67.9,
+    "tests/test_user_data.py": 45.1,
+    "tests/test_fisher.py": 43.4,
+    "tests/test_models.py": 43.0,
+    "tests/test_code_data.py": 11.0,  # 31.2 before its larger corpora moved to the slow set
+    "tests/test_train.py": 28.3,
+    "tests/test_obs.py": 27.6,
+    "tests/test_curvature.py": 27.5,
+    "tests/test_protocol.py": 25.5,
+    "tests/test_api.py": 24.7,
+    "tests/test_circuit.py": 22.1,
+    "tests/test_efficientnet.py": 16.5,
+    "tests/test_pipeline.py": 16.0,
+    "tests/test_baselines.py": 15.9,
+    "tests/test_protected.py": 14.9,
+    "tests/test_cli.py": 14.5,
+    "tests/test_e2e_smoke.py": 13.5,
+    "tests/test_fuzz_cli.py": 12.7,
+    "tests/test_forget_aware.py": 10.1,
+    "tests/test_mask.py": 5.2,
+    "tests/test_config.py": 5.1,
+}
 
 
 def pytest_collection_modifyitems(session, config, items):
