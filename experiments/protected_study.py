@@ -170,23 +170,13 @@ def tabulate(per_seed: list) -> tuple[dict, dict]:
 def merge(paths, out_path) -> dict:
     """One record from per-seed records of the same study settings (seeds run as separate
     processes, possibly on different commits: each source's sha256 and environment is kept)."""
-    from zkapex_jax._errors import ArtifactError
-    from zkapex_jax.studies.report import load_study_record, run_environment, write_study_record
+    from zkapex_jax.studies.report import load_seed_records, merged_from, run_environment, write_study_record
 
-    recs = [load_study_record(p, "protected") for p in paths]
-    for p, r in zip(paths[1:], recs[1:]):
-        for k in SAME:
-            if r.get(k) != recs[0].get(k):
-                raise ArtifactError(f"{p}: {k!r} differs from {paths[0]}'s: these runs are not one study")
-    per_seed = sorted((s for r in recs for s in r["per_seed"]), key=lambda s: s["seed"])
-    seeds = [s["seed"] for s in per_seed]
-    if len(set(seeds)) != len(seeds):
-        raise ArtifactError(f"seed given twice among {list(paths)}: {seeds}")
+    recs, per_seed = load_seed_records(paths, "protected", SAME)
     table, base = tabulate(per_seed)
-    out = {**{k: recs[0][k] for k in SAME}, "seeds": seeds, "baselines": base, "table": table, "per_seed": per_seed,
-           "seconds": round(sum(r["seconds"] for r in recs), 1), "environment": run_environment(),
-           "merged_from": [{"path": str(p), "sha256": r["sha256"], "seeds": r["seeds"], "seconds": r["seconds"],
-                            "environment": r["environment"]} for p, r in zip(paths, recs)]}
+    out = {**{k: recs[0][k] for k in SAME}, "seeds": [s["seed"] for s in per_seed], "baselines": base, "table": table,
+           "per_seed": per_seed, "seconds": round(sum(r["seconds"] for r in recs), 1), "environment": run_environment(),
+           "merged_from": merged_from(paths, recs)}
     write_study_record(out_path, "protected", out)
     return out
 

@@ -427,3 +427,26 @@ def plot_frontier(path: str | os.PathLike, points: Sequence[Mapping], *, title: 
     ax.legend(fontsize=7)
     ax.set_title(title or "block size: proving cost against fidelity", fontsize=9)
     save_figure(fig, path)
+
+
+def load_seed_records(paths: Sequence, study: str, same: Sequence[str]) -> tuple[list, list]:
+    """The per-seed records of one study run as separate processes, for merging: each loaded
+    (:func:`load_study_record` of ``study``), the settings ``same`` checked equal to the first's,
+    their ``per_seed`` entries sorted by seed, a seed given twice refused (``ArtifactError`` naming
+    the files). Returns ``(records, per_seed)``."""
+    recs = [load_study_record(p, study) for p in paths]
+    for p, r in zip(paths[1:], recs[1:]):
+        for k in same:
+            if r.get(k) != recs[0].get(k):
+                raise ArtifactError(f"{p}: {k!r} differs from {paths[0]}'s: these runs are not one study")
+    per_seed = sorted((s for r in recs for s in r["per_seed"]), key=lambda s: s["seed"])
+    seeds = [s["seed"] for s in per_seed]
+    if len(set(seeds)) != len(seeds):
+        raise ArtifactError(f"seed given twice among {[str(p) for p in paths]}: {seeds}")
+    return recs, per_seed
+
+
+def merged_from(paths: Sequence, recs: Sequence[Mapping]) -> list[dict]:
+    """What a merged record keeps of each source: path, sha256, seeds, seconds, environment."""
+    return [{"path": str(p), "sha256": r["sha256"], "seeds": r["seeds"], "seconds": r["seconds"],
+             "environment": r["environment"]} for p, r in zip(paths, recs)]
