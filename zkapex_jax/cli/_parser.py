@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, keystore=True)
     p.set_defaults(fn=cmd_verify)
 
-    p = sub.add_parser("demo", help="the whole protocol on Fashion-MNIST (vit-demo fc1 + head, ~9 min on 2 cores)")
+    p = sub.add_parser("demo", help="the whole protocol on Fashion-MNIST (vit-demo fc1 + head, ~5 min on 2 cores)")
     p.add_argument("--out", type=_path, required=True, help="a new (or empty) output directory")
     p.add_argument("--big", action="store_true", help="a bigger statement: vit-tiny fc1 (65,536 parameters)")
     p.add_argument("--model", default="vit-demo", type=_text,
