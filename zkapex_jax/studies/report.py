@@ -420,6 +420,12 @@ def plot_frontier(path: str | os.PathLike, points: Sequence[Mapping], *, title: 
         for xi, yi, p in zip(x, y, pts):
             if np.isfinite(yi):
                 ax.annotate(f"B={p['block_size']}", (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    for xi, p in zip(x, pts):  # a block size measured for cost only: a marked line, no outcome drawn
+        if p.get("recovery") is None and p.get("forget_progress") is None:
+            ax.axvline(xi, ls=":", color="grey")
+            ax.annotate(f"B={p['block_size']} (cost only)", (xi, 0.02), textcoords="offset points", xytext=(3, 0),
+                        fontsize=7, rotation=90, color="grey")
+    ax.set_ylim(-0.05, 1.1)
     ax.set_xscale("log")
     ax.set_xlabel("proving CPU-ms per certified parameter (measured, single-process prover)", fontsize=8)
     ax.set_ylabel("outcome on the study's test split", fontsize=8)
