@@ -41,6 +41,7 @@ import numpy as np
 from experiments.delta_bound import _pipeline
 
 from zkapex_jax.core.curvature import CURVATURES as KINDS, LAYER_KINDS
+from zkapex_jax.studies.metrics import max_move_ratio
 ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
@@ -83,8 +84,6 @@ def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool, bias_co
     if bias_correction and any(k in LAYER_KINDS for k in kinds):
         means = input_means(client.layer_input_statistics(fam, theta_p, (pt.x, pt.y), layout.paths,
                                                           chunk_size=cfg.fisher_chunk))
-    rows_b = np.flatnonzero(mb.any(axis=1))
-    removed = np.sum(np.abs(tp) * mb, axis=1)[rows_b]
     for kind in kinds:
         t0 = time.perf_counter()
         raw = pl.client_fisher(cfg.replace(curvature=kind, damping=0.0, damping_relative=False), theta_p, data, layout,
@@ -102,8 +101,7 @@ def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool, bias_co
                     best[name] = (val, a, ev, theta_u)
         for name in variants:
             val, a, ev, theta_u = best[name]
-            tu = statement_blocks(theta_u, layout)
-            ratio = float(np.max(np.max(np.abs(tu - tp)[rows_b] * ~mb[rows_b], axis=1) / removed))
+            ratio = max_move_ratio(tp, statement_blocks(theta_u, layout), mb)
             out["kinds"][name] = {"alpha": a, "val_personal": val, "eval": ev, **sel, "max_move_ratio": ratio,
                                   "seconds": round(time.perf_counter() - t0, 1)}
     out["rows"] = rows

@@ -43,17 +43,12 @@ import numpy as np
 
 from experiments.delta_bound import _pipeline
 from zkapex_jax.core.curvature import CURVATURES
+from zkapex_jax.studies.metrics import max_move_ratio
 
 ALPHAS = (1e-3, 1e-2, 1e-1, 1.0)
 ATTACK_ALPHAS = (1e-3, 1e-2, 1e-1)
 ATTACKS = ("forget_data", "global_data")
 KEEP = ("personal_acc", "personal_val_orig", "personal_val_shift", "forget_acc", "other_acc", "global_acc")
-
-
-def _ratio(tp, tu, mb) -> float:
-    rows = np.flatnonzero(mb.any(axis=1))
-    removed = np.sum(np.abs(tp) * mb, axis=1)[rows]
-    return float(np.max(np.max(np.abs(tu - tp)[rows] * ~mb[rows], axis=1) / removed))
 
 
 def run_seed(cfg, seed: int, *, cache_dir, curvature: str, ranks, rho: int, retrain: bool, dense_ranks=()) -> dict:
@@ -109,7 +104,7 @@ def run_seed(cfg, seed: int, *, cache_dir, curvature: str, ranks, rho: int, retr
             theta_u, _ = pl.unlearn(theta_p, c, mask, layout, forget_basis=bases[req])
         else:
             theta_u, _ = pl.unlearn(theta_p, c, req, layout)
-        return theta_u, _ratio(tp, statement_blocks(theta_u, layout), mb)
+        return theta_u, max_move_ratio(tp, statement_blocks(theta_u, layout), mb)
     requests.update({k: k for k in bases})
 
     # the honest client's α: best personal validation accuracy of the plain update

@@ -234,3 +234,11 @@ def test_frontier_points_table_and_figure(tmp_path):
     with pytest.raises(SystemExit) as e:
         block_size_frontier.main([f"144={files[64]}", "--out", str(png), "--table", str(table)])
     assert e.value.code == 2
+
+
+def test_max_move_ratio_by_hand():
+    """Block 0: removed |θp| = 0.5 + 0.5, largest kept move 0.3 → 0.3; block 1: nothing masked, ignored."""
+    tp = np.array([[0.5, -0.5, 1.0, 2.0], [1.0, 1.0, 1.0, 1.0]])
+    tu = np.array([[0.0, 0.0, 1.3, 1.9], [9.0, 9.0, 9.0, 9.0]])
+    mb = np.array([[True, True, False, False], [False, False, False, False]])
+    assert M.max_move_ratio(tp, tu, mb) == pytest.approx(0.3)

@@ -252,3 +252,14 @@ def selectivity(client_fisher, forget_fisher, mask, *, damping: float, energy: f
         "fisher_ratio_at_mask": float(np.median(ratio)),
         "masked_forget_share": float(np.where(mm, df, 0.0).sum() / max(df.sum(), 1e-300)),
     }
+
+
+def max_move_ratio(theta_p_blocks, theta_u_blocks, mask_blocks) -> float:
+    """The largest move of a kept weight relative to its block's removed weights,
+    ``max_b max_{i∉S} |θu_i − θp_i| / Σ_{j∈S} |θp_j|`` over the blocks with a masked weight (the
+    compensation bound ρ of docs/PROOFS.md). Inputs ``(nb, B)``; mask bool."""
+    tp, tu = np.asarray(theta_p_blocks, np.float64), np.asarray(theta_u_blocks, np.float64)
+    mb = np.asarray(mask_blocks, bool)
+    rows = np.flatnonzero(mb.any(axis=1))
+    removed = np.sum(np.abs(tp) * mb, axis=1)[rows]
+    return float(np.max(np.max(np.abs(tu - tp)[rows] * ~mb[rows], axis=1) / removed))
