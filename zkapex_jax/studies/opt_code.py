@@ -116,6 +116,10 @@ class OptCodeConfig:
     curvature: str = "empirical"   # core.curvature.CURVATURES for a language model: empirical | layer_inputs | layer_covariance
     n_fisher: int = 256
     fisher_chunk: int = 32
+    # damping values to choose from on the personal language's validation sequences (personal
+    # accuracy of the certified update; the test split never chooses); () keeps fisher_damping
+    fisher_alphas: tuple[float, ...] = ()
+    n_val: int = 256  # validation sequences of the personal language for that choice
     # ---- baselines
     baselines: tuple[str, ...] = ("finetune_after_mask", "gradient_ascent", "ssd", "salun")
     ft_steps: int = 60
@@ -282,6 +286,27 @@ def zkapex_update(theta_p, fisher, mask, layout: BlockLayout):
                      "theta_masked_norm": info["theta_masked_norm"]}
 
 
+def choose_damping(cfg, fam: Family, theta_p, raw, mask, layout: BlockLayout, val) -> dict:
+    """The damping of ``cfg.fisher_alphas`` (absolute or relative, as ``cfg.fisher_relative``) whose
+    certified update has the best personal accuracy on ``val`` (``(n, seq_len)`` validation
+    sequences of the personal language, the first ``cfg.n_val``); a damping whose system is
+    singular is skipped. Returns ``{"damping": value, "val_personal_acc": {value: accuracy}}``."""
+    if val.shape[0] == 0:
+        raise ValueError(f"{cfg.personal_language}: no validation sequences to choose the damping on")
+    val = val[: cfg.n_val]
+    accs: dict[float, float] = {}
+    for a in cfg.fisher_alphas:
+        try:
+            th_u, _ = zkapex_update(theta_p, damp(raw, a, relative=cfg.fisher_relative), mask, layout)
+        except ValueError:
+            continue
+        accs[float(a)] = _acc(cfg, fam, th_u, val)
+    if not accs:
+        raise ValueError(f"every damping of {cfg.fisher_alphas} left a singular system")
+    best = max(accs, key=lambda a: (accs[a], a))  # ties: the larger damping (the better-conditioned one)
+    return {"damping": best, "val_personal_acc": accs}
+
+
 def sub_block_fisher(fisher, block: int):
     """The Fisher of blocks of ``block`` consecutive weights from one of larger blocks B
     (``block`` divides B): the diagonal ``block × block`` sub-blocks, exactly."""
@@ -406,8 +431,16 @@ def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, shared_
     layout = statement_layout(fns, theta_p, cfg.mask_spec(), cs)
     raw = np.asarray(client.client_curvature(fns, theta_p, rust[: cs.n_examples], layout, kind=cs.kind, damping=0.0,
                                              chunk_size=cs.chunk), dtype=np.float32)
-    fisher = damp(raw, cs.damping, relative=cs.relative)
     times["fisher_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    damping_choice = None
+    if cfg.fisher_alphas:
+        damping_choice = choose_damping(cfg, fns, theta_p, raw, mask, layout, seqs[cfg.personal_language]["val"])
+        cs = dataclasses.replace(cs, damping=damping_choice["damping"])
+        log(f"seed {seed}: damping {cs.damping:g} chosen on validation "
+            + ", ".join(f"{a:g}: {v:.4f}" for a, v in damping_choice["val_personal_acc"].items()))
+    times["damping_choice_s"] = time.perf_counter() - t
+    fisher = damp(raw, cs.damping, relative=cs.relative)
     t = time.perf_counter()
     factor = factorize(fisher)
     theta_u, obs_info = zkapex_update(theta_p, factor, mask, layout)
@@ -488,6 +521,8 @@ def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, shared_
         "recovery_by_method": recs,
         "obs": obs_info,
         "selectivity": sel,
+        "damping": {"value": cs.damping, "relative": cs.relative, "kind": cs.kind,
+                    **({"val_personal_acc": damping_choice["val_personal_acc"]} if damping_choice else {})},
         "mask": {"num_masked": mask.num_masked, "size": mask.size, "sha256": mask.content_hash()},
         "layout": {"num_blocks": layout.num_blocks, "block_size": layout.block_size, "size": layout.size},
         "train": {"global": {k: h_g[k] for k in ("steps", "final_loss")},
@@ -599,7 +634,7 @@ def run_study(cfg: OptCodeConfig, seeds: Sequence[int], out: str, figures: str |
                  "vocab_size": data["tokenizer"].vocab_size}
     results = _assemble(
         cfg.to_dict(), data_info, seeds,
-        [{k: r[k] for k in ("seed", "recovery", "obs", "selectivity", "mask", "layout", "train", "n_params", "times")}
+        [{k: r[k] for k in ("seed", "recovery", "obs", "selectivity", "mask", "layout", "train", "n_params", "times", "damping") if k in r}
          for r in runs],
         [{m: r["metrics"][m] for m in METHOD_ORDER if m in r["metrics"]} for r in runs],
         runs[0].get("sweeps"),
