@@ -285,11 +285,45 @@ def load_pretrained(local_dir, **overrides):
             overrides = {**_NO_DROPOUT_OPT, **overrides}
         for k, v in overrides.items():
             setattr(config, k, v)
-        model = model_cls.from_pretrained(local_dir, config=config, local_files_only=True)
+        # _do_init=False: the checkpoint's weights without first drawing a random model to discard
+        # (op by op, that draw costs more than the loading); weights the checkpoint lacks (e.g. a
+        # new head) are drawn as transformers would, from seed 0, by the jitted initialiser
+        # (PyTorch-format weights convert through a model's own params: those keep the eager path)
+        if _flax_weights(local_dir, present):
+            model, state = model_cls.from_pretrained(local_dir, config=config, local_files_only=True, _do_init=False)
+            state = _fill_missing(model, state)
+        else:
+            model = model_cls.from_pretrained(local_dir, config=config, local_files_only=True)
+            state = model.params
     except Exception as exc:  # noqa: BLE001 — transformers / safetensors raise their own types for garbage files
         raise ArtifactError(f"could not load the pretrained model in {local_dir!r}: "
                             f"{exc.__class__.__name__}: {str(exc)[:200]}") from None
-    return model, _unfreeze(model.params)
+    return model, _unfreeze(state)
+
+
+def _flax_weights(local_dir: str, present: list[str]) -> bool:
+    """Whether transformers will read the directory's weights as Flax ones (``flax_model.msgpack``,
+    or a ``model.safetensors`` whose metadata says ``format: flax``)."""
+    if any(f.startswith("flax_model.msgpack") for f in present):
+        return True
+    from safetensors import safe_open
+
+    with safe_open(os.path.join(local_dir, "model.safetensors"), framework="numpy") as f:
+        return (f.metadata() or {}).get("format") == "flax"
+
+
+def _fill_missing(model, state):
+    """``state`` with the model's required parameters it lacks drawn by ``init_weights`` (seed 0)."""
+    from flax.traverse_util import flatten_dict, unflatten_dict
+
+    flat = flatten_dict(_unfreeze(state))
+    missing = model.required_params - set(flat)
+    if not missing:
+        return state
+    fresh = flatten_dict(_unfreeze(jax.jit(model.init_weights, static_argnums=1)(jax.random.PRNGKey(0),
+                                                                                   model.input_shape)))
+    flat.update({k: fresh[k] for k in missing})
+    return unflatten_dict(flat)
 
 
 # ---------------------------------------------------------------------------------------------
