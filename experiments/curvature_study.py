@@ -27,6 +27,8 @@ Command line::
         --cache-dir /tmp/zk_effnet_cache --out experiments/results/frontier_effnet_b576_s0.json
     python -m experiments.curvature_study --merge experiments/results/curvature_effnet_s0.json \
         experiments/results/curvature_effnet_s1-4.json --out experiments/results/curvature_effnet.json
+    python -m experiments.curvature_study --config effnet --seeds 1 --kinds layer_inputs \
+        --alphas 1e-6 1e-5 1e-4 1e-3 1e-2 --cache-dir /tmp/zk_effnet_cache --out experiments/results/alpha_effnet_s1.json
     python -m experiments.curvature_study --config tiny --seeds 0 --out /tmp/curv_tiny.json       # CI smoke
 """
 
@@ -102,7 +104,8 @@ def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool, bias_co
         for name in variants:
             val, a, ev, theta_u = best[name]
             ratio = max_move_ratio(tp, statement_blocks(theta_u, layout), mb)
-            out["kinds"][name] = {"alpha": a, "val_personal": val, "eval": ev, **sel, "max_move_ratio": ratio,
+            out["kinds"][name] = {"alpha": a, "alpha_at_edge": a in (min(alphas), max(alphas)), "val_personal": val,
+                                  "eval": ev, **sel, "max_move_ratio": ratio,
                                   "seconds": round(time.perf_counter() - t0, 1)}
     out["rows"] = rows
     return out
@@ -117,7 +120,7 @@ def summarize_seed(res: dict) -> dict:
         ev = r["eval"]
         out[kind] = {"personal_acc": ev["personal_acc"], "forget_acc": ev["forget_acc"], "other_acc": ev["other_acc"],
                      **unlearning_outcome(ev, rows["personalized"], rows["mask_only"], rows.get("retrain")),
-                     "alpha": r["alpha"], "trace_masked": r["trace_masked"],
+                     "alpha": r["alpha"], "alpha_at_edge": r.get("alpha_at_edge"), "trace_masked": r["trace_masked"],
                      "eff_rank_masked": r["eff_rank_masked"], "max_move_ratio": r["max_move_ratio"]}
     return out
 
@@ -135,6 +138,9 @@ def main(argv=None) -> int:
                     help="add a '<kind>+bias' row for each layer-input family (δb = −μᵀδW; float only)")
     ap.add_argument("--merge", nargs="+", default=None, metavar="RECORD_JSON",
                     help="merge per-seed records of the same settings into --out (no run)")
+    ap.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS),
+                    help="relative dampings α to choose from on validation (default %(default)s); a choice at the "
+                         "grid's edge is flagged (alpha_at_edge): extend the grid")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     from zkapex_jax.studies.report import run_environment, write_study_record
@@ -152,16 +158,19 @@ def main(argv=None) -> int:
         if args.block_size < 2:
             ap.error(f"--block-size must be at least 2, got {args.block_size}")
         cfg = cfg.replace(block_size=args.block_size)
+    if any(not (a > 0) for a in args.alphas):
+        ap.error(f"--alphas must be positive, got {args.alphas}")
+    alphas = tuple(sorted(set(args.alphas)))
     t0 = time.perf_counter()
     per_seed = []
     for s in args.seeds:
-        res = run_seed(cfg, s, cache_dir=args.cache_dir, kinds=args.kinds, alphas=ALPHAS, retrain=not args.no_retrain,
+        res = run_seed(cfg, s, cache_dir=args.cache_dir, kinds=args.kinds, alphas=alphas, retrain=not args.no_retrain,
                        bias_correction=args.bias_correction)
         res["summary"] = summarize_seed(res)
         per_seed.append(res)
         print(json.dumps({"seed": s, "client_train_loss": res["client_train_loss"], **res["summary"]}), flush=True)
     names = list(per_seed[0]["summary"])
-    out = {"config": args.config, "pipeline": cfg.to_dict(), "seeds": args.seeds, "alphas_tried": list(ALPHAS),
+    out = {"config": args.config, "pipeline": cfg.to_dict(), "seeds": args.seeds, "alphas_tried": list(alphas),
            "bias_correction": bool(args.bias_correction),
            "table": tabulate(per_seed, names), "per_seed": per_seed, "seconds": round(time.perf_counter() - t0, 1),
            "environment": run_environment()}
