@@ -114,3 +114,33 @@ def test_shared_provider_models_are_trained_once_and_cached(tmp_path, caplog):
     assert sum("loaded from" in r.message for r in caplog.records) == 2
     b = load_results(tmp_path / "b.json")
     assert b["per_seed_metrics"] == a["per_seed_metrics"]
+
+
+def test_damping_is_chosen_on_validation_by_the_certified_updates_accuracy():
+    """choose_damping: every α's certified update scored on the validation sequences, the best kept
+    (ties: the larger α); the test split is never read; no validation sequences is an error."""
+    from zkapex_jax import BlockLayout, family
+    from zkapex_jax.core.curvature import damp
+    from zkapex_jax.protocol import client, provider
+
+    cfg = get_config("tiny").replace(fisher_alphas=(1e-3, 1.0), fisher_relative=True, n_val=6, eval_batch=4)
+    fam = family("opt-test")
+    params = fam.init(0)
+    rng = np.random.default_rng(0)
+    seqs = rng.integers(0, 64, size=(16, 8)).astype(np.int32)
+    val = rng.integers(0, 64, size=(9, 8)).astype(np.int32)
+    layout = BlockLayout.from_params(params, fam.mask_patterns, 8)
+    raw = client.client_curvature(fam, params, seqs[:8], layout, kind="layer_inputs", damping=0.0)
+    mask = provider.publish_mask(provider.score_weights(fam, params, seqs[8:12], seqs[12:]), 0.1)
+    got = opt_code.choose_damping(cfg, fam, params, raw, mask, layout, val)
+    want = {}
+    for a in cfg.fisher_alphas:  # the oracle: each α's update on the first n_val validation sequences
+        th_u, _ = client.unlearn(params, damp(raw, a, relative=True), mask, layout)
+        want[a] = fam.accuracy(th_u, val[:6], batch_size=4)
+    assert set(got["val_personal_acc"]) == set(want)
+    for a in want:
+        assert got["val_personal_acc"][a] == pytest.approx(want[a], abs=1e-9)
+    best = max(want.values())
+    assert got["damping"] == max(a for a in want if want[a] >= best - 1e-12)
+    with pytest.raises(ValueError, match="no validation sequences"):
+        opt_code.choose_damping(cfg, fam, params, raw, mask, layout, val[:0])
