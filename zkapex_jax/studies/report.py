@@ -417,9 +417,9 @@ def plot_frontier(path: str | os.PathLike, points: Sequence[Mapping], *, title: 
                                ("forget_progress", "s", "forget progress (0 personalized, 1 retrain)")):
         y = [np.nan if p.get(key) is None else p[key] for p in pts]
         ax.plot(x, y, marker=marker, ms=7, label=label)
-        for xi, yi, p in zip(x, y, pts):
-            if np.isfinite(yi):
-                ax.annotate(f"B={p['block_size']}", (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        for xi, yi, p in zip(x, y, pts):  # one label per block size, under its recovery marker
+            if key == "recovery" and np.isfinite(yi):
+                ax.annotate(f"B={p['block_size']}", (xi, yi), textcoords="offset points", xytext=(4, -13), fontsize=7)
     for xi, p in zip(x, pts):  # a block size measured for cost only: a marked line, no outcome drawn
         if p.get("recovery") is None and p.get("forget_progress") is None:
             ax.axvline(xi, ls=":", color="grey")
