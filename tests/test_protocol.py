@@ -92,6 +92,25 @@ def test_plan_is_canonical_and_buckets(setup):
     assert plan_proofs(np.zeros((NB, B), bool), setup["cs"], root=setup["client_ks"].root) == []
 
 
+def test_a_block_no_bucket_holds_is_a_clear_error(setup):
+    """A block with more masked weights than any circuit of the commitment holds stops the plan with
+    the remedy, at the first bucket that does not fit (no larger one can); a bucket with no sound
+    bounds at all (kmax = 576 at s = 60) is no circuit, not a crash (found by a B = 576 slice whose
+    blocks held 25–32 masked weights at logrows 15 × 8)."""
+    from zkapex_jax.protocol.statement import bucket_spec
+
+    assert bucket_spec(P.CommitSpec(block_size=576, logrows=15, wrap=8), 576) is None
+    cs = P.CommitSpec(block_size=B, logrows=LOGROWS)
+    full = np.zeros((NB, B), bool)
+    full[1] = True  # B = 4 masked of 4 fits; ask for a circuit that cannot exist at this logrows:
+    tight = P.CommitSpec(block_size=576, logrows=11, wrap=1)
+    wide = np.zeros((1, 576), bool)
+    wide[0, :40] = True
+    with pytest.raises(ValueError, match="40 masked .* no circuit with that many slots fits 1 × 2\\^11 rows; commit with a larger"):
+        plan_proofs(wide, tight, root=setup["client_ks"].root)
+    assert [s.kmax for s, _ in plan_proofs(full, cs, root=setup["client_ks"].root)] == [4]
+
+
 def test_secrets_carry_the_committed_inverse(setup, tmp_path):
     """Â is computed once, at commit, and carried in the secrets: it is the quantized C⁻¹ of the
     committed columns, unlearning without the Fisher gives the identical certified model, and a

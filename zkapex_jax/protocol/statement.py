@@ -96,11 +96,14 @@ def bucket_sizes(block_size: int) -> list[int]:
 def bucket_spec(cspec, kmax: int, *, root=None, protected: bool = False):
     """The circuit of bucket ``kmax`` (``protected``: the variant for blocks with protected
     weights): as many blocks per proof as fit the commitment's logrows (≤ MAX_CHUNK_BLOCKS), or
-    None if not even one block fits. Row counts come from ezkl's own layout (gen_settings,
+    None if not even one block fits (or no sound bounds exist for ``kmax`` slots). Row counts come from ezkl's own layout (gen_settings,
     cached), so both parties find the same K."""
     from ._circuits import relation, stages
 
-    one = relation.CircuitSpec(cspec, kmax=kmax, chunk_blocks=1, protected=protected)
+    try:
+        one = relation.CircuitSpec(cspec, kmax=kmax, chunk_blocks=1, protected=protected)
+    except ValueError:  # no sound bounds for that many slots (e.g. kmax = 576 at s = 60): no circuit
+        return None
     if not stages.fits(one, root=root):
         return None
     lo, hi = 1, MAX_CHUNK_BLOCKS + 1  # fits(lo), rows grow with K: bisect the largest K that fits
@@ -140,6 +143,10 @@ def plan_proofs(mask_blocks, cspec, *, root=None) -> list[tuple]:
             if specs[key] is not None:
                 groups.setdefault(key, []).append(int(b))
                 break
+            # a circuit's rows grow with kmax (B·kmax products and checks, kmax³ for Y·D), so no
+            # larger bucket fits either: stop before laying out ever larger graphs
+            raise ValueError(f"block {int(b)} has {k} masked (and protected) weights: no circuit with that many slots fits "
+                             f"{cspec.wrap} × 2^{cspec.logrows} rows; commit with a larger logrows or wrap")
         else:
             raise ValueError(f"block {int(b)} has {k} masked (and protected) weights: no circuit with that many slots fits "
                              f"{cspec.wrap} × 2^{cspec.logrows} rows; commit with a larger logrows or wrap")
