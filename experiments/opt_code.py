@@ -7,7 +7,7 @@ Usage::
     python -m experiments.opt_code --config tiny --seeds 0 --out /tmp/opt_code_tiny.json   # CI smoke
     python -m experiments.opt_code --config opt125m --seeds 0 1 2 --out ...                # GPU run
     python -m experiments.opt_code --config layer_inputs --seeds 0 1 2 3 4 --no-sweeps \\
-        --cache-dir /tmp/zk_code_cache --out experiments/results/opt_code_layer_inputs.json
+        --cache-dir /tmp/zk_code_cache --out /tmp/opt_code_layer_inputs.json
 
 What one seed runs, the methods and the results' shape: :mod:`zkapex_jax.studies.opt_code`.
 """

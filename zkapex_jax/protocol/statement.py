@@ -101,9 +101,10 @@ def bucket_spec(cspec, kmax: int, *, root=None, protected: bool = False):
     from ._circuits import relation, stages
 
     try:
-        one = relation.CircuitSpec(cspec, kmax=kmax, chunk_blocks=1, protected=protected)
+        relation.derive_bounds(cspec, kmax)
     except ValueError:  # no sound bounds for that many slots (e.g. kmax = 576 at s = 60): no circuit
         return None
+    one = relation.CircuitSpec(cspec, kmax=kmax, chunk_blocks=1, protected=protected)
     if not stages.fits(one, root=root):
         return None
     lo, hi = 1, MAX_CHUNK_BLOCKS + 1  # fits(lo), rows grow with K: bisect the largest K that fits
