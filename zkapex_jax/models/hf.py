@@ -222,8 +222,22 @@ def build_model(name_or_config, *, seed: int = 0, **overrides):
     # the initialiser under one jit (eagerly it dispatches op by op: ~1.5x slower on small models);
     # the same PRNG stream, so the same weights as transformers' own ``_do_init=True``
     model = model_cls(config, seed=seed, _do_init=False)
-    init = jax.jit(model.init_weights, static_argnums=1)
+    init = _jitted_init(model_cls, config.to_json_string(), model)
     return model, _unfreeze(init(jax.random.PRNGKey(seed), model.input_shape))
+
+
+_INITS: dict = {}
+
+
+def _jitted_init(model_cls, config_json: str, model):
+    """One jitted initialiser per (model class, config): every seed reuses its compiled code (the
+    seed is a traced argument); ``model`` is any instance of that class and config."""
+    key = (model_cls, config_json)
+    if key not in _INITS:
+        if len(_INITS) >= 16:
+            _INITS.pop(next(iter(_INITS)))
+        _INITS[key] = jax.jit(model.init_weights, static_argnums=1)
+    return _INITS[key]
 
 
 def param_shapes(name_or_config, **overrides) -> dict:
@@ -320,8 +334,8 @@ def _fill_missing(model, state):
     missing = model.required_params - set(flat)
     if not missing:
         return state
-    fresh = flatten_dict(_unfreeze(jax.jit(model.init_weights, static_argnums=1)(jax.random.PRNGKey(0),
-                                                                                   model.input_shape)))
+    fresh = flatten_dict(_unfreeze(_jitted_init(type(model), model.config.to_json_string(), model)(
+        jax.random.PRNGKey(0), model.input_shape)))
     flat.update({k: fresh[k] for k in missing})
     return unflatten_dict(flat)
 
