@@ -289,3 +289,21 @@ def test_vit_loss_under_strict_promotion(vit):
         g = jax.jit(jax.grad(lambda p: jnp.mean(jax.vmap(loss, in_axes=(None, 0))(p, (x, y)))))(params)
     assert vals.shape == (2,) and vals.dtype == jnp.float32
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(g))
+
+
+def test_family_of_a_named_config_draws_no_weights(monkeypatch):
+    """A Family is functions of the config: building one draws no random model (its weights come
+    from a checkpoint or from Family.init)."""
+    from zkapex_jax import family
+    from zkapex_jax.models import hf
+
+    def boom(*a, **k):
+        raise AssertionError("drew a random model")
+
+    monkeypatch.setattr(hf, "build_model", boom)
+    fam = family("opt-test", num_hidden_layers=1, vocab_size=48)  # overrides of its own: not a cached family
+    assert fam.kind == "lm" and hf.model_type(fam.model.config) == "opt"
+    shapes = flatten_params(fam.param_shapes())
+    assert shapes["model/decoder/embed_tokens/embedding"].shape[0] == 48
+    with pytest.raises(AssertionError, match="drew a random model"):
+        fam.init(0)

@@ -241,8 +241,7 @@ def _family_cached(name: str, overrides: tuple) -> Family:
             return _NATIVE[name](name, overrides)
         except (TypeError, ValueError) as e:
             raise ZkapexError(f"{name}: bad config override(s) {dict(overrides)}: {e}") from None
-    model, _ = hf.build_model(name, seed=0, **dict(overrides))
-    return _make(name, model, overrides)
+    return _make(name, hf.build_module(name, **dict(overrides)), overrides)  # no weights drawn
 
 
 def family(name: str, **overrides) -> Family:

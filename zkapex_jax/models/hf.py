@@ -240,6 +240,15 @@ def _jitted_init(model_cls, config_json: str, model):
     return _INITS[key]
 
 
+def build_module(name_or_config, **overrides):
+    """The transformers Flax model object of a named config (or config object), **without**
+    weights (``_do_init=False``): what the losses and predictions need, for parameters that come
+    from elsewhere (a checkpoint, :func:`build_model`). No random model is drawn."""
+    config = make_config(name_or_config, **overrides)
+    _, model_cls = _classes(_family_of_config(config))
+    return model_cls(config, _do_init=False)
+
+
 def param_shapes(name_or_config, **overrides) -> dict:
     """The params pytree of a model as ``jax.ShapeDtypeStruct`` leaves, without allocating it
     (``jax.eval_shape`` of the initialiser): e.g. the ViT-B/16 fc1 shapes on a laptop."""
