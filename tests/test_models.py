@@ -114,7 +114,7 @@ def test_build_is_deterministic_in_seed():
     assert np.abs(f0 - f2).max() > 1e-3
 
 
-@pytest.mark.parametrize("name", [pytest.param("vit-test", marks=pytest.mark.slow), "opt-test"])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) for n in ("vit-test", "opt-test")])
 def test_jitted_initialiser_draws_the_transformers_weights(name):
     """build_model's one-jit initialiser gives the weights of transformers' eager ``_do_init=True``."""
     from zkapex_jax.models import hf
