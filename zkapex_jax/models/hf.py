@@ -217,22 +217,19 @@ def build_model(name_or_config, *, seed: int = 0, **overrides):
       ``(model, params)``: the transformers Flax model object (use it only to call its
       ``module``/``__call__`` with explicit params) and ``params``, a plain nested dict of
       float32 arrays. Nothing is downloaded."""
-    config = make_config(name_or_config, **overrides)
-    _, model_cls = _classes(_family_of_config(config))
     # the initialiser under one jit (eagerly it dispatches op by op: ~1.5x slower on small models);
     # the same PRNG stream, so the same weights as transformers' own ``_do_init=True``
-    model = model_cls(config, seed=seed, _do_init=False)
-    init = _jitted_init(model_cls, config.to_json_string(), model)
-    return model, _unfreeze(init(jax.random.PRNGKey(seed), model.input_shape))
+    model = build_module(name_or_config, **overrides)
+    return model, _unfreeze(_jitted_init(model)(jax.random.PRNGKey(seed), model.input_shape))
 
 
 _INITS: dict = {}
 
 
-def _jitted_init(model_cls, config_json: str, model):
-    """One jitted initialiser per (model class, config): every seed reuses its compiled code (the
-    seed is a traced argument); ``model`` is any instance of that class and config."""
-    key = (model_cls, config_json)
+def _jitted_init(model):
+    """One jitted ``init_weights`` per (model class, config): every seed and every instance with
+    that config reuse its compiled code (the seed is a traced argument)."""
+    key = (type(model), model.config.to_json_string())
     if key not in _INITS:
         if len(_INITS) >= 16:
             _INITS.pop(next(iter(_INITS)))
@@ -252,9 +249,7 @@ def build_module(name_or_config, **overrides):
 def param_shapes(name_or_config, **overrides) -> dict:
     """The params pytree of a model as ``jax.ShapeDtypeStruct`` leaves, without allocating it
     (``jax.eval_shape`` of the initialiser): e.g. the ViT-B/16 fc1 shapes on a laptop."""
-    config = make_config(name_or_config, **overrides)
-    _, model_cls = _classes(_family_of_config(config))
-    model = model_cls(config, _do_init=False)
+    model = build_module(name_or_config, **overrides)
     shapes = jax.eval_shape(lambda key: model.init_weights(key, model.input_shape), jax.random.PRNGKey(0))
     return _unfreeze(shapes)
 
@@ -343,8 +338,7 @@ def _fill_missing(model, state):
     missing = model.required_params - set(flat)
     if not missing:
         return state
-    fresh = flatten_dict(_unfreeze(_jitted_init(type(model), model.config.to_json_string(), model)(
-        jax.random.PRNGKey(0), model.input_shape)))
+    fresh = flatten_dict(_unfreeze(_jitted_init(model)(jax.random.PRNGKey(0), model.input_shape)))
     flat.update({k: fresh[k] for k in missing})
     return unflatten_dict(flat)
 

@@ -135,22 +135,16 @@ def plan_proofs(mask_blocks, cspec, *, root=None) -> list[tuple]:
     sizes = bucket_sizes(cspec.block_size)
     for b in np.flatnonzero(counts):
         k = int(counts[b])
-        for kmax in sizes:
-            if kmax < k:
-                continue
-            key = (bool(prot[b]), kmax)  # plain buckets first, then the protected circuits
-            if key not in specs:
-                specs[key] = bucket_spec(cspec, kmax, root=root, protected=key[0])
-            if specs[key] is not None:
-                groups.setdefault(key, []).append(int(b))
-                break
-            # a circuit's rows grow with kmax (B·kmax products and checks, kmax³ for Y·D), so no
-            # larger bucket fits either: stop before laying out ever larger graphs
+        # the smallest bucket that holds k; a circuit's rows grow with kmax (B·kmax products and
+        # checks, kmax³ for Y·D), so if it does not fit, no larger bucket does either
+        kmax = next((x for x in sizes if x >= k), None)
+        key = (bool(prot[b]), kmax)  # plain buckets first, then the protected circuits
+        if kmax is not None and key not in specs:
+            specs[key] = bucket_spec(cspec, kmax, root=root, protected=key[0])
+        if kmax is None or specs[key] is None:
             raise ValueError(f"block {int(b)} has {k} masked (and protected) weights: no circuit with that many slots fits "
                              f"{cspec.wrap} × 2^{cspec.logrows} rows; commit with a larger logrows or wrap")
-        else:
-            raise ValueError(f"block {int(b)} has {k} masked (and protected) weights: no circuit with that many slots fits "
-                             f"{cspec.wrap} × 2^{cspec.logrows} rows; commit with a larger logrows or wrap")
+        groups.setdefault(key, []).append(int(b))
     plan = []
     for key in sorted(groups):
         spec, blocks = specs[key], groups[key]
