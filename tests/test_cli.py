@@ -82,6 +82,20 @@ def test_full_flow_and_exit_codes(files, capsys):
     assert "outside the statement" in capsys.readouterr().out
     assert run("verify", d / "bundle", *v, "--deployed", d / "unl-head") == 2  # --opening missing
     capsys.readouterr()
+    # the forget audit on the deployed model: images it predicts as labelled are "not forgotten"
+    from zkapex_jax.models import family
+    fam = family("vit-test")
+    c = fam.config
+    x = np.random.default_rng(1).uniform(size=(24, c.image_size, c.image_size, c.num_channels)).astype(np.float32)
+    np.savez(d / "forget.npz", x=x, y=np.argmax(fam.logits(theta_u, x), -1))
+    dep = [*v, "--deployed", d / "unl", "--opening", d / "opening.npz", "--model", "vit-test", "--forget", d / "forget.npz"]
+    assert run("verify", d / "bundle", *dep, "--max-forget-accuracy", 0.5) == 1
+    assert "not forgotten" in capsys.readouterr().out
+    assert run("verify", d / "bundle", *dep, "--max-forget-accuracy", 1.0, "--json") == 0
+    rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rep["details"]["forget_audit"]["passed"] and rep["details"]["forget_audit"]["n"] == 24
+    assert run("verify", d / "bundle", *dep[:-4], "--model", "vit-demo", "--forget", d / "forget.npz") == 2
+    assert "does not match --model" in capsys.readouterr().err
     # a deployed model that is not the certified one: exit 1, no bundle
     bad = set_paths(theta_u, {PATH: np.where(np.arange(16) == 1, u.ravel()[0], u.ravel()).astype(np.float32).reshape(u.shape)})
     save_checkpoint(d / "unl-bad", bad)
@@ -180,6 +194,14 @@ def test_keys_and_verify_malformed_inputs(files, capsys):
     (d / "junk.json").write_text("{]")
     assert run("verify", d / "no-bundle", "--commitment", d / "junk.json", "--mask", d / "mask.json", "--json") == 2
     assert json.loads(capsys.readouterr().out)["malformed"] is True
+    # the forget audit's options: a policy needs the forget set, the forget set the deployed model
+    v = ["verify", d / "no-bundle", "--commitment", d / "nope.json", "--mask", d / "mask.json"]
+    assert run(*v, "--max-forget-accuracy", 0.2) == 2
+    assert "needs --forget" in capsys.readouterr().err
+    assert run(*v, "--forget", d) == 2
+    assert "give --deployed and --opening" in capsys.readouterr().err
+    assert run(*v, "--forget", d, "--max-forget-accuracy", 1.5) == 2
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_parser_help_and_every_option_has_a_help_line(capsys):
@@ -202,6 +224,10 @@ def test_demo_quick(tmp_path):
     s = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert rc == 0 and s["valid"] and s["proofs"] >= 1 and s["masked_blocks"] >= 1
     assert 1.0 < s["bound_units"] <= 1.25 and s["max_dev_certified_vs_float"] <= 4 * s["theta_unit"]
+    # the forget audit ran on the deployed model; --quick reports it without enforcing the policy
+    pol, audit = s["forget_policy"], s["forget_audit"]
+    assert not pol["enforced"] and 0.0 <= pol["max_forget_accuracy"] <= 1.0 and audit["max_accuracy"] is None
+    assert abs(audit["accuracy"] - s["accuracy"]["certified"]["forget_acc"]) < 1e-3 and s["certificate_valid"]
 
 
 @pytest.mark.parametrize("argv", [["keys", "--block-size", "0"], ["keys", "--block-size", "16", "--logrows", "3"],

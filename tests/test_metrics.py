@@ -242,3 +242,19 @@ def test_max_move_ratio_by_hand():
     tu = np.array([[0.0, 0.0, 1.3, 1.9], [9.0, 9.0, 9.0, 9.0]])
     mb = np.array([[True, True, False, False], [False, False, False, False]])
     assert M.max_move_ratio(tp, tu, mb) == pytest.approx(0.3)
+
+
+def test_audit_policy_counts_passes_and_the_best_attack_that_passes():
+    from zkapex_jax.studies.metrics import audit_policy
+
+    accs = [{"honest": 0.1, "steer": 0.6, "other": 0.25}, {"honest": 0.3, "steer": 0.2, "other": 0.5}]
+    t = audit_policy(accs, "honest", ["steer", "other"], [0.0, 0.2, 0.3, 1.0])
+    assert [r["honest_passed"] for r in t] == [0, 1, 2, 2]
+    assert [r["attacks_passed"]["steer"] for r in t] == [0, 1, 1, 2]
+    assert [r["attacks_passed"]["other"] for r in t] == [0, 0, 1, 2]
+    assert np.isnan(t[0]["best_attack_passed"]) and t[1]["best_attack_passed"] == pytest.approx(0.2)
+    assert t[2]["best_attack_passed"] == pytest.approx(0.25) and t[3]["best_attack_passed"] == pytest.approx(0.6)
+    with pytest.raises(KeyError, match="lacks"):
+        audit_policy(accs, "honest", ["nope"], [0.5])
+    with pytest.raises(ValueError, match="not in"):
+        audit_policy(accs, "honest", ["steer"], [1.5])

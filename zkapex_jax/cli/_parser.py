@@ -164,6 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deployed", type=_path, default=None,
                    help="the deployed (unlearned) checkpoint: check that every parameter is the certified one")
     p.add_argument("--opening", type=_file, default=None, help="the deployment opening from `zkapex prove --opening`")
+    p.add_argument("--forget", type=_path, default=None,
+                   help="audit the deployed model (with --deployed): its accuracy on the provider's forget set "
+                        "(labelled images as .npz or class folders; text/code files for an LM), reported")
+    p.add_argument("--max-forget-accuracy", type=_float_in(0.0, 1.0), default=None,
+                   help="the audit's policy, in [0, 1] (with --forget): a deployed model whose forget accuracy "
+                        "exceeds it is REJECTED as not forgotten, even though its certificate verifies")
+    p.add_argument("--model", default="vit-demo", type=_text,
+                   help="the deployed model's config for the audit (built-in name or Hugging Face directory; "
+                        "default vit-demo)")
+    p.add_argument("--tokenizer", type=_file, default=None, help="a language model's tokenizer (for the audit)")
+    p.add_argument("--seq-len", type=POS, default=64, help="a language model's sequence length (audit; default 64)")
     p.add_argument("--json", action="store_true", help="one JSON line instead of text")
     common(p, keystore=True)
     p.set_defaults(fn=cmd_verify)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from .._errors import ZkapexError
 from ._args import _say
-from ._inputs import (as_data, check_srs, data_or_builtin, family_of, is_hf_dir, keystore_of, load_client,
-                      load_hf_dir, load_params, model_and_params, n_examples, provider_splits, refuse_outputs,
-                      stage_config, study_config, subsample)
+from ._inputs import (as_data, check_model_ckpt, check_srs, data_or_builtin, family_of, is_hf_dir, keystore_of,
+                      load_client, load_hf_dir, load_params, model_and_params, n_examples, provider_splits,
+                      refuse_outputs, stage_config, study_config, subsample, user_split)
 
 EXIT_VALID, EXIT_REJECTED, EXIT_MALFORMED = 0, 1, 2
 
@@ -230,13 +230,20 @@ def cmd_verify(args) -> int:
     try:
         if (args.deployed is None) != (args.opening is None):
             raise ZkapexError("--deployed and --opening go together (the deployed model and its opening)")
+        if args.max_forget_accuracy is not None and args.forget is None:
+            raise ZkapexError("--max-forget-accuracy needs --forget (the provider's forget set to audit on)")
+        if args.forget is not None and args.deployed is None:
+            raise ZkapexError("--forget audits the deployed model: give --deployed and --opening")
         com = load_commitment(args.commitment)
         mask = Mask.load(args.mask)
-        deployed = opening = None
+        deployed = opening = forget_accuracy = None
         if args.deployed is not None:
             deployed, opening = load_params(args.deployed), Opening.load(args.opening)
+        if args.forget is not None:
+            forget_accuracy = _forget_audit_of(args, deployed)
         res = api.verify(args.bundle, com, mask, keystore=keystore_of(args, "keystore"), client_id=args.client_id,
-                         request_id=args.request_id, deployed=deployed, opening=opening, progress=not args.json)
+                         request_id=args.request_id, deployed=deployed, opening=opening, progress=not args.json,
+                         forget_accuracy=forget_accuracy, max_forget_accuracy=args.max_forget_accuracy)
     except (ValueError, OSError) as e:  # ZkapexError/ArtifactError are ValueErrors
         _emit_verify(args, {"valid": False, "malformed": True, "reason": str(e)})
         return EXIT_MALFORMED
@@ -256,6 +263,16 @@ def cmd_verify(args) -> int:
     return EXIT_VALID if res.valid else EXIT_REJECTED
 
 
+def _forget_audit_of(args, deployed):
+    """``params -> (accuracy, n)`` on ``--forget`` for ``--model`` (checked against the deployed
+    checkpoint's shapes, the data read, before any verification work)."""
+    fam = family_of(args)
+    check_model_ckpt(fam, deployed, args.deployed)
+    data = user_split(fam, args.forget, "forget (audit)", args=args)
+    n = n_examples(data) * (data.shape[1] - 1 if fam.kind == "lm" else 1)  # trials: examples, or predicted tokens
+    return lambda params: (fam.accuracy(params, as_data(fam, data)), n)
+
+
 def _emit_verify(args, d):
     if args.json:
         _say(json.dumps(d))
@@ -265,6 +282,11 @@ def _emit_verify(args, d):
         _say(f"client {d['client_id']!r} ({ascii(d['client_id'])}), request {d['request_id']!r} "
              f"({ascii(d['request_id'])})")
         _say(("VALID: " if d["valid"] else "REJECTED: ") + d["reason"])
+        audit = (d.get("details") or {}).get("forget_audit")
+        if audit is not None and d["valid"]:
+            _say(f"forget audit: accuracy {audit['accuracy']:.3f} on {audit['n']} "
+                 + ("(reported only: no --max-forget-accuracy)" if audit["max_accuracy"] is None
+                    else f"≤ {audit['max_accuracy']:.3f}: passed"))
         for w in d.get("warnings", []):
             _say(f"NOTE: {w}")
         if d.get("insecure_srs"):

@@ -4,9 +4,10 @@ blocks, and as stages on a model's parameters (:mod:`.api`: params in, params ou
 
 See docs/PROOFS.md for the design and the soundness argument."""
 
-from . import api, binding
+from . import api, audit, binding
 from ._circuits import relation as _relation
 from .api import Curvature
+from .audit import ForgetAudit, audit_forgetting
 from .config import CurvatureSpec, MaskSpec, StageConfig
 from .artifacts import load_arrays, read_json_artifact, save_arrays, write_json_artifact
 from .commitments import (
@@ -26,9 +27,9 @@ CircuitSpec = _relation.CircuitSpec
 CommitSpec = _relation.CommitSpec
 
 __all__ = [
-    "CircuitSpec", "CommitSpec", "Commitment", "CommitmentSecrets", "Curvature", "CurvatureSpec", "MaskSpec",
+    "CircuitSpec", "CommitSpec", "Commitment", "CommitmentSecrets", "Curvature", "CurvatureSpec", "ForgetAudit", "MaskSpec",
     "StageConfig", "api", "KeyStore", "ProofError", "Unlearned",
-    "VerificationResult", "adopt_unlearned", "binding", "check_deployment", "commit_personalization", "context_limbs", "load_arrays",
+    "VerificationResult", "adopt_unlearned", "audit", "audit_forgetting", "binding", "check_deployment", "commit_personalization", "context_limbs", "load_arrays",
     "load_commitment", "load_secrets", "load_statement", "mask_digest", "plan_proofs", "prove_unlearning",
     "prove_witness", "read_json_artifact", "save_arrays", "save_commitment", "unlearn_committed",
     "verify_bundle", "write_json_artifact",

@@ -239,18 +239,41 @@ def prove(theta_p, mask: Mask, commitment: Commitment, secrets: CommitmentSecret
 
 def verify(bundle, commitment: Commitment, mask: Mask, *, keystore: KeyStore | None = None,
            client_id: str | None = None, request_id: str | None = None, deployed=None, opening=None,
-           progress: bool = False):
+           progress: bool = False, forget_accuracy=None, max_forget_accuracy: float | None = None):
     """[provider] Verify ``bundle`` against the published commitment and mask (its bits and its
     content hash). ``deployed`` (params) with its ``opening``
     (:class:`~zkapex_jax.protocol.binding.Opening`): also check that the deployed model is, every
-    parameter of it, the certified one. Returns a
+    parameter of it, the certified one.
+
+    ``forget_accuracy(params) -> (accuracy, n)`` (needs ``deployed``): the provider's audit of the
+    outcome (:mod:`~zkapex_jax.protocol.audit`), run on the deployed model once everything else
+    verified; with ``max_forget_accuracy`` a model above it is rejected ("not forgotten") even though
+    its certificate holds. The audit lands in ``details["forget_audit"]`` and
+    ``details["certificate_valid"]`` says whether the certificate itself verified. Returns a
     :class:`~zkapex_jax.protocol.verifier.VerificationResult`."""
+    from .audit import audit_forgetting
     from .verifier import verify_bundle
 
     if (deployed is None) != (opening is None):
         raise ValueError("deployed and opening go together (the deployed model and its opening)")
+    if forget_accuracy is None and max_forget_accuracy is not None:
+        raise ValueError("max_forget_accuracy needs forget_accuracy (the audit's evaluation on the forget set)")
+    if forget_accuracy is not None and deployed is None:
+        raise ValueError("the forget audit evaluates the deployed model: pass deployed and opening")
+    if max_forget_accuracy is not None and not (0.0 <= float(max_forget_accuracy) <= 1.0):
+        raise ValueError(f"max_forget_accuracy must lie in [0, 1], got {max_forget_accuracy}")
     layout = commitment_layout(commitment)
     codes, mask_sha = request(mask, layout)
     dep = None if deployed is None else (statement_blocks(deployed, layout), rest_of(deployed, layout), opening)
-    return verify_bundle(bundle, commitment, codes, keystore=keystore, client_id=client_id, request_id=request_id,
-                         progress=progress, mask_sha256=mask_sha, deployed=dep)
+    res = verify_bundle(bundle, commitment, codes, keystore=keystore, client_id=client_id, request_id=request_id,
+                        progress=progress, mask_sha256=mask_sha, deployed=dep)
+    res.details["certificate_valid"] = res.valid
+    if forget_accuracy is not None and res.valid:  # only the model the bundle opened is audited
+        audit = audit_forgetting(forget_accuracy, deployed, max_accuracy=max_forget_accuracy)
+        res.details["forget_audit"] = audit.to_dict()
+        if not audit.passed:
+            res.valid = False
+            res.reason = (f"not forgotten: {audit.reason()} (the certificate itself verified: {res.reason})")
+        else:
+            res.reason = f"{res.reason}; forget audit: {audit.reason()}"
+    return res

@@ -112,6 +112,18 @@ def validate_demo(model, block_size, pattern, logrows, quick, *, wrap=8):
     CommitSpec(block_size=block_size, wrap=wrap, **({} if logrows is None else {"logrows": logrows}))
 
 
+def forget_policy(cfg, theta_g, theta_rg, data) -> float:
+    """The demo provider's audit policy τ from its own two models: halfway from the global model's
+    forget accuracy to that of the global model retrained without the forget classes (test images
+    of the forget classes). A deployed model above τ has not moved halfway toward retraining by the
+    provider's measure; the provider never needs θp for it."""
+    from . import image as pl
+
+    g = pl.evaluate(cfg, theta_g, data, mia=False)["forget_acc"]
+    r = pl.evaluate(cfg, theta_rg, data, mia=False)["forget_acc"]
+    return float(min(1.0, max(0.0, 0.5 * (g + r))))
+
+
 def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, wrap=8, jobs=2, seed=0, quick=False,
              pattern=None, cache=None, srs=None, executor="ray"):
     """The whole protocol end to end; returns the summary dict (also written to out/summary.json)."""
@@ -178,13 +190,21 @@ def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, wrap=8, jobs
     with stage("provider: keys"):
         for spec, _ in plan_proofs(api.request(mask, layout)[0], cs, root=provider_ks.root):
             provider_ks.ensure(spec)
-    with stage("provider: verify"):
-        deployed = load_checkpoint(out / "unlearned")[0]  # the checkpoint as written: the whole model is checked
-        res = api.verify(bundle, com, Mask.load(out / "mask.json"), keystore=provider_ks, client_id="client-0",
-                         request_id="request-0", deployed=deployed, opening=Opening.load(out / "opening.npz"))
-    with stage("baseline: retrain without the forget classes (for the table)"):
+    with stage("baseline: retrain without the forget classes (for the table and the audit's policy)"):
         theta_rg, _ = pl.train_global(cfg, data, key=k_ret, exclude_forget=True)
         theta_r, _ = pl.personalize(cfg, theta_rg, data, key=k_rpers)
+    with stage("provider: verify and audit"):
+        deployed = load_checkpoint(out / "unlearned")[0]  # the checkpoint as written: the whole model is checked
+        # the policy is enforced on the real demo; --quick (tests: a few training steps, forgetting
+        # is noise there) reports the audit without a verdict
+        tau = forget_policy(cfg, theta_g, theta_rg, data)
+        summary["forget_policy"] = {"max_forget_accuracy": tau, "enforced": not quick,
+                                    "rule": "halfway from the global model's forget accuracy to the retrained one's"}
+        res = api.verify(bundle, com, Mask.load(out / "mask.json"), keystore=provider_ks, client_id="client-0",
+                         request_id="request-0", deployed=deployed, opening=Opening.load(out / "opening.npz"),
+                         forget_accuracy=lambda p: (pl.evaluate(cfg, p, data, mia=False)["forget_acc"],
+                                                    data.forget_test.n),
+                         max_forget_accuracy=None if quick else tau)
     with stage("evaluate"):
         accs = {name: pl.evaluate(cfg, p, data, mia=False) for name, p in
                 (("global", theta_g), ("personalized", theta_p), ("mask_only", pl.mask_only(theta_p, mask)),
@@ -196,6 +216,8 @@ def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, wrap=8, jobs
     dev = np.abs(np.asarray(u.theta_u) - api.statement_blocks(theta_u_float, layout))
     summary.update({
         "valid": res.valid, "reason": res.reason, "insecure_srs": res.insecure_srs,
+        "certificate_valid": res.details.get("certificate_valid", res.valid),
+        "forget_audit": res.details.get("forget_audit"),
         "blocks": layout.num_blocks, "masked_blocks": len(u.witnesses), "proofs": len(st["proofs"]),
         "masked_weights": int((u.mask == 1).sum()), "params_certified": int(layout.num_blocks * block_size),
         "logrows": cs.logrows, "wrap": cs.wrap, "buckets": sorted({(s.kmax, s.chunk_blocks) for s, _ in u.plan}),

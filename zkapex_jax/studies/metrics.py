@@ -34,6 +34,7 @@ __all__ = [
     "recovery",
     "unlearning_outcome",
     "add_outcomes",
+    "audit_policy",
     "gap_to",
     "mia_entropy",
     "mia_ssd",
@@ -192,6 +193,38 @@ def mia_ssd(retain_logits, test_logits, forget_logits, *, seed: int = 0) -> floa
     ef = entropy(forget_logits)[:, None]
     return float(np.mean(clf.predict((ef - mu) / sd)))
 
+
+
+def audit_policy(forget_accs, honest: str, attacks, thresholds) -> list[dict]:
+    """What a provider's forget audit (:mod:`zkapex_jax.protocol.audit`) would do on a study's
+    certified models. ``forget_accs``: one ``{model: forget accuracy}`` per seed; ``honest``: the
+    honest certified model's name; ``attacks``: the attackers' certified models. Per threshold τ:
+    how many seeds' honest models pass (forget accuracy ≤ τ), how many of each attack's pass, and
+    the highest forget accuracy among attacks that pass (nan if none). Under VALID and the audit no
+    deployed model exceeds τ, whatever the attacker committed; this table says what τ costs the
+    honest client (false rejections) and which measured attacks it refuses."""
+    attacks = list(attacks)
+    seeds = list(forget_accs)
+    if not seeds:
+        raise ValueError("audit_policy: no seeds")
+    for i, row in enumerate(seeds):
+        missing = [m for m in (honest, *attacks) if m not in row]
+        if missing:
+            raise KeyError(f"audit_policy: seed {i} lacks {missing}")
+    out = []
+    for tau in thresholds:
+        tau = float(tau)
+        if not 0.0 <= tau <= 1.0:
+            raise ValueError(f"audit_policy: threshold {tau} is not in [0, 1]")
+        passed = [float(r[a]) for r in seeds for a in attacks if float(r[a]) <= tau]
+        out.append({
+            "max_forget_accuracy": tau,
+            "n_seeds": len(seeds),
+            "honest_passed": int(sum(float(r[honest]) <= tau for r in seeds)),
+            "attacks_passed": {a: int(sum(float(r[a]) <= tau for r in seeds)) for a in attacks},
+            "best_attack_passed": max(passed) if passed else float("nan"),
+        })
+    return out
 
 
 def selectivity(client_fisher, forget_fisher, mask, *, damping: float, energy: float = 0.999) -> dict:
