@@ -82,15 +82,17 @@ def test_demo_settings_tiny(tmp_path):
 
 
 def test_demo_settings_selection_rule():
-    """The rule: targets met on the selection seed, no collapse, smallest fraction, then recovery."""
+    """The rule: targets met on the selection seed, no collapse, fewest masked weights (the
+    statement's cost; a larger fraction of a smaller kernel can be cheaper), then recovery."""
     from experiments import demo_settings
 
-    def c(frac, rec, prog, col=0.0):
-        return {"fraction": frac, "recovery": rec, "forget_progress": prog, "collapsed": col}
+    def c(masked, rec, prog, col=0.0):
+        return {"masked": masked, "recovery": rec, "forget_progress": prog, "collapsed": col}
 
-    res = {"combos": {"a": c(0.2, 0.95, 0.9), "b": c(0.1, 0.85, 0.6), "c": c(0.1, 0.9, 0.55), "d": c(0.04, 0.99, 0.4),
-                      "e": c(0.04, 0.9, 0.9, col=1.0), "f": c(0.04, float("nan"), 0.9), "g": c(0.04, 0.8, None)}}
-    assert demo_settings.select(res) == ["c", "b", "a"]
+    res = {"combos": {"a": c(800, 0.95, 0.9), "b": c(400, 0.85, 0.6), "c": c(400, 0.9, 0.55), "d": c(160, 0.99, 0.4),
+                      "e": c(160, 0.9, 0.9, col=1.0), "f": c(160, float("nan"), 0.9), "g": c(160, 0.8, None),
+                      "h": c(64, 0.8, 0.5)}}
+    assert demo_settings.select(res) == ["h", "c", "b", "a"]
 
 
 def test_curvature_study_merges_the_rows_every_record_has(tmp_path):
