@@ -86,6 +86,10 @@ class OptCodeConfig:
     # varies the client (its Rust sample, LoRA init, Fisher sample), the mask examples and the
     # baselines — the provider ships one model; use it when a global model costs ~15 min of CPU.
     provider_seed: int | None = None
+    # False: no retrain baseline (neither the provider's model without the forget language nor its
+    # personalization): recovery and forget accuracy are measured, forget progress is not — for a
+    # re-run whose retrain row another run of the same provider config already measured
+    retrain: bool = True
     # ---- client personalization
     personalize: str = "lora"  # "lora" (merged, as the paper) or "full"
     lora_rank: int = 8
@@ -368,13 +372,15 @@ def provider_models(cfg: OptCodeConfig, data: dict, seed: int, *, cache_dir=None
     """[provider] The global model and the retrain baseline's global model (trained without the
     forget language) of ``seed``, from the same init; cached under ``cache_dir`` when given.
 
-    Returns ``{"global": (θg, history, seconds, cached), "retrain": (...)}``."""
+    Returns ``{"global": (θg, history, seconds, cached), "retrain": (...)}`` (``"retrain": None``
+    when ``cfg.retrain`` is False)."""
     fns = lm_family(cfg, data["tokenizer"].vocab_size)
     params0 = fns.init(seed)
     keys = seed_keys(seed)
     retained = [l for l in cfg.global_languages if l != cfg.forget_language]
-    out = {}
-    for tag, langs, k in (("global", list(cfg.global_languages), keys["glob"]), ("retrain", retained, keys["ret"])):
+    out = {"retrain": None}
+    jobs = (("global", list(cfg.global_languages), keys["glob"]), ("retrain", retained, keys["ret"]))
+    for tag, langs, k in jobs[: 2 if cfg.retrain else 1]:
         def train(langs=langs, k=k):
             params, hist = train_global(cfg, fns, params0, data["seqs"], langs, k)
             return params, {"history": {k2: hist[k2] for k2 in ("steps", "final_loss")}}
@@ -405,7 +411,9 @@ def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, shared_
     fns = lm_family(cfg, tok.vocab_size)
     models_g = shared_provider or provider_models(cfg, data, seed, cache_dir=cache_dir)
     theta_g, h_g, times["train_global_s"], _ = models_g["global"]
-    theta_gr, h_gr, times["train_retrain_global_s"], _ = models_g["retrain"]
+    theta_gr = h_gr = None
+    if models_g["retrain"] is not None:
+        theta_gr, h_gr, times["train_retrain_global_s"], _ = models_g["retrain"]
     n_params = int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(theta_g)))
 
     # client data: Rust training sequences (personalization, Fisher and the baselines' retain data)
@@ -467,9 +475,10 @@ def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, shared_
         f"max KKT residual {obs_info['kkt_residual_max']:.2e})")
 
     # retrain: the provider's global model without the forget language, then the same personalization
-    t = time.perf_counter()
-    models["retrain"], _ = personalize(cfg, fns, theta_gr, rust, k_pers_r)
-    times["retrain_personalize_s"] = time.perf_counter() - t
+    if theta_gr is not None:
+        t = time.perf_counter()
+        models["retrain"], _ = personalize(cfg, fns, theta_gr, rust, k_pers_r)
+        times["retrain_personalize_s"] = time.perf_counter() - t
 
     # baselines (on the client's θp; forget data from the provider, retain = the client's Rust)
     t = time.perf_counter()
@@ -503,7 +512,8 @@ def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, shared_
     t = time.perf_counter()
     metrics.update({name: evaluate(cfg, fns, p, seqs) for name, p in models.items() if name not in metrics})
     metrics["global"] = evaluate(cfg, fns, theta_g, seqs)
-    metrics["global_retrain"] = evaluate(cfg, fns, theta_gr, seqs)
+    if theta_gr is not None:
+        metrics["global_retrain"] = evaluate(cfg, fns, theta_gr, seqs)
     times["evaluate_s"] += time.perf_counter() - t
     rec = recovery_of(metrics["zkapex"]["personal_acc"], metrics["mask_only"]["personal_acc"],
                       metrics["personalized"]["personal_acc"])
@@ -526,7 +536,7 @@ def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, shared_
         "mask": {"num_masked": mask.num_masked, "size": mask.size, "sha256": mask.content_hash()},
         "layout": {"num_blocks": layout.num_blocks, "block_size": layout.block_size, "size": layout.size},
         "train": {"global": {k: h_g[k] for k in ("steps", "final_loss")},
-                  "global_retrain": {k: h_gr[k] for k in ("steps", "final_loss")},
+                  **({"global_retrain": {k: h_gr[k] for k in ("steps", "final_loss")}} if h_gr else {}),
                   "personalize": {k: h_p[k] for k in ("steps", "final_loss")}},
         "n_params": n_params,
     }
