@@ -115,6 +115,21 @@ def test_shared_provider_models_are_trained_once_and_cached(tmp_path, caplog):
     b = load_results(tmp_path / "b.json")
     assert b["per_seed_metrics"] == a["per_seed_metrics"]
 
+    # retrain=False (and no baselines): only the global model is loaded, no retrain row, and every
+    # other row is the same as with it (the retrain baseline draws no randomness the others use)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="zkapex_jax.studies"):
+        entry.main(args + ["--set", "provider_seed=0", "retrain=false", "baselines=[]", "--out", str(tmp_path / "c.json")])
+    assert sum("loaded from" in r.message for r in caplog.records) == 1
+    assert not [r for r in caplog.records if "model trained" in r.message]
+    c = load_results(tmp_path / "c.json")
+    for mc, ma in zip(c["per_seed_metrics"], a["per_seed_metrics"]):
+        assert set(mc) == {"personalized", "mask_only", "zkapex", "global"}
+        for m in mc:
+            assert accs(mc[m]) == accs(ma[m]), m
+        fp = mc["zkapex"]["forget_progress"]
+        assert fp is None or math.isnan(fp)  # no retrain model: forget progress undefined
+
 
 def test_damping_is_chosen_on_validation_by_the_certified_updates_accuracy():
     """choose_damping: every α's certified update scored on the validation sequences, the best kept
