@@ -251,7 +251,7 @@ def verify(bundle, commitment: Commitment, mask: Mask, *, keystore: KeyStore | N
     its certificate holds. The audit lands in ``details["forget_audit"]`` and
     ``details["certificate_valid"]`` says whether the certificate itself verified. Returns a
     :class:`~zkapex_jax.protocol.verifier.VerificationResult`."""
-    from .audit import audit_forgetting
+    from .audit import audit_forgetting, check_policy
     from .verifier import verify_bundle
 
     if (deployed is None) != (opening is None):
@@ -260,8 +260,7 @@ def verify(bundle, commitment: Commitment, mask: Mask, *, keystore: KeyStore | N
         raise ValueError("max_forget_accuracy needs forget_accuracy (the audit's evaluation on the forget set)")
     if forget_accuracy is not None and deployed is None:
         raise ValueError("the forget audit evaluates the deployed model: pass deployed and opening")
-    if max_forget_accuracy is not None and not (0.0 <= float(max_forget_accuracy) <= 1.0):
-        raise ValueError(f"max_forget_accuracy must lie in [0, 1], got {max_forget_accuracy}")
+    check_policy(max_forget_accuracy)  # before any verification work
     layout = commitment_layout(commitment)
     codes, mask_sha = request(mask, layout)
     dep = None if deployed is None else (statement_blocks(deployed, layout), rest_of(deployed, layout), opening)

@@ -21,7 +21,16 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-__all__ = ["ForgetAudit", "audit_forgetting", "wilson_interval"]
+__all__ = ["ForgetAudit", "audit_forgetting", "check_policy", "wilson_interval"]
+
+
+def check_policy(max_accuracy: float | None) -> float | None:
+    """The audit's policy τ as a float in [0, 1] (None: report only); ValueError otherwise."""
+    if max_accuracy is None:
+        return None
+    if not 0.0 <= float(max_accuracy) <= 1.0:
+        raise ValueError(f"the forget audit's policy (max forget accuracy) must lie in [0, 1], got {max_accuracy}")
+    return float(max_accuracy)
 
 
 def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -71,10 +80,9 @@ def audit_forgetting(forget_accuracy: Callable[[object], tuple[float, int]], dep
     [0, 1]: the policy (None: report only). Call it only on a deployed model the bundle opened
     (``verify(..., deployed=, opening=)``): the audit of any other model says nothing about the
     certified one."""
-    if max_accuracy is not None and not (0.0 <= float(max_accuracy) <= 1.0):
-        raise ValueError(f"max_accuracy must lie in [0, 1], got {max_accuracy}")
+    max_accuracy = check_policy(max_accuracy)
     acc, n = forget_accuracy(deployed)
     acc, n = float(acc), int(n)
     if n <= 0 or not math.isfinite(acc) or not (0.0 <= acc <= 1.0):
         raise ValueError(f"the forget set gave accuracy {acc} on {n} trials: an audit needs a non-empty forget set")
-    return ForgetAudit(acc, n, None if max_accuracy is None else float(max_accuracy), wilson_interval(acc, n))
+    return ForgetAudit(acc, n, max_accuracy, wilson_interval(acc, n))

@@ -119,8 +119,7 @@ def forget_policy(cfg, theta_g, theta_rg, data) -> float:
     provider's measure; the provider never needs θp for it."""
     from . import image as pl
 
-    g = pl.evaluate(cfg, theta_g, data, mia=False)["forget_acc"]
-    r = pl.evaluate(cfg, theta_rg, data, mia=False)["forget_acc"]
+    g, r = (pl.split_accuracy(cfg, p, data.forget_test) for p in (theta_g, theta_rg))
     return float(min(1.0, max(0.0, 0.5 * (g + r))))
 
 
@@ -202,8 +201,7 @@ def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, wrap=8, jobs
                                     "rule": "halfway from the global model's forget accuracy to the retrained one's"}
         res = api.verify(bundle, com, Mask.load(out / "mask.json"), keystore=provider_ks, client_id="client-0",
                          request_id="request-0", deployed=deployed, opening=Opening.load(out / "opening.npz"),
-                         forget_accuracy=lambda p: (pl.evaluate(cfg, p, data, mia=False)["forget_acc"],
-                                                    data.forget_test.n),
+                         forget_accuracy=lambda p: (pl.split_accuracy(cfg, p, data.forget_test), data.forget_test.n),
                          max_forget_accuracy=None if quick else tau)
     with stage("evaluate"):
         accs = {name: pl.evaluate(cfg, p, data, mia=False) for name, p in

@@ -57,6 +57,7 @@ __all__ = [
     "client_fisher",
     "unlearn",
     "evaluate",
+    "split_accuracy",
     "predict_logits",
 ]
 
@@ -337,6 +338,13 @@ def predict_logits(cfg: PipelineConfig, params, x, *, batch_size: int | None = N
     return fam.logits(params, x, batch_size=batch_size or cfg.eval_batch, pad_to_batch=True)
 
 
+def split_accuracy(cfg: PipelineConfig, params, split: data_mod.Split) -> float:
+    """Top-1 accuracy of ``params`` on one split (``nan`` if it is empty)."""
+    if split.n == 0:
+        return float("nan")
+    return M.accuracy_from_logits(predict_logits(cfg, params, split.x), split.y)
+
+
 def evaluate(cfg: PipelineConfig, params, data: data_mod.Splits, *, mia: bool = True, seed: int = 0) -> dict:
     """Accuracies (and the entropy MIA) of ``params``:
 
@@ -349,9 +357,7 @@ def evaluate(cfg: PipelineConfig, params, data: data_mod.Splits, *, mia: bool = 
       non-members (``zkapex_jax.studies.metrics.mia_entropy``).
     """
     def acc(split):
-        if split.n == 0:
-            return float("nan")
-        return M.accuracy_from_logits(predict_logits(cfg, params, split.x), split.y)
+        return split_accuracy(cfg, params, split)
 
     out = {
         "personal_acc_orig": acc(data.personal_test_orig),
