@@ -169,6 +169,31 @@ def test_fit_reduces_loss_and_is_deterministic():
                   key=jax.random.PRNGKey(0))
 
 
+def test_fit_recipe_compiles_one_step_per_recipe_and_reuses_it():
+    """A second training with the same loss, recipe and parameter structure reuses the compiled
+    step (the retrain baseline's personalization, another seed) and trains exactly as a fresh
+    step does; another recipe gets its own."""
+    from zkapex_jax.protocol.provider import Recipe, fit_recipe
+
+    def loss(p, ex):  # a function of this test only: its cache entry starts empty
+        return _toy_loss(p, ex)
+
+    params, data = _toy_params(), _toy_data(16)
+    r1, r2 = Recipe(epochs=2, lr=0.03, batch=8, warmup=1), Recipe(epochs=2, lr=0.01, batch=8, warmup=1)
+    a, _ = fit_recipe(loss, params, data, r1, key=jax.random.PRNGKey(0))
+    steps = dict(train._JIT_CACHE[loss])
+    b, _ = fit_recipe(loss, params, data, r1, key=jax.random.PRNGKey(0))
+    assert dict(train._JIT_CACHE[loss]) == steps and len(steps) == 1
+    c, _ = fit_recipe(loss, params, data, r2, key=jax.random.PRNGKey(0))
+    assert len(train._JIT_CACHE[loss]) == 2
+    opt = train.make_optimizer(params, lr=0.03, total_steps=4, warmup_steps=1, weight_decay=r1.weight_decay)
+    fresh, _ = train.fit(loss, params, data, optimizer=opt, epochs=2, batch_size=8, key=jax.random.PRNGKey(0))
+    for p in flatten_params(a):
+        np.testing.assert_allclose(flatten_params(b)[p], flatten_params(a)[p], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(flatten_params(fresh)[p], flatten_params(a)[p], rtol=1e-6, atol=1e-7)
+    assert not np.allclose(flatten_params(c)["head/kernel"], flatten_params(a)["head/kernel"])
+
+
 def test_evaluate_and_accuracy_oracles():
     params = _toy_params()
     x, y = _toy_data(23)

@@ -221,6 +221,7 @@ def fit(
     eval_fn: Callable | None = None,
     opt_state=None,
     return_state: bool = False,
+    step: Callable | None = None,
 ):
     """Train ``params`` for ``epochs`` epochs of shuffled mini-batches.
 
@@ -236,6 +237,8 @@ def fit(
       eval_fn: optional ``eval_fn(params) -> dict | float`` called after every epoch.
       opt_state: resume from this optimizer state (default ``optimizer.init(params)``).
       return_state: also return the final optimizer state.
+      step: the jitted ``make_train_step(loss_fn, optimizer)`` to use (e.g. one kept across calls
+        with the same loss and optimizer settings, so it compiles once); default: jit a new one.
 
     Returns ``(params, history)`` (or ``(params, history, opt_state)``) with ``history =
     {"loss": [mean loss per epoch], "step_loss": [...], "epoch_time_s": [...], "eval": [...]
@@ -245,7 +248,8 @@ def fit(
     if bs < 1 or epochs < 0:
         raise ZkapexError(f"need batch_size >= 1 and epochs >= 0, got {batch_size}, {epochs}")
     host = jax.tree.map(np.asarray, data)
-    step = jax.jit(make_train_step(loss_fn, optimizer))
+    if step is None:
+        step = jax.jit(make_train_step(loss_fn, optimizer))
     if opt_state is None:
         opt_state = optimizer.init(params)
     nsteps = steps_per_epoch(n, bs)
@@ -313,8 +317,9 @@ def _batched_reduce(fn, params, arrays, batch_size):
 _JIT_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _cached_jit(kind: str, fn: Callable, build: Callable) -> Callable:
-    """One jitted helper per (user function, kind), so repeated evaluations do not recompile."""
+def _cached_jit(kind, fn: Callable, build: Callable) -> Callable:
+    """One jitted helper per (user function, kind: any hashable), so repeated evaluations (and
+    trainings with the same settings) do not recompile."""
     try:
         per_fn = _JIT_CACHE.setdefault(fn, {})
     except TypeError:  # not weak-referenceable: no caching

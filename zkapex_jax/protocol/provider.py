@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import jax
+
 from ..core.fisher import accumulate_fisher
 from ..core.mask import Mask, compute_scores
 from ..core.obs import forget_subspace
@@ -53,8 +55,13 @@ def fit_recipe(loss_fn, params, data, recipe: Recipe, *, key):
                                    warmup_steps=recipe.warmup,
                                    weight_decay=recipe.weight_decay, layer_decay=recipe.layer_decay,
                                    grad_clip=recipe.grad_clip)
+    # one compiled step per (loss, recipe, step count, parameter structure): a second training with
+    # the same settings (the retrain baseline's personalization, another seed) does not recompile
+    shapes = tuple((tuple(a.shape), str(a.dtype)) for a in jax.tree_util.tree_leaves(params))
+    kind = ("fit_recipe", recipe, total, jax.tree_util.tree_structure(params), shapes)
+    step = train_mod._cached_jit(kind, loss_fn, lambda f: train_mod.make_train_step(f, opt))
     params, hist = train_mod.fit(loss_fn, params, data, optimizer=opt, epochs=recipe.epochs,
-                                 batch_size=recipe.batch, key=key)
+                                 batch_size=recipe.batch, key=key, step=step)
     hist = dict(hist)
     hist["steps"] = total
     hist["final_loss"] = float(hist["loss"][-1]) if len(hist.get("loss", ())) else float("nan")

@@ -32,18 +32,16 @@ import numpy as np
 
 from ..core.blocks import BlockLayout
 from ..core.curvature import damp
-from ..core.obs import factorize
 from ..data import code as cd
 from ..models import Family, LoRAConfig, family
 from ..models import train as T
 from ..models.train import steps_per_epoch
 from ..protocol import client, provider
-from ..protocol.config import CurvatureSpec, MaskSpec, StageConfig, statement_layout
+from ..protocol.config import CurvatureSpec, MaskSpec, StageConfig
 from ..protocol.provider import Recipe
 from . import baselines as bl
-from .metrics import add_outcomes
+from . import seed as S
 from .metrics import recovery as recovery_of
-from .metrics import selectivity
 from .report import aggregate, load_results, markdown_table, mean_std, plot_sweep, save_figure, write_results
 
 STUDY = "opt_code"
@@ -397,18 +395,63 @@ def provider_models(cfg: OptCodeConfig, data: dict, seed: int, *, cache_dir=None
     return out
 
 
+def world(cfg: OptCodeConfig, seed: int, data: dict, theta_g, theta_gr, keys: dict) -> S.SeedWorld:
+    """The code study's seed in the shared stages' words (:class:`~.seed.SeedWorld`): the client's
+    ``n_personal_train`` Rust sequences (personalization, curvature, retain data of the
+    baselines), the provider's ``n_mask_examples`` forget / retain sequences (the mask scores; the
+    whole forget pool feeds gradient ascent), a damping chosen on Rust validation sequences when
+    ``cfg.fisher_alphas`` is set, and the baselines of ``cfg.baselines`` with their keys
+    (``keys``: ``data``, ``ft``, ``ga``, ``sal``)."""
+    seqs, tok = data["seqs"], data["tokenizer"]
+    fns = lm_family(cfg, tok.vocab_size)
+    rng = np.random.default_rng(int(jax.random.randint(keys["data"], (), 0, 2**31 - 1)))
+    rust = seqs[cfg.personal_language]["train"]
+    rust = rust[rng.permutation(rust.shape[0])[: cfg.n_personal_train]]
+    forget_pool = seqs[cfg.forget_language]["train"]
+    forget = forget_pool[rng.choice(forget_pool.shape[0], cfg.n_mask_examples, replace=False)]
+    retain = _retain_sample(cfg, seqs, cfg.n_mask_examples, rng)
+    wrt = list(cfg.mask_patterns)
+
+    def relabel(d, k):
+        x, _ = d
+        return x, jax.random.randint(k, x.shape, 0, tok.vocab_size, jnp.int32)
+
+    known = {
+        "finetune_after_mask": lambda th, dense: bl.finetune_after_mask(
+            fns.loss, th, dense, rust, steps=cfg.ft_steps, lr=cfg.ft_lr, batch_size=cfg.personal_batch, key=keys["ft"]),
+        "gradient_ascent": lambda th, dense: bl.gradient_ascent(
+            fns.loss, th, forget_pool, steps=cfg.ga_steps, lr=cfg.ga_lr, batch_size=cfg.personal_batch, key=keys["ga"],
+            max_loss=cfg.ga_max_loss),
+        "ssd": lambda th, dense: bl.ssd(fns.loss, th, forget, rust[: cfg.n_mask_examples], alpha=cfg.ssd_alpha,
+                                        lam=cfg.ssd_lambda, wrt=wrt),
+        "salun": lambda th, dense: bl.salun(
+            pair_loss(fns), th, (forget, forget), (rust, rust), relabel=relabel, fraction=cfg.salun_fraction,
+            steps=cfg.salun_steps, lr=cfg.salun_lr, batch_size=cfg.personal_batch, key=keys["sal"], wrt=wrt),
+    }
+    unknown = [n for n in cfg.baselines if n not in known]
+    if unknown:
+        raise ValueError(f"unknown baseline {unknown[0]!r} (known: {', '.join(known)})")
+    def choose(theta_p, raw, mask, layout):
+        return choose_damping(cfg, fns, theta_p, raw, mask, layout, seqs[cfg.personal_language]["val"])
+
+    n_global = min(sum(seqs[lang]["train"].shape[0] for lang in cfg.global_languages),
+                   cfg.global_steps * cfg.global_batch)
+    return S.SeedWorld(
+        family=fns, stages=cfg.stages(n_global, rust.shape[0]), theta_global=theta_g, theta_global_retrain=theta_gr,
+        personal=rust, mask_forget=forget, mask_retain=retain, evaluate=lambda params: evaluate(cfg, fns, params, seqs),
+        lora=lora_config(cfg), mask_meta={"forget": cfg.forget_language},
+        choose_damping=choose if cfg.fisher_alphas else None,
+        baselines={n: known[n] for n in cfg.baselines})
+
+
 def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, shared_provider: dict | None = None,
              cache_dir=None) -> dict:
-    """Every method for one study seed. ``shared_provider``: the provider's models
-    (:func:`provider_models`) to use instead of training them for this seed."""
-    seqs = data["seqs"]
-    tok = data["tokenizer"]
-    times: dict[str, float] = {}
+    """Every method for one study seed (the shared stages of :func:`zkapex_jax.studies.seed.run_seed`
+    on this study's world). ``shared_provider``: the provider's models (:func:`provider_models`)
+    to use instead of training them for this seed."""
     t_seed = time.perf_counter()
+    times: dict[str, float] = {}
     keys = seed_keys(seed)
-    k_pers, k_pers_r, k_ft, k_ga, k_sal, k_data = (keys[k] for k in ("pers", "pers_r", "ft", "ga", "sal", "data"))
-    rng = np.random.default_rng(int(jax.random.randint(k_data, (), 0, 2**31 - 1)))
-    fns = lm_family(cfg, tok.vocab_size)
     models_g = shared_provider or provider_models(cfg, data, seed, cache_dir=cache_dir)
     theta_g, h_g, times["train_global_s"], _ = models_g["global"]
     theta_gr = h_gr = None
@@ -416,133 +459,43 @@ def run_seed(cfg: OptCodeConfig, seed: int, data: dict, *, sweeps: bool, shared_
         theta_gr, h_gr, times["train_retrain_global_s"], _ = models_g["retrain"]
     n_params = int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(theta_g)))
 
-    # client data: Rust training sequences (personalization, Fisher and the baselines' retain data)
-    rust = seqs[cfg.personal_language]["train"]
-    rust = rust[rng.permutation(rust.shape[0])[: cfg.n_personal_train]]
-    forget_pool = seqs[cfg.forget_language]["train"]
-
-    t = time.perf_counter()
-    theta_p, h_p = personalize(cfg, fns, theta_g, rust, k_pers)
-    times["personalize_s"] = time.perf_counter() - t
-
-    # provider: scores + mask on its global model (forget vs retain data)
-    t = time.perf_counter()
-    forget = forget_pool[rng.choice(forget_pool.shape[0], cfg.n_mask_examples, replace=False)]
-    retain = _retain_sample(cfg, seqs, cfg.n_mask_examples, rng)
-    scores = provider_scores(cfg, fns, theta_g, forget, retain)
-    mask = provider.publish_request(scores, cfg.mask_spec(), meta={"forget": cfg.forget_language})
-    times["mask_s"] = time.perf_counter() - t
-
-    # client: block Fisher of θp on its Rust data, Group-OBS
-    t = time.perf_counter()
-    cs = cfg.curvature_spec()
-    layout = statement_layout(fns, theta_p, cfg.mask_spec(), cs)
-    raw = np.asarray(client.client_curvature(fns, theta_p, rust[: cs.n_examples], layout, kind=cs.kind, damping=0.0,
-                                             chunk_size=cs.chunk), dtype=np.float32)
-    times["fisher_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    damping_choice = None
-    if cfg.fisher_alphas:
-        damping_choice = choose_damping(cfg, fns, theta_p, raw, mask, layout, seqs[cfg.personal_language]["val"])
-        cs = dataclasses.replace(cs, damping=damping_choice["damping"])
-        log(f"seed {seed}: damping {cs.damping:g} chosen on validation "
-            + ", ".join(f"{a:g}: {v:.4f}" for a, v in damping_choice["val_personal_acc"].items()))
-    times["damping_choice_s"] = time.perf_counter() - t
-    fisher = damp(raw, cs.damping, relative=cs.relative)
-    t = time.perf_counter()
-    factor = factorize(fisher)
-    theta_u, obs_info = zkapex_update(theta_p, factor, mask, layout)
-    times["group_obs_s"] = time.perf_counter() - t
-    dense = mask.dense()
-    theta_m = bl.mask_only(theta_p, dense)
-
-    # selectivity: how much of the forget language's curvature lies where the client's data excite
-    t = time.perf_counter()
-    # the same curvature family on the forget data (undamped), against the client's undamped one
-    f_forget = client.client_curvature(fns, theta_p, forget, layout, kind=cs.kind, damping=0.0,
-                                       chunk_size=cfg.fisher_chunk)
-    sel = selectivity(raw, f_forget, np.asarray(mask.to_blocks(layout)), damping=0.0)
-    del f_forget
-    times["selectivity_s"] = time.perf_counter() - t
-    log(f"seed {seed}: selectivity " + ", ".join(f"{k} {v:.3g}" for k, v in sel.items()))
-
-    models = {"personalized": theta_p, "mask_only": theta_m, "zkapex": theta_u}
-    t = time.perf_counter()
-    metrics = {name: evaluate(cfg, fns, p, seqs) for name, p in models.items()}
-    times["evaluate_s"] = time.perf_counter() - t
-    log(f"seed {seed}: " + ", ".join(f"{m} p={v['personal_acc']:.4f} f={v['forget_acc']:.4f}" for m, v in metrics.items())
-        + f" (personalization loss {h_p['final_loss']:.3f}; fisher {times['fisher_s']:.0f}s, obs {times['group_obs_s']:.0f}s, "
-        f"max KKT residual {obs_info['kkt_residual_max']:.2e})")
-
-    # retrain: the provider's global model without the forget language, then the same personalization
-    if theta_gr is not None:
-        t = time.perf_counter()
-        models["retrain"], _ = personalize(cfg, fns, theta_gr, rust, k_pers_r)
-        times["retrain_personalize_s"] = time.perf_counter() - t
-
-    # baselines (on the client's θp; forget data from the provider, retain = the client's Rust)
-    t = time.perf_counter()
-    wrt = list(cfg.mask_patterns)
-    for name in cfg.baselines:
-        t_b = time.perf_counter()
-        if name == "finetune_after_mask":
-            models[name], _ = bl.finetune_after_mask(fns.loss, theta_p, dense, rust, steps=cfg.ft_steps,
-                                                     lr=cfg.ft_lr, batch_size=cfg.personal_batch, key=k_ft)
-        elif name == "gradient_ascent":
-            models[name], _ = bl.gradient_ascent(fns.loss, theta_p, forget_pool, steps=cfg.ga_steps, lr=cfg.ga_lr,
-                                                 batch_size=cfg.personal_batch, key=k_ga, max_loss=cfg.ga_max_loss)
-        elif name == "ssd":
-            models[name], _ = bl.ssd(fns.loss, theta_p, forget, rust[: cfg.n_mask_examples], alpha=cfg.ssd_alpha,
-                                     lam=cfg.ssd_lambda, wrt=wrt)
-        elif name == "salun":
-            v = tok.vocab_size
-
-            def relabel(d, k):
-                x, _ = d
-                return x, jax.random.randint(k, x.shape, 0, v, jnp.int32)
-
-            models[name], _ = bl.salun(pair_loss(fns), theta_p, (forget, forget), (rust, rust), relabel=relabel,
-                                       fraction=cfg.salun_fraction, steps=cfg.salun_steps, lr=cfg.salun_lr,
-                                       batch_size=cfg.personal_batch, key=k_sal, wrt=wrt)
-        else:
-            raise ValueError(f"unknown baseline {name!r}")
-        times[f"{name}_s"] = time.perf_counter() - t_b
-    times["baselines_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    metrics.update({name: evaluate(cfg, fns, p, seqs) for name, p in models.items() if name not in metrics})
-    metrics["global"] = evaluate(cfg, fns, theta_g, seqs)
-    if theta_gr is not None:
-        metrics["global_retrain"] = evaluate(cfg, fns, theta_gr, seqs)
-    times["evaluate_s"] += time.perf_counter() - t
-    rec = recovery_of(metrics["zkapex"]["personal_acc"], metrics["mask_only"]["personal_acc"],
-                      metrics["personalized"]["personal_acc"])
-    recs = {name: recovery_of(metrics[name]["personal_acc"], metrics["mask_only"]["personal_acc"],
-                              metrics["personalized"]["personal_acc"])
+    w = world(cfg, seed, data, theta_g, theta_gr, keys)
+    run = S.run_seed(w, keys["pers"], keys["pers_r"])
+    times.update(run.times)
+    metrics, mask, layout = run.metrics, run.mask, run.layout
+    if "val_personal_acc" in run.damping:
+        log(f"seed {seed}: damping {run.damping['value']:g} chosen on validation "
+            + ", ".join(f"{a:g}: {v:.4f}" for a, v in run.damping["val_personal_acc"].items()))
+    log(f"seed {seed}: selectivity " + ", ".join(f"{k} {v:.3g}" for k, v in run.selectivity.items()))
+    pers, mo = metrics["personalized"]["personal_acc"], metrics["mask_only"]["personal_acc"]
+    rec = recovery_of(metrics["zkapex"]["personal_acc"], mo, pers)
+    recs = {name: recovery_of(metrics[name]["personal_acc"], mo, pers)
             for name in ("zkapex", "finetune_after_mask") if name in metrics}
-    add_outcomes(metrics)  # recovery, forget progress, gaps to retrain, collapse guard: the image study's definitions
     log(f"seed {seed}: " + ", ".join(f"{m} p={v['personal_acc']:.4f} f={v['forget_acc']:.4f}" for m, v in metrics.items())
-        + f"; recovery {rec:.3f}")
+        + f"; recovery {rec:.3f} (personalization loss {run.history['final_loss']:.3f}, max KKT residual "
+        f"{run.obs['max_residual']:.2e})")
 
     out = {
         "seed": seed,
         "metrics": metrics,
         "recovery": rec,
         "recovery_by_method": recs,
-        "obs": obs_info,
-        "selectivity": sel,
-        "damping": {"value": cs.damping, "relative": cs.relative, "kind": cs.kind,
-                    **({"val_personal_acc": damping_choice["val_personal_acc"]} if damping_choice else {})},
+        "obs": {"kkt_residual_max": run.obs["max_residual"], "delta_norm": run.obs["delta_norm"],
+                "theta_masked_norm": run.obs["theta_masked_norm"]},
+        "selectivity": run.selectivity,
+        "damping": run.damping,
         "mask": {"num_masked": mask.num_masked, "size": mask.size, "sha256": mask.content_hash()},
         "layout": {"num_blocks": layout.num_blocks, "block_size": layout.block_size, "size": layout.size},
         "train": {"global": {k: h_g[k] for k in ("steps", "final_loss")},
                   **({"global_retrain": {k: h_gr[k] for k in ("steps", "final_loss")}} if h_gr else {}),
-                  "personalize": {k: h_p[k] for k in ("steps", "final_loss")}},
+                  "personalize": {k: run.history[k] for k in ("steps", "final_loss")}},
         "n_params": n_params,
     }
     if sweeps:
         t = time.perf_counter()
-        out["sweeps"] = run_sweeps(cfg, fns, seqs, theta_p, scores, raw, layout, rust, metrics)
+        raw = np.asarray(run.raw, dtype=np.float32)
+        out["sweeps"] = run_sweeps(cfg, w.family, data["seqs"], run.theta_p, run.scores, raw, layout, w.personal,
+                                   metrics)
         times["sweeps_s"] = time.perf_counter() - t
     times["seed_total_s"] = time.perf_counter() - t_seed
     out["times"] = times

@@ -22,9 +22,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from ..core.obs import factorize
 from ..models import train as T
 from ..models import FC1_PATTERN_VIT as FC1
 from ..protocol import client as client_stage
@@ -32,6 +30,7 @@ from . import baselines as B
 from . import image as P
 from . import metrics as M
 from . import report as common
+from . import seed as S
 from .image import PipelineConfig
 
 METHODS = ("personalized", "mask_only", "zkapex", "retrain", "finetune_after_mask", "gradient_ascent",
@@ -130,11 +129,48 @@ def _global_model(cfg, data, seed, key, *, exclude_forget, cache_dir):
     return params, meta.get("seconds", float("nan")), cached
 
 
-def run_seed(study: StudyConfig, seed: int, *, cache_dir=None) -> tuple[dict, dict, dict]:
-    """All methods for one seed. Returns (metrics {method: {metric: value}}, timings, state) where
-    ``state`` holds the trained models and objects the sweeps reuse."""
+def world(study: StudyConfig, seed: int, data, theta_g, theta_rg, keys: dict) -> S.SeedWorld:
+    """The image study's seed in the shared stages' words (:class:`~.seed.SeedWorld`): the client's
+    personalization images, the provider's ``n_mask_forget`` / ``n_mask_retain`` images (the mask
+    scores; the forget ones also feed gradient ascent, SSD and SalUn), the evaluation with the
+    entropy MIA, and the four baselines with their keys (``keys``: ``ft``, ``ga``, ``sal``)."""
     cfg = study.pipeline
     fns = P.model_fns(cfg)
+    st = cfg.stages()
+    forget = P._subsample(data.forget_train, st.mask.n_forget, seed)
+    retain = P._subsample(data.retain_train, st.mask.n_retain, seed + 1)
+    forget_b = (forget.x, forget.y)
+    personal_b = (data.personal_train.x, data.personal_train.y)
+    curv = P._subsample(data.personal_train, st.curvature.n_examples, seed)
+    num_labels = fns.model.config.num_labels
+    baselines = {
+        "finetune_after_mask": lambda th, dense: B.finetune_after_mask(
+            fns.loss, th, dense, personal_b, steps=study.ft_steps, lr=study.ft_lr, batch_size=study.ft_batch,
+            key=keys["ft"]),
+        "gradient_ascent": lambda th, dense: B.gradient_ascent(
+            fns.loss, th, forget_b, steps=study.ga_steps, lr=study.ga_lr, batch_size=study.ga_batch,
+            key=keys["ga"]),
+        "ssd": lambda th, dense: B.ssd(fns.loss, th, forget_b, personal_b, alpha=study.ssd_alpha, lam=study.ssd_lambda,
+                                       chunk_size=cfg.fisher_chunk),
+        "salun": lambda th, dense: B.salun(
+            fns.loss, th, forget_b, personal_b, relabel=B.random_labels(num_labels), fraction=study.salun_fraction,
+            steps=study.salun_steps, lr=study.salun_lr, batch_size=study.salun_batch, key=keys["sal"],
+            chunk_size=cfg.fisher_chunk),
+    }
+    return S.SeedWorld(
+        family=fns, stages=st, theta_global=theta_g, theta_global_retrain=theta_rg, personal=personal_b,
+        mask_forget=forget_b, mask_retain=(retain.x, retain.y),
+        evaluate=lambda params: P.evaluate(cfg, params, data, seed=seed),
+        curvature_data=(curv.x, curv.y), curvature_key=jax.random.PRNGKey(10_000 + seed),
+        mask_meta={"forget_classes": list(cfg.forget_classes)}, baselines=baselines,
+        recovery_min_drop=study.recovery_min_drop)
+
+
+def run_seed(study: StudyConfig, seed: int, *, cache_dir=None) -> tuple[dict, dict, dict]:
+    """All methods for one seed (the shared stages of :func:`zkapex_jax.studies.seed.run_seed` on
+    this study's world). Returns (metrics {method: {metric: value}}, timings, state) where
+    ``state`` holds the trained models and objects the sweeps reuse."""
+    cfg = study.pipeline
     k_glob, k_ret, k_pers, k_rpers, k_ft, k_ga, k_sal = jax.random.split(jax.random.PRNGKey(seed), 7)
     timings: dict[str, float] = {}
     data = P.load_data(cfg, seed)
@@ -144,87 +180,26 @@ def run_seed(study: StudyConfig, seed: int, *, cache_dir=None) -> tuple[dict, di
     theta_rg, timings["train_retrain_s"], cached_r = _global_model(cfg, data, seed, k_ret, exclude_forget=True,
                                                                    cache_dir=cache_dir)
     _log(f"seed {seed}: global models ready (cached: {cached_g}, {cached_r})")
+    w = world(study, seed, data, theta_g, theta_rg, {"ft": k_ft, "ga": k_ga, "sal": k_sal})
+    run = S.run_seed(w, k_pers, k_rpers)
+    results = run.metrics
+    timings.update(run.times)
 
-    t0 = time.perf_counter()
-    theta_p, _ = P.personalize(cfg, theta_g, data, key=k_pers)
-    jax.block_until_ready(theta_p)
-    timings["personalize_s"] = time.perf_counter() - t0
-    theta_rp, _ = P.personalize(cfg, theta_rg, data, key=k_rpers)
-
-    t0 = time.perf_counter()
-    scores = P.provider_scores(cfg, theta_g, data, seed=seed)
-    mask = P.provider_mask(cfg, theta_g, data, scores=scores)
-    timings["provider_mask_s"] = time.perf_counter() - t0
-    dense = {p: np.asarray(m) for p, m in mask.dense().items()}
-
-    layout = P.block_layout(cfg, theta_p)
-    t0 = time.perf_counter()
-    fisher = P.client_fisher(cfg, theta_p, data, layout, seed=seed)
-    jax.block_until_ready(fisher)
-    timings["client_fisher_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    factor = factorize(fisher)
-    theta_u, info = P.unlearn(theta_p, factor, mask, layout)
-    timings["group_obs_s"] = time.perf_counter() - t0
-
-    forget = P._subsample(data.forget_train, cfg.n_mask_forget, seed)
-    forget_b = (forget.x, forget.y)
-    personal_b = (data.personal_train.x, data.personal_train.y)
-
-    models = {"personalized": theta_p, "mask_only": P.mask_only(theta_p, mask), "zkapex": theta_u,
-              "retrain": theta_rp}
-    t0 = time.perf_counter()
-    models["finetune_after_mask"], _ = B.finetune_after_mask(
-        fns.loss, theta_p, dense, personal_b, steps=study.ft_steps, lr=study.ft_lr, batch_size=study.ft_batch,
-        key=k_ft)
-    timings["finetune_after_mask_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    models["gradient_ascent"], _ = B.gradient_ascent(fns.loss, theta_p, forget_b, steps=study.ga_steps,
-                                                     lr=study.ga_lr, batch_size=study.ga_batch, key=k_ga)
-    timings["gradient_ascent_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    models["ssd"], ssd_info = B.ssd(fns.loss, theta_p, forget_b, personal_b, alpha=study.ssd_alpha,
-                                    lam=study.ssd_lambda, chunk_size=cfg.fisher_chunk)
-    timings["ssd_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    num_labels = fns.model.config.num_labels
-    models["salun"], sal_info = B.salun(fns.loss, theta_p, forget_b, personal_b, relabel=B.random_labels(num_labels),
-                                        fraction=study.salun_fraction, steps=study.salun_steps, lr=study.salun_lr,
-                                        batch_size=study.salun_batch, key=k_sal, chunk_size=cfg.fisher_chunk)
-    timings["salun_s"] = time.perf_counter() - t0
-
-    # the same mask-only / ZK-APEX with other provider scores (same fraction, same client Fisher)
-    extra = {}
+    # the same mask-only / ZK-APEX with other provider scores (same fraction, same client curvature)
     for meth in study.extra_mask_methods:
         m2 = P.provider_mask(cfg.replace(mask_method=meth), theta_g, data, seed=seed)
-        extra[f"mask_only__{meth}"] = P.mask_only(theta_p, m2)
-        extra[f"zkapex__{meth}"] = P.unlearn(theta_p, factor, m2, layout)[0]
-
-    t0 = time.perf_counter()
-    results = {name: P.evaluate(cfg, models[name], data, seed=seed) for name in METHODS}
-    timings["evaluate_s"] = time.perf_counter() - t0
-    M.add_outcomes(results, eps=study.recovery_min_drop)
-    for meth in study.extra_mask_methods:
         sub = {"personalized": results["personalized"], "retrain": results["retrain"],
-               "mask_only": P.evaluate(cfg, extra[f"mask_only__{meth}"], data, seed=seed),
-               "zkapex": P.evaluate(cfg, extra[f"zkapex__{meth}"], data, seed=seed)}
+               "mask_only": w.evaluate(P.mask_only(run.theta_p, m2)),
+               "zkapex": w.evaluate(P.unlearn(run.theta_p, run.factor, m2, run.layout)[0])}
         sub = M.add_outcomes({k: dict(v) for k, v in sub.items()}, eps=study.recovery_min_drop)
         results[f"mask_only__{meth}"], results[f"zkapex__{meth}"] = sub["mask_only"], sub["zkapex"]
-    results["global"] = P.evaluate(cfg, theta_g, data, seed=seed)
-    # selectivity (why the forgetting does or does not survive the compensation)
-    t0 = time.perf_counter()
-    f_forget = client_stage.client_fisher(fns, theta_p, forget_b, layout, damping=0.0, chunk_size=cfg.fisher_chunk)
-    f_undamped = P.client_fisher(cfg, theta_p, data, layout, damping=0.0, seed=seed)
-    damp = np.mean(np.asarray(jnp.diagonal(fisher - f_undamped, axis1=1, axis2=2), np.float64), axis=1)
-    sel = M.selectivity(fisher, f_forget, np.asarray(mask.to_blocks(layout)), damping=damp)
-    timings["selectivity_s"] = time.perf_counter() - t0
-    extra = {"num_masked": info["num_masked"], "max_kkt_residual": info["max_residual"],
-             **{f"selectivity_{k}": v for k, v in sel.items()},
-             "ssd_dampened": ssd_info["n_dampened"], "salun_salient": sal_info["n_salient"],
-             "num_blocks": layout.num_blocks}
-    state = dict(data=data, theta_g=theta_g, theta_p=theta_p, theta_rp=theta_rp, scores=scores, mask=mask,
-                 fisher_undamped=f_undamped,
-                 layout=layout, fisher=fisher, factor=factor, results=results)
+    extra = {"num_masked": run.obs["num_masked"], "max_kkt_residual": run.obs["max_residual"],
+             **{f"selectivity_{k}": v for k, v in run.selectivity.items()},
+             "ssd_dampened": run.baseline_info["ssd"]["n_dampened"],
+             "salun_salient": run.baseline_info["salun"]["n_salient"], "num_blocks": run.layout.num_blocks}
+    state = dict(data=data, theta_g=theta_g, theta_p=run.theta_p, theta_rp=run.models["retrain"], scores=run.scores,
+                 mask=run.mask, fisher_undamped=run.raw, layout=run.layout, fisher=run.fisher, factor=run.factor,
+                 results=results)
     return results, {**timings, **extra}, state
 
 
