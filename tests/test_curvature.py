@@ -117,8 +117,9 @@ def test_weighted_accumulate_fisher_is_the_weighted_mean(x64):
         accumulate_fisher(loss, params, (x, y), layout, damping=0.0, weights=-w)
 
 
+@pytest.mark.parametrize("chunk", [1, 2, None])
 @pytest.mark.parametrize("order", ["out_in", "in_out"])
-def test_layer_hessian_blocks_are_the_hessian_of_the_layer_reconstruction(x64, order):
+def test_layer_hessian_blocks_are_the_hessian_of_the_layer_reconstruction(x64, order, chunk):
     """``layer_inputs``: the blocks of ∇²_W (1/2N) Σ_i Σ_p ||x_{i,p} W||² for two kernels (jax.hessian)."""
     rng = np.random.default_rng(1)
     shapes = {"a/kernel": (4, 3), "b/kernel": (2, 6)}
@@ -126,7 +127,8 @@ def test_layer_hessian_blocks_are_the_hessian_of_the_layer_reconstruction(x64, o
     params = {"a": {"kernel": np.zeros(shapes["a/kernel"])}, "b": {"kernel": np.zeros(shapes["b/kernel"])}}
     layout = BlockLayout.from_params(params, ["a/kernel", "b/kernel"], 4, order=order)
     mom = cv.input_moments(xs)
-    got = cv.layer_hessian_blocks(mom, layout)
+    got = cv.layer_hessian_blocks(mom, layout, chunk=chunk)  # built in chunks of blocks (None: ~2^27 entries)
+    assert cv.layer_hessian_blocks(mom, layout, dtype=np.float32, chunk=chunk).dtype == np.float32
     Hs = []
     for p in layout.paths:
         x = jnp.asarray(xs[p])

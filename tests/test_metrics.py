@@ -108,6 +108,23 @@ def test_selectivity_on_designed_fishers():
     assert np.isnan(none["subspace_overlap"])
 
 
+def test_selectivity_read_in_chunks_equals_one_pass():
+    from zkapex_jax.studies.metrics import selectivity
+
+    rng = np.random.default_rng(5)
+    g = rng.normal(size=(7, 12, 4))
+    client = np.einsum("nki,nkj->nij", g[:, :6], g[:, :6]) / 6 + 0.1 * np.eye(4)
+    forget = np.einsum("nki,nkj->nij", g[:, 6:], g[:, 6:]) / 6
+    mask = rng.random((7, 4)) < 0.4
+    mask[2] = False  # a block without masked weights is skipped in every chunking
+    whole = selectivity(client, forget, mask, damping=0.1)
+    for chunk in (1, 2, 5):
+        got = selectivity(client, forget, mask, damping=0.1, chunk=chunk)
+        assert set(got) == set(whole)
+        for k in whole:
+            assert got[k] == pytest.approx(whole[k], rel=1e-12)
+
+
 def test_selectivity_points_and_figure(tmp_path):
     """The per-seed selectivity figure reads what the image study stores per seed, skips seeds
     without the measures, and refuses a results object that has none."""

@@ -145,10 +145,12 @@ def bias_shift(kernel_delta: Any, mean: Any) -> np.ndarray:
     return -(mu @ d)
 
 
-def layer_hessian_blocks(moments: Mapping[str, np.ndarray], layout: BlockLayout) -> np.ndarray:
+def layer_hessian_blocks(moments: Mapping[str, np.ndarray], layout: BlockLayout, *, dtype=np.float64,
+                         chunk: int | None = None) -> np.ndarray:
     """``(nb, B, B)`` blocks of ``⊕_kernels (I_out ⊗ G_kernel)`` in the layout's order: entry
     ``(a, b)`` of a block is ``G[i_a, i_b]`` when both weights feed the same output unit of the
-    same 2-D kernel ``(in, out)``, else 0."""
+    same 2-D kernel ``(in, out)``, else 0. Built ``chunk`` blocks at a time, so the temporaries
+    stay a fraction of the ``dtype`` result (the result is what it must hold)."""
     for p, s in zip(layout.paths, layout.shapes):
         if len(s) != 2:
             raise ShapeError(f"layer_inputs curvature needs 2-D kernels (in, out); {p!r} has shape {s}")
@@ -166,13 +168,17 @@ def layer_hessian_blocks(moments: Mapping[str, np.ndarray], layout: BlockLayout)
     outs = np.asarray([s[1] for s in layout.shapes])[kern]
     i_in, i_out = local // outs, local % outs
     nb, B = gidx.shape
-    H = np.zeros((nb, B, B))
-    for k, p in enumerate(layout.paths):
-        G = np.asarray(moments[p], dtype=np.float64)
-        sel = kern == k                                                                      # (nb, B)
-        same = sel[:, :, None] & sel[:, None, :] & (i_out[:, :, None] == i_out[:, None, :])
-        vals = G[np.where(sel, i_in, 0)[:, :, None], np.where(sel, i_in, 0)[:, None, :]]
-        H = np.where(same, vals, H)
+    G = [np.asarray(moments[p], dtype=np.float64) for p in layout.paths]
+    H = np.zeros((nb, B, B), dtype=dtype)
+    step = max(1, int(chunk) if chunk is not None else 2**27 // (B * B))
+    for lo in range(0, nb, step):
+        sl = slice(lo, min(nb, lo + step))
+        kc, ic, oc = kern[sl], i_in[sl], i_out[sl]
+        same = (kc[:, :, None] == kc[:, None, :]) & (oc[:, :, None] == oc[:, None, :])
+        for k in np.unique(kc):
+            sel = same & (kc == k)[:, :, None]
+            ii = np.where(kc == k, ic, 0)
+            H[sl][sel] = G[k][ii[:, :, None], ii[:, None, :]][sel]
     return H
 
 

@@ -227,7 +227,8 @@ def audit_policy(forget_accs, honest: str, attacks, thresholds) -> list[dict]:
     return out
 
 
-def selectivity(client_fisher, forget_fisher, mask, *, damping: float, energy: float = 0.999) -> dict:
+def selectivity(client_fisher, forget_fisher, mask, *, damping: float, energy: float = 0.999,
+                chunk: int | None = None) -> dict:
     """Why Group-OBS does or does not keep the forgetting, from the block Fishers (cheap, any
     family): the paper's premise is that the forget set uses directions the client's data does
     not excite.
@@ -240,6 +241,8 @@ def selectivity(client_fisher, forget_fisher, mask, *, damping: float, energy: f
       damping: the damping in ``client_fisher`` (subtracted before the spectra are read): a
         float, or ``(nb,)`` per block.
       energy: the share of the client's curvature that defines its subspace.
+      chunk: masked blocks read at a time (default: ~2^24 entries; large blocks do not fit whole
+        in float64).
 
     Returns (floats, over the blocks with a masked weight):
       ``subspace_overlap``: ``tr(P F_f) / tr(F_f)``, the share of the forget curvature inside the
@@ -251,39 +254,52 @@ def selectivity(client_fisher, forget_fisher, mask, *, damping: float, energy: f
         curvature of the weights removed; small = the mask is selective for the forget set);
       ``masked_forget_share``: share of the forget curvature (trace) on the masked weights.
     """
-    c = np.asarray(client_fisher, np.float64)
-    f = np.asarray(forget_fisher, np.float64)
     m = np.asarray(mask, bool)
-    if c.ndim != 3 or c.shape != f.shape or m.shape != c.shape[:2]:
+    c_shape, f_shape = tuple(np.shape(client_fisher)), tuple(np.shape(forget_fisher))
+    if len(c_shape) != 3 or c_shape != f_shape or m.shape != c_shape[:2]:
         raise ShapeError(f"client_fisher, forget_fisher (nb, B, B) and mask (nb, B) must agree, got "
-                         f"{c.shape}, {f.shape}, {m.shape}")
+                         f"{c_shape}, {f_shape}, {m.shape}")
     rows = np.flatnonzero(m.any(axis=1))
     if rows.size == 0:
         return {k: float("nan") for k in ("subspace_overlap", "client_rank", "client_rank_10x",
                                           "fisher_ratio_at_mask", "masked_forget_share")}
-    b = c.shape[1]
-    damp = np.broadcast_to(np.asarray(damping, np.float64), (c.shape[0],))[rows]
-    cc = c[rows] - damp[:, None, None] * np.eye(b)
-    ff = f[rows]
-    w, v = np.linalg.eigh(0.5 * (cc + np.swapaxes(cc, 1, 2)))  # ascending
-    w = np.clip(w, 0.0, None)[:, ::-1]
-    v = v[:, :, ::-1]
-    cum = np.cumsum(w, axis=1) / np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
-    k = np.minimum((cum < energy).sum(axis=1) + 1, b)  # eigenvectors needed for `energy`
-    keep = np.arange(b)[None, :] < k[:, None]
-    proj = np.einsum("nik,njk,nk->nij", v, v, keep.astype(np.float64))
-    tr_f = np.trace(ff, axis1=1, axis2=2)
-    inside = np.einsum("nij,nji->n", proj, ff)
-    ok = tr_f > 0
-    dc, df = np.diagonal(cc, axis1=1, axis2=2), np.diagonal(ff, axis1=1, axis2=2)
-    mm = m[rows]
-    ratio = dc[mm] / np.maximum(df[mm], 1e-300)
+    b = c_shape[1]
+    damp_all = np.broadcast_to(np.asarray(damping, np.float64), (c_shape[0],))
+    # the masked blocks in chunks of ~2^24 entries: float64 copies of a whole (nb, B, B) curvature
+    # would not fit for large blocks (B = 768: 7 GB each)
+    step = max(1, int(chunk) if chunk is not None else 2**24 // (b * b))
+    inside = tr_ok = df_masked = df_total = 0.0
+    ks, rank10, ratios = [], [], []
+    for lo in range(0, rows.size, step):
+        r = rows[lo:lo + step]
+        damp = damp_all[r]
+        cc = np.asarray(client_fisher[r], np.float64) - damp[:, None, None] * np.eye(b)
+        ff = np.asarray(forget_fisher[r], np.float64)
+        w, v = np.linalg.eigh(0.5 * (cc + np.swapaxes(cc, 1, 2)))  # ascending
+        w = np.clip(w, 0.0, None)[:, ::-1]
+        v = v[:, :, ::-1]
+        cum = np.cumsum(w, axis=1) / np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
+        k = np.minimum((cum < energy).sum(axis=1) + 1, b)  # eigenvectors needed for `energy`
+        keep = np.arange(b)[None, :] < k[:, None]
+        proj = np.einsum("nik,njk,nk->nij", v, v, keep.astype(np.float64))
+        tr_f = np.trace(ff, axis1=1, axis2=2)
+        ins = np.einsum("nij,nji->n", proj, ff)
+        ok = tr_f > 0
+        inside += float(ins[ok].sum())
+        tr_ok += float(tr_f[ok].sum())
+        dc, df = np.diagonal(cc, axis1=1, axis2=2), np.diagonal(ff, axis1=1, axis2=2)
+        mm = m[r]
+        ratios.append(dc[mm] / np.maximum(df[mm], 1e-300))
+        ks.append(k)
+        rank10.append((w > 10.0 * damp[:, None]).sum(axis=1))
+        df_masked += float(np.where(mm, df, 0.0).sum())
+        df_total += float(df.sum())
     return {
-        "subspace_overlap": float(inside[ok].sum() / tr_f[ok].sum()) if ok.any() else float("nan"),
-        "client_rank": float(k.mean()),
-        "client_rank_10x": float((w > 10.0 * damp[:, None]).sum(axis=1).mean()),
-        "fisher_ratio_at_mask": float(np.median(ratio)),
-        "masked_forget_share": float(np.where(mm, df, 0.0).sum() / max(df.sum(), 1e-300)),
+        "subspace_overlap": inside / tr_ok if tr_ok > 0 else float("nan"),
+        "client_rank": float(np.concatenate(ks).mean()),
+        "client_rank_10x": float(np.concatenate(rank10).mean()),
+        "fisher_ratio_at_mask": float(np.median(np.concatenate(ratios))),
+        "masked_forget_share": df_masked / max(df_total, 1e-300),
     }
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..core.curvature import damp
@@ -170,8 +171,8 @@ def run_seed(world: SeedWorld, pers_key, pers_retrain_key) -> SeedRun:
     forget_c = world.forget_curvature_data if world.forget_curvature_data is not None else world.mask_forget
     f_forget = _timed(times, "selectivity_s", client.client_curvature, fam, theta_p, forget_c, layout, kind=cs.kind,
                       damping=0.0, chunk_size=cs.chunk, key=world.curvature_key)
-    per_block = np.mean(np.asarray(np.diagonal(np.asarray(fisher, np.float64) - np.asarray(raw, np.float64),
-                                               axis1=1, axis2=2)), axis=1)
+    per_block = np.mean(np.asarray(jnp.diagonal(fisher, axis1=1, axis2=2), np.float64)
+                        - np.asarray(jnp.diagonal(raw, axis1=1, axis2=2), np.float64), axis=1)
     sel = _timed(times, "selectivity_s", selectivity, fisher, f_forget, np.asarray(mask.to_blocks(layout)),
                  damping=per_block)
     del f_forget
