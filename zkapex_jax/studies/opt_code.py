@@ -271,16 +271,6 @@ def train_global(cfg, fam: Family, params0, seqs, languages, key):
     return provider.train_global(fam, params0, data, global_recipe(cfg, data.shape[0]), key=key)
 
 
-def personalize(cfg, fam: Family, params_global, data: np.ndarray, key):
-    """[client] θp: a LoRA trained on ``data`` and merged (or full fine-tuning)."""
-    return client.personalize(fam, params_global, data, personal_recipe(cfg, data.shape[0]), key=key,
-                              lora=lora_config(cfg))
-
-
-def provider_scores(cfg, fam: Family, params_global, forget: np.ndarray, retain: np.ndarray) -> dict:
-    return provider.request_scores(fam, params_global, forget, retain, cfg.mask_spec(), chunk_size=32)
-
-
 def zkapex_update(theta_p, fisher, mask, layout: BlockLayout):
     """Group-OBS on every block (:func:`zkapex_jax.protocol.client.unlearn`); returns (θu, info)."""
     theta_u, info = client.unlearn(theta_p, fisher, mask, layout)
