@@ -20,11 +20,13 @@ the stages of a seed are the same, and they live here once::
 7. every model evaluated by the study's ``evaluate``; the provider's models too; then
    :func:`~.metrics.add_outcomes` (recovery, forget progress, gaps to retrain, collapse guard).
 
-Pure up to the study's callbacks: PRNG keys come in explicitly, nothing prints or writes.
+Pure up to the study's callbacks: PRNG keys come in explicitly, nothing prints or writes; stages
+longer than a second report to the ``zkapex_jax.studies`` logger.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -119,10 +121,16 @@ class SeedRun:
     baseline_info: dict
 
 
+_LOG = logging.getLogger("zkapex_jax.studies")
+
+
 def _timed(times: dict, name: str, fn, *args, **kw):
     t0 = time.perf_counter()
     out = jax.block_until_ready(fn(*args, **kw))
-    times[name] = times.get(name, 0.0) + time.perf_counter() - t0
+    dt = time.perf_counter() - t0
+    times[name] = times.get(name, 0.0) + dt
+    if dt > 1.0:  # progress of the long stages (a study seed runs for minutes to an hour)
+        _LOG.info("seed stage %s done in %.1fs", name[:-2] if name.endswith("_s") else name, dt)
     return out
 
 
