@@ -36,8 +36,8 @@ FILE_SECONDS = {
     "tests/test_curvature.py": 27.5,
     "tests/test_protocol.py": 25.5,
     "tests/test_api.py": 24.7,
-    "tests/test_audit.py": 12.0,
-    "tests/test_seed_runner.py": 20.0,  # one vit-test seed through every stage (compiles dominate)  # measured alone (keys built); ~3 s beside test_api's keys
+    "tests/test_audit.py": 12.0,  # measured alone (keys built); ~3 s beside test_api's keys
+    "tests/test_seed_runner.py": 20.0,  # one vit-test seed through every stage (compiles dominate)
     "tests/test_circuit.py": 22.1,
     "tests/test_efficientnet.py": 16.5,
     "tests/test_pipeline.py": 16.0,

@@ -149,8 +149,8 @@ def layer_hessian_blocks(moments: Mapping[str, np.ndarray], layout: BlockLayout,
                          chunk: int | None = None) -> np.ndarray:
     """``(nb, B, B)`` blocks of ``⊕_kernels (I_out ⊗ G_kernel)`` in the layout's order: entry
     ``(a, b)`` of a block is ``G[i_a, i_b]`` when both weights feed the same output unit of the
-    same 2-D kernel ``(in, out)``, else 0. Built ``chunk`` blocks at a time, so the temporaries
-    stay a fraction of the ``dtype`` result (the result is what it must hold)."""
+    same 2-D kernel ``(in, out)``, else 0. Built ``chunk`` blocks at a time (default: ~2^27
+    entries), so the temporaries stay a bounded fraction of the ``dtype`` result."""
     for p, s in zip(layout.paths, layout.shapes):
         if len(s) != 2:
             raise ShapeError(f"layer_inputs curvature needs 2-D kernels (in, out); {p!r} has shape {s}")

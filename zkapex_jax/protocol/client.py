@@ -54,8 +54,6 @@ def client_curvature(family, theta_p, data, layout: BlockLayout, *, kind: str = 
     or relative to each block's scale). ``key``: the PRNG key of the ``true`` Fisher's label
     draws. Every kind depends only on θp and the data: it can be committed before any mask.
     Returns ``(nb, B, B)``."""
-    import numpy as np
-
     from ..core import curvature as cv
 
     if kind not in cv.CURVATURES:
@@ -77,7 +75,7 @@ def client_curvature(family, theta_p, data, layout: BlockLayout, *, kind: str = 
         stats = layer_input_statistics(family, theta_p, data, layout.paths, chunk_size=chunk_size)
         moments = ({p: st["second"] for p, st in stats.items()} if kind == "layer_inputs"
                    else cv.centered_moments(stats))
-        c = jnp.asarray(cv.layer_hessian_blocks(moments, layout, dtype=np.float32))
+        c = jnp.asarray(cv.layer_hessian_blocks(moments, layout, dtype=jnp.float32))
     return cv.damp(c, damping, relative=relative)
 
 

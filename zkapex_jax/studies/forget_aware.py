@@ -63,9 +63,9 @@ def run_seed(cfg: ForgetAwareConfig, seed: int, *, cache_dir=None) -> dict:
     theta_rp, _ = P.personalize(pc, theta_rg, data, key=k_rpers)
     scores = P.provider_scores(pc, theta_g, data, seed=seed)
     layout = P.block_layout(pc, theta_p)
-    forget = P._subsample(data.forget_train, pc.n_mask_forget, seed)
+    forget, _ = P.mask_examples(pc, data.forget_train, data.retain_train, seed=seed)
     t0 = time.perf_counter()
-    u_all = provider.publish_forget_subspace(fam, theta_g, (forget.x, forget.y), layout, max(cfg.ranks),
+    u_all = provider.publish_forget_subspace(fam, theta_g, forget, layout, max(cfg.ranks),
                                              chunk_size=pc.fisher_chunk)
     times["forget_subspace_s"] = time.perf_counter() - t0
     factor = factorize(P.client_fisher(pc, theta_p, data, layout, seed=seed))

@@ -51,6 +51,8 @@ __all__ = [
     "init_params",
     "personalize",
     "provider_scores",
+    "mask_examples",
+    "curvature_examples",
     "provider_mask",
     "mask_only",
     "block_layout",
@@ -275,15 +277,21 @@ def provider_scores(cfg: PipelineConfig, theta_global, data: data_mod.Splits, *,
     return provider_scores_on(cfg, theta_global, data.forget_train, data.retain_train, seed=seed)
 
 
-def provider_scores_on(cfg: PipelineConfig, theta_global, forget: data_mod.Split, retain: data_mod.Split, *,
-                       seed: int = 0) -> dict:
-    """:func:`provider_scores` on any forget / retain splits (e.g. the provider's own files);
-    ``n_mask_forget`` / ``n_mask_retain`` examples of each are drawn with ``seed``."""
+def mask_examples(cfg: PipelineConfig, forget: data_mod.Split, retain: data_mod.Split, *, seed: int = 0):
+    """The provider's ``n_mask_forget`` / ``n_mask_retain`` examples of ``forget`` / ``retain``,
+    drawn with ``seed`` / ``seed + 1``: ``((x, y), (x, y))``."""
     spec = cfg.stages().mask
     forget = _subsample(forget, spec.n_forget, seed)
     retain = _subsample(retain, spec.n_retain, seed + 1)
-    return provider.request_scores(model_fns(cfg), theta_global, (forget.x, forget.y), (retain.x, retain.y), spec,
-                                   chunk_size=cfg.fisher_chunk)
+    return (forget.x, forget.y), (retain.x, retain.y)
+
+
+def provider_scores_on(cfg: PipelineConfig, theta_global, forget: data_mod.Split, retain: data_mod.Split, *,
+                       seed: int = 0) -> dict:
+    """:func:`provider_scores` on any forget / retain splits (e.g. the provider's own files), on
+    their :func:`mask_examples`."""
+    f, r = mask_examples(cfg, forget, retain, seed=seed)
+    return provider.request_scores(model_fns(cfg), theta_global, f, r, cfg.stages().mask, chunk_size=cfg.fisher_chunk)
 
 
 # ----------------------------------------------------------------------------- client Fisher
@@ -306,17 +314,24 @@ def client_fisher(cfg: PipelineConfig, theta_p, data: data_mod.Splits, layout: B
                             seed=seed)
 
 
+def curvature_examples(cfg: PipelineConfig, split: data_mod.Split, *, n_samples: int | None = None, seed: int = 0):
+    """The client's curvature examples of ``split`` (``n_samples``, default ``cfg.n_fisher``, drawn
+    with ``seed``) and the PRNG key of the ``true`` Fisher's label draws: ``((x, y), key)``."""
+    import jax
+
+    split = _subsample(split, cfg.stages().curvature.n_examples if n_samples is None else n_samples, seed)
+    return (split.x, split.y), jax.random.PRNGKey(10_000 + seed)
+
+
 def client_fisher_on(cfg: PipelineConfig, theta_p, split: data_mod.Split, layout: BlockLayout, *,
                      damping: float | None = None, n_samples: int | None = None, seed: int = 0):
     """:func:`client_fisher` on any labelled ``split`` (e.g. the client's own images), with the
-    config's curvature family (``cfg.curvature``; the ``true`` Fisher's labels drawn with ``seed``)."""
-    import jax
-
+    config's curvature family (``cfg.curvature``) on its :func:`curvature_examples`."""
     spec = cfg.stages().curvature
-    split = _subsample(split, spec.n_examples if n_samples is None else n_samples, seed)
-    return client.client_curvature(model_fns(cfg), theta_p, (split.x, split.y), layout, kind=spec.kind,
+    examples, key = curvature_examples(cfg, split, n_samples=n_samples, seed=seed)
+    return client.client_curvature(model_fns(cfg), theta_p, examples, layout, kind=spec.kind,
                                    damping=spec.damping if damping is None else damping, chunk_size=spec.chunk,
-                                   relative=spec.relative, key=jax.random.PRNGKey(10_000 + seed))
+                                   relative=spec.relative, key=key)
 
 
 # ----------------------------------------------------------------------------- unlearning

@@ -263,11 +263,17 @@ def lora_config(cfg: OptCodeConfig) -> LoRAConfig | None:
     return LoRAConfig(cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
 
 
+def n_global_train(cfg, seqs, languages) -> int:
+    """How many training sequences of ``languages`` :func:`train_global` uses (at most one pass of
+    ``global_steps`` batches)."""
+    return min(sum(seqs[lang]["train"].shape[0] for lang in languages), cfg.global_steps * cfg.global_batch)
+
+
 def train_global(cfg, fam: Family, params0, seqs, languages, key):
     """[provider] The global model: AdamW on the training sequences of ``languages``."""
     rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
     data = _concat_shuffled([seqs[lang]["train"] for lang in languages], rng)
-    data = data[: min(data.shape[0], cfg.global_steps * cfg.global_batch)]
+    data = data[: n_global_train(cfg, seqs, languages)]
     return provider.train_global(fam, params0, data, global_recipe(cfg, data.shape[0]), key=key)
 
 
@@ -424,8 +430,7 @@ def world(cfg: OptCodeConfig, seed: int, data: dict, theta_g, theta_gr, keys: di
     def choose(theta_p, raw, mask, layout):
         return choose_damping(cfg, fns, theta_p, raw, mask, layout, seqs[cfg.personal_language]["val"])
 
-    n_global = min(sum(seqs[lang]["train"].shape[0] for lang in cfg.global_languages),
-                   cfg.global_steps * cfg.global_batch)
+    n_global = n_global_train(cfg, seqs, cfg.global_languages)
     return S.SeedWorld(
         family=fns, stages=cfg.stages(n_global, rust.shape[0]), theta_global=theta_g, theta_global_retrain=theta_gr,
         personal=rust, mask_forget=forget, mask_retain=retain, evaluate=lambda params: evaluate(cfg, fns, params, seqs),

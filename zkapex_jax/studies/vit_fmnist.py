@@ -137,11 +137,9 @@ def world(study: StudyConfig, seed: int, data, theta_g, theta_rg, keys: dict) ->
     cfg = study.pipeline
     fns = P.model_fns(cfg)
     st = cfg.stages()
-    forget = P._subsample(data.forget_train, st.mask.n_forget, seed)
-    retain = P._subsample(data.retain_train, st.mask.n_retain, seed + 1)
-    forget_b = (forget.x, forget.y)
+    forget_b, retain_b = P.mask_examples(cfg, data.forget_train, data.retain_train, seed=seed)
     personal_b = (data.personal_train.x, data.personal_train.y)
-    curv = P._subsample(data.personal_train, st.curvature.n_examples, seed)
+    curv, curv_key = P.curvature_examples(cfg, data.personal_train, seed=seed)
     num_labels = fns.model.config.num_labels
     baselines = {
         "finetune_after_mask": lambda th, dense: B.finetune_after_mask(
@@ -159,9 +157,9 @@ def world(study: StudyConfig, seed: int, data, theta_g, theta_rg, keys: dict) ->
     }
     return S.SeedWorld(
         family=fns, stages=st, theta_global=theta_g, theta_global_retrain=theta_rg, personal=personal_b,
-        mask_forget=forget_b, mask_retain=(retain.x, retain.y),
+        mask_forget=forget_b, mask_retain=retain_b,
         evaluate=lambda params: P.evaluate(cfg, params, data, seed=seed),
-        curvature_data=(curv.x, curv.y), curvature_key=jax.random.PRNGKey(10_000 + seed),
+        curvature_data=curv, curvature_key=curv_key,
         mask_meta={"forget_classes": list(cfg.forget_classes)}, baselines=baselines,
         recovery_min_drop=study.recovery_min_drop)
 
