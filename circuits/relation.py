@@ -46,12 +46,17 @@ name                   length                       meaning
                                                     slot positions (kmax), slot used (kmax); a 0
 =====================  ===========================  ===========================================
 
-Outputs (public): ``pub_out = public``; ``zeros = |θ̂u|⊙[S] + |θ̂u − θ̂p|⊙2[T]`` (K·B, must be 0);
+Outputs (public): ``pub_out = public``; ``zeros = θ̂u⊙[S] + |θ̂u − θ̂p|⊙2[T]`` (K·B, must be 0);
 ``asym = D₀ − D₀ᵀ`` with ``D₀ = Â[P,P] ⊙ qqᵀ`` the committed sub-matrix the certificate reads (K·kmax²,
 must be 0: since v7 the masked — and protected — principal sub-block of Â must be exactly symmetric,
 as the inverse of any symmetric curvature quantizes to; integer equality in the field, no range
 check needed: |Â| < 2^a ≪ p); ``sink`` (7, must be 0: the range-checked values times the public 0,
 which keeps every check in the circuit).
+
+Range checks per block: θ̂p (B), δ̂ = θ̂u − θ̂p (B), the residual r (B), the compensation bound (B),
+Â[:,P] (B·kmax), μ̂ (kmax), Y and E (kmax² each). θ̂u has none of its own since v8: it is the sum of
+two range-checked integers (|θ̂u| < 2^(s+1)); v7 checked it a second time (B more ``Abs`` per block,
+~1/6 of a small block's rows).
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ from fractions import Fraction
 
 import numpy as np
 
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 #: names of the range-check groups whose sums feed ``sink`` (order of the sink outputs).
 CHECK_GROUPS = ("theta_p", "columns", "mu", "residual", "ycert", "ycert_error", "delta")
 #: the default public compensation bound ρ: no weight of a block may move by more than
@@ -452,11 +457,13 @@ def build_relation(spec: CircuitSpec):
             abs_sum(pw2(E, bd.s - bd.e, "se")),            # |E| < 2^e
             c_delta]                                       # |θ̂u − θ̂p| ≤ ρ·Σ_S|θ̂p| per block
     node("Mul", [node("Concat", sums, axis=0), node("Reshape", [zero, "shape_1"])], "sink")
-    # θ̂u integer, θ̂u[S] = 0 and θ̂u[T] = θ̂p[T] (public zeros; both terms are ≥ 0 and < 2^62)
+    # θ̂u[S] = 0 and θ̂u[T] = θ̂p[T] (public zeros). θ̂u needs no range check of its own (v8): θ̂u =
+    # θ̂p + δ̂ with θ̂p and δ̂ = θ̂u − θ̂p both range-checked integers (Abs(θ̂p), Abs(δ̂) above), so θ̂u is an
+    # integer with |θ̂u| < 2^(s+1); a code is S or T, never both, so the two terms cannot cancel
     if m_t2 is None:
-        node("Mul", [node("Abs", [tu]), m_s], "zeros")
+        node("Mul", [tu, m_s], "zeros")
     else:
-        node("Add", [node("Mul", [node("Abs", [tu]), m_s]), node("Mul", [abs_dlt, m_t2])], "zeros")
+        node("Add", [node("Mul", [tu, m_s]), node("Mul", [abs_dlt, m_t2])], "zeros")
     node("Identity", ["public"], "pub_out")
     L = spec.input_lengths()
     inputs = [helper.make_tensor_value_info(n, TensorProto.DOUBLE, [1, n_]) for n, n_ in zip(spec.input_names(), L)]
@@ -506,13 +513,12 @@ def relation_reference(spec: CircuitSpec, theta_p, theta_u, cols, mu, ycert, mas
     mx = lambda a: max([abs(int(x)) for x in np.asarray(a, dtype=object).ravel()] + [0])  # noqa: E731
     out = {"theta_p": Fraction(mx(tp), S), "columns": Fraction(mx(A) * 2 ** (bd.s - cs.a_bits), S),
            "mu": Fraction(mx(mu), S), "residual": Fraction(mx(r * rw), S),
-           "ycert": Fraction(mx(Y) * 2 ** (bd.s - bd.y), S), "ycert_error": Fraction(mx(E) * 2 ** (bd.s - bd.e), S),
-           "theta_u": Fraction(mx(tu), S)}
+           "ycert": Fraction(mx(Y) * 2 ** (bd.s - bd.y), S), "ycert_error": Fraction(mx(E) * 2 ** (bd.s - bd.e), S)}
     removed = (np.abs(tp) * m_s).sum(axis=1)
     slack = removed[:, None] * cs.delta_ratio - np.abs(tu - tp) + 1
     out["move"] = Fraction(mx(tu - tp), S)
     out["delta"] = Fraction(mx(slack * 2 - S), S)
-    zeros = np.abs(tu) * m_s + np.abs(tu - tp) * m_t2
+    zeros = tu * m_s + np.abs(tu - tp) * m_t2
     out["zeros"] = zeros
     out["asym"] = D0 - D0.transpose(0, 2, 1)
     out["ok"] = (all(v < 1 for key, v in out.items() if key not in ("zeros", "asym"))

@@ -223,6 +223,7 @@ def test_demo_quick(tmp_path):
              "--pattern", "*/layer/0/intermediate/dense/kernel", "--jobs", 2, "--cache", tmp_path / "cache")
     s = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert rc == 0 and s["valid"] and s["proofs"] >= 1 and s["masked_blocks"] >= 1
+    assert s["environment"]["versions"]["ezkl"] and isinstance(s["environment"]["cpu"]["isa"], list)
     assert 1.0 < s["bound_units"] <= 1.25 and s["max_dev_certified_vs_float"] <= 4 * s["theta_unit"]
     # the forget audit ran on the deployed model; --quick reports it without enforcing the policy
     pol, audit = s["forget_policy"], s["forget_audit"]

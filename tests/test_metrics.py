@@ -275,3 +275,20 @@ def test_audit_policy_counts_passes_and_the_best_attack_that_passes():
         audit_policy(accs, "honest", ["nope"], [0.5])
     with pytest.raises(ValueError, match="not in"):
         audit_policy(accs, "honest", ["steer"], [1.5])
+
+
+def test_run_environment_records_the_cpu_and_its_vector_extensions(tmp_path, monkeypatch):
+    """Results files name the CPU and the vector extensions XLA compiles for (another ISA trains
+    another model from the same seed), read from /proc/cpuinfo; without it, nothing is invented."""
+    from zkapex_jax.studies import report
+
+    env = report.run_environment()
+    assert set(env["cpu"]) == {"model", "isa"} and set(env["cpu"]["isa"]) <= set(report._ISA_FLAGS)
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu sse4_2 avx avx2 fma\n\n"
+                    "processor\t: 1\nmodel name\t: Test CPU 9000\nflags\t\t: fpu sse4_2\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: real_open(fake if p == "/proc/cpuinfo" else p, *a, **k))
+    assert report.cpu_info() == {"model": "Test CPU 9000", "isa": ["sse4_2", "avx", "avx2", "fma"]}
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: (_ for _ in ()).throw(OSError("no cpuinfo")))
+    assert report.cpu_info()["isa"] == []

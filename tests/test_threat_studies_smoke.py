@@ -95,6 +95,44 @@ def test_demo_settings_selection_rule():
     assert demo_settings.select(res) == ["h", "c", "b", "a"]
 
 
+@pytest.mark.slow
+def test_demo_robustness_tiny(tmp_path):
+    """Each variant runs in its own interpreter under its XLA vector-extension cap (recorded)."""
+    from experiments import demo_robustness
+
+    out = tmp_path / "dr.json"
+    assert demo_robustness.main(["--tiny", "--select-seeds", "0", "--report-seeds", "0", "--isas", "AVX2",
+                                 "--out", str(out)]) == 0
+    res = load_study_record(out, "demo_robustness")
+    assert [v["isa"] for v in res["variants"]] == ["AVX2", "AVX2"]
+    assert all(v["environment"]["env"]["XLA_FLAGS"] == "--xla_cpu_max_isa=AVX2" for v in res["variants"])
+    assert res["chosen"] in (None, *res["table"])
+
+
+def test_demo_robustness_rule_over_seeds_and_vector_extensions():
+    """The demo's robust rule: forget progress ≥ 0.5 in every variant; the mask must cost ≥ 0.02
+    personal accuracy in at least half the variants, and every such cost be ≥ 0.8 recovered; a
+    request that never costs anything (no compensation to show) is not chosen; fewest masked first."""
+    from experiments import demo_robustness as R
+
+    def variant(seed, isa, combos):
+        return {"seed": seed, "isa": isa, "rows": {"personalized": {"personal_acc": 0.5, "forget_acc": 0.4}},
+                "combos": {n: {"masked": m, "forget_progress": fp, "mask_only": {"personal_acc": mo},
+                               "eval": {"personal_acc": cert, "forget_acc": 0.0}}
+                           for n, (m, fp, mo, cert) in combos.items()}}
+
+    v = [variant(1, "AVX", {"cheap_never_costs": (20, 0.9, 0.5, 0.5), "mid": (100, 0.9, 0.45, 0.50),
+                            "big": (400, 0.9, 0.40, 0.49), "weak_forget": (50, 0.4, 0.45, 0.5)}),
+         variant(2, "AVX", {"cheap_never_costs": (20, 0.9, 0.5, 0.5), "mid": (100, 0.6, 0.49, 0.49),
+                            "big": (400, 0.9, 0.40, 0.485), "weak_forget": (50, 0.9, 0.45, 0.5)})]
+    # mid: costs 0.05 (recovered 1.0) in one variant, 0.01 (noise) in the other; big: 0.9 and 0.85
+    assert R.select(v) == ["mid", "big"]
+    o = R.outcome(v[1], "mid")
+    assert o["recovery"] is None and abs(o["cost"] - 0.01) < 1e-12 and o["isa"] == "AVX"
+    v[1]["combos"]["big"]["eval"]["personal_acc"] = 0.47   # recovers 0.7 of 0.1 there: big fails
+    assert R.select(v) == ["mid"]
+
+
 def test_curvature_study_merges_the_rows_every_record_has(tmp_path):
     """Seeds run apart (seed 0 with every family, later seeds with two) merge into one table over the
     common rows; other settings and a seed given twice are refused (exit 2 from the command line)."""

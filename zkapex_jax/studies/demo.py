@@ -4,13 +4,18 @@ provider publishes a mask, the client unlearns and proves, the provider verifies
 the deployed checkpoint — each stage one call of :mod:`zkapex_jax.protocol.api`; then the
 accuracy table and a plain-language reading of it.
 
-The request (:data:`DEMO_REQUEST`, for the ViT models): the provider masks the top 10% of fc1 and
+The request (:data:`DEMO_REQUEST`, for the ViT models): the provider masks the top 4 % of fc1 and
 the classifier head by the Taylor forget score; the client's curvature is the paper's empirical
-Fisher with relative damping 0.1. These settings were chosen by ``experiments/demo_settings.py`` on
-a selection seed (1) among fc1 / fc1 + head, two scores, three fractions and three curvature
-families, and the demo runs seed 0 (``experiments/results/demo_settings.json``). The table has the
-retrain baseline (the provider's model trained without the forget classes, personalized the same
-way), so forget progress can be read off it.
+Fisher with relative damping 0.1. ``experiments/demo_settings.py`` found on a selection seed which
+kernels, scores, fractions and curvature families forget at all (fc1 + head or the head alone, by
+the Taylor forget score; ``experiments/results/demo_settings.json``);
+``experiments/demo_robustness.py`` chose among those on seeds 1 and 2, each trained under three
+XLA vector-extension caps (the trained model differs with the machine's floating-point code), and
+reports the demo's seed 0 (``experiments/results/demo_robustness.json``): 4 % forgets in every
+variant and, wherever the mask costs the client ≥ 0.02 personal accuracy, the certified update
+recovers ≥ 0.8 of it — with 2.5× fewer masked weights (the proofs' cost) than 10 %. The table has
+the retrain baseline (the provider's model trained without the forget classes, personalized the
+same way), so forget progress can be read off it.
 
 Command line (``scripts/demo.sh`` runs it after set-up)::
 
@@ -35,7 +40,7 @@ def _say(msg: str):
 
 #: the demo's deletion request and curvature for the ViT models (see the module docstring)
 DEMO_REQUEST = dict(mask_pattern=("*/encoder/layer/*/intermediate/dense/kernel", "classifier/kernel"),
-                    mask_method="taylor_forget", mask_fraction=0.1, curvature="empirical", damping=0.1,
+                    mask_method="taylor_forget", mask_fraction=0.04, curvature="empirical", damping=0.1,
                     damping_relative=True)
 
 
@@ -153,6 +158,9 @@ def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, wrap=8, jobs
 
     cfg = demo_config(model, block_size, quick=quick, pattern=pattern)
     summary["request"] = {k: getattr(cfg, k) for k in DEMO_REQUEST}
+    # the trained models depend on the CPU's vector extensions and the threads, not only the seed
+    from .report import run_environment
+    summary["environment"] = run_environment()
     k_glob, k_pers = jax.random.split(jax.random.PRNGKey(seed))
     k_ret, k_rpers = jax.random.split(jax.random.PRNGKey(10_000 + seed))  # experiments/demo_settings.py's keys
     with stage("data"):

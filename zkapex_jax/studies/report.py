@@ -149,10 +149,37 @@ _ENV_VARS = ("XLA_FLAGS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_C
              "MKL_NUM_THREADS", "JAX_ENABLE_X64", "JAX_PLATFORMS", "TF_CPP_MIN_LOG_LEVEL")
 
 
+#: the vector extensions XLA's CPU code generation follows (the trained models differ with them)
+_ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")
+
+
+def cpu_info() -> dict:
+    """The CPU model and its vector extensions (Linux ``/proc/cpuinfo``; else what ``platform``
+    knows). The same seed trains a different model under other vector extensions: the demo's
+    global model reaches forget accuracy 0.628 with XLA held to SSE4.2, 0.779 to AVX, 0.789 with
+    AVX2 or AVX-512 on the same machine (docs/RESULTS.md), so results record it."""
+    import platform
+
+    model, flags = None, set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model is None:
+                    model = val.strip()
+                elif key == "flags" and not flags:
+                    flags = set(val.split())
+    except OSError:
+        pass
+    return {"model": model or platform.processor() or None, "isa": [f for f in _ISA_FLAGS if f in flags]}
+
+
 def run_environment() -> dict:
     """What a seed's numbers depend on besides the seed: library versions, the device and thread
-    settings (XLA flags, BLAS threads), the CPU count and the source revision. Stamped into every
-    results file (a seed re-run with other threads measured recovery −0.35 instead of 0.59)."""
+    settings (XLA flags, BLAS threads), the CPU and its vector extensions, the CPU count and the
+    source revision. Stamped into every results file (a seed re-run with other threads measured
+    recovery −0.35 instead of 0.59; other vector extensions train another model)."""
     import platform
     import subprocess
     from importlib import metadata
@@ -175,7 +202,8 @@ def run_environment() -> dict:
         blas = [{k: i.get(k) for k in ("internal_api", "num_threads", "version")} for i in threadpool_info()]
     except Exception:  # noqa: BLE001 — informational only
         blas = None
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_info(),
+            "cpu_count": os.cpu_count(),
             "versions": {n: ver(n) for n in ("jax", "jaxlib", "flax", "optax", "numpy", "transformers", "ezkl")},
             "devices": [str(d) for d in jax.devices()], "env": {k: os.environ.get(k) for k in _ENV_VARS},
             "blas": blas, "git": rev}
