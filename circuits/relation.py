@@ -14,7 +14,7 @@ carries codes 0 (free), 1 (masked, S), 2 (protected, T). With ``h = 2^(s−g)`` 
 
   r := h·(θ̂u − θ̂p) + Â[:,P]·μ̂,   |r_i| < h on free rows,  |r_i| < h·2^−t on rows in P,
   θ̂u[S] = 0,  θ̂u[T] = θ̂p[T],   Y·D − 2^ty·I = E with |E| < 2^e, |Y| < 2^y,  D = Â[P,P] (padded),
-  |θ̂u_i − θ̂p_i| ≤ ρ·Σ_{j∈S}|θ̂p_j| for every i (the compensation bound, ρ = ``delta_ratio``),
+  ‖θ̂u − θ̂p‖₂ ≤ ρ·Σ_{j∈S}|θ̂p_j| (the compensation bound, ρ = ``delta_ratio``; hence every |θ̂u_i − θ̂p_i| too),
 
 where every bound is an **in-graph range check**: ``Abs(x·2^c)`` makes ezkl decompose ``x·2^c``
 into ``decomp_legs`` digits of ``decomp_base``, so a witness exists only if ``|x·2^c| < 2^s``,
@@ -50,13 +50,15 @@ Outputs (public): ``pub_out = public``; ``zeros = θ̂u⊙[S] + |θ̂u − θ̂p
 ``asym = D₀ − D₀ᵀ`` with ``D₀ = Â[P,P] ⊙ qqᵀ`` the committed sub-matrix the certificate reads (K·kmax²,
 must be 0: since v7 the masked — and protected — principal sub-block of Â must be exactly symmetric,
 as the inverse of any symmetric curvature quantizes to; integer equality in the field, no range
-check needed: |Â| < 2^a ≪ p); ``sink`` (7, must be 0: the range-checked values times the public 0,
+check needed: |Â| < 2^a ≪ p); ``sink`` (8, must be 0: the range-checked values times the public 0,
 which keeps every check in the circuit).
 
-Range checks per block: θ̂p (B), δ̂ = θ̂u − θ̂p (B), the residual r (B), the compensation bound (B),
-Â[:,P] (B·kmax), μ̂ (kmax), Y and E (kmax² each). θ̂u has none of its own since v8: it is the sum of
-two range-checked integers (|θ̂u| < 2^(s+1)); v7 checked it a second time (B more ``Abs`` per block,
-~1/6 of a small block's rows).
+Range checks per block: θ̂p (B), δ̂ = θ̂u − θ̂p (B), the residual r (B), Â[:,P] (B·kmax), μ̂ (kmax),
+Y and E (kmax² each), and one for the compensation bound. θ̂u has none of its own since v8: it is the
+sum of two range-checked integers (|θ̂u| < 2^(s+1)); v7 checked it a second time (B more ``Abs`` per
+block). The compensation bound is one check per block since v9: 0 ≤ X² − Σ_i δ̂_i² < 2^s with
+X = ρ·Σ_S|θ̂p| — exact over ℤ because δ̂ and θ̂p are range-checked integers (Σδ̂² < B·2^120, X² < 2^160,
+both ≪ p) — where v5–v8 checked 0 < X − |δ̂_i| + 1 < 2^s for every weight (B checks).
 """
 
 from __future__ import annotations
@@ -69,12 +71,13 @@ from fractions import Fraction
 
 import numpy as np
 
-FORMAT_VERSION = 8
+FORMAT_VERSION = 9
 #: names of the range-check groups whose sums feed ``sink`` (order of the sink outputs).
-CHECK_GROUPS = ("theta_p", "columns", "mu", "residual", "ycert", "ycert_error", "delta")
-#: the default public compensation bound ρ: no weight of a block may move by more than
-#: ρ·Σ_{j∈S}|θ̂p_j| (the removed weights' total magnitude). Honest updates measured by
-#: experiments/delta_bound.py stay far below it (docs/PROOFS.md "The compensation is bounded").
+CHECK_GROUPS = ("theta_p", "columns", "mu", "residual", "ycert", "ycert_error", "delta", "move")
+#: the default public compensation bound ρ: a block's whole move ‖θ̂u − θ̂p‖₂ (masked weights
+#: included; since v9, before: every weight's move) may not exceed ρ·Σ_{j∈S}|θ̂p_j| (the removed
+#: weights' total magnitude), so no weight moves by more either. Honest updates measured by
+#: experiments/delta_bound.py stay far below it (docs/PROOFS.md "What VALID promises", item 4).
 DEFAULT_DELTA_RATIO = 16
 #: the ε target: parameters are chosen so that ε ≤ 1/4 (|θ̂u − θ̂u*| < 1.25 units).
 EPSILON_TARGET = Fraction(1, 4)
@@ -116,7 +119,7 @@ class CommitSpec:
     ``a_bits``: |Â| < 2^a; ``n_blind`` blinders per committed column; ``n_ctx`` 21-bit statement
     limbs; ``decomp_base``/``decomp_legs``: ezkl's range 2^s = base^legs (default: the largest base
     whose lookup table fits the circuit, :func:`range_decomposition`, always s = 60);
-    ``delta_ratio`` ρ: every weight's move |θ̂u_i − θ̂p_i| ≤ ρ·Σ_{j∈S}|θ̂p_j| in its block (the
+    ``delta_ratio`` ρ: a block's move ‖θ̂u − θ̂p‖₂ ≤ ρ·Σ_{j∈S}|θ̂p_j| (so every weight's too; the
     verifier requires ρ to be at most the provider's policy); ``wrap``: how many sets of 2^logrows
     rows a proof circuit may span (ezkl's column wrapping: a circuit of more rows than 2^logrows is
     laid out over more advice columns; 1 = no wrapping, every circuit fits 2^logrows rows). The
@@ -152,8 +155,10 @@ class CommitSpec:
             raise ValueError(f"range 2^{self.s} too large: base^legs must stay ≤ 2^72 (no field wrap)")
         if self.a_bits >= self.s or self.theta_bits >= self.s:
             raise ValueError("a_bits and theta_bits must be below the range bits s")
-        if self.delta_ratio * self.block_size * 2 ** self.theta_bits >= 2 ** (self.s - 2):
-            raise ValueError(f"delta_ratio {self.delta_ratio} too large for the range 2^{self.s}")
+        # an honest block's X = ρ·Σ_S|θ̂p| ≤ ρ·B·2^(w−2) must keep X² below 2^s (the bound's window)
+        if (self.delta_ratio * self.block_size * 2 ** (self.theta_bits - 2)) ** 2 >= 2 ** self.s:
+            raise ValueError(f"delta_ratio {self.delta_ratio} too large for blocks of {self.block_size} in the "
+                             f"range 2^{self.s}: (ρ·B·2^(w−2))² must stay below 2^s")
         if self.block_size + self.n_blind > self.column_height:
             raise ValueError(f"block of {self.block_size} + {self.n_blind} blinders does not fit one column "
                              f"of 2^{self.logrows} rows")
@@ -442,20 +447,24 @@ def build_relation(spec: CircuitSpec):
     node("Sub", [d0, node("Transpose", [d0], perm=[0, 2, 1])], "asym")                          # must be 0
     D = node("Add", [d0, pad])
     E = node("Sub", [node("MatMul", [ycert, D]), node("Mul", [eye, const("two_ty", [float(2 ** bd.ty)])])])
-    # compensation bound: 0 < ρ·Σ_S|θ̂p| − |θ̂u − θ̂p| + 1 < 2^s, as |2·(…) − 2^s| < 2^s
+    # compensation bound (v9, one check per block): 0 ≤ X² − Σ_i δ̂_i² < 2^s with X = ρ·Σ_S|θ̂p|, as
+    # |2·(X² − Σδ̂²) + 1 − 2^s| < 2^s; δ̂ is range-checked (integer, |δ̂| < 2^s), so the sum is exact
     abs_tp = node("Abs", [tp])
     removed = node("ReduceSum", [node("Mul", [abs_tp, m_s]), "axis1"], keepdims=1)             # (K,1)
     abs_dlt = node("Abs", [dlt])
-    slack = node("Add", [node("Sub", [node("Mul", [removed, const("rho", [float(cs.delta_ratio)])]),
-                                      abs_dlt]), const("one_d", [1.0])])
-    c_delta = abs_sum(node("Sub", [node("Mul", [slack, const("two_d", [2.0])]), const("two_s", [float(2 ** bd.s)])]))
+    x_lim = node("Mul", [removed, const("rho", [float(cs.delta_ratio)])])                         # (K,1)
+    sq = node("ReduceSum", [node("Mul", [dlt, dlt]), "axis1"], keepdims=1)                       # (K,1)
+    slack = node("Sub", [node("Mul", [x_lim, x_lim]), sq])
+    c_delta = abs_sum(node("Sub", [node("Add", [node("Mul", [slack, const("two_d", [2.0])]), const("one_d", [1.0])]),
+                                   const("two_s", [float(2 ** bd.s)])]))
     sums = [node("Reshape", [node("ReduceSum", [abs_tp], keepdims=0), "shape_1"]),  # θ̂p integer, |θ̂p| < 2^s
             abs_sum(pw2(cols, bd.s - cs.a_bits, "sa")),   # |Â| < 2^a
             abs_sum(mu),                                   # |μ̂| < 2^s
             c_res,
             abs_sum(pw2(ycert, bd.s - bd.y, "sy")),        # |Y| < 2^y
             abs_sum(pw2(E, bd.s - bd.e, "se")),            # |E| < 2^e
-            c_delta]                                       # |θ̂u − θ̂p| ≤ ρ·Σ_S|θ̂p| per block
+            c_delta,                                       # ‖θ̂u − θ̂p‖₂ ≤ ρ·Σ_S|θ̂p| per block
+            node("Reshape", [node("ReduceSum", [abs_dlt], keepdims=0), "shape_1"])]  # δ̂ integer, |δ̂| < 2^s
     node("Mul", [node("Concat", sums, axis=0), node("Reshape", [zero, "shape_1"])], "sink")
     # θ̂u[S] = 0 and θ̂u[T] = θ̂p[T] (public zeros). θ̂u needs no range check of its own (v8): θ̂u =
     # θ̂p + δ̂ with θ̂p and δ̂ = θ̂u − θ̂p both range-checked integers (Abs(θ̂p), Abs(δ̂) above), so θ̂u is an
@@ -515,9 +524,10 @@ def relation_reference(spec: CircuitSpec, theta_p, theta_u, cols, mu, ycert, mas
            "mu": Fraction(mx(mu), S), "residual": Fraction(mx(r * rw), S),
            "ycert": Fraction(mx(Y) * 2 ** (bd.s - bd.y), S), "ycert_error": Fraction(mx(E) * 2 ** (bd.s - bd.e), S)}
     removed = (np.abs(tp) * m_s).sum(axis=1)
-    slack = removed[:, None] * cs.delta_ratio - np.abs(tu - tp) + 1
+    x_lim = removed * cs.delta_ratio
+    sq = ((tu - tp) * (tu - tp)).sum(axis=1)
     out["move"] = Fraction(mx(tu - tp), S)
-    out["delta"] = Fraction(mx(slack * 2 - S), S)
+    out["delta"] = Fraction(mx((x_lim * x_lim - sq) * 2 + 1 - S), S)
     zeros = tu * m_s + np.abs(tu - tp) * m_t2
     out["zeros"] = zeros
     out["asym"] = D0 - D0.transpose(0, 2, 1)

@@ -662,20 +662,28 @@ def test_lever_curvature_is_refused_by_the_client_and_the_circuit(world, tmp_pat
     with pytest.raises(quant.QuantizationError, match="block 2.*compensation bound"):
         P.unlearn_committed(world["theta_p"], world["fisher"], world["mask"], com, sec, keystore=world["client"],
                             inverse=A)
+    # the hand-made witness: a milder lever (d = 2^14: every free weight moves ~2^23/2^14 = 512× the
+    # removed one), whose exact Group-OBS update a commitment with a looser ρ = 2^11 would certify
+    # (a ρ the ℓ2 window still admits) — under the world's ρ = 16 no witness exists
+    A2 = _lever_inverse(world, d=2 ** 14)
+    com2, sec2 = P.commit_personalization(world["theta_p"], world["fisher"], world["cs"], client_id="alice",
+                                          keystore=world["client"], inverse=A2)
     u = forged_u(world)
-    u.inverse_q = quant.quantize_inverse(A, sec.inverse_exps, world["cs"].a_bits)
+    u.inverse_q = quant.quantize_inverse(A2, sec2.inverse_exps, world["cs"].a_bits)
     spec = next(s for s, bl in u.plan if 2 in bl)
     import dataclasses
-    loose = P.CircuitSpec(dataclasses.replace(world["cs"], delta_ratio=2 ** 30), kmax=spec.kmax,
+    loose = P.CircuitSpec(dataclasses.replace(world["cs"], delta_ratio=2 ** 11), kmax=spec.kmax,
                           chunk_blocks=spec.chunk_blocks)
+    with pytest.raises(quant.QuantizationError, match="compensation bound"):
+        quant.certify_block(u.theta_p_q[2], u.inverse_q[2], np.flatnonzero(world["mask"][2]), spec)
     w = quant.certify_block(u.theta_p_q[2], u.inverse_q[2], np.flatnonzero(world["mask"][2]), loose)
     moved = np.abs(w.theta_u - u.theta_p_q[2])
     removed = abs(int(u.theta_p_q[2][5]))
-    assert moved.max() > 1000 * removed  # a lever: the free weights move ~2^23/17 × the removed one
+    assert moved.max() > 400 * removed  # a lever: the free weights move ~512× the removed one
     u.witnesses[2] = w
     u.theta_u_q[2] = w.theta_u
     with pytest.raises(RuntimeError):  # ezkl: the compensation check has no witness
-        prove_witness(u, com, sec, request_id="r", out_dir=tmp_path / "d", keystore=world["client"],
+        prove_witness(u, com2, sec2, request_id="r", out_dir=tmp_path / "d", keystore=world["client"],
                       check_openings=False)
     assert not (tmp_path / "d").exists()
 

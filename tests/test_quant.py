@@ -189,9 +189,43 @@ def test_compensation_bound_refuses_a_lever_block():
     spec = relation.CircuitSpec(cs, kmax=1)
     with pytest.raises(quant.QuantizationError, match="compensation bound"):
         quant.certify_block(tp, A, [0], spec)
-    loose = relation.CircuitSpec(dataclasses.replace(cs, delta_ratio=2 ** 20), kmax=1)
+    # a milder lever (d = 2^14: ~512× the removed weight per free weight, ~1,350× in ℓ2) is refused by
+    # ρ = 16 and admitted by ρ = 2^11; the window (ρ·B·2^(w−2))² < 2^s allows ρ ≤ 2^12 for blocks of 8
+    A[0, 0] = 2 ** 14
+    with pytest.raises(quant.QuantizationError, match="compensation bound"):
+        quant.certify_block(tp, A, [0], spec)
+    loose = relation.CircuitSpec(dataclasses.replace(cs, delta_ratio=2 ** 11), kmax=1)
     w = quant.certify_block(tp, A, [0], loose)
-    assert np.abs(w.theta_u - tp).max() > 4000 * 100
+    assert np.abs(w.theta_u - tp).max() > 400 * 100
+    with pytest.raises(ValueError, match="delta_ratio"):
+        dataclasses.replace(cs, delta_ratio=2 ** 13)
+
+
+def test_compensation_bound_is_euclidean_over_the_block():
+    """v9: ‖θ̂u − θ̂p‖₂ ≤ ρ·Σ_S|θ̂p| (one check per block), stronger than v5–v8's per-weight bound:
+    the exact oracle accepts one free weight moved by the whole budget X and refuses four free weights
+    moved by X/2 each (ℓ2 over X, though each move is within the old per-weight bound)."""
+    cs = relation.CommitSpec(block_size=8, logrows=13, delta_ratio=4)
+    spec = relation.CircuitSpec(cs, kmax=1)
+    tp = np.array([[10, 3, 5, -7, 2, 9, -4, 6]], dtype=np.int64)
+    mask = np.array([[1, 0, 0, 0, 0, 0, 0, 0]])
+    X = 4 * 10
+
+    def delta_check(tu):
+        z = np.zeros((1, 8, 1), dtype=np.int64)
+        ref = relation.relation_reference(spec, tp, tu, z, [[0]], np.eye(1, dtype=np.int64)[None] * 0, mask,
+                                          [[0]], [[1]])
+        return ref["delta"] < 1
+
+    one = tp.copy()
+    one[0, 0] = 0                                   # the masked weight removed: 10² of the budget used
+    one[0, 1] += int((X * X - 100) ** 0.5)          # one free weight takes the rest (39 units)
+    assert delta_check(one)
+    spread = tp.copy()
+    spread[0, 0] = 0
+    spread[0, 1:5] += X // 2                        # four weights by 20 each: 100 + 4·400 > 40²
+    assert not delta_check(spread)
+    assert np.abs(spread - tp).max() <= X           # each move inside the old per-weight bound
 
 
 def test_the_certificate_budget_edge_is_derived_and_exact():

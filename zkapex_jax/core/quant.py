@@ -240,12 +240,16 @@ def certify_block(theta_p_q, a_hat, positions, spec, *, block: int | None = None
         raise QuantizationError(f"{where}: θ̂u leaves the range")
     limit = cs.delta_ratio * sum(abs(int(tp[j])) for j in S)
     moves = [abs(int(tu[i]) - int(tp[i])) for i in range(B)]
-    if max(moves) > limit:
+    sq = sum(m * m for m in moves)
+    if sq > limit * limit:  # the circuit's check (v9): ‖θ̂u − θ̂p‖₂ ≤ ρ·Σ_S|θ̂p|, exact integers
         i = int(np.argmax(moves))
         raise QuantizationError(
-            f"{where}: the update moves weight {i} by {moves[i]} units, more than the public compensation bound "
-            f"{cs.delta_ratio}·Σ|θ̂p[S]| = {limit}: the committed curvature makes the masked weights a lever here "
-            "(ill-conditioned or designed); increase damping")
+            f"{where}: the update moves the block by {math.isqrt(sq)} units (ℓ2; weight {i} by {moves[i]}), more than "
+            f"the public compensation bound {cs.delta_ratio}·Σ|θ̂p[S]| = {limit}: the committed curvature makes the "
+            "masked weights a lever here (ill-conditioned or designed); increase damping")
+    if limit * limit >= 2 ** bd.s:
+        raise QuantizationError(f"{where}: the compensation bound {limit} leaves the range (|θ̂p| above the "
+                                "commitment's θ bits)")
     Y = np.rint(Dinv * 2.0 ** bd.ty).astype(np.int64)
     if int(np.max(np.abs(Y))) >= 2 ** bd.y:
         raise QuantizationError(

@@ -142,11 +142,10 @@ def adopt_unlearned(u: Unlearned, theta_u_given, commitment: Commitment) -> Unle
     rho = commitment.spec.delta_ratio
     for b, w in u.witnesses.items():
         limit = rho * int(np.sum(np.abs(u.theta_p_q[b][w.removed])))
-        moved = np.abs(gq[b] - u.theta_p_q[b])
-        if int(moved.max()) > limit:
-            i = int(np.argmax(moved))
-            raise ProofError(f"weight {i} of block {b} moves by {int(moved[i])} units, more than the public bound "
-                             f"{rho}·Σ|θ̂p[S]| = {limit}")
+        moved = [abs(int(x)) for x in gq[b].astype(object) - u.theta_p_q[b].astype(object)]
+        if sum(x * x for x in moved) > limit * limit:   # ‖θ̂u − θ̂p‖₂ ≤ ρ·Σ_S|θ̂p| (relation v9)
+            raise ProofError(f"block {b} moves by more than the public compensation bound {rho}·Σ|θ̂p[S]| = {limit} "
+                             f"(ℓ2 over the block; its largest move {max(moved)} units)")
         h = h_of[b]
         cols = u.inverse_q[b][:, w.positions].astype(object)
         mu = np.array(w.mu[:len(w.positions)], dtype=object)

@@ -167,7 +167,7 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
 
     ``mask_sha256``: the published mask file's hash (``Mask.content_hash()``); the statement must
     name it. ``max_delta_ratio``: the provider's policy for the compensation bound ρ of the
-    commitment (no weight moves by more than ρ·Σ|θ̂p[S]| of its block). ``deployed``: ``(theta_u (nb,B), rest {path: array}, Opening)`` — also check that the
+    commitment (no block moves by more than ρ·Σ|θ̂p[S]| in ℓ2, so no weight either). ``deployed``: ``(theta_u (nb,B), rest {path: array}, Opening)`` — also check that the
     deployed model is exactly the certified one (:func:`check_deployment`).
     Returns a :class:`VerificationResult` (``valid`` False with the reason on any rejection; its
     ``details`` say what was certified, what was proven unchanged, and what was not checked).
@@ -183,7 +183,7 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
 
     if cs.delta_ratio > max_delta_ratio:
         return reject(f"the commitment's compensation bound ρ = {cs.delta_ratio} exceeds the provider's policy "
-                      f"({max_delta_ratio}): a weight could move by more than {max_delta_ratio}× the removed weights")
+                      f"({max_delta_ratio}): a block could move by more than {max_delta_ratio}× its removed weights")
 
     if client_id is not None and st["client_id"] != client_id:
         return reject(f"statement is for client {st['client_id']!r}, expected {client_id!r}")
