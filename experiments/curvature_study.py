@@ -55,7 +55,8 @@ def _selectivity(fisher_undamped, mask_blocks) -> dict:
     return {"trace_masked": float(tr.sum()), "eff_rank_masked": float(eff.mean()) if eff.size else 0.0}
 
 
-def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool, bias_correction: bool = False) -> dict:
+def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool, bias_correction: bool = False,
+             augment: int = 0) -> dict:
     import jax
 
     from zkapex_jax.protocol.api import statement_blocks
@@ -86,11 +87,14 @@ def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool, bias_co
     if bias_correction and any(k in LAYER_KINDS for k in kinds):
         means = input_means(client.layer_input_statistics(fam, theta_p, (pt.x, pt.y), layout.paths,
                                                           chunk_size=cfg.fisher_chunk))
-    for kind in kinds:
+    runs = [(kind, 0) for kind in kinds] + ([(kind, augment) for kind in kinds] if augment else [])
+    for kind, aug in runs:
         t0 = time.perf_counter()
         raw = pl.client_fisher(cfg.replace(curvature=kind, damping=0.0, damping_relative=False), theta_p, data, layout,
-                               seed=seed)
+                               seed=seed, augment=aug)
         sel = _selectivity(raw, mb)
+        if aug:  # the same family on augmented copies of the client's images (issue 16's "augmented client data")
+            kind = f"{kind}@aug{aug}"
         variants = [kind] + ([f"{kind}+bias"] if means is not None and kind in LAYER_KINDS else [])
         best = dict.fromkeys(variants)
         for a in alphas:
@@ -132,6 +136,8 @@ def main(argv=None) -> int:
     ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--no-retrain", action="store_true", help="skip the retrain baseline (no forget progress)")
+    ap.add_argument("--augment", type=int, default=0,
+                    help="also every family on this many augmented copies of the client's images (rows KIND@augK)")
     ap.add_argument("--block-size", type=int, default=None,
                     help="weights per block B (default: the config's); the block-size frontier runs B = 64, 144, 576")
     ap.add_argument("--bias-correction", action="store_true",
@@ -158,6 +164,8 @@ def main(argv=None) -> int:
         if args.block_size < 2:
             ap.error(f"--block-size must be at least 2, got {args.block_size}")
         cfg = cfg.replace(block_size=args.block_size)
+    if args.augment < 0:
+        ap.error(f"--augment must be 0 or positive, got {args.augment}")
     if any(not (a > 0) for a in args.alphas):
         ap.error(f"--alphas must be positive, got {args.alphas}")
     alphas = tuple(sorted(set(args.alphas)))
@@ -165,13 +173,13 @@ def main(argv=None) -> int:
     per_seed = []
     for s in args.seeds:
         res = run_seed(cfg, s, cache_dir=args.cache_dir, kinds=args.kinds, alphas=alphas, retrain=not args.no_retrain,
-                       bias_correction=args.bias_correction)
+                       bias_correction=args.bias_correction, augment=args.augment)
         res["summary"] = summarize_seed(res)
         per_seed.append(res)
         print(json.dumps({"seed": s, "client_train_loss": res["client_train_loss"], **res["summary"]}), flush=True)
     names = list(per_seed[0]["summary"])
     out = {"config": args.config, "pipeline": cfg.to_dict(), "seeds": args.seeds, "alphas_tried": list(alphas),
-           "bias_correction": bool(args.bias_correction),
+           "bias_correction": bool(args.bias_correction), "augment": args.augment,
            "table": tabulate(per_seed, names), "per_seed": per_seed, "seconds": round(time.perf_counter() - t0, 1),
            "environment": run_environment()}
     write_study_record(args.out, "curvature", out)

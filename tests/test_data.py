@@ -268,3 +268,29 @@ def test_splits_on_digits_fallback():
     s = data.make_splits(xtr, ytr, xte, yte, seed=0, name=name)
     assert s.personal_train.n == 4 * 24 and s.personal_val_shift.n == 4 * 13
     assert s.info["class_names"][5] == "5"
+
+
+def test_augment_shifts_and_flips_every_image_within_bounds():
+    """``augment``: copies·N images, labels tiled copy-major, each a translation by at most
+    ``max_shift`` pixels (zero fill) of the image or of its mirror; the same seed gives the same
+    copies; bad shapes and counts are refused."""
+    from zkapex_jax.data import augment
+
+    x = np.zeros((3, 9, 9, 1), np.float32)
+    for i, (r, c) in enumerate([(4, 4), (2, 6), (6, 3)]):
+        x[i, r, c, 0] = 1.0 + i          # one marked pixel per image
+    y = np.array([7, 1, 4], np.int32)
+    a, b = augment(x, y, copies=4, seed=3, max_shift=2)
+    assert a.shape == (12, 9, 9, 1) and b.tolist() == [7, 1, 4] * 4
+    for j in range(12):
+        i = j % 3
+        (r0, c0), = np.argwhere(x[i, :, :, 0] > 0)
+        (r, c), = np.argwhere(a[j, :, :, 0] > 0)       # the marked pixel survives (it is ≥ 2 from every edge)
+        assert a[j, r, c, 0] == x[i, r0, c0, 0] and np.count_nonzero(a[j]) == 1
+        assert abs(r - r0) <= 2 and min(abs(c - c0), abs(c - (8 - c0))) <= 2
+    a2, _ = augment(x, y, copies=4, seed=3, max_shift=2)
+    assert np.array_equal(a, a2) and not np.array_equal(a, augment(x, y, copies=4, seed=4, max_shift=2)[0])
+    with pytest.raises(ValueError, match="copies"):
+        augment(x, y, copies=0)
+    with pytest.raises(ValueError, match="images"):
+        augment(x[:, :, :, 0], y, copies=1)

@@ -41,6 +41,7 @@ import numpy as np
 from .._errors import ArtifactError, DataNotFoundError, ShapeError, ZkapexError
 
 __all__ = [
+    "augment",
     "FASHION_MNIST_DIR",
     "FASHION_MNIST_CLASSES",
     "DIGITS_CLASSES",
@@ -319,6 +320,30 @@ def domain_shift(x, kind: str = "edges"):
 
 # ---------------------------------------------------------------------------------------------
 # splits
+
+
+def augment(x, y, *, copies: int, seed: int = 0, max_shift: int = 2):
+    """``copies`` augmented versions of every image of ``x`` ``(N, H, W, C)`` (labels ``y`` kept):
+    a random translation by up to ``max_shift`` pixels in each direction (zero fill) and a
+    horizontal flip with probability ½, drawn with ``seed``. Returns ``(x', y')`` with
+    ``copies·N`` examples, copy-major. What a client can compute on its own images when its model
+    has memorized them (gradients at the training images vanish; at shifted ones less so)."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim != 4:
+        raise ValueError(f"augment expects images (N, H, W, C), got shape {x.shape}")
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
+        raise ValueError(f"copies must be a positive integer, got {copies!r}")
+    rng = np.random.default_rng(seed)
+    n, h, w, _ = x.shape
+    out = np.zeros((copies * n,) + x.shape[1:], dtype=x.dtype)
+    for c in range(copies):
+        for i in range(n):
+            dy, dx = (int(v) for v in rng.integers(-max_shift, max_shift + 1, size=2))
+            img = x[i, :, ::-1] if rng.random() < 0.5 else x[i]
+            ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+            xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+            out[c * n + i, yd, xd] = img[ys, xs]
+    return out, np.tile(y, copies)
 
 
 class Split(NamedTuple):

@@ -305,30 +305,34 @@ def block_layout(cfg: PipelineConfig, params, block_size: int | None = None) -> 
 
 
 def client_fisher(cfg: PipelineConfig, theta_p, data: data_mod.Splits, layout: BlockLayout, *,
-                  damping: float | None = None, n_samples: int | None = None, seed: int = 0):
+                  damping: float | None = None, n_samples: int | None = None, seed: int = 0, augment: int = 0):
     """[client] Block-wise empirical Fisher of θp on the client's personalization training set,
     ``C_b = damping·I + (1/m) Σ g gᵀ`` over ``layout``'s blocks (``accumulate_fisher``).
-    ``n_samples`` (default ``cfg.n_fisher``, None = all m images) subsamples the set.
+    ``n_samples`` (default ``cfg.n_fisher``, None = all m images) subsamples the set; ``augment``
+    > 0 uses that many augmented copies of each instead (:func:`~zkapex_jax.data.images.augment`).
     Returns ``(nb, B, B)``."""
     return client_fisher_on(cfg, theta_p, data.personal_train, layout, damping=damping, n_samples=n_samples,
-                            seed=seed)
+                            seed=seed, augment=augment)
 
 
-def curvature_examples(cfg: PipelineConfig, split: data_mod.Split, *, n_samples: int | None = None, seed: int = 0):
+def curvature_examples(cfg: PipelineConfig, split: data_mod.Split, *, n_samples: int | None = None, seed: int = 0,
+                       augment: int = 0):
     """The client's curvature examples of ``split`` (``n_samples``, default ``cfg.n_fisher``, drawn
-    with ``seed``) and the PRNG key of the ``true`` Fisher's label draws: ``((x, y), key)``."""
+    with ``seed``; with ``augment`` > 0, that many augmented copies of each, drawn with ``seed``) and
+    the PRNG key of the ``true`` Fisher's label draws: ``((x, y), key)``."""
     import jax
 
     split = _subsample(split, cfg.stages().curvature.n_examples if n_samples is None else n_samples, seed)
-    return (split.x, split.y), jax.random.PRNGKey(10_000 + seed)
+    x, y = (split.x, split.y) if not augment else data_mod.augment(split.x, split.y, copies=augment, seed=seed)
+    return (x, y), jax.random.PRNGKey(10_000 + seed)
 
 
 def client_fisher_on(cfg: PipelineConfig, theta_p, split: data_mod.Split, layout: BlockLayout, *,
-                     damping: float | None = None, n_samples: int | None = None, seed: int = 0):
+                     damping: float | None = None, n_samples: int | None = None, seed: int = 0, augment: int = 0):
     """:func:`client_fisher` on any labelled ``split`` (e.g. the client's own images), with the
     config's curvature family (``cfg.curvature``) on its :func:`curvature_examples`."""
     spec = cfg.stages().curvature
-    examples, key = curvature_examples(cfg, split, n_samples=n_samples, seed=seed)
+    examples, key = curvature_examples(cfg, split, n_samples=n_samples, seed=seed, augment=augment)
     return client.client_curvature(model_fns(cfg), theta_p, examples, layout, kind=spec.kind,
                                    damping=spec.damping if damping is None else damping, chunk_size=spec.chunk,
                                    relative=spec.relative, key=key)
