@@ -9,7 +9,9 @@ global model trained without the forget classes, personalized the same way).
 
 Selection rule (on the selection seed): the combinations whose compensated model keeps forget
 progress ≥ 0.5 and recovery ≥ 0.8 without collapse, the cheapest statement (fewest masked
-weights: what the proofs' cost follows) first, then the highest recovery.
+weights: what the proofs' cost follows) first, then the highest recovery. The demo's request is
+now chosen among the candidates this grid found by ``experiments/demo_robustness.py``, over
+seeds × XLA vector-extension caps (one seed's model differs from machine to machine).
 
 Command line::
 

@@ -26,9 +26,11 @@ def test_protected_study_tiny(tmp_path):
 def test_curvature_study_tiny(tmp_path):
     out = tmp_path / "curv.json"
     assert curvature_study.main(["--config", "tiny", "--seeds", "0", "--kinds", "empirical", "layer_covariance",
-                                 "--bias-correction", "--no-retrain", "--out", str(out)]) == 0
+                                 "--bias-correction", "--no-retrain", "--augment", "2", "--out", str(out)]) == 0
     res = load_study_record(out, "curvature")
-    assert set(res["table"]) == {"empirical", "layer_covariance", "layer_covariance+bias"}  # no bias row for empirical
+    assert set(res["table"]) == {"empirical", "layer_covariance", "layer_covariance+bias",  # no bias row for empirical
+                                 "empirical@aug2", "layer_covariance@aug2", "layer_covariance@aug2+bias"}
+    assert res["augment"] == 2
     kinds = res["per_seed"][0]["kinds"]
     for k in res["table"]:
         assert kinds[k]["trace_masked"] > 0
