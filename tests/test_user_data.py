@@ -123,6 +123,14 @@ def test_cli_on_own_folder(tmp_path, capsys):
     cx = Curvature.load(tmp_path / "xx.npz")
     fx = cx.fisher
     assert (cx.kind, cx.relative) == ("layer_inputs", True) and abs(cx.damping - 1e-2) < 1e-12
+    # the empirical Fisher on augmented copies of the client's images: 3 per image
+    assert cli.main(["fisher", "--params", str(tmp_path / "pers"), "--data", str(tmp_path / "client"),
+                     "--out", str(tmp_path / "aug.npz"), "--pattern", pattern, "--block-size", "16",
+                     "--augment", "3", *m]) == 0
+    import re
+
+    n_aug = int(re.search(r"from (\d+) examples", capsys.readouterr().out).group(1))
+    assert Curvature.load(tmp_path / "aug.npz").fisher.shape == f.shape and n_aug % 3 == 0 and n_aug > 0
     assert fx.shape == f.shape and np.linalg.eigvalsh(fx).min() > 0 and not np.allclose(fx, f, rtol=0.1)
     capsys.readouterr()
     # bad data choices: exit 2 with a message, nothing written
@@ -200,6 +208,8 @@ def test_text_folders_for_a_language_model(tmp_path, capsys):
         (["fisher", "--params", str(tmp_path / "pers"), "--data", str(rust), "--out", str(tmp_path / "x.npz"),
           *lm[:-4], "--seq-len", "4096"], "positions"),
         (["fisher", "--params", str(tmp_path / "pers"), "--out", str(tmp_path / "x.npz"), *lm], "give --data"),
+        (["fisher", "--params", str(tmp_path / "pers"), "--data", str(rust), "--out", str(tmp_path / "x.npz"),
+          "--augment", "2", *lm], "image classifiers"),
         (["fisher", "--params", str(tmp_path / "pers"), "--data", str(rust), "--out", str(tmp_path / "x.npz"),
           "--model", str(tmp_path / "nomodel")], "neither a built-in"),
     ):

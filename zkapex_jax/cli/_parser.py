@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the client's labelled images (.npz with x, y or a folder of class folders), or text/code "
                         "files for an LM (default: the built-in personalization split)")
     p.add_argument("--pattern", default=None, help="kernels to cover (fnmatch pattern; default: every fc1)")
+    p.add_argument("--augment", type=NONNEG, default=0,
+                   help="image classifiers: compute the curvature on this many shifted/mirrored copies of each "
+                        "image instead (a model that memorized its images has vanishing gradients there; default 0)")
     model_verb(p)
     p.set_defaults(fn=cmd_fisher)
 

@@ -115,6 +115,12 @@ def cmd_fisher(args) -> int:
     st = stage_config(args, fam)
     layout = st.layout(fam, params)
     data = subsample(data_or_builtin(args, fam, "client data"), st.curvature.n_examples, args.seed)
+    if args.augment:
+        if fam.kind != "classifier":
+            raise ZkapexError("--augment applies to image classifiers (shifted and mirrored copies of the images)")
+        from ..data import augment
+
+        data = type(data)(*augment(data.x, data.y, copies=args.augment, seed=args.seed))
     try:
         curvature = client.curvature(fam, params, as_data(fam, data), layout, st.curvature,
                                      key=jax.random.PRNGKey(args.seed))
