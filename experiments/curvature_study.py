@@ -93,15 +93,14 @@ def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool, bias_co
         raw = pl.client_fisher(cfg.replace(curvature=kind, damping=0.0, damping_relative=False), theta_p, data, layout,
                                seed=seed, augment=aug)
         sel = _selectivity(raw, mb)
-        layer = kind in LAYER_KINDS
-        if aug:  # the same family on augmented copies of the client's images (issue 16's "augmented client data")
-            kind = f"{kind}@aug{aug}"
-        variants = [kind] + ([f"{kind}+bias"] if means is not None and layer else [])
+        # the row; with aug, the same family on augmented copies of the client's images (issue 16)
+        row = f"{kind}@aug{aug}" if aug else kind
+        variants = [row] + ([f"{row}+bias"] if means is not None and kind in LAYER_KINDS else [])
         best = dict.fromkeys(variants)
         for a in alphas:
             theta_u, _ = pl.unlearn(theta_p, np.asarray(damp(raw, a, relative=True), dtype=np.float64), mask, layout)
             for name in variants:
-                model = theta_u if name == kind else client.bias_corrected(theta_p, theta_u, means, layout.paths)
+                model = theta_u if name == row else client.bias_corrected(theta_p, theta_u, means, layout.paths)
                 ev = pl.evaluate(cfg, model, data, mia=False)
                 val = 0.5 * (ev["personal_val_orig"] + ev["personal_val_shift"])
                 if best[name] is None or val > best[name][0]:

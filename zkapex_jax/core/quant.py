@@ -169,6 +169,15 @@ def padded_d(a_hat_cols, idx, q, a_bits: int):
     return D
 
 
+def compensation_move(theta_p_q, theta_u_q, removed, delta_ratio: int) -> tuple[int, int, list[int]]:
+    """Relation v9's compensation bound for one block in exact integers: ``(sq, limit, moves)`` with
+    ``moves[i] = |θ̂u_i − θ̂p_i|``, ``sq = Σ moves²`` and ``limit = ρ·Σ_{j∈removed}|θ̂p_j|``; the
+    circuit admits the block iff ``0 ≤ limit² − sq < 2^s``."""
+    moves = [abs(int(u) - int(p)) for p, u in zip(theta_p_q, theta_u_q)]
+    limit = int(delta_ratio) * sum(abs(int(theta_p_q[j])) for j in removed)
+    return sum(m * m for m in moves), limit, moves
+
+
 def certify_block(theta_p_q, a_hat, positions, spec, *, block: int | None = None, protected=()) -> BlockWitness:
     """The honest integer witness for one block. theta_p_q (B,) int, a_hat (B,B) int (Â of the
     block), positions: sorted masked indices S (k ≥ 1); ``protected``: indices T the compensation
@@ -238,9 +247,7 @@ def certify_block(theta_p_q, a_hat, positions, spec, *, block: int | None = None
         raise QuantizationError(f"{where}: free-row residual exceeds one unit (internal error)")
     if max(abs(int(x)) for x in tu) >= 2 ** bd.s:
         raise QuantizationError(f"{where}: θ̂u leaves the range")
-    limit = cs.delta_ratio * sum(abs(int(tp[j])) for j in S)
-    moves = [abs(int(tu[i]) - int(tp[i])) for i in range(B)]
-    sq = sum(m * m for m in moves)
+    sq, limit, moves = compensation_move(tp, tu, S, cs.delta_ratio)
     if sq > limit * limit:  # the circuit's check (v9): ‖θ̂u − θ̂p‖₂ ≤ ρ·Σ_S|θ̂p|, exact integers
         i = int(np.argmax(moves))
         raise QuantizationError(

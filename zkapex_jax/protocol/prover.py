@@ -141,9 +141,8 @@ def adopt_unlearned(u: Unlearned, theta_u_given, commitment: Commitment) -> Unle
     h_of = {b: s.bounds.h for s, blocks in u.plan for b in blocks}
     rho = commitment.spec.delta_ratio
     for b, w in u.witnesses.items():
-        limit = rho * int(np.sum(np.abs(u.theta_p_q[b][w.removed])))
-        moved = [abs(int(x)) for x in gq[b].astype(object) - u.theta_p_q[b].astype(object)]
-        if sum(x * x for x in moved) > limit * limit:   # ‖θ̂u − θ̂p‖₂ ≤ ρ·Σ_S|θ̂p| (relation v9)
+        sq, limit, moved = quant.compensation_move(u.theta_p_q[b], gq[b], w.removed, rho)
+        if sq > limit * limit:   # ‖θ̂u − θ̂p‖₂ ≤ ρ·Σ_S|θ̂p| (relation v9)
             raise ProofError(f"block {b} moves by more than the public compensation bound {rho}·Σ|θ̂p[S]| = {limit} "
                              f"(ℓ2 over the block; its largest move {max(moved)} units)")
         h = h_of[b]

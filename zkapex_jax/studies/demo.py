@@ -139,6 +139,7 @@ def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, wrap=8, jobs
     from ..protocol.binding import Opening
     from ..protocol.statement import plan_proofs
     from . import image as pl
+    from .report import run_environment
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,9 +159,7 @@ def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, wrap=8, jobs
 
     cfg = demo_config(model, block_size, quick=quick, pattern=pattern)
     summary["request"] = {k: getattr(cfg, k) for k in DEMO_REQUEST}
-    # the trained models depend on the CPU's vector extensions and the threads, not only the seed
-    from .report import run_environment
-    summary["environment"] = run_environment()
+    summary["environment"] = run_environment()  # the trained models depend on the CPU, not only the seed
     k_glob, k_pers = jax.random.split(jax.random.PRNGKey(seed))
     k_ret, k_rpers = jax.random.split(jax.random.PRNGKey(10_000 + seed))  # experiments/demo_settings.py's keys
     with stage("data"):
