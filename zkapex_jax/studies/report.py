@@ -156,8 +156,8 @@ _ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_
 def cpu_info() -> dict:
     """The CPU model and its vector extensions (Linux ``/proc/cpuinfo``; else what ``platform``
     knows). The same seed trains a different model under other vector extensions: the demo's
-    global model reaches forget accuracy 0.628 with XLA held to SSE4.2, 0.779 to AVX, 0.789 with
-    AVX2 or AVX-512 on the same machine (docs/RESULTS.md), so results record it."""
+    personalized model reaches forget accuracy 0.550 with XLA held to SSE4.2, 0.454 to AVX, 0.330
+    with AVX-512 on one machine (docs/RESULTS.md, experiments/demo_robustness.py), so results record it."""
     import platform
 
     model, flags = None, set()
