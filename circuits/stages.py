@@ -196,6 +196,49 @@ def fits(spec: CircuitSpec, *, root=None) -> bool:
     return rows is not None and rows <= spec.commit.max_rows
 
 
+def _srs_tag(srs_path) -> str:
+    return "local" if srs_path is None else hashlib.sha256(str(Path(srs_path).resolve()).encode()).hexdigest()[:8]
+
+
+def _cached_artifacts(spec: CircuitSpec, base: Path, srs_path, srs_tag: str) -> "CircuitArtifacts | None":
+    """The cached, intact artifacts of ``spec`` for this SRS, or None (missing, damaged, keyed
+    with another SRS, or a vk/settings file changed on disk: all rebuilt by ensure_circuit)."""
+    meta_p = base / f"meta-{srs_tag}.json"
+    if not meta_p.is_file():
+        return None
+    try:
+        meta = json.loads(meta_p.read_text())
+        cached = meta["logrows"] == spec.commit.logrows and all(
+            (base / n).is_file() for n in ("relation.compiled", "settings.json", f"vk-{srs_tag}.key",
+                                           f"pk-{srs_tag}.key"))
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not cached:
+        return None
+    srs, insecure = ensure_srs(meta["logrows"], srs_path)
+    if (meta.get("srs_sha256") == _srs_digest(srs)
+            and meta.get("vk_sha256") == sha256_file(base / f"vk-{srs_tag}.key")
+            and meta.get("settings_sha256") == sha256_file(base / "settings.json")):
+        return _artifacts(spec, base, meta, srs, insecure, srs_tag)
+    return None
+
+
+def is_keyed(spec: CircuitSpec, *, srs_path=None, root=None) -> bool:
+    """Whether :func:`ensure_circuit` would return ``spec`` from the cache without building it."""
+    base = cache_dir(root) / "circuits" / spec.key
+    return _cached_artifacts(spec, base, srs_path, _srs_tag(srs_path)) is not None
+
+
+def srs_sha256(logrows: int, srs_path=None) -> str:
+    """sha256 of the SRS the key store uses at ``logrows`` (generated locally if missing)."""
+    return _srs_digest(ensure_srs(logrows, srs_path)[0])
+
+
+def num_rows(spec: CircuitSpec, *, root=None) -> int:
+    """ezkl's row count of ``spec`` (0 if ezkl cannot lay it out)."""
+    return _rows_cached(spec, root) or 0
+
+
 def ensure_circuit(spec: CircuitSpec, *, srs_path=None, root=None, progress=None) -> CircuitArtifacts:
     """Build (once) the ONNX relation, settings, compiled circuit and keys of ``spec`` at the
     commitment's logrows; cached under ``circuits/{spec.key}`` of the cache."""
@@ -203,24 +246,12 @@ def ensure_circuit(spec: CircuitSpec, *, srs_path=None, root=None, progress=None
     base = cache_dir(root) / "circuits" / spec.key
     base.mkdir(parents=True, exist_ok=True)
     lr = spec.commit.logrows
-    srs_tag = "local" if srs_path is None else hashlib.sha256(str(Path(srs_path).resolve()).encode()).hexdigest()[:8]
+    srs_tag = _srs_tag(srs_path)
     with _lock(base / ".lock"):
+        art = _cached_artifacts(spec, base, srs_path, srs_tag)
+        if art is not None:
+            return art
         meta_p = base / f"meta-{srs_tag}.json"
-        if meta_p.is_file():
-            try:
-                meta = json.loads(meta_p.read_text())
-                cached = meta["logrows"] == lr and all(
-                    (base / n).is_file() for n in ("relation.compiled", "settings.json", f"vk-{srs_tag}.key",
-                                                   f"pk-{srs_tag}.key"))
-            except (ValueError, KeyError, TypeError):
-                cached = False  # a damaged cache entry is rebuilt
-            if cached:
-                srs, insecure = ensure_srs(meta["logrows"], srs_path)
-                # keys made with another SRS, or a vk/settings file changed on disk, are rebuilt
-                if (meta.get("srs_sha256") == _srs_digest(srs)
-                        and meta.get("vk_sha256") == sha256_file(base / f"vk-{srs_tag}.key")
-                        and meta.get("settings_sha256") == sha256_file(base / "settings.json")):
-                    return _artifacts(spec, base, meta, srs, insecure, srs_tag)
         timings = {}
         onnx_p = base / "relation.onnx"
         t0 = time.perf_counter()

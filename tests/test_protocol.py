@@ -92,6 +92,31 @@ def test_plan_is_canonical_and_buckets(setup):
     assert plan_proofs(np.zeros((NB, B), bool), setup["cs"], root=setup["client_ks"].root) == []
 
 
+def test_prepare_keys_keys_every_bucket_once_before_any_mask(setup, tmp_path, monkeypatch):
+    """Keys depend on the spec and the SRS only: ``prepare_keys`` keys every bucket the plan can
+    use (here kmax 1, 2, 4 for B = 4) in an empty store; the prover then finds them keyed and
+    makes none (the bucket circuits' files untouched), and the bundle verifies."""
+    from zkapex_jax.protocol import prover
+
+    ks = P.KeyStore(tmp_path / "ks")
+    specs = [s for s, _ in plan_proofs(setup["mask"], setup["cs"], root=ks.root)]
+    assert not any(ks.is_keyed(s) for s in specs)
+    arts = P.prepare_keys(setup["cs"], ks)
+    assert sorted(a.spec.kmax for a in arts) == [1, 2, 4] and all(ks.is_keyed(s) for s in specs)
+    stamp = {a.spec.key: a.vk.stat().st_mtime_ns for a in arts}
+    assert [a.vk for a in P.prepare_keys(setup["cs"], ks)] == [a.vk for a in arts]   # cached: nothing rebuilt
+    u = P.unlearn_committed(setup["theta_p"], setup["fisher"], setup["mask"], setup["com"], setup["sec"], keystore=ks)
+    bundle = P.prove_witness(u, setup["com"], setup["sec"], request_id="req-k", out_dir=tmp_path / "b", keystore=ks)
+    assert {a.spec.key: a.vk.stat().st_mtime_ns for a in arts} == stamp
+    res = P.verify_bundle(bundle, setup["com"], setup["mask"], keystore=setup["provider_ks"], request_id="req-k")
+    assert res.valid, res.reason
+    monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)   # each of N provers: the CPUs shared out
+    monkeypatch.setattr(prover.os, "cpu_count", lambda: 16)
+    assert (prover.worker_threads(2), prover.worker_threads(4), prover.worker_threads(32)) == ("8", "4", "1")
+    monkeypatch.setenv("RAYON_NUM_THREADS", "3")   # the user's setting wins
+    assert prover.worker_threads(2) == "3"
+
+
 def test_a_block_no_bucket_holds_is_a_clear_error(setup):
     """A block with more masked weights than any circuit of the commitment holds stops the plan with
     the remedy, at the first bucket that does not fit (no larger one can); a bucket with no sound

@@ -31,13 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
         if keystore:
             p.add_argument("--keystore", type=_path, default=None, help="the provider's own key store (default: the cache)")
 
-    p = sub.add_parser("keys", help="[provider] compile and key a circuit shape in the key store")
+    p = sub.add_parser("keys", help="[provider or client] compile and key the proof circuits of a commitment "
+                                     "spec in a key store (once, before any request)")
     p.add_argument("--block-size", type=BLOCK, required=True, help="weights per block B")
     p.add_argument("--logrows", type=LOGROWS, default=None, help="the commitment's logrows (default: fit 32 masked/block)")
     p.add_argument("--wrap", type=WRAP, default=DEFAULT_WRAP,
                    help=f"sets of 2^logrows rows one proof circuit may span (ezkl's column wrapping; default "
                         f"{DEFAULT_WRAP}: short committed columns, measured cheaper at B = 16 and 576; 1: none)")
     p.add_argument("--kmax", type=POS, default=None, help="build only this bucket (default: every bucket that fits)")
+    p.add_argument("--jobs", type=POS, default=1, help="circuits keyed in parallel (default 1)")
     common(p, keystore=True)
     p.set_defaults(fn=cmd_keys)
 

@@ -20,19 +20,16 @@ EXIT_VALID, EXIT_REJECTED, EXIT_MALFORMED = 0, 1, 2
 
 
 def cmd_keys(args) -> int:
+    from ..protocol import prepare_keys
     from ..protocol.api import commit_spec
-    from ..protocol.statement import bucket_sizes, bucket_spec
 
     ks = keystore_of(args, "keystore")
     cs = commit_spec(args.block_size, args.logrows, wrap=args.wrap, keystore=ks)  # validates B before any build
     t0 = time.perf_counter()
     built = []
-    for kmax in ([args.kmax] if args.kmax else bucket_sizes(cs.block_size)):
-        spec = bucket_spec(cs, kmax, root=ks.root)
-        if spec is None:
-            continue
-        art = ks.ensure(spec)
-        built.append({"spec": spec.key, "kmax": kmax, "chunk_blocks": spec.chunk_blocks, "num_rows": art.num_rows,
+    for art in prepare_keys(cs, ks, jobs=args.jobs, kmaxes=[args.kmax] if args.kmax else None):
+        spec = art.spec
+        built.append({"spec": spec.key, "kmax": spec.kmax, "chunk_blocks": spec.chunk_blocks, "num_rows": art.num_rows,
                       "vk_sha256": art.meta["vk_sha256"], "pk_bytes": art.meta["pk_bytes"],
                       "bound_units": 1 + float(spec.epsilon), "srs_insecure": art.srs_insecure})
     _say(json.dumps({"logrows": cs.logrows, "wrap": cs.wrap, "circuits": built, "seconds": round(time.perf_counter() - t0, 2)}, indent=1))

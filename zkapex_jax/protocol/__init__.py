@@ -19,7 +19,8 @@ from .commitments import (
     save_commitment,
 )
 from .keystore import KeyStore
-from .prover import ProofError, Unlearned, adopt_unlearned, prove_unlearning, prove_witness, unlearn_committed
+from .prover import (ProofError, Unlearned, adopt_unlearned, prepare_keys, prove_unlearning, prove_witness,
+                     unlearn_committed)
 from .statement import context_limbs, mask_digest, plan_proofs
 from .verifier import VerificationResult, check_deployment, load_statement, verify_bundle
 
@@ -30,7 +31,7 @@ __all__ = [
     "CircuitSpec", "CommitSpec", "Commitment", "CommitmentSecrets", "Curvature", "CurvatureSpec", "ForgetAudit", "MaskSpec",
     "StageConfig", "api", "KeyStore", "ProofError", "Unlearned",
     "VerificationResult", "adopt_unlearned", "audit", "audit_forgetting", "binding", "check_deployment", "commit_personalization", "context_limbs", "load_arrays",
-    "load_commitment", "load_secrets", "load_statement", "mask_digest", "plan_proofs", "prove_unlearning",
+    "load_commitment", "load_secrets", "load_statement", "mask_digest", "plan_proofs", "prepare_keys", "prove_unlearning",
     "prove_witness", "read_json_artifact", "save_arrays", "save_commitment", "unlearn_committed",
     "verify_bundle", "write_json_artifact",
 ]

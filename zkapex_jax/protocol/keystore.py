@@ -24,5 +24,17 @@ class KeyStore:
         """Compile + key ``spec`` once (cached); returns the artifact paths."""
         return stages.ensure_circuit(spec, srs_path=self.srs_path, root=self.root)
 
+    def is_keyed(self, spec: "relation.CircuitSpec") -> bool:
+        """Whether :meth:`ensure` would find ``spec`` compiled and keyed (no work)."""
+        return stages.is_keyed(spec, srs_path=self.srs_path, root=self.root)
+
+    def rows(self, spec: "relation.CircuitSpec") -> int:
+        """ezkl's row count of ``spec`` (cached gen_settings; no keys)."""
+        return stages.num_rows(spec, root=self.root)
+
+    def srs_sha256(self, logrows: int) -> str:
+        """sha256 of the SRS this store keys circuits of ``logrows`` with."""
+        return stages.srs_sha256(logrows, self.srs_path)
+
     def __repr__(self):
         return f"KeyStore({str(self.root)!r}, srs_path={self.srs_path})"

@@ -170,19 +170,74 @@ def _prove_task(task):
         return idx, (Path(td) / "proof.json").read_bytes(), t
 
 
-def _run_local(tasks, jobs, progress):
-    if jobs > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+def _key_task(task):
+    """Compile and key one circuit shape in a pool process (cached in the key store; concurrent
+    callers of one shape wait on its lock)."""
+    spec_dict, root, srs = task
+    KeyStore(root, srs_path=srs).ensure(relation.CircuitSpec.from_dict(spec_dict))
+    return spec_dict
+
+
+def worker_threads(jobs: int) -> str:
+    """Threads each of ``jobs`` parallel provers gets (ezkl's Rayon pool): the machine's CPUs
+    shared out, at least one, instead of Rayon's default of one thread per CPU in every prover
+    (oversubscribed; measured in docs/BENCHMARKS.md, "The prove stage"). ``RAYON_NUM_THREADS``
+    set by the user wins."""
+    return os.environ.get("RAYON_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // max(1, jobs)))
+
+
+def _init_worker(threads: str):
+    os.environ["RAYON_NUM_THREADS"] = threads  # before the worker first imports ezkl
+
+
+def _run_local(tasks, jobs, progress, key_tasks=()):
+    """Run the proof ``tasks``; ``key_tasks`` (spec dict, store root, SRS) key their shapes first.
+    With ``jobs > 1`` keys and proofs share one process pool: keys (single-threaded in ezkl) are
+    made side by side, and proving starts as soon as a worker is free — a proof whose shape is
+    still being keyed by another worker waits on that shape's lock in the key store."""
+    if jobs > 1 and len(tasks) + len(key_tasks) > 1:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(worker_threads(jobs),)) as ex:
+            keyed = [ex.submit(_key_task, k) for k in key_tasks]
             it = ex.map(_prove_task, tasks)
             if progress:
                 from tqdm import tqdm
                 it = tqdm(it, total=len(tasks), desc="prove", unit="proof")
-            return list(it)
+            out = list(it)
+            for f in keyed:
+                f.result()
+            return out
+    for k in key_tasks:
+        _key_task(k)
     it = tasks
     if progress:
         from tqdm import tqdm
         it = tqdm(tasks, desc="prove", unit="proof")
     return [_prove_task(t) for t in it]
+
+
+def prepare_keys(cspec: "relation.CommitSpec", keystore: KeyStore | None = None, *, jobs: int = 1,
+                 kmaxes=None, protected: bool = False) -> list:
+    """Compile and key the circuit of every proof bucket of the commitment spec ``cspec`` (or of
+    the buckets ``kmaxes``; ``protected``: the forget-aware variants too) in ``keystore``, ``jobs``
+    at a time. Keys depend only on the public spec and the SRS, never on a mask: a client keys its
+    circuits once, right after committing, so that a deletion request costs proving only; a
+    provider keys its verifier's once the commitment is published. Returns the
+    :class:`~circuits.stages.CircuitArtifacts` of every bucket that fits (a bucket too large for
+    the commitment's rows is skipped, as :func:`~zkapex_jax.protocol.statement.plan_proofs` does)."""
+    from .statement import bucket_sizes, bucket_spec
+
+    keystore = keystore or KeyStore()
+    specs = [spec for kmax in (kmaxes or bucket_sizes(cspec.block_size))
+             for prot in ((False, True) if protected else (False,))
+             if (spec := bucket_spec(cspec, int(kmax), root=keystore.root, protected=prot)) is not None]
+    srs = None if keystore.srs_path is None else str(keystore.srs_path)
+    todo = sorted((s for s in specs if not keystore.is_keyed(s)), key=keystore.rows, reverse=True)
+    if jobs > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(worker_threads(jobs),)) as ex:
+            list(ex.map(_key_task, [(s.to_dict(), str(keystore.root), srs) for s in todo]))
+    return [keystore.ensure(s) for s in specs]   # cached now (one by one if jobs == 1)
 
 
 def check_ray_address(address: str, timeout: float = 5.0) -> None:
@@ -203,7 +258,7 @@ def check_ray_address(address: str, timeout: float = 5.0) -> None:
         raise ValueError(f"--ray-address {address!r}: no Ray cluster answers there ({e.strerror or e})") from None
 
 
-def _run_ray(tasks, jobs, progress, address, retries=3, task_fn=None):
+def _run_ray(tasks, jobs, progress, address, retries=3, task_fn=None, key_tasks=()):
     """Each proof a Ray task: ``max_retries`` re-runs the proof of a worker that died, and
     ``retry_exceptions`` one that raised. A local instance with ``jobs`` CPUs unless ``address``
     names a cluster (every node then needs the same ``--srs`` ceremony file: keys are derived
@@ -214,10 +269,13 @@ def _run_ray(tasks, jobs, progress, address, retries=3, task_fn=None):
     if not ray.is_initialized():
         if address:
             ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=max(1, jobs), include_dashboard=False, log_to_driver=False)
+        else:  # a local instance: its workers share this machine's CPUs like the process pool's
+            ray.init(num_cpus=max(1, jobs), include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"RAYON_NUM_THREADS": worker_threads(jobs)}})
         started = True
     try:
+        keyer = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(_key_task)
+        keyed = [keyer.remote(k) for k in key_tasks]  # first: the workers key the shapes side by side
         remote = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(task_fn or _prove_task)
         pending = [remote.remote(t) for t in tasks]
         out = []
@@ -232,6 +290,7 @@ def _run_ray(tasks, jobs, progress, address, retries=3, task_fn=None):
                 bar.update(len(done))
         if bar:
             bar.close()
+        ray.get(keyed)
         return sorted(out, key=lambda x: x[0])
     finally:
         if started:
@@ -377,12 +436,8 @@ def prove_witness(u: Unlearned, commitment: Commitment, secrets: CommitmentSecre
     core = statement_core(client_id=commitment.client_id, request_id=request_id, mask_digest=md,
                           commitment_sha256=commitment.sha256, spec=cs.to_dict(), theta_exp=commitment.theta_exp,
                           n_chunks=len(u.plan), mask_sha256=mask_sha256, rest_digest=commitment.rest_digest)
-    arts = {}
-    for spec, _ in u.plan:  # keys once per shape, before any worker starts
-        if spec.key not in arts:
-            arts[spec.key] = keystore.ensure(spec)
-            if arts[spec.key].meta["srs_sha256"] != commitment.srs_sha256:
-                raise ProofError("the SRS in use differs from the one the commitment was made with")
+    if keystore.srs_sha256(cs.logrows) != commitment.srs_sha256:  # before any key or proof is made
+        raise ProofError("the SRS in use differs from the one the commitment was made with")
     if check_openings:  # before any proving: a wrong parameters / Fisher / secrets file fails in seconds
         bad = _opening_problem(u, commitment, secrets, keystore)
         if bad:
@@ -395,7 +450,17 @@ def prove_witness(u: Unlearned, commitment: Commitment, secrets: CommitmentSecre
     try:
         (tmp / "proofs").mkdir()
         t0 = time.perf_counter()
-        results = _run_ray(tasks, jobs, progress, ray_address) if executor == "ray" else _run_local(tasks, jobs, progress)
+        # longest proofs first; the missing keys made first, in parallel, in the order the proofs
+        # need them (on a Ray cluster every node keys the shapes in its own store as its proofs come)
+        shapes = {spec.key: spec for spec, _ in u.plan}
+        rows = {key: keystore.rows(spec) for key, spec in shapes.items()}
+        order = sorted(range(len(tasks)), key=lambda c: (-rows[u.plan[c][0].key], c))
+        key_tasks = [] if ray_address else [
+            (shapes[key].to_dict(), str(keystore.root), None if keystore.srs_path is None else str(keystore.srs_path))
+            for key in dict.fromkeys(u.plan[c][0].key for c in order) if not keystore.is_keyed(shapes[key])]
+        ordered = [tasks[c] for c in order]
+        results = (_run_ray(ordered, jobs, progress, ray_address, key_tasks=key_tasks) if executor == "ray"
+                   else _run_local(ordered, jobs, progress, key_tasks))
         wall = time.perf_counter() - t0
         com_tu = [commitment.theta_p_hex(b) for b in range(commitment.num_blocks)]
         proofs = []

@@ -135,9 +135,8 @@ def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, wrap=8, jobs
 
     from ..core.mask import Mask
     from ..models.train import load_checkpoint, save_checkpoint
-    from ..protocol import KeyStore, api, save_commitment
+    from ..protocol import KeyStore, api, prepare_keys, save_commitment
     from ..protocol.binding import Opening
-    from ..protocol.statement import plan_proofs
     from . import image as pl
     from .report import run_environment
 
@@ -182,6 +181,12 @@ def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, wrap=8, jobs
         cs = api.commit_spec(block_size, logrows, wrap=wrap, keystore=client_ks)
         com, sec = api.commit(theta_p, curvature, cs, client_id="client-0", keystore=client_ks, progress=True)
         com = save_commitment(out / "commitment.npz", com, sec, out / "commitment-secrets.npz")
+    # keys depend on the published spec and the SRS only, never on a mask: both parties make them
+    # once per commitment, before any deletion request (a request then costs proving only)
+    with stage("client: keys for every proof bucket (once per commitment)"):
+        prepare_keys(cs, client_ks, jobs=jobs)
+    with stage("provider: keys for every proof bucket (once per commitment)"):
+        prepare_keys(cs, provider_ks, jobs=jobs)
     with stage("provider: mask"):
         mask = pl.provider_mask(cfg, theta_g, data, seed=seed)
         mask.save(out / "mask.json")
@@ -193,9 +198,6 @@ def run_demo(out, *, model="vit-demo", block_size=16, logrows=None, wrap=8, jobs
         bundle = api.prove(theta_p, mask, com, sec, request_id="request-0", out_dir=out / "bundle", unlearned=u,
                            keystore=client_ks, jobs=jobs, progress=True, executor=executor,
                            opening_out=out / "opening.npz")
-    with stage("provider: keys"):
-        for spec, _ in plan_proofs(api.request(mask, layout)[0], cs, root=provider_ks.root):
-            provider_ks.ensure(spec)
     with stage("baseline: retrain without the forget classes (for the table and the audit's policy)"):
         theta_rg, _ = pl.train_global(cfg, data, key=k_ret, exclude_forget=True)
         theta_r, _ = pl.personalize(cfg, theta_rg, data, key=k_rpers)
