@@ -42,6 +42,7 @@ import numpy as np
 
 from experiments.delta_bound import _pipeline
 
+from zkapex_jax._errors import SingularBlockError
 from zkapex_jax.core.curvature import CURVATURES as KINDS, LAYER_KINDS
 from zkapex_jax.studies.metrics import max_move_ratio
 ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -97,8 +98,13 @@ def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool, bias_co
         row = f"{kind}@aug{aug}" if aug else kind
         variants = [row] + ([f"{row}+bias"] if means is not None and kind in LAYER_KINDS else [])
         best = dict.fromkeys(variants)
+        singular = []
         for a in alphas:
-            theta_u, _ = pl.unlearn(theta_p, np.asarray(damp(raw, a, relative=True), dtype=np.float64), mask, layout)
+            try:
+                theta_u, _ = pl.unlearn(theta_p, np.asarray(damp(raw, a, relative=True), dtype=np.float64), mask, layout)
+            except SingularBlockError:  # α too small for this family in float32: not a candidate
+                singular.append(a)
+                continue
             for name in variants:
                 model = theta_u if name == row else client.bias_corrected(theta_p, theta_u, means, layout.paths)
                 ev = pl.evaluate(cfg, model, data, mia=False)
@@ -106,9 +112,13 @@ def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool, bias_co
                 if best[name] is None or val > best[name][0]:
                     best[name] = (val, a, ev, theta_u)
         for name in variants:
+            if best[name] is None:
+                raise SingularBlockError(f"{name}: every damping α in {alphas} leaves a singular block")
             val, a, ev, theta_u = best[name]
             ratio = max_move_ratio(tp, statement_blocks(theta_u, layout), mb)
-            out["kinds"][name] = {"alpha": a, "alpha_at_edge": a in (min(alphas), max(alphas)), "val_personal": val,
+            ok = [x for x in alphas if x not in singular]
+            out["kinds"][name] = {"alpha": a, "alpha_at_edge": a in (min(ok), max(ok)), "alphas_singular": singular,
+                                  "val_personal": val,
                                   "eval": ev, **sel, "max_move_ratio": ratio,
                                   "seconds": round(time.perf_counter() - t0, 1)}
     out["rows"] = rows

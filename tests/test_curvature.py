@@ -70,6 +70,42 @@ def test_exact_fisher_matches_the_weighted_label_sum(x64, order):
     np.testing.assert_allclose(got, _dense_blocks(H, layout, params), rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("order", ["out_in", "in_out"])
+def test_logit_gauss_newton_is_jt_centring_j(x64, order):
+    """The ``logits`` family against the dense oracle (1/N) Σ_i J_iᵀ (I − 11ᵀ/K) J_i, J_i the
+    Jacobian of example i's logits by every kernel weight; it does not vanish where the
+    exact Fisher does (a saturated softmax), and adding a constant to every logit (what softmax
+    ignores) leaves it unchanged."""
+    params, logits, loss, x, y = _mlp()
+    layout = BlockLayout.from_params(params, ["l1/kernel", "l2/kernel"], 6, order=order)
+    paths = sorted(flatten_params(params))
+
+    def flat_logits(p, xi):
+        return logits(p, xi[None])[0]
+
+    D = sum(int(np.prod(s)) for s in layout.shapes)
+    P = np.eye(K_CLASSES) - 1.0 / K_CLASSES
+    H = np.zeros((D, D))
+    for i in range(len(x)):
+        jac = jax.jacrev(flat_logits)(params, x[i])
+        f = flatten_params(jac)
+        J = np.concatenate([np.asarray(f[k]).reshape(K_CLASSES, -1) for k in paths], axis=1)   # (K, D)
+        H += J.T @ P @ J
+    H /= len(x)
+    got = np.asarray(cv.logit_gauss_newton(logits, params, (x, y), layout, chunk_size=4))
+    np.testing.assert_allclose(got, _dense_blocks(H, layout, params), rtol=1e-9, atol=1e-12)
+
+    def shifted(p, xx):
+        return logits(p, xx) + 5.0 * jnp.sum(xx @ p["l1"]["kernel"], axis=-1, keepdims=True)  # common mode
+    np.testing.assert_allclose(np.asarray(cv.logit_gauss_newton(shifted, params, (x, y), layout)), got,
+                               rtol=1e-9, atol=1e-12)
+    hot = {"l1": params["l1"], "l2": {"kernel": params["l2"]["kernel"] * 60.0}}   # p* → 1
+    lay1 = BlockLayout.from_params(hot, ["l1/kernel"], 6)
+    t_exact = np.trace(np.asarray(cv.exact_fisher(loss, logits, hot, (x, y), lay1)), axis1=1, axis2=2).sum()
+    t_logit = np.trace(np.asarray(cv.logit_gauss_newton(logits, hot, (x, y), lay1)), axis1=1, axis2=2).sum()
+    assert t_exact < 1e-2 * t_logit
+
+
 def test_true_fisher_uses_sampled_labels_and_converges_to_the_exact(x64):
     params, logits, loss, x, y = _mlp()
     layout = BlockLayout.from_params(params, ["l1/kernel", "l2/kernel"], 6)
@@ -245,7 +281,7 @@ def test_vit_layer_inputs_are_the_dense_inputs_and_every_kind_runs():
     np.testing.assert_allclose(np.asarray(seen["y"]), got @ np.asarray(flat[path]) + np.asarray(flat[path[:-6] + "bias"]),
                                rtol=1e-4, atol=1e-5)
     layout = BlockLayout.from_params(params, fam.mask_patterns, 16)
-    for kind in ("layer_inputs", "layer_covariance", "true"):  # empirical / exact: the MLP oracles above
+    for kind in ("layer_inputs", "layer_covariance", "true", "logits"):  # empirical / exact: the MLP oracles above
         c = np.asarray(client_curvature(fam, params, (x, y), layout, kind=kind, damping=1e-3, key=jax.random.PRNGKey(0)))
         assert c.shape == (layout.num_blocks, 16, 16) and np.isfinite(c).all()
         np.testing.assert_allclose(c, np.swapaxes(c, 1, 2), atol=1e-5 * np.abs(c).max())

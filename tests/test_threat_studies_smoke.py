@@ -25,11 +25,12 @@ def test_protected_study_tiny(tmp_path):
 @pytest.mark.slow
 def test_curvature_study_tiny(tmp_path):
     out = tmp_path / "curv.json"
-    assert curvature_study.main(["--config", "tiny", "--seeds", "0", "--kinds", "empirical", "layer_covariance",
-                                 "--bias-correction", "--no-retrain", "--augment", "2", "--out", str(out)]) == 0
+    assert curvature_study.main(["--config", "tiny", "--seeds", "0", "--kinds", "empirical", "logits",
+                                 "layer_covariance", "--bias-correction", "--no-retrain", "--augment", "2",
+                                 "--out", str(out)]) == 0
     res = load_study_record(out, "curvature")
-    assert set(res["table"]) == {"empirical", "layer_covariance", "layer_covariance+bias",  # no bias row for empirical
-                                 "empirical@aug2", "layer_covariance@aug2", "layer_covariance@aug2+bias"}
+    assert set(res["table"]) == {"empirical", "logits", "layer_covariance", "layer_covariance+bias",  # bias: layer kinds
+                                 "empirical@aug2", "logits@aug2", "layer_covariance@aug2", "layer_covariance@aug2+bias"}
     assert res["augment"] == 2
     kinds = res["per_seed"][0]["kinds"]
     for k in res["table"]:

@@ -13,6 +13,14 @@ behind one interface; damping is applied apart (:func:`damp`), as in kfac-jax.
                    probability, ``(1/N) Σ_i Σ_y p(y|x_i) g_{i,y} g_{i,y}ᵀ`` — for a softmax
                    cross-entropy this is the Gauss–Newton matrix ``Jᵀ (diag p − ppᵀ) J``.
                    Costs K (classes) per-example gradients per example.
+``logits``         the Gauss–Newton matrix of the squared error of the **centred logits**,
+                   ``(1/N) Σ_i Σ_c h_{i,c} h_{i,c}ᵀ`` with ``h_{i,c} = ∇θ (z_c − mean_c z)(x_i)``:
+                   the curvature of ``Σ_i ||z̄(x_i; θ) − z̄(x_i; θp)||²`` at θp (the model
+                   distilled into itself; softmax ignores the common mode, so it is removed).
+                   Unlike ``exact`` (``Jᵀ (diag p − ppᵀ) J``) it does not vanish when the model is
+                   confident, and unlike ``layer_inputs`` it sees how a weight's change travels
+                   through every later layer to the output. Costs K per-example gradients per
+                   example.
 ``layer_inputs``   the layer-wise Hessian of OBC / SparseGPT: for a kernel ``W`` (in, out)
                    applied at P positions, ``H = I_out ⊗ G`` with ``G = (1/N) Σ_i Σ_p x_{i,p}
                    x_{i,p}ᵀ`` the masked layer's input second moment — the curvature of
@@ -26,8 +34,8 @@ behind one interface; damping is applied apart (:func:`damp`), as in kfac-jax.
 =================  =====================================================================
 
 All of them depend only on θp and the client's data, so each can be committed before any mask
-exists. Labels: classifiers only for ``true`` / ``exact`` (a language model's loss reads its
-targets from its inputs).
+exists. Labels: classifiers only for ``true`` / ``exact`` / ``logits`` (a language model's loss
+reads its targets from its inputs).
 """
 
 from __future__ import annotations
@@ -43,10 +51,11 @@ from .._errors import ShapeError
 from .blocks import BlockLayout
 from .fisher import accumulate_fisher
 
-__all__ = ["CURVATURES", "LAYER_KINDS", "empirical_fisher", "true_fisher", "exact_fisher", "input_moments",
+__all__ = ["CURVATURES", "LAYER_KINDS", "empirical_fisher", "true_fisher", "exact_fisher", "logit_gauss_newton",
+           "input_moments",
            "input_statistics", "centered_moments", "input_means", "bias_shift", "layer_hessian_blocks", "damp"]
 
-CURVATURES = ("empirical", "true", "exact", "layer_inputs", "layer_covariance")
+CURVATURES = ("empirical", "true", "exact", "logits", "layer_inputs", "layer_covariance")
 #: the families read from the masked layers' inputs (``Family.layer_inputs``)
 LAYER_KINDS = ("layer_inputs", "layer_covariance")
 
@@ -88,6 +97,26 @@ def exact_fisher(loss_fn, logits_fn: Callable, params, batch, layout: BlockLayou
     ii, yy = np.nonzero(p > min_prob)
     return accumulate_fisher(loss_fn, params, (x[ii], yy.astype(np.int32)), layout, damping=0.0,
                              chunk_size=chunk_size, weights=p[ii, yy])  # Σ p g gᵀ / Σ p = (1/N) Σ_i Σ_y
+
+
+def logit_gauss_newton(logits_fn: Callable, params, batch, layout: BlockLayout, *, chunk_size: int = 32):
+    """``(1/N) Σ_i Σ_c h_{i,c} h_{i,c}ᵀ``, ``h_{i,c}`` the gradient of the centred logit
+    ``z_c − mean(z)`` of example ``i`` (the Gauss–Newton matrix of the centred logits' squared
+    error); ``batch = (x, y)`` (``y`` unused), ``logits_fn(params, x (n, ...)) -> (n, K)``
+    traceable. Undamped ``(nb, B, B)``."""
+    x, _ = batch
+    x = np.asarray(x)
+    n = len(x)
+    k = int(_logits(logits_fn, params, x[:1]).shape[-1])
+
+    def centred_logit(p, example):
+        xi, c = example
+        z = logits_fn(p, xi[None])[0]
+        return z[c] - jnp.mean(z)
+
+    ii, cc = np.repeat(np.arange(n), k), np.tile(np.arange(k, dtype=np.int32), n)
+    c = accumulate_fisher(centred_logit, params, (x[ii], cc), layout, damping=0.0, chunk_size=chunk_size)
+    return c * k  # accumulate_fisher averages over the N·K pairs: (1/N) Σ_i Σ_c
 
 
 def _logsumexp(z):

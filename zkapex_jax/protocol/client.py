@@ -60,7 +60,7 @@ def client_curvature(family, theta_p, data, layout: BlockLayout, *, kind: str = 
         raise ValueError(f"curvature must be one of {cv.CURVATURES}, got {kind!r}")
     if kind == "empirical":
         return client_fisher(family, theta_p, data, layout, damping=damping, chunk_size=chunk_size, relative=relative)
-    if kind in ("true", "exact") and family.kind != "classifier":
+    if kind in ("true", "exact", "logits") and family.kind != "classifier":
         raise ValueError(f"the {kind!r} Fisher needs a classifier family ({family.name} is a {family.kind}: its "
                          "loss reads the targets from its inputs); use 'empirical', 'layer_inputs' or "
                          "'layer_covariance'")
@@ -71,6 +71,8 @@ def client_curvature(family, theta_p, data, layout: BlockLayout, *, kind: str = 
                            chunk_size=chunk_size)
     elif kind == "exact":
         c = cv.exact_fisher(family.loss, family.predict, theta_p, data, layout, chunk_size=chunk_size)
+    elif kind == "logits":
+        c = cv.logit_gauss_newton(family.predict, theta_p, data, layout, chunk_size=chunk_size)
     else:
         stats = layer_input_statistics(family, theta_p, data, layout.paths, chunk_size=chunk_size)
         moments = ({p: st["second"] for p, st in stats.items()} if kind == "layer_inputs"
