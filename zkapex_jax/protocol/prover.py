@@ -175,7 +175,16 @@ def _key_task(task):
     callers of one shape wait on its lock)."""
     spec_dict, root, srs = task
     KeyStore(root, srs_path=srs).ensure(relation.CircuitSpec.from_dict(spec_dict))
-    return spec_dict
+
+
+def _store_args(keystore: KeyStore) -> tuple:
+    """(root, SRS path) as strings: how a worker process rebuilds ``keystore``."""
+    return str(keystore.root), None if keystore.srs_path is None else str(keystore.srs_path)
+
+
+def _key_tasks(specs, keystore: KeyStore) -> list:
+    """The :func:`_key_task` of every shape in ``specs`` (in that order) not keyed in ``keystore`` yet."""
+    return [(s.to_dict(), *_store_args(keystore)) for s in specs if not keystore.is_keyed(s)]
 
 
 def worker_threads(jobs: int) -> str:
@@ -190,14 +199,19 @@ def _init_worker(threads: str):
     os.environ["RAYON_NUM_THREADS"] = threads  # before the worker first imports ezkl
 
 
+def _pool(jobs: int) -> ProcessPoolExecutor:
+    """``jobs`` spawned worker processes, each with its share of the CPUs (:func:`worker_threads`)."""
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(worker_threads(jobs),))
+
+
 def _run_local(tasks, jobs, progress, key_tasks=()):
     """Run the proof ``tasks``; ``key_tasks`` (spec dict, store root, SRS) key their shapes first.
     With ``jobs > 1`` keys and proofs share one process pool: keys (single-threaded in ezkl) are
     made side by side, and proving starts as soon as a worker is free — a proof whose shape is
     still being keyed by another worker waits on that shape's lock in the key store."""
     if jobs > 1 and len(tasks) + len(key_tasks) > 1:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(worker_threads(jobs),)) as ex:
+        with _pool(jobs) as ex:
             keyed = [ex.submit(_key_task, k) for k in key_tasks]
             it = ex.map(_prove_task, tasks)
             if progress:
@@ -231,12 +245,10 @@ def prepare_keys(cspec: "relation.CommitSpec", keystore: KeyStore | None = None,
     specs = [spec for kmax in (kmaxes or bucket_sizes(cspec.block_size))
              for prot in ((False, True) if protected else (False,))
              if (spec := bucket_spec(cspec, int(kmax), root=keystore.root, protected=prot)) is not None]
-    srs = None if keystore.srs_path is None else str(keystore.srs_path)
-    todo = sorted((s for s in specs if not keystore.is_keyed(s)), key=keystore.rows, reverse=True)
+    todo = _key_tasks(sorted(specs, key=keystore.rows, reverse=True), keystore)   # largest first
     if jobs > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(worker_threads(jobs),)) as ex:
-            list(ex.map(_key_task, [(s.to_dict(), str(keystore.root), srs) for s in todo]))
+        with _pool(jobs) as ex:
+            list(ex.map(_key_task, todo))
     return [keystore.ensure(s) for s in specs]   # cached now (one by one if jobs == 1)
 
 
@@ -365,8 +377,7 @@ def build_tasks(u: Unlearned, commitment: Commitment, secrets: CommitmentSecrets
             return fresh.setdefault((name, j), random_blinders(R))
 
         inputs = relation.assemble_inputs(spec, rows, context_limbs(core, c, cs.n_ctx), blinders=blinders)
-        tasks.append((c, spec.to_dict(), inputs, str(keystore.root),
-                      None if keystore.srs_path is None else str(keystore.srs_path)))
+        tasks.append((c, spec.to_dict(), inputs, *_store_args(keystore)))
     return tasks
 
 
@@ -455,9 +466,8 @@ def prove_witness(u: Unlearned, commitment: Commitment, secrets: CommitmentSecre
         shapes = {spec.key: spec for spec, _ in u.plan}
         rows = {key: keystore.rows(spec) for key, spec in shapes.items()}
         order = sorted(range(len(tasks)), key=lambda c: (-rows[u.plan[c][0].key], c))
-        key_tasks = [] if ray_address else [
-            (shapes[key].to_dict(), str(keystore.root), None if keystore.srs_path is None else str(keystore.srs_path))
-            for key in dict.fromkeys(u.plan[c][0].key for c in order) if not keystore.is_keyed(shapes[key])]
+        key_tasks = [] if ray_address else _key_tasks(
+            [shapes[key] for key in dict.fromkeys(u.plan[c][0].key for c in order)], keystore)
         ordered = [tasks[c] for c in order]
         results = (_run_ray(ordered, jobs, progress, ray_address, key_tasks=key_tasks) if executor == "ray"
                    else _run_local(ordered, jobs, progress, key_tasks))
