@@ -17,6 +17,13 @@ a second row ``<kind>+bias``: the same updates with each masked kernel's bias sh
 ``δb = −μᵀδW`` (``zkapex_jax.protocol.client.bias_corrected``; μ the mean input on the client's
 training images), α chosen again on validation. Float only: relation v7 binds biases unchanged.
 
+With ``--sequential`` a row ``layer_inputs@seq``: the masked layers unlearned one after the other in
+network order, each with the layer-input curvature of *its* inputs at the model whose earlier layers
+are already unlearned (the OBC / SparseGPT order), α chosen on validation. Float only and **not
+certifiable**: that curvature depends on the mask (through the earlier layers' updates), so it
+cannot be committed before the request exists. It measures how much of the recovery the
+commit-before-the-mask rule costs.
+
 Command line::
 
     python -m experiments.curvature_study --config effnet --seeds 0 1 2 3 4 --cache-dir /tmp/zk_effnet_cache \\
@@ -29,6 +36,8 @@ Command line::
         experiments/results/curvature_effnet_s1-4.json --out experiments/results/curvature_effnet.json
     python -m experiments.curvature_study --config effnet --seeds 1 --kinds layer_inputs \
         --alphas 1e-6 1e-5 1e-4 1e-3 1e-2 --cache-dir /tmp/zk_effnet_cache --out experiments/results/alpha_effnet_s1.json
+    python -m experiments.curvature_study --config effnet --seeds 0 --kinds layer_inputs --sequential \
+        --alphas 1e-6 1e-4 1e-2 --cache-dir /tmp/zk_effnet_cache --out /tmp/seq/seq_effnet_s0.json
     python -m experiments.curvature_study --config tiny --seeds 0 --out /tmp/curv_tiny.json       # CI smoke
 """
 
@@ -56,8 +65,57 @@ def _selectivity(fisher_undamped, mask_blocks) -> dict:
     return {"trace_masked": float(tr.sum()), "eff_rank_masked": float(eff.mean()) if eff.size else 0.0}
 
 
+def residual_share(curvature, theta_b, mask_blocks) -> float:
+    """What the quadratic model says Group-OBS cannot compensate: over the masked blocks,
+    Σ_b min_{δ: δ_S = −θ_S} δᵀC_bδ / Σ_b θ_Sᵀ C_b[S,S] θ_S — the loss left after the optimal update
+    over the loss of the mask alone (0: fully compensable; 1: the free weights cannot help). For the
+    layer inputs C = XXᵀ it is the share of the masked layers' output change on the client's inputs
+    that no change of the block's free weights can undo. ``curvature``: damped ``(nb, B, B)``."""
+    c = np.asarray(curvature, dtype=np.float64)
+    th = np.asarray(theta_b, dtype=np.float64)
+    left = total = 0.0
+    for b in np.flatnonzero(np.asarray(mask_blocks).any(axis=1)):
+        s = np.flatnonzero(mask_blocks[b])
+        ts = th[b, s]
+        a_ss = np.linalg.inv(c[b])[np.ix_(s, s)]
+        left += float(ts @ np.linalg.solve(a_ss, ts))
+        total += float(ts @ c[b][np.ix_(s, s)] @ ts)
+    return left / total if total > 0 else float("nan")
+
+
+def _depth_key(path: str):
+    """Network order of a kernel path: numeric parts compared as numbers ("blocks/5" < "blocks/10")."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in path.split("/"))
+
+
+def sequential_layer_inputs(cfg, theta_p, data, layout, mask, alpha: float, *, seed: int):
+    """θu with the masked kernels unlearned one at a time in network order (:func:`_depth_key`),
+    each by Group-OBS with the layer-input curvature XXᵀ of its inputs at the current model (earlier
+    kernels already unlearned), damped by ``alpha`` relative to each block's scale. Not certifiable:
+    the curvature depends on the mask."""
+    import dataclasses
+
+    from zkapex_jax.core.blocks import BlockLayout
+    from zkapex_jax.core.curvature import damp
+    from zkapex_jax.studies import image as pl
+
+    theta = theta_p
+    kcfg = cfg.replace(curvature="layer_inputs", damping=0.0, damping_relative=False)
+    for path in sorted(layout.paths, key=_depth_key):
+        idx = np.asarray(mask.indices[path])
+        if idx.size == 0:
+            continue
+        shape = layout.shapes[layout.paths.index(path)]
+        one = BlockLayout((path,), (shape,), layout.block_size, layout.order)
+        m1 = dataclasses.replace(mask, paths=(path,), shapes=(shape,), indices={path: idx},
+                                 protect={path: mask.protect[path]} if path in mask.protect else {})
+        raw = pl.client_fisher(kcfg, theta, data, one, seed=seed)
+        theta, _ = pl.unlearn(theta, np.asarray(damp(raw, alpha, relative=True), dtype=np.float64), m1, one)
+    return theta
+
+
 def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool, bias_correction: bool = False,
-             augment: int = 0) -> dict:
+             augment: int = 0, sequential: bool = False) -> dict:
     import jax
 
     from zkapex_jax.protocol.api import statement_blocks
@@ -116,11 +174,36 @@ def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool, bias_co
                 raise SingularBlockError(f"{name}: every damping α in {alphas} leaves a singular block")
             val, a, ev, theta_u = best[name]
             ratio = max_move_ratio(tp, statement_blocks(theta_u, layout), mb)
+            share = residual_share(damp(raw, a, relative=True), tp, mb)
             ok = [x for x in alphas if x not in singular]
             out["kinds"][name] = {"alpha": a, "alpha_at_edge": a in (min(ok), max(ok)), "alphas_singular": singular,
                                   "val_personal": val,
-                                  "eval": ev, **sel, "max_move_ratio": ratio,
+                                  "eval": ev, **sel, "max_move_ratio": ratio, "residual_share": share,
                                   "seconds": round(time.perf_counter() - t0, 1)}
+    if sequential:
+        t0 = time.perf_counter()
+        raw = pl.client_fisher(cfg.replace(curvature="layer_inputs", damping=0.0, damping_relative=False), theta_p,
+                               data, layout, seed=seed)
+        sel = _selectivity(raw, mb)  # of the curvature at θp (the sequential ones differ per layer)
+        best, singular = None, []
+        for a in alphas:
+            try:
+                theta_u = sequential_layer_inputs(cfg, theta_p, data, layout, mask, a, seed=seed)
+            except SingularBlockError:
+                singular.append(a)
+                continue
+            ev = pl.evaluate(cfg, theta_u, data, mia=False)
+            val = 0.5 * (ev["personal_val_orig"] + ev["personal_val_shift"])
+            if best is None or val > best[0]:
+                best = (val, a, ev, theta_u)
+        if best is None:
+            raise SingularBlockError(f"layer_inputs@seq: every damping α in {alphas} leaves a singular block")
+        val, a, ev, theta_u = best
+        ok = [x for x in alphas if x not in singular]
+        out["kinds"]["layer_inputs@seq"] = {
+            "alpha": a, "alpha_at_edge": a in (min(ok), max(ok)), "alphas_singular": singular, "val_personal": val,
+            "eval": ev, **sel, "max_move_ratio": max_move_ratio(tp, statement_blocks(theta_u, layout), mb),
+            "certifiable": False, "seconds": round(time.perf_counter() - t0, 1)}
     out["rows"] = rows
     return out
 
@@ -135,7 +218,8 @@ def summarize_seed(res: dict) -> dict:
         out[kind] = {"personal_acc": ev["personal_acc"], "forget_acc": ev["forget_acc"], "other_acc": ev["other_acc"],
                      **unlearning_outcome(ev, rows["personalized"], rows["mask_only"], rows.get("retrain")),
                      "alpha": r["alpha"], "alpha_at_edge": r.get("alpha_at_edge"), "trace_masked": r["trace_masked"],
-                     "eff_rank_masked": r["eff_rank_masked"], "max_move_ratio": r["max_move_ratio"]}
+                     "eff_rank_masked": r["eff_rank_masked"], "max_move_ratio": r["max_move_ratio"],
+                     "residual_share": r.get("residual_share", float("nan"))}
     return out
 
 
@@ -152,6 +236,9 @@ def main(argv=None) -> int:
                     help="weights per block B (default: the config's); the block-size frontier runs B = 64, 144, 576")
     ap.add_argument("--bias-correction", action="store_true",
                     help="add a '<kind>+bias' row for each layer-input family (δb = −μᵀδW; float only)")
+    ap.add_argument("--sequential", action="store_true",
+                    help="add a 'layer_inputs@seq' row: the masked layers unlearned in network order, each with the "
+                         "layer-input curvature at the partly unlearned model (float only, not certifiable)")
     ap.add_argument("--merge", nargs="+", default=None, metavar="RECORD_JSON",
                     help="merge per-seed records of the same settings into --out (no run)")
     ap.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS),
@@ -183,13 +270,13 @@ def main(argv=None) -> int:
     per_seed = []
     for s in args.seeds:
         res = run_seed(cfg, s, cache_dir=args.cache_dir, kinds=args.kinds, alphas=alphas, retrain=not args.no_retrain,
-                       bias_correction=args.bias_correction, augment=args.augment)
+                       bias_correction=args.bias_correction, augment=args.augment, sequential=args.sequential)
         res["summary"] = summarize_seed(res)
         per_seed.append(res)
         print(json.dumps({"seed": s, "client_train_loss": res["client_train_loss"], **res["summary"]}), flush=True)
     names = list(per_seed[0]["summary"])
     out = {"config": args.config, "pipeline": cfg.to_dict(), "seeds": args.seeds, "alphas_tried": list(alphas),
-           "bias_correction": bool(args.bias_correction), "augment": args.augment,
+           "bias_correction": bool(args.bias_correction), "augment": args.augment, "sequential": args.sequential,
            "table": tabulate(per_seed, names), "per_seed": per_seed, "seconds": round(time.perf_counter() - t0, 1),
            "environment": run_environment()}
     write_study_record(args.out, "curvature", out)
@@ -201,9 +288,9 @@ def tabulate(per_seed, names) -> dict:
     """Mean, std and t-interval over seeds of every row ``names``, with its collapse count and α per seed."""
     from zkapex_jax.studies.report import mean_std
 
-    table = {k: {m: mean_std([p["summary"][k][m] for p in per_seed])
+    table = {k: {m: mean_std([p["summary"][k].get(m, float("nan")) for p in per_seed])  # older records lack some
                  for m in ("personal_acc", "forget_acc", "other_acc", "recovery", "forget_progress", "trace_masked",
-                           "eff_rank_masked", "max_move_ratio")} for k in names}
+                           "eff_rank_masked", "max_move_ratio", "residual_share")} for k in names}
     for k in names:
         table[k]["collapsed_seeds"] = sum(p["summary"][k]["collapsed"] for p in per_seed)
         table[k]["alphas"] = [p["summary"][k]["alpha"] for p in per_seed]

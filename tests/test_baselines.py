@@ -154,6 +154,24 @@ def test_ssd_matches_numpy_oracle(alpha, lam):
     assert info["n_weights"] == D * K + K
 
 
+def test_ssd_importances_computed_once_give_the_same_dampening():
+    """A sweep over (α, λ) reuses one (F_f, F_r): the same weights as computing them per call;
+    importances of another model (missing leaves) or α, λ ≤ 0 are refused."""
+    params, forget = make(seed=3, n=20)
+    _, retain = make(seed=4, n=30)
+    imp = B.ssd_importances(loss_fn, params, forget, retain, chunk_size=7)
+    for alpha, lam in ((1.0, 1.0), (0.5, 3.0)):
+        a, ia = B.ssd(loss_fn, params, forget, retain, alpha=alpha, lam=lam, chunk_size=7)
+        b, ib = B.ssd(loss_fn, params, None, None, alpha=alpha, lam=lam, importances=imp)
+        assert ia == ib and ia["n_dampened"] > 0
+        for leaf in ("kernel", "bias"):
+            np.testing.assert_allclose(a["dense"][leaf], b["dense"][leaf], rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match="cover"):
+        B.ssd(loss_fn, params, None, None, importances=({"dense": {"kernel": imp[0]["dense"]["kernel"]}}, imp[1]))
+    with pytest.raises(ValueError, match="alpha > 0"):
+        B.ssd(loss_fn, params, None, None, alpha=0.0, importances=imp)
+
+
 def test_random_labels_always_differ():
     y = np.arange(100) % K
     x = np.zeros((100, D), np.float32)

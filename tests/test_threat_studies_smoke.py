@@ -27,10 +27,12 @@ def test_curvature_study_tiny(tmp_path):
     out = tmp_path / "curv.json"
     assert curvature_study.main(["--config", "tiny", "--seeds", "0", "--kinds", "empirical", "logits",
                                  "layer_covariance", "--bias-correction", "--no-retrain", "--augment", "2",
-                                 "--out", str(out)]) == 0
+                                 "--sequential", "--out", str(out)]) == 0
     res = load_study_record(out, "curvature")
     assert set(res["table"]) == {"empirical", "logits", "layer_covariance", "layer_covariance+bias",  # bias: layer kinds
-                                 "empirical@aug2", "logits@aug2", "layer_covariance@aug2", "layer_covariance@aug2+bias"}
+                                 "empirical@aug2", "logits@aug2", "layer_covariance@aug2", "layer_covariance@aug2+bias",
+                                 "layer_inputs@seq"}
+    assert res["per_seed"][0]["kinds"]["layer_inputs@seq"]["certifiable"] is False
     assert res["augment"] == 2
     kinds = res["per_seed"][0]["kinds"]
     for k in res["table"]:
@@ -161,3 +163,102 @@ def test_curvature_study_merges_the_rows_every_record_has(tmp_path):
     with pytest.raises(SystemExit) as e:
         curvature_study.main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "a.json"), "--out", str(tmp_path / "x.json")])
     assert e.value.code == 2 and not (tmp_path / "x.json").exists()
+
+
+def test_network_order_reads_numbers_as_numbers():
+    paths = ["blocks/10/expand/kernel", "blocks/5/expand/kernel", "blocks/9/expand/kernel", "head/kernel"]
+    assert sorted(paths, key=curvature_study._depth_key) == [paths[1], paths[2], paths[0], paths[3]]
+
+
+def test_sequential_layer_inputs_unlearns_each_layer_at_its_updated_inputs():
+    """The first kernel in network order gets exactly the simultaneous update (its inputs do not
+    depend on the mask); the second gets the dense float64 Group-OBS of its blocks with XXᵀ taken
+    at the model whose first kernel is already unlearned — not the simultaneous one; every masked
+    weight is 0."""
+    import dataclasses
+
+    import numpy as np
+
+    from zkapex_jax.core.curvature import damp
+    from zkapex_jax.core.params import flatten_params, unflatten_params
+    from zkapex_jax.studies import image as pl
+
+    cfg = pl.PipelineConfig.tiny()
+    data = pl.load_data(cfg, 0)
+    theta = pl.init_params(cfg, seed=0)
+    layout = pl.block_layout(cfg, theta)
+    first, second = sorted(layout.paths, key=curvature_study._depth_key)
+    # a mask that changes the second kernel's inputs visibly (40 % of the first kernel) and leaves
+    # free weights in the second kernel's masked blocks (30 weights, 1–3 per masked block)
+    rng = np.random.default_rng(0)
+    size = {p: int(np.prod(sh)) for p, sh in zip(layout.paths, layout.shapes)}
+    blocks2 = rng.choice(size[second] // layout.block_size, size=10, replace=False)
+    idx2 = np.concatenate([b * layout.block_size + rng.choice(layout.block_size, 3, replace=False) for b in blocks2])
+    idx = {first: np.sort(rng.choice(size[first], size=int(0.4 * size[first]), replace=False)), second: np.sort(idx2)}
+    mask = dataclasses.replace(pl.provider_mask(cfg, theta, data, seed=0), indices=idx)
+    alpha = 1e-2
+    kcfg = cfg.replace(curvature="layer_inputs", damping=0.0, damping_relative=False)
+
+    def curv(params):
+        return np.asarray(damp(pl.client_fisher(kcfg, params, data, layout, seed=0), alpha, relative=True),
+                          dtype=np.float64)
+
+    seq = flatten_params(curvature_study.sequential_layer_inputs(cfg, theta, data, layout, mask, alpha, seed=0))
+    sim = flatten_params(pl.unlearn(theta, curv(theta), mask, layout)[0])
+    np.testing.assert_allclose(seq[first], sim[first], rtol=1e-4, atol=1e-5)
+    # the oracle for the second kernel: its blocks' Group-OBS with the curvature at (first unlearned, rest θ)
+    mid = dict(flatten_params(theta))
+    mid[first] = seq[first]
+    c_mid = curv(unflatten_params(mid))
+    theta_b = np.asarray(layout.to_blocks({p: np.asarray(mid[p]) for p in layout.paths}), dtype=np.float64)
+    mask_b = np.asarray(mask.to_blocks(layout), dtype=bool)
+    counts = [int(np.prod(sh)) // layout.block_size for sh in layout.shapes]
+    j = layout.paths.index(second)
+    blocks = range(sum(counts[:j]), sum(counts[:j + 1]))
+
+    def obs(c):  # dense float64 Group-OBS of the second kernel's blocks
+        out = theta_b.copy()
+        for b in blocks:
+            s = np.flatnonzero(mask_b[b])
+            if s.size:
+                a = np.linalg.inv(c[b])
+                out[b] -= a[:, s] @ np.linalg.solve(a[np.ix_(s, s)], theta_b[b, s])
+        return out[list(blocks)]
+
+    got = np.asarray(layout.to_blocks({p: np.asarray(seq[p]) for p in layout.paths}), dtype=np.float64)[list(blocks)]
+    want, simultaneous = obs(c_mid), obs(curv(theta))
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6)
+    # the test tells the two apart: the simultaneous update is ~10⁴× further from it than float32 noise
+    assert np.max(np.abs(got - simultaneous)) > 10 * np.max(np.abs(got - want))
+    for p in layout.paths:
+        assert np.all(np.asarray(seq[p]).reshape(-1)[mask.indices[p]] == 0.0)
+
+
+def test_residual_share_is_the_schur_complement_over_the_masks_loss():
+    """Against the explicit minimisation over the free weights (float64), per block and summed;
+    a diagonal curvature leaves the whole loss (share 1: free weights cannot help); unmasked
+    blocks do not count."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    nb, b = 4, 6
+    g = rng.normal(size=(nb, b, 9))
+    c = g @ g.transpose(0, 2, 1) + 0.1 * np.eye(b)
+    theta = rng.normal(size=(nb, b))
+    mask = np.zeros((nb, b), bool)
+    mask[0, [1, 4]] = mask[1, 0] = mask[3, [0, 2, 5]] = True
+    left = total = 0.0
+    for k in range(nb):
+        s, f = np.flatnonzero(mask[k]), np.flatnonzero(~mask[k])
+        if s.size == 0:
+            continue
+        d_s = -theta[k, s]
+        d_f = np.linalg.solve(c[k][np.ix_(f, f)], -c[k][np.ix_(f, s)] @ d_s)  # argmin over the free weights
+        d = np.zeros(b)
+        d[s], d[f] = d_s, d_f
+        left += d @ c[k] @ d
+        total += d_s @ c[k][np.ix_(s, s)] @ d_s
+    assert curvature_study.residual_share(c, theta, mask) == pytest.approx(left / total, rel=1e-9)
+    assert 0.0 < left / total < 1.0
+    diag = np.einsum("bi,ij->bij", rng.uniform(1, 2, size=(nb, b)), np.eye(b))
+    assert curvature_study.residual_share(diag, theta, mask) == pytest.approx(1.0, rel=1e-12)

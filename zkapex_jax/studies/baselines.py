@@ -220,16 +220,32 @@ def gradient_ascent(loss_fn: LossFn, params: Params, forget_data, *, steps: int,
     return params, {"losses": [-x for x in losses]}
 
 
+def ssd_importances(loss_fn: LossFn, params: Params, forget_data, retain_data, *,
+                    chunk_size: int = 32) -> tuple[Params, Params]:
+    """SSD's parameter importances: the diagonal Fishers ``(F_f, F_r)`` on ``forget_data`` and
+    ``retain_data`` (each a params-shaped tree). They depend on neither α nor λ, so a sweep over
+    SSD's settings computes them once (``ssd(..., importances=...)``)."""
+    return (diag_fisher(loss_fn, params, forget_data, chunk_size=chunk_size),
+            diag_fisher(loss_fn, params, retain_data, chunk_size=chunk_size))
+
+
 def ssd(loss_fn: LossFn, params: Params, forget_data, retain_data, *, alpha: float = 10.0,
         lam: float = 1.0, wrt: str | Iterable[str] | None = None, chunk_size: int = 32,
-        eps: float = 1e-30) -> tuple[Params, dict]:
+        eps: float = 1e-30, importances: tuple[Params, Params] | None = None) -> tuple[Params, dict]:
     """Selective Synaptic Dampening. With F_f = diag Fisher on ``forget_data`` and F_r on
     ``retain_data``: where F_f > α·F_r, w ← w · min(λ·F_r / F_f, 1). Only ``wrt`` leaves (default
-    all). Returns (params, {"n_dampened": int, "n_weights": int})."""
+    all). ``importances``: ``(F_f, F_r)`` from :func:`ssd_importances` on the same ``params``
+    (computed here if not given; the data are then unused). Returns (params, {"n_dampened": int,
+    "n_weights": int})."""
+    if not (alpha > 0 and lam > 0):
+        raise ValueError(f"SSD needs alpha > 0 and lam > 0, got alpha={alpha}, lam={lam}")
     paths = set(flatten_params(params)) if wrt is None else set(select_paths(params, wrt))
-    ff = flatten_params(diag_fisher(loss_fn, params, forget_data, chunk_size=chunk_size))
-    fr = flatten_params(diag_fisher(loss_fn, params, retain_data, chunk_size=chunk_size))
+    if importances is None:
+        importances = ssd_importances(loss_fn, params, forget_data, retain_data, chunk_size=chunk_size)
+    ff, fr = (flatten_params(t) for t in importances)
     flat = flatten_params(params)
+    if not (set(flat) <= set(ff) and set(flat) <= set(fr)):
+        raise ValueError("SSD importances do not cover every parameter of params (computed on another model?)")
     n_damp, n_tot = 0, 0
     for p in sorted(paths):
         sel = ff[p] > alpha * fr[p]

@@ -52,6 +52,7 @@ __all__ = [
     "personalize",
     "provider_scores",
     "mask_examples",
+    "forget_validation",
     "curvature_examples",
     "provider_mask",
     "mask_only",
@@ -218,10 +219,16 @@ def load_data(cfg: PipelineConfig, seed: int) -> data_mod.Splits:
     return dataclasses.replace(splits, **fields)
 
 
+def _subsample_idx(total: int, n: int | None, seed: int) -> np.ndarray:
+    if n is None or n >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+
+
 def _subsample(split, n: int | None, seed: int):
     if n is None or n >= split.n:
         return split
-    idx = np.sort(np.random.default_rng(seed).choice(split.n, size=n, replace=False))
+    idx = _subsample_idx(split.n, n, seed)
     return type(split)(split.x[idx], split.y[idx])
 
 
@@ -284,6 +291,20 @@ def mask_examples(cfg: PipelineConfig, forget: data_mod.Split, retain: data_mod.
     forget = _subsample(forget, spec.n_forget, seed)
     retain = _subsample(retain, spec.n_retain, seed + 1)
     return (forget.x, forget.y), (retain.x, retain.y)
+
+
+def forget_validation(cfg: PipelineConfig, forget: data_mod.Split, n: int, *, seed: int = 0) -> data_mod.Split:
+    """Up to ``n`` images of ``forget`` that :func:`mask_examples` (same ``seed``) does not draw:
+    a validation split of the forget classes that no provider-side method (mask scores, gradient
+    ascent, SSD, SalUn) sees, for choosing their settings without the test split. Empty when the
+    provider's examples use all of ``forget``."""
+    if n < 0:
+        raise ValueError(f"n must be non-negative, got {n}")
+    used = _subsample_idx(forget.n, cfg.stages().mask.n_forget, seed)
+    rest = np.setdiff1d(np.arange(forget.n), used)
+    if n < rest.size:
+        rest = np.sort(np.random.default_rng(seed + 11).choice(rest, size=n, replace=False))
+    return type(forget)(forget.x[rest], forget.y[rest])
 
 
 def provider_scores_on(cfg: PipelineConfig, theta_global, forget: data_mod.Split, retain: data_mod.Split, *,
