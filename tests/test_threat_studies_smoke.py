@@ -170,6 +170,7 @@ def test_network_order_reads_numbers_as_numbers():
     assert sorted(paths, key=curvature_study._depth_key) == [paths[1], paths[2], paths[0], paths[3]]
 
 
+@pytest.mark.slow
 def test_sequential_layer_inputs_unlearns_each_layer_at_its_updated_inputs():
     """The first kernel in network order gets exactly the simultaneous update (its inputs do not
     depend on the mask); the second gets the dense float64 Group-OBS of its blocks with XXᵀ taken
