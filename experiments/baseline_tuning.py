@@ -227,15 +227,10 @@ def main(argv=None) -> int:
                     help="merge per-seed records of the same settings into --out (no run)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    from zkapex_jax._errors import ArtifactError
-    from zkapex_jax.studies.report import run_environment, write_study_record
+    from zkapex_jax.studies.report import merge_command, run_environment, write_study_record
 
     if args.merge:
-        try:
-            print_table(merge(args.merge, args.out)["table"])
-        except (ArtifactError, OSError) as e:
-            ap.error(str(e))
-        return 0
+        return merge_command(ap, merge, args.merge, args.out, print_table)
     d = _defaults()
     ga_grid = sorted(set(itertools.product(GA_LRS, GA_STEPS)) | {(d["ga"]["lr"], d["ga"]["steps"])})
     ssd_grid = sorted(set(itertools.product(SSD_ALPHAS, SSD_LAMBDAS, SSD_RETAIN_AUGMENT))

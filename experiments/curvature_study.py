@@ -246,16 +246,10 @@ def main(argv=None) -> int:
                          "grid's edge is flagged (alpha_at_edge): extend the grid")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    from zkapex_jax.studies.report import run_environment, write_study_record
+    from zkapex_jax.studies.report import merge_command, run_environment, write_study_record
 
     if args.merge:
-        from zkapex_jax._errors import ArtifactError
-
-        try:
-            print_table(merge(args.merge, args.out)["table"])
-        except (ArtifactError, OSError) as e:
-            ap.error(str(e))
-        return 0
+        return merge_command(ap, merge, args.merge, args.out, print_table)
     cfg = _pipeline(args.config)
     if args.block_size is not None:
         if args.block_size < 2:

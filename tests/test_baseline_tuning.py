@@ -56,3 +56,16 @@ def test_baseline_tuning_tiny(tmp_path):
     for row in seed["rows"].values():
         assert 0.0 <= row["personal_acc"] <= 1.0 and 0.0 <= row["forget_val"] <= 1.0
     assert bt.merge([out], tmp_path / "m.json")["seeds"] == [0]
+
+
+def test_merge_of_a_missing_or_foreign_record_exits_2_and_writes_nothing(tmp_path):
+    from zkapex_jax.studies.report import write_study_record
+
+    out = tmp_path / "m.json"
+    with pytest.raises(SystemExit) as e:
+        bt.main(["--merge", str(tmp_path / "absent.json"), "--out", str(out)])
+    assert e.value.code == 2 and not out.exists()
+    write_study_record(tmp_path / "curv.json", "curvature", {"per_seed": [], "seeds": [], "seconds": 0.0})
+    with pytest.raises(SystemExit) as e:
+        bt.main(["--merge", str(tmp_path / "curv.json"), "--out", str(out)])
+    assert e.value.code == 2 and not out.exists()

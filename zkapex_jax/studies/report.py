@@ -480,6 +480,17 @@ def load_seed_records(paths: Sequence, study: str, same: Sequence[str]) -> tuple
     return recs, per_seed
 
 
+def merge_command(parser, merge, paths: Sequence, out_path, show) -> int:
+    """A study entry point's ``--merge``: ``show(merge(paths, out_path)["table"])``; a missing,
+    unreadable or mismatched record ends the command with ``parser.error`` (exit 2, the problem
+    named, nothing written). Returns 0."""
+    try:
+        show(merge(paths, out_path)["table"])
+    except (ArtifactError, OSError) as e:
+        parser.error(str(e))
+    return 0
+
+
 def merged_from(paths: Sequence, recs: Sequence[Mapping]) -> list[dict]:
     """What a merged record keeps of each source: path, sha256, seeds, seconds, environment."""
     return [{"path": str(p), "sha256": r["sha256"], "seeds": r["seeds"], "seconds": r["seconds"],
