@@ -97,64 +97,73 @@ def run_seed(cfg, seed: int, *, cache_dir, ga_grid, ssd_grid, zk_alphas) -> dict
                 "forget_val": pl.split_accuracy(cfg, params, fval)}
 
     ref = val(theta_rp)
-    cands: dict[str, list[dict]] = {"gradient_ascent": [], "ssd": []}
-    models: dict[tuple, object] = {}
-    t0 = time.perf_counter()
-    for lr, steps in ga_grid:
-        th, _ = B.gradient_ascent(fam.loss, theta_p, forget_b, steps=steps, lr=lr, batch_size=_defaults()["ga"]["batch"],
-                                  key=k_ga)
-        v = val(th)
-        cands["gradient_ascent"].append({"settings": {"lr": lr, "steps": steps}, **v, "val_gap": val_gap(v, ref)})
-        models[("gradient_ascent", lr, steps)] = th
-    t_ga = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    d = _defaults()
+
+    def sweep(keys, grid, make, untuned):
+        """Every setting of ``grid`` (tuples named by ``keys``) through ``make(**settings) -> (params,
+        extra)``; keeps only the chosen (:func:`choose`) and the untuned models, not the whole grid's.
+        Returns (candidates, chosen candidate, chosen params, untuned params, seconds)."""
+        t0, cands, best, default = time.perf_counter(), [], None, None
+        for setting in grid:
+            settings = dict(zip(keys, setting))
+            th, extra = make(**settings)
+            c = {"settings": settings, **val(th), **extra}
+            c["val_gap"] = val_gap(c, ref)
+            cands.append(c)
+            if best is None or choose([best[0], c]) is c:
+                best = (c, th)
+            if settings == untuned:
+                default = th
+        return cands, best[0], best[1], default, time.perf_counter() - t0
+
+    def ga(lr, steps):
+        return B.gradient_ascent(fam.loss, theta_p, forget_b, steps=steps, lr=lr, batch_size=d["ga"]["batch"],
+                                 key=k_ga)[0], {}
+
     imps = {}
-    for alpha, lam, aug in ssd_grid:
-        if aug not in imps:
-            retain = personal_b if not aug else data_mod.augment(*personal_b, copies=aug, seed=seed)
-            imps[aug] = B.ssd_importances(fam.loss, theta_p, forget_b, retain, chunk_size=cfg.fisher_chunk)
-        th, info = B.ssd(fam.loss, theta_p, None, None, alpha=alpha, lam=lam, importances=imps[aug])
-        v = val(th)
-        cands["ssd"].append({"settings": {"alpha": alpha, "lam": lam, "retain_augment": aug}, **v,
-                             "val_gap": val_gap(v, ref), "n_dampened": info["n_dampened"]})
-        models[("ssd", alpha, lam, aug)] = th
-    t_ssd = time.perf_counter() - t0
+
+    def ssd(alpha, lam, retain_augment):
+        if retain_augment not in imps:  # SSD's Fishers once per retain set, not per (α, λ)
+            retain = personal_b if not retain_augment else data_mod.augment(*personal_b, copies=retain_augment,
+                                                                            seed=seed)
+            imps[retain_augment] = B.ssd_importances(fam.loss, theta_p, forget_b, retain, chunk_size=cfg.fisher_chunk)
+        th, info = B.ssd(fam.loss, theta_p, None, None, alpha=alpha, lam=lam, importances=imps[retain_augment])
+        return th, {"n_dampened": info["n_dampened"]}
+
+    ga_c, ga_best, ga_th, ga_untuned, t_ga = sweep(
+        ("lr", "steps"), ga_grid, ga, {"lr": d["ga"]["lr"], "steps": d["ga"]["steps"]})
+    ssd_c, ssd_best, ssd_th, ssd_untuned, t_ssd = sweep(
+        ("alpha", "lam", "retain_augment"), ssd_grid, ssd, {**d["ssd"], "retain_augment": 0})
 
     mask = pl.provider_mask(cfg, theta_g, data, seed=seed)
     layout = pl.block_layout(cfg, theta_p)
     t0 = time.perf_counter()
     raw = pl.client_fisher(cfg.replace(curvature="layer_inputs", damping=0.0, damping_relative=False), theta_p, data,
                            layout, seed=seed)
-    zk = []
+    zk, zk_best = [], None
     for a in zk_alphas:
         th, _ = pl.unlearn(theta_p, np.asarray(damp(raw, a, relative=True), dtype=np.float64), mask, layout)
-        v = val(th)
-        zk.append({"settings": {"alpha": a}, **v, "val_gap": val_gap(v, ref), "_model": th})
-    best_zk = max(zk, key=lambda c: c["personal_val"])  # the project's rule: personal validation only
+        c = {"settings": {"alpha": a}, **val(th)}
+        c["val_gap"] = val_gap(c, ref)
+        zk.append(c)
+        if zk_best is None or c["personal_val"] > zk_best[0]["personal_val"]:  # the project's rule: personal only
+            zk_best = (c, th)
     t_zk = time.perf_counter() - t0
 
-    d = _defaults()
-    chosen = {"gradient_ascent": choose(cands["gradient_ascent"]), "ssd": choose(cands["ssd"])}
-    untuned = {"gradient_ascent": next(c for c in cands["gradient_ascent"]
-                                       if c["settings"] == {"lr": d["ga"]["lr"], "steps": d["ga"]["steps"]}),
-               "ssd": next(c for c in cands["ssd"] if c["settings"] == {**d["ssd"], "retain_augment": 0})}
-
-    def model_of(name, c):
-        return models[(name, *c["settings"].values())]
-
     tested = {"personalized": theta_p, "mask_only": pl.mask_only(theta_p, mask), "retrain": theta_rp,
-              "zkapex": best_zk["_model"],
-              **{n: model_of(n, c) for n, c in chosen.items()},
-              **{f"{n}_untuned": model_of(n, c) for n, c in untuned.items()}}
-    rows = {name: {**pl.evaluate(cfg, th, data, mia=False), **val(th)} for name, th in tested.items()}
-    for c in zk:
-        c.pop("_model")
-    return {"seed": seed, "reference_val": ref, "n_forget_val": fval.n, "candidates": {**cands, "zkapex": zk},
-            "chosen": {"gradient_ascent": chosen["gradient_ascent"]["settings"], "ssd": chosen["ssd"]["settings"],
-                       "zkapex": best_zk["settings"]},
-            "chosen_at_edge": {n: _at_edge(c["settings"], grid) for n, c, grid in
-                               (("gradient_ascent", chosen["gradient_ascent"], ga_grid),
-                                ("ssd", chosen["ssd"], ssd_grid))},
+              "zkapex": zk_best[1], "gradient_ascent": ga_th, "ssd": ssd_th,
+              "gradient_ascent_untuned": ga_untuned, "ssd_untuned": ssd_untuned}
+    rows = {}
+    for name, th in tested.items():
+        ev = pl.evaluate(cfg, th, data, mia=False)  # holds the personal validation accuracies already
+        rows[name] = {**ev, "personal_val": 0.5 * (ev["personal_val_orig"] + ev["personal_val_shift"]),
+                      "forget_val": pl.split_accuracy(cfg, th, fval)}
+    return {"seed": seed, "reference_val": ref, "n_forget_val": fval.n,
+            "candidates": {"gradient_ascent": ga_c, "ssd": ssd_c, "zkapex": zk},
+            "chosen": {"gradient_ascent": ga_best["settings"], "ssd": ssd_best["settings"],
+                       "zkapex": zk_best[0]["settings"]},
+            "chosen_at_edge": {"gradient_ascent": _at_edge(ga_best["settings"], ga_grid),
+                               "ssd": _at_edge(ssd_best["settings"], ssd_grid)},
             "rows": rows, "seconds": {"gradient_ascent": round(t_ga, 1), "ssd": round(t_ssd, 1),
                                       "zkapex": round(t_zk, 1)}}
 

@@ -146,20 +146,19 @@ def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool, bias_co
     if bias_correction and any(k in LAYER_KINDS for k in kinds):
         means = input_means(client.layer_input_statistics(fam, theta_p, (pt.x, pt.y), layout.paths,
                                                           chunk_size=cfg.fisher_chunk))
-    runs = [(kind, 0) for kind in kinds] + ([(kind, augment) for kind in kinds] if augment else [])
-    for kind, aug in runs:
-        t0 = time.perf_counter()
-        raw = pl.client_fisher(cfg.replace(curvature=kind, damping=0.0, damping_relative=False), theta_p, data, layout,
-                               seed=seed, augment=aug)
+
+    def record(row, raw, update, t0, variants=None, quadratic=True, **extra):
+        """Row ``row`` (and ``variants``: its ``+bias`` twin): the update ``update(α)`` for every α,
+        the one with the best personal validation accuracy kept; ``raw`` (the undamped curvature
+        at θp) gives the selectivity measures, and with ``quadratic`` (the update is Group-OBS for
+        that curvature) the residual share."""
+        variants = variants or [row]
         sel = _selectivity(raw, mb)
-        # the row; with aug, the same family on augmented copies of the client's images (issue 16)
-        row = f"{kind}@aug{aug}" if aug else kind
-        variants = [row] + ([f"{row}+bias"] if means is not None and kind in LAYER_KINDS else [])
         best = dict.fromkeys(variants)
         singular = []
         for a in alphas:
             try:
-                theta_u, _ = pl.unlearn(theta_p, np.asarray(damp(raw, a, relative=True), dtype=np.float64), mask, layout)
+                theta_u = update(a)
             except SingularBlockError:  # α too small for this family in float32: not a candidate
                 singular.append(a)
                 continue
@@ -174,36 +173,34 @@ def run_seed(cfg, seed: int, *, cache_dir, kinds, alphas, retrain: bool, bias_co
                 raise SingularBlockError(f"{name}: every damping α in {alphas} leaves a singular block")
             val, a, ev, theta_u = best[name]
             ratio = max_move_ratio(tp, statement_blocks(theta_u, layout), mb)
-            share = residual_share(damp(raw, a, relative=True), tp, mb)
+            share = {"residual_share": residual_share(damp(raw, a, relative=True), tp, mb)} if quadratic else {}
             ok = [x for x in alphas if x not in singular]
             out["kinds"][name] = {"alpha": a, "alpha_at_edge": a in (min(ok), max(ok)), "alphas_singular": singular,
-                                  "val_personal": val,
-                                  "eval": ev, **sel, "max_move_ratio": ratio, "residual_share": share,
+                                  "val_personal": val, "eval": ev, **sel, "max_move_ratio": ratio, **share, **extra,
                                   "seconds": round(time.perf_counter() - t0, 1)}
-    if sequential:
+
+    def curvature(kind, aug=0):
+        return pl.client_fisher(cfg.replace(curvature=kind, damping=0.0, damping_relative=False), theta_p, data,
+                                layout, seed=seed, augment=aug)
+
+    layer_inputs_at_theta_p = None  # kept for the sequential row's selectivity (not recomputed)
+    runs = [(kind, 0) for kind in kinds] + ([(kind, augment) for kind in kinds] if augment else [])
+    for kind, aug in runs:
         t0 = time.perf_counter()
-        raw = pl.client_fisher(cfg.replace(curvature="layer_inputs", damping=0.0, damping_relative=False), theta_p,
-                               data, layout, seed=seed)
-        sel = _selectivity(raw, mb)  # of the curvature at θp (the sequential ones differ per layer)
-        best, singular = None, []
-        for a in alphas:
-            try:
-                theta_u = sequential_layer_inputs(cfg, theta_p, data, layout, mask, a, seed=seed)
-            except SingularBlockError:
-                singular.append(a)
-                continue
-            ev = pl.evaluate(cfg, theta_u, data, mia=False)
-            val = 0.5 * (ev["personal_val_orig"] + ev["personal_val_shift"])
-            if best is None or val > best[0]:
-                best = (val, a, ev, theta_u)
-        if best is None:
-            raise SingularBlockError(f"layer_inputs@seq: every damping α in {alphas} leaves a singular block")
-        val, a, ev, theta_u = best
-        ok = [x for x in alphas if x not in singular]
-        out["kinds"]["layer_inputs@seq"] = {
-            "alpha": a, "alpha_at_edge": a in (min(ok), max(ok)), "alphas_singular": singular, "val_personal": val,
-            "eval": ev, **sel, "max_move_ratio": max_move_ratio(tp, statement_blocks(theta_u, layout), mb),
-            "certifiable": False, "seconds": round(time.perf_counter() - t0, 1)}
+        raw = curvature(kind, aug)
+        if sequential and (kind, aug) == ("layer_inputs", 0):
+            layer_inputs_at_theta_p = raw
+        # the row; with aug, the same family on augmented copies of the client's images (issue 16)
+        row = f"{kind}@aug{aug}" if aug else kind
+        record(row, raw, lambda a: pl.unlearn(theta_p, np.asarray(damp(raw, a, relative=True), dtype=np.float64),
+                                              mask, layout)[0], t0,
+               variants=[row] + ([f"{row}+bias"] if means is not None and kind in LAYER_KINDS else []))
+    if sequential:  # selectivity of the curvature at θp (the sequential ones differ per layer)
+        t0 = time.perf_counter()
+        raw = layer_inputs_at_theta_p
+        record("layer_inputs@seq", curvature("layer_inputs") if raw is None else raw,
+               lambda a: sequential_layer_inputs(cfg, theta_p, data, layout, mask, a, seed=seed), t0,
+               quadratic=False, certifiable=False)
     out["rows"] = rows
     return out
 
