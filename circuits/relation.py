@@ -106,6 +106,10 @@ def range_decomposition(logrows: int) -> tuple[int, int]:
     return 2 ** b, RANGE_BITS // b
 
 
+#: CommitSpec.column_range: the request circuits range-check the columns they read, or a separate
+#: column range proof (RangeSpec) does, once per committed column
+COLUMN_RANGE_MODES = ("inline", "amortized")
+
 #: the most sets of 2^logrows rows one proof circuit may span (CommitSpec.wrap)
 MAX_WRAP = 64
 
@@ -124,7 +128,12 @@ class CommitSpec:
     rows a proof circuit may span (ezkl's column wrapping: a circuit of more rows than 2^logrows is
     laid out over more advice columns; 1 = no wrapping, every circuit fits 2^logrows rows). The
     committed columns are one per vector whatever ``wrap`` is, so a small ``logrows`` with wrapping
-    keeps every committed column short (see docs/PROOFS.md, "logrows and column wrapping")."""
+    keeps every committed column short (see docs/PROOFS.md, "logrows and column wrapping");
+    ``column_range``: where |Â| < 2^a is proven for the columns a request reads — ``"inline"``
+    (every request circuit range-checks them, B·kmax checks per block) or ``"amortized"`` (a
+    separate column range proof per committed column, made once and reused by every request that
+    reads the column; the request circuits then skip those checks and the verifier accepts a slot
+    only under a verified range proof of its published commitment: :class:`RangeSpec`)."""
 
     block_size: int
     logrows: int = 15
@@ -136,6 +145,7 @@ class CommitSpec:
     decomp_legs: int | None = None
     delta_ratio: int = DEFAULT_DELTA_RATIO
     wrap: int = 1
+    column_range: str = "inline"
 
     def __post_init__(self):
         if self.decomp_base is None and self.decomp_legs is None and isinstance(self.logrows, int):
@@ -145,6 +155,8 @@ class CommitSpec:
         for name in ("block_size", "logrows", "theta_bits", "a_bits", "n_blind", "n_ctx", "decomp_base",
                      "decomp_legs", "delta_ratio", "wrap"):
             _posint(f"CommitSpec.{name}", getattr(self, name))
+        if self.column_range not in COLUMN_RANGE_MODES:
+            raise ValueError(f"CommitSpec.column_range must be one of {COLUMN_RANGE_MODES}, got {self.column_range!r}")
         if self.wrap > MAX_WRAP:
             raise ValueError(f"CommitSpec.wrap must be at most {MAX_WRAP}, got {self.wrap}")
         if self.decomp_base & (self.decomp_base - 1):
@@ -186,6 +198,8 @@ class CommitSpec:
         d = asdict(self)
         if d["wrap"] == 1:  # specs without wrapping keep the dict (and the keys) they had
             d.pop("wrap")
+        if d["column_range"] == "inline":  # so do specs whose requests range-check Â themselves
+            d.pop("column_range")
         return {**d, "relation_version": FORMAT_VERSION}
 
     @classmethod
@@ -303,6 +317,19 @@ class CircuitSpec:
     def n_inputs(self) -> int:
         return self.chunk_blocks * (2 + self.kmax) + 3
 
+    @property
+    def check_groups(self) -> tuple[str, ...]:
+        """The range-check groups whose sums feed ``sink``, in order: :data:`CHECK_GROUPS`, less
+        ``columns`` when the commitment proves the columns' range separately (``amortized``)."""
+        if self.commit.column_range == "amortized":
+            return tuple(g for g in CHECK_GROUPS if g != "columns")
+        return CHECK_GROUPS
+
+    @property
+    def decomposition(self) -> tuple[int, int]:
+        """(base, legs) of ezkl's range decomposition in this circuit (the commitment's)."""
+        return self.commit.decomp_base, self.commit.decomp_legs
+
     def public_length(self) -> int:
         return self.n_ctx + self.chunk_blocks * (self.block_size + 2 * self.kmax) + 1
 
@@ -329,7 +356,7 @@ class CircuitSpec:
         K, B, k = self.chunk_blocks, self.block_size, self.kmax
         out, at = {}, 0
         for name, n in (("public", self.public_length()), ("zeros", K * B), ("asym", K * k * k),
-                        ("sink", len(CHECK_GROUPS))):
+                        ("sink", len(self.check_groups))):
             out[name] = slice(at, at + n)
             at += n
         return out
@@ -353,8 +380,11 @@ class CircuitSpec:
         return f"B{self.block_size}_k{self.kmax}_K{self.chunk_blocks}{t}_L{self.commit.logrows}_{h}"
 
 
-def build_relation(spec: CircuitSpec):
-    """The ONNX ``ModelProto`` of the relation (opset 17)."""
+def build_relation(spec: "CircuitSpec | RangeSpec"):
+    """The ONNX ``ModelProto`` of the relation (opset 17); a :class:`RangeSpec`'s is
+    :func:`build_range_relation`."""
+    if isinstance(spec, RangeSpec):
+        return build_range_relation(spec)
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -458,13 +488,15 @@ def build_relation(spec: CircuitSpec):
     c_delta = abs_sum(node("Sub", [node("Add", [node("Mul", [slack, const("two_d", [2.0])]), const("one_d", [1.0])]),
                                    const("two_s", [float(2 ** bd.s)])]))
     sums = [node("Reshape", [node("ReduceSum", [abs_tp], keepdims=0), "shape_1"]),  # θ̂p integer, |θ̂p| < 2^s
-            abs_sum(pw2(cols, bd.s - cs.a_bits, "sa")),   # |Â| < 2^a
+            abs_sum(pw2(cols, bd.s - cs.a_bits, "sa")),   # |Â| < 2^a (amortized: a RangeSpec proof's)
             abs_sum(mu),                                   # |μ̂| < 2^s
             c_res,
             abs_sum(pw2(ycert, bd.s - bd.y, "sy")),        # |Y| < 2^y
             abs_sum(pw2(E, bd.s - bd.e, "se")),            # |E| < 2^e
             c_delta,                                       # ‖θ̂u − θ̂p‖₂ ≤ ρ·Σ_S|θ̂p| per block
             node("Reshape", [node("ReduceSum", [abs_dlt], keepdims=0), "shape_1"])]  # δ̂ integer, |δ̂| < 2^s
+    if "columns" not in spec.check_groups:
+        del sums[CHECK_GROUPS.index("columns")]
     node("Mul", [node("Concat", sums, axis=0), node("Reshape", [zero, "shape_1"])], "sink")
     # θ̂u[S] = 0 and θ̂u[T] = θ̂p[T] (public zeros). θ̂u needs no range check of its own (v8): θ̂u =
     # θ̂p + δ̂ with θ̂p and δ̂ = θ̂u − θ̂p both range-checked integers (Abs(θ̂p), Abs(δ̂) above), so θ̂u is an
@@ -479,12 +511,145 @@ def build_relation(spec: CircuitSpec):
     outputs = [helper.make_tensor_value_info("pub_out", TensorProto.DOUBLE, [1, L[-1]]),
                helper.make_tensor_value_info("zeros", TensorProto.DOUBLE, [K, B]),
                helper.make_tensor_value_info("asym", TensorProto.DOUBLE, [K, k, k]),
-               helper.make_tensor_value_info("sink", TensorProto.DOUBLE, [len(CHECK_GROUPS)])]
+               helper.make_tensor_value_info("sink", TensorProto.DOUBLE, [len(spec.check_groups)])]
     graph = helper.make_graph(nodes, f"zkapex_cols_{spec.key}", inputs, outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="zkapex-jax")
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
+
+
+# ----------------------------------------------------------------------------- column range proofs
+
+def column_range_decomposition(cs: CommitSpec) -> tuple[int, int]:
+    """(base, legs) of a column range circuit: base 2^b (the largest b ≤ 12 whose lookup table fits
+    2^logrows rows) and the fewest legs with b·legs ≥ a — for a = 24 at logrows ≥ 13, 4096 × 2:
+    2 digits per entry where a request circuit's 60-bit range needs 5 (and shifts Â by 2^(s−a))."""
+    b = max(b for b in (12, 10, 8, 6, 5, 4, 3, 2, 1) if b < cs.logrows)
+    return 2 ** b, -(-cs.a_bits // b)
+
+
+@dataclass(frozen=True)
+class RangeSpec:
+    """A column range proof (``CommitSpec.column_range = "amortized"``): ``n_columns`` committed
+    columns of ``commit`` — each an input laid out exactly as a request circuit's slot (B values,
+    then R blinders, one column of 2^logrows rows from row 0), so the commitment the proof embeds
+    for it is the published Com(Â_b[:, j]) — and the statement |Â_b[i, j]| < 2^a for their B values.
+
+    The graph: ``sink = Σ|Â·2^(s_r − a)| · 0`` with the circuit's own decomposition
+    (:func:`column_range_decomposition`, range 2^s_r, s_r ≥ a), ``pub_out`` = the public 0.
+    Instances: ``[0, 0]``. KZG binding carries the bound to every request proof that embeds the
+    same commitment for a slot: the two proofs open one polynomial, so the same B values."""
+
+    commit: CommitSpec
+    n_columns: int
+
+    def __post_init__(self):
+        if not isinstance(self.commit, CommitSpec):
+            raise ValueError("RangeSpec.commit must be a CommitSpec")
+        _posint("RangeSpec.n_columns", self.n_columns)
+
+    @property
+    def block_size(self) -> int:
+        return self.commit.block_size
+
+    @property
+    def decomposition(self) -> tuple[int, int]:
+        return column_range_decomposition(self.commit)
+
+    @property
+    def range_bits(self) -> int:
+        base, legs = self.decomposition
+        return int(math.log2(base)) * legs
+
+    @property
+    def n_inputs(self) -> int:
+        return self.n_columns + 1
+
+    def input_names(self) -> list[str]:
+        return [f"col_{i}" for i in range(self.n_columns)] + ["public"]
+
+    def input_lengths(self) -> tuple[int, ...]:
+        return (self.block_size + self.commit.n_blind,) * self.n_columns + (1,)
+
+    def n_instances(self) -> int:
+        return 2   # pub_out (the public 0) and sink
+
+    def to_dict(self) -> dict:
+        return {"commit": self.commit.to_dict(), "n_columns": self.n_columns, "kind": "column_range"}
+
+    @classmethod
+    def from_dict(cls, d) -> "RangeSpec":
+        if not isinstance(d, dict) or d.get("kind") != "column_range":
+            raise ValueError("not a column range spec")
+        return cls(commit=CommitSpec.from_dict(d["commit"]), n_columns=d["n_columns"])
+
+    @property
+    def key(self) -> str:
+        h = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        return f"R{self.block_size}_m{self.n_columns}_L{self.commit.logrows}_{h}"
+
+
+def spec_from_dict(d) -> "CircuitSpec | RangeSpec":
+    """A request circuit's or a column range circuit's spec from its ``to_dict``."""
+    if isinstance(d, dict) and d.get("kind") == "column_range":
+        return RangeSpec.from_dict(d)
+    return CircuitSpec.from_dict(d)
+
+
+def build_range_relation(spec: RangeSpec):
+    """The ONNX ``ModelProto`` of a column range proof (opset 17)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    B, n, a = spec.block_size, spec.n_columns, spec.commit.a_bits
+    inits, nodes = [], []
+
+    def const(name, arr, dt=np.float64):
+        inits.append(numpy_helper.from_array(np.asarray(arr, dtype=dt), name))
+        return name
+
+    const("zero_i", [0], np.int64)
+    const("axis1", [1], np.int64)
+    const("end_B", [B], np.int64)
+    heads = []
+    for i in range(n):
+        nodes.append(helper.make_node("Slice", [f"col_{i}", "zero_i", "end_B", "axis1"], [f"head_{i}"]))
+        heads.append(f"head_{i}")
+    nodes.append(helper.make_node("Concat", heads, ["cols"], axis=0))                          # (n,B)
+    x = "cols"
+    if spec.range_bits > a:
+        nodes.append(helper.make_node("Mul", ["cols", const("sa", [float(2 ** (spec.range_bits - a))])], ["scaled"]))
+        x = "scaled"
+    nodes.append(helper.make_node("Abs", [x], ["abs"]))                                        # |Â·2^(s_r−a)| < 2^s_r
+    nodes.append(helper.make_node("ReduceSum", ["abs"], ["total"], keepdims=0))
+    nodes.append(helper.make_node("Reshape", ["total", const("shape_1", [1], np.int64)], ["total1"]))
+    nodes.append(helper.make_node("Mul", ["total1", "public"], ["sink_2d"]))
+    nodes.append(helper.make_node("Reshape", ["sink_2d", "shape_1"], ["sink"]))
+    nodes.append(helper.make_node("Identity", ["public"], ["pub_out"]))
+    inputs = [helper.make_tensor_value_info(nm, TensorProto.DOUBLE, [1, ln])
+              for nm, ln in zip(spec.input_names(), spec.input_lengths())]
+    outputs = [helper.make_tensor_value_info("pub_out", TensorProto.DOUBLE, [1, 1]),
+               helper.make_tensor_value_info("sink", TensorProto.DOUBLE, [1])]
+    graph = helper.make_graph(nodes, f"zkapex_range_{spec.key}", inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="zkapex-jax")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def range_inputs(spec: RangeSpec, columns, blinders) -> list[list[int]]:
+    """The integer inputs of a column range proof: ``columns`` (≤ n, each B integers) with their
+    ``blinders`` (each R), padded with zero columns under fresh blinders ``blinders[len(columns):]``
+    (a padding column's commitment is no published one; the verifier reads only the listed ones)."""
+    if len(columns) > spec.n_columns or len(blinders) != spec.n_columns:
+        raise ValueError(f"{len(columns)} columns / {len(blinders)} blinder rows for a range proof of {spec.n_columns}")
+    B = spec.block_size
+    cols = [[int(x) for x in c] for c in columns] + [[0] * B] * (spec.n_columns - len(columns))
+    out = [c + [int(x) for x in r] for c, r in zip(cols, blinders)] + [[0]]
+    if [len(v) for v in out] != list(spec.input_lengths()):
+        raise ValueError("assembled range inputs do not match the circuit's input lengths")
+    return out
 
 
 # ----------------------------------------------------------------------------- exact oracle

@@ -140,8 +140,7 @@ def _run_args(spec: CircuitSpec, logrows: int):
     ra.input_visibility = "polycommit"
     ra.param_visibility = "fixed"
     ra.output_visibility = "public"
-    ra.decomp_base = spec.commit.decomp_base
-    ra.decomp_legs = spec.commit.decomp_legs
+    ra.decomp_base, ra.decomp_legs = spec.decomposition  # a column range circuit has its own
     ra.disable_freivalds = True
     # ezkl never range-checks polycommit inputs (../shared/EZKL.md); every bound the soundness
     # argument uses is an explicit Abs node in the graph, so the flag would only add rows.

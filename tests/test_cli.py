@@ -175,6 +175,39 @@ def test_unlearn_without_the_fisher_uses_the_committed_inverse(files, capsys):
                "--out", d / "unl-old") == 0
 
 
+@pytest.mark.slow
+def test_amortized_column_range_flow(files, capsys):
+    """`--column-range amortized`: the provider keys the column range circuit with the buckets, the
+    bundle carries its range proofs, verify says VALID; a bundle stripped of them is REJECTED (exit
+    1); an unknown mode exits 2."""
+    from zkapex_jax.protocol import artifacts
+    from zkapex_jax.protocol.prover import STATEMENT_FORMAT, VERSION
+
+    d = files
+    assert run("keys", "--block-size", 4, "--logrows", 11, "--wrap", 1, "--column-range", "amortized",
+               "--keystore", d / "provider") == 0
+    keyed = json.loads(capsys.readouterr().out.split("WARNING")[0])
+    assert any("column_range_columns" in c for c in keyed["circuits"])
+    assert run("commit", "--params", d / "pers", "--fisher", d / "fisher.npz", "--client-id", "dora",
+               "--out", d / "com-a.npz", "--secrets", d / "sec-a.npz", "--logrows", 11, "--wrap", 1,
+               "--column-range", "amortized") == 0
+    client = ["--params", d / "pers", "--commitment", d / "com-a.npz", "--secrets", d / "sec-a.npz",
+              "--mask", d / "mask.json"]
+    assert run("prove", *client, "--request-id", "r1", "--out", d / "bundle-a") == 0
+    v = ["--commitment", d / "com-a.npz", "--keystore", d / "provider", "--mask", d / "mask.json"]
+    capsys.readouterr()
+    assert run("verify", d / "bundle-a", *v) == 0 and "\nVALID" in capsys.readouterr().out
+    shutil.copytree(d / "bundle-a", d / "bundle-a2")
+    doc = json.loads((d / "bundle-a2" / "statement.json").read_text())
+    body = {k: x for k, x in doc.items() if k not in ("format", "version", "sha256")}
+    body["column_ranges"] = []
+    artifacts.write_json_artifact(d / "bundle-a2" / "statement.json", STATEMENT_FORMAT, VERSION, body)
+    assert run("verify", d / "bundle-a2", *v) == 1 and "no verified column range proof" in capsys.readouterr().out
+    assert run("commit", "--params", d / "pers", "--fisher", d / "fisher.npz", "--client-id", "x", "--out",
+               d / "com-x.npz", "--secrets", d / "sec-x.npz", "--column-range", "sometimes") == 2
+    assert not (d / "com-x.npz").exists()
+
+
 def test_malformed_fisher_is_clear(files, capsys):
     d = files
     (d / "broken.npz").write_bytes(b"PK\x03\x04 nope")

@@ -1,13 +1,14 @@
 """The ``zkapex`` command: thin verbs over the protocol's stages (zkapex_jax.protocol) and, for
 the built-in data and the demo, zkapex_jax.studies.image.
 
-    zkapex keys     --block-size B [--logrows L] [--wrap W] [--kmax K] [--keystore DIR] [--srs FILE]
+    zkapex keys     --block-size B [--logrows L] [--wrap W] [--column-range inline|amortized] [--kmax K]
+                    [--keystore DIR] [--srs FILE]
     zkapex train    --out CKPT [--model M] [--pretrained] [--data D] [--epochs E]         (provider)
     zkapex mask     --global CKPT --out MASK.json [--model M] [--fraction F] [--seed S] (provider)
     zkapex personalize --global CKPT --out CKPT_P [--data D] [--epochs E] [--lr LR]   (client)
     zkapex fisher   --params CKPT --out FISHER.npz [--model M] [--block-size B] [--seed S] (client)
     zkapex commit   --params CKPT --fisher FISHER.npz --client-id ID --out COM.npz --secrets SEC.npz
-                    [--logrows L] [--wrap W] [--force]                                     (client)
+                    [--logrows L] [--wrap W] [--column-range inline|amortized] [--force]   (client)
     zkapex unlearn  --params CKPT --commitment COM --secrets SEC --mask MASK --out CKPT_U [--fisher F]
     zkapex prove    --params CKPT --commitment COM --secrets SEC --mask MASK [--fisher F]
                     --request-id R --out BUNDLE [--jobs N] [--executor process|ray]

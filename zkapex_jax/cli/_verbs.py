@@ -21,14 +21,21 @@ EXIT_VALID, EXIT_REJECTED, EXIT_MALFORMED = 0, 1, 2
 
 def cmd_keys(args) -> int:
     from ..protocol import prepare_keys
+    from ..protocol._circuits import relation
     from ..protocol.api import commit_spec
 
     ks = keystore_of(args, "keystore")
-    cs = commit_spec(args.block_size, args.logrows, wrap=args.wrap, keystore=ks)  # validates B before any build
+    cs = commit_spec(args.block_size, args.logrows, wrap=args.wrap, keystore=ks,  # validates B before any build
+                     column_range=args.column_range)
     t0 = time.perf_counter()
     built = []
     for art in prepare_keys(cs, ks, jobs=args.jobs, kmaxes=[args.kmax] if args.kmax else None):
         spec = art.spec
+        if isinstance(spec, relation.RangeSpec):
+            built.append({"spec": spec.key, "column_range_columns": spec.n_columns, "num_rows": art.num_rows,
+                          "vk_sha256": art.meta["vk_sha256"], "pk_bytes": art.meta["pk_bytes"],
+                          "srs_insecure": art.srs_insecure})
+            continue
         built.append({"spec": spec.key, "kmax": spec.kmax, "chunk_blocks": spec.chunk_blocks, "num_rows": art.num_rows,
                       "vk_sha256": art.meta["vk_sha256"], "pk_bytes": art.meta["pk_bytes"],
                       "bound_units": 1 + float(spec.epsilon), "srs_insecure": art.srs_insecure})
@@ -163,7 +170,8 @@ def cmd_commit(args) -> int:
     curvature = api.Curvature.load(args.fisher)
     params = load_params(args.params)
     ks = keystore_of(args)
-    cs = api.commit_spec(curvature.layout.block_size, args.logrows, wrap=args.wrap, keystore=ks)
+    cs = api.commit_spec(curvature.layout.block_size, args.logrows, wrap=args.wrap, keystore=ks,
+                         column_range=args.column_range)
     com, sec = api.commit(params, curvature, cs, client_id=args.client_id, keystore=ks, progress=True)
     com = save_commitment(args.out, com, sec, args.secrets)
     _say(f"commitment: {com.num_blocks} blocks × ({cs.block_size} inverse-Fisher columns + θp), logrows "

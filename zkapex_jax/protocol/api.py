@@ -134,17 +134,19 @@ class Curvature:
 
 # ----------------------------------------------------------------------------- the stages
 
-def commit_spec(block_size: int, logrows: int | None = None, *, wrap: int = 1, keystore: KeyStore | None = None):
+def commit_spec(block_size: int, logrows: int | None = None, *, wrap: int = 1, keystore: KeyStore | None = None,
+                column_range: str = "inline"):
     """The commitment's :class:`~circuits.relation.CommitSpec` for blocks of ``block_size``;
     ``logrows`` None: the smallest at which one block of the default slot cap fits ``wrap`` sets of
     2^logrows rows (``wrap`` > 1: ezkl's column wrapping, short committed columns; ValueError if B
-    cannot fit)."""
+    cannot fit). ``column_range``: ``"inline"`` or ``"amortized"`` (column range proofs apart
+    from the requests, :mod:`~zkapex_jax.protocol.ranges`)."""
     from ._circuits import relation
     from .statement import default_logrows
 
     lr = logrows if logrows is not None else default_logrows(block_size, wrap=wrap,
                                                             root=None if keystore is None else keystore.root)
-    return relation.CommitSpec(block_size=block_size, logrows=lr, wrap=wrap)
+    return relation.CommitSpec(block_size=block_size, logrows=lr, wrap=wrap, column_range=column_range)
 
 
 def commit(theta_p, curvature: Curvature, cspec, *, client_id: str, keystore: KeyStore | None = None,

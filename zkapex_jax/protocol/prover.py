@@ -163,7 +163,7 @@ def _prove_task(task):
     """One proof in a fresh temporary folder; returns (index, proof bytes, timings). Runs in a pool
     process or a Ray worker (which derives the same keys from the spec in its own key store)."""
     idx, spec_dict, inputs, root, srs = task
-    spec = relation.CircuitSpec.from_dict(spec_dict)
+    spec = relation.spec_from_dict(spec_dict)   # a request circuit or a column range circuit
     art = KeyStore(root, srs_path=srs).ensure(spec)
     with tempfile.TemporaryDirectory() as td:
         t = stages.prove_chunk(art, inputs, Path(td) / "proof.json")
@@ -174,7 +174,7 @@ def _key_task(task):
     """Compile and key one circuit shape in a pool process (cached in the key store; concurrent
     callers of one shape wait on its lock)."""
     spec_dict, root, srs = task
-    KeyStore(root, srs_path=srs).ensure(relation.CircuitSpec.from_dict(spec_dict))
+    KeyStore(root, srs_path=srs).ensure(relation.spec_from_dict(spec_dict))
 
 
 def _store_args(keystore: KeyStore) -> tuple:
@@ -238,13 +238,17 @@ def prepare_keys(cspec: "relation.CommitSpec", keystore: KeyStore | None = None,
     circuits once, right after committing, so that a deletion request costs proving only; a
     provider keys its verifier's once the commitment is published. Returns the
     :class:`~circuits.stages.CircuitArtifacts` of every bucket that fits (a bucket too large for
-    the commitment's rows is skipped, as :func:`~zkapex_jax.protocol.statement.plan_proofs` does)."""
+    the commitment's rows is skipped, as :func:`~zkapex_jax.protocol.statement.plan_proofs` does),
+    and, for an ``amortized`` commitment, of its column range circuit (last)."""
     from .statement import bucket_sizes, bucket_spec
 
     keystore = keystore or KeyStore()
     specs = [spec for kmax in (kmaxes or bucket_sizes(cspec.block_size))
              for prot in ((False, True) if protected else (False,))
              if (spec := bucket_spec(cspec, int(kmax), root=keystore.root, protected=prot)) is not None]
+    if cspec.column_range == "amortized":   # the column range circuit too (amortized commitments)
+        from .ranges import range_spec
+        specs.append(range_spec(cspec, root=keystore.root))
     todo = _key_tasks(sorted(specs, key=keystore.rows, reverse=True), keystore)   # largest first
     if jobs > 1 and len(todo) > 1:
         with _pool(jobs) as ex:
@@ -398,14 +402,17 @@ def check_rest(commitment: Commitment, secrets: CommitmentSecrets, rest_u) -> No
 def prove_unlearning(theta_p, fisher, mask_blocks, commitment: Commitment, secrets: CommitmentSecrets, *,
                      request_id: str, out_dir, keystore: KeyStore | None = None, jobs: int = 1,
                      progress: bool = False, executor: str = "process", ray_address: str | None = None,
-                     theta_u=None, inverse=None, rest_u=None, mask_sha256: str = "", opening_out=None) -> Path:
+                     theta_u=None, inverse=None, rest_u=None, mask_sha256: str = "", opening_out=None,
+                     range_store=None) -> Path:
     """Prove the unlearning of ``mask_blocks`` (nb,B) bool for the committed θp (nb,B), C (nb,B,B).
 
     ``theta_u`` (nb,B) and ``rest_u`` ({path: array}), if given, are the unlearned model to certify:
     its statement kernels and every other parameter (ProofError, and nothing written, if it is not
     the certified transformation or any other parameter differs from θp's). ``mask_sha256``: the
     published mask file's hash (binds forget set, method, fraction). Writes the bundle directory
-    ``out_dir`` (and the deployment :class:`~zkapex_jax.protocol.binding.Opening` to ``opening_out``)."""
+    ``out_dir`` (and the deployment :class:`~zkapex_jax.protocol.binding.Opening` to ``opening_out``).
+    ``range_store``: for an ``amortized`` commitment, the client's column range proofs
+    (:class:`~zkapex_jax.protocol.ranges.RangeStore` or its directory; default: under the key store)."""
     if secrets.commitment_sha256 and secrets.commitment_sha256 != commitment.sha256:
         raise ArtifactError("the secrets file belongs to another commitment")
     if rest_u is not None:
@@ -416,17 +423,20 @@ def prove_unlearning(theta_p, fisher, mask_blocks, commitment: Commitment, secre
         u = adopt_unlearned(u, theta_u, commitment)
     return prove_witness(u, commitment, secrets, request_id=request_id, out_dir=out_dir, keystore=keystore,
                          jobs=jobs, progress=progress, executor=executor, ray_address=ray_address,
-                         mask_sha256=mask_sha256, opening_out=opening_out)
+                         mask_sha256=mask_sha256, opening_out=opening_out, range_store=range_store)
 
 
 def prove_witness(u: Unlearned, commitment: Commitment, secrets: CommitmentSecrets, *, request_id: str, out_dir,
                   keystore: KeyStore | None = None, jobs: int = 1, progress: bool = False, executor: str = "process",
                   ray_address: str | None = None, check_openings: bool = True, mask_sha256: str = "",
-                  opening_out=None) -> Path:
+                  opening_out=None, range_store=None) -> Path:
     """Prove the witnesses in ``u`` as they are (no honesty check: the verifier decides; the
     adversarial tests use this). ``check_openings`` raises ProofError when a proof's Com(θp) or
     column commitments are not the published ones (wrong parameters, Fisher or secrets).
-    ``opening_out``: where to write the deployment opening (blinders of Com(θu), rest salt)."""
+    ``opening_out``: where to write the deployment opening (blinders of Com(θu), rest salt).
+    For an ``amortized`` commitment (``CommitSpec.column_range``) the columns the request reads
+    that ``range_store`` does not cover yet are range-proven in the same pool and added to it, and
+    the bundle carries (``ranges/``) the range proofs of every column it reads."""
     from .binding import Opening
 
     if not isinstance(request_id, str) or not request_id:
@@ -456,6 +466,20 @@ def prove_witness(u: Unlearned, commitment: Commitment, secrets: CommitmentSecre
                              "wrong parameters, Fisher or secrets file")
     u_blind = theta_u_blinders(u, secrets)
     tasks = build_tasks(u, commitment, secrets, core, keystore, u_blind)
+    amortized = cs.column_range == "amortized"
+    if amortized:
+        from . import ranges
+
+        rspec = ranges.range_spec(cs, root=keystore.root)
+        store = (range_store if isinstance(range_store, ranges.RangeStore) else
+                 ranges.RangeStore(range_store, commitment) if range_store is not None else
+                 ranges.RangeStore.default(keystore, commitment))
+        read = sorted({(b, int(j)) for _, blocks in u.plan for b in blocks for j in np.flatnonzero(m[b])})
+        have = store.covered()
+        r_tasks, groups = ranges.range_tasks([c for c in read if c not in have], u.inverse_q, secrets.blind_columns,
+                                             rspec, _store_args(keystore), first_index=len(tasks))
+    else:
+        rspec, r_tasks, groups = None, [], []
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -463,18 +487,51 @@ def prove_witness(u: Unlearned, commitment: Commitment, secrets: CommitmentSecre
         t0 = time.perf_counter()
         # longest proofs first; the missing keys made first, in parallel, in the order the proofs
         # need them (on a Ray cluster every node keys the shapes in its own store as its proofs come)
-        shapes = {spec.key: spec for spec, _ in u.plan}
+        spec_of = [spec for spec, _ in u.plan] + [rspec] * len(r_tasks)
+        shapes = {spec.key: spec for spec in spec_of}
         rows = {key: keystore.rows(spec) for key, spec in shapes.items()}
-        order = sorted(range(len(tasks)), key=lambda c: (-rows[u.plan[c][0].key], c))
+        order = sorted(range(len(spec_of)), key=lambda c: (-rows[spec_of[c].key], c))
         key_tasks = [] if ray_address else _key_tasks(
-            [shapes[key] for key in dict.fromkeys(u.plan[c][0].key for c in order)], keystore)
-        ordered = [tasks[c] for c in order]
+            [shapes[key] for key in dict.fromkeys(spec_of[c].key for c in order)], keystore)
+        all_tasks = tasks + r_tasks
+        ordered = [all_tasks[c] for c in order]
         results = (_run_ray(ordered, jobs, progress, ray_address, key_tasks=key_tasks) if executor == "ray"
                    else _run_local(ordered, jobs, progress, key_tasks))
         wall = time.perf_counter() - t0
+        results = sorted(results, key=lambda x: x[0])
+        results, r_results = results[:len(tasks)], results[len(tasks):]
+        column_ranges = []
+        if amortized:
+            held = {}   # (b, j) → (proof bytes, its columns): the store's and this run's
+            for (g, raw, _), group in zip(r_results, groups):
+                bad = ranges.check_range_proof(raw, [list(c) for c in group], commitment, rspec)
+                if bad and check_openings:
+                    raise ProofError(f"a column range proof does not open the published columns ({bad}): wrong "
+                                     "inverse Fisher or secrets file")
+                if not bad:
+                    store.add(raw, group)
+                for c in group:
+                    held.setdefault(c, (raw, group))
+            read_set = set(read)
+            for c, e in store.covered().items():
+                if c in read_set and c not in held:
+                    raw = store.read(e)
+                    for x in e["columns"]:
+                        held.setdefault(tuple(x), (raw, [tuple(y) for y in e["columns"]]))
+            (tmp / "ranges").mkdir()
+            used = set()
+            for c in read:   # each range proof once, in the order the request first reads it
+                raw, group = held[c]
+                h = sha256_hex(raw)
+                if h not in used:
+                    used.add(h)
+                    p = tmp / "ranges" / f"range_{len(column_ranges):05d}.json"
+                    p.write_bytes(raw)
+                    column_ranges.append({"proof": f"ranges/{p.name}", "proof_sha256": h,
+                                          "columns": [[int(b), int(j)] for b, j in group]})
         com_tu = [commitment.theta_p_hex(b) for b in range(commitment.num_blocks)]
         proofs = []
-        for (c, raw, timing), (spec, blocks) in zip(sorted(results, key=lambda x: x[0]), u.plan):
+        for (c, raw, timing), (spec, blocks) in zip(results, u.plan):
             p = tmp / "proofs" / f"proof_{c:05d}.json"
             p.write_bytes(raw)
             _, coms = stages.proof_public(json.loads(raw), spec.n_inputs)
@@ -489,12 +546,15 @@ def prove_witness(u: Unlearned, commitment: Commitment, secrets: CommitmentSecre
                            "prove_s": round(timing["prove_s"], 3), "witness_s": round(timing["witness_s"], 3)})
         st_sha = write_json_artifact(tmp / "statement.json", STATEMENT_FORMAT, VERSION, {
             **core, "proofs": proofs, "com_theta_u": com_tu, "bound_units": u.bound_units,
+            **({"column_ranges": column_ranges} if amortized else {}),
             "srs": {"sha256": commitment.srs_sha256, "insecure": bool(commitment.srs_insecure)},
             "prover": {"wall_s": round(wall, 3), "jobs": jobs, "executor": executor,
                        "witness_s": round(sum(r[2]["witness_s"] for r in results), 3),
                        "prove_s": round(sum(r[2]["prove_s"] for r in results), 3),
                        "logrows": cs.logrows, "n_proofs": len(results),
-                       "masked_blocks": len(u.witnesses)}})
+                       "masked_blocks": len(u.witnesses),
+                       "range_proofs_new": len(r_results),
+                       "range_prove_s": round(sum(r[2]["prove_s"] for r in r_results), 3)}})
         if opening_out is not None:
             Opening(blind_theta_u=u_blind, rest_salt=secrets.rest_salt, statement_sha256=st_sha).save(opening_out)
         os.replace(tmp, out_dir)

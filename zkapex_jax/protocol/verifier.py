@@ -122,6 +122,52 @@ def expected_instances(spec, blocks, mask, ctx) -> list[int]:
     return pub + [0] * (spec.n_instances() - len(pub))   # zeros, asym and sink: all 0
 
 
+def _column_ranges_problem(bundle: Path, st: dict, commitment: Commitment, m, plan, keystore: KeyStore) -> str | None:
+    """For an ``amortized`` commitment: every column a proof of ``plan`` reads (each masked or
+    protected weight's) must be covered by a column range proof of the bundle that verifies under
+    the verifier's own keys and embeds that column's published commitment (:mod:`.ranges`). The
+    first problem as a sentence, or None. Each entry must cover a column the request reads (no
+    padding the verifier's work with unrelated proofs)."""
+    from . import ranges
+
+    entries = st.get("column_ranges")
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("proof"), str) and isinstance(e.get("proof_sha256"), str)
+            for e in entries):
+        return "the statement's column range proofs are missing or malformed"
+    read = {(b, int(j)) for _, blocks in plan for b in blocks for j in np.flatnonzero(m[b])}
+    if len(entries) > len(read):
+        return f"{len(entries)} column range proofs for the {len(read)} columns the request reads"
+    rspec = ranges.range_spec(commitment.spec, root=keystore.root)
+    art = keystore.ensure(rspec)
+    if art.meta["srs_sha256"] != commitment.srs_sha256:
+        return "the verifier's SRS differs from the one the commitment was made with"
+    covered = set()
+    for i, e in enumerate(entries):
+        try:
+            raw = _read_proof(bundle, e["proof"])
+        except (OSError, ValueError) as ex:
+            return f"column range proof {i}: unreadable ({ex})"
+        if sha256_hex(raw) != e["proof_sha256"]:
+            return f"column range proof {i}: file differs from the hash in the statement"
+        cols = e.get("columns")
+        bad = ranges.column_list_problem(cols, commitment, rspec)
+        if bad:
+            return f"column range proof {i}: {bad}"
+        if not {tuple(c) for c in cols} & read:
+            return f"column range proof {i} covers no column the request reads"
+        bad = ranges.check_range_proof(raw, cols, commitment, rspec, art)
+        if bad:
+            return f"column range proof {i}: {bad}"
+        covered |= {tuple(c) for c in cols}
+    missing = sorted(read - covered)
+    if missing:
+        b, j = missing[0]
+        return (f"column {j} of block {b} is read by the request but no verified column range proof covers it "
+                f"({len(missing)} such columns): |Â| < 2^a is not proven for it")
+    return None
+
+
 def check_deployment(statement: dict, commitment: Commitment, theta_u, rest, opening, *,
                      keystore: KeyStore | None = None) -> str | None:
     """Is the deployed model — statement kernels ``theta_u`` (nb,B) float and every other
@@ -235,6 +281,12 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
     for b in np.flatnonzero(~masked):
         if st["com_theta_u"][b] != commitment.theta_p_hex(b):
             return reject(f"block {b} has no masked weight but its Com(θu) differs from Com(θp)")
+    if cs.column_range == "amortized":
+        bad = _column_ranges_problem(bundle, st, commitment, m, plan, keystore)
+        if bad:
+            return reject(bad)
+    elif st.get("column_ranges"):
+        return reject("the bundle carries column range proofs, but the commitment's requests check their columns inline")
     core = statement_core(client_id=commitment.client_id, request_id=st["request_id"], mask_digest=md,
                           commitment_sha256=commitment.sha256, spec=cs.to_dict(), theta_exp=commitment.theta_exp,
                           n_chunks=n, mask_sha256=st["mask_sha256"], rest_digest=commitment.rest_digest)
