@@ -39,7 +39,7 @@ FILE_SECONDS = {
     "tests/test_audit.py": 12.0,  # measured alone (keys built); ~3 s beside test_api's keys
     "tests/test_seed_runner.py": 20.0,  # one vit-test seed through every stage (compiles dominate)
     "tests/test_circuit.py": 22.1,
-    "tests/test_column_ranges.py": 45.0,  # measured alone, keys built (2026-12-07)
+    "tests/test_column_ranges.py": 30.1,  # measured alone, keys built (2026-12-07)
     "tests/test_efficientnet.py": 16.5,
     "tests/test_pipeline.py": 16.0,
     "tests/test_baselines.py": 15.9,
