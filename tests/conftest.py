@@ -77,6 +77,19 @@ def strict():
         yield
 
 
+def rewrite_statement(bundle, edit):
+    """Edit a bundle's statement (``edit(body)`` in place) and re-hash it, as an attacker would."""
+    import json
+
+    from zkapex_jax.protocol import artifacts
+    from zkapex_jax.protocol.prover import STATEMENT_FORMAT, VERSION
+
+    doc = json.loads((bundle / "statement.json").read_text())
+    body = {k: v for k, v in doc.items() if k not in ("format", "version", "sha256")}
+    edit(body)
+    artifacts.write_json_artifact(bundle / "statement.json", STATEMENT_FORMAT, VERSION, body)
+
+
 def empirical_fisher(rng, nb, B, n, damping, spread=(1.0, 1.0)):
     """(nb,B,B) empirical Fisher of n random per-example gradients per block plus damping·I
     (n < B leaves flat directions at the damping); ``spread`` scales the coordinates."""

@@ -19,10 +19,10 @@ from zkapex_jax.core import quant
 from zkapex_jax import protocol as P
 from zkapex_jax.protocol import artifacts
 from zkapex_jax.protocol._circuits import stages
-from zkapex_jax.protocol.prover import STATEMENT_FORMAT, VERSION, prove_witness
+from zkapex_jax.protocol.prover import prove_witness
 from zkapex_jax.protocol.statement import statement_core
 
-from conftest import empirical_fisher
+from conftest import empirical_fisher, rewrite_statement
 
 NB, B = 4, 8
 
@@ -65,14 +65,6 @@ def copy_bundle(w, tmp_path, name="b"):
     dst = tmp_path / name
     shutil.copytree(w["honest"], dst)
     return dst
-
-
-def rewrite_statement(bundle, edit):
-    """Edit the statement and re-hash it, as an attacker would."""
-    doc = json.loads((bundle / "statement.json").read_text())
-    body = {k: v for k, v in doc.items() if k not in ("format", "version", "sha256")}
-    edit(body)
-    artifacts.write_json_artifact(bundle / "statement.json", STATEMENT_FORMAT, VERSION, body)
 
 
 def rehash_proofs(bundle):

@@ -8,6 +8,7 @@ dropped or padded, and a client that committed an out-of-range column and lies i
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,8 @@ from zkapex_jax.core import quant
 from zkapex_jax.protocol import artifacts, prover, ranges
 from zkapex_jax.protocol._circuits import relation, stages
 from zkapex_jax.protocol.commitments import commit_circuit
-from zkapex_jax.protocol.prover import STATEMENT_FORMAT, VERSION
+
+from conftest import rewrite_statement
 
 NB, B, LOGROWS = 4, 4, 11
 P_FIELD = stages.FIELD_MODULUS
@@ -143,16 +145,7 @@ def rejected(res, *words):
 
 
 def copy_bundle(w, tmp_path, name="b"):
-    dst = tmp_path / name
-    shutil.copytree(w["bundle"], dst)
-    return dst
-
-
-def rewrite_statement(bundle, edit):
-    doc = json.loads((bundle / "statement.json").read_text())
-    body = {k: v for k, v in doc.items() if k not in ("format", "version", "sha256")}
-    edit(body)
-    artifacts.write_json_artifact(bundle / "statement.json", STATEMENT_FORMAT, VERSION, body)
+    return Path(shutil.copytree(w["bundle"], tmp_path / name))
 
 
 def test_amortized_bundle_is_valid_and_covers_exactly_the_read_columns(amort):

@@ -502,33 +502,17 @@ def prove_witness(u: Unlearned, commitment: Commitment, secrets: CommitmentSecre
         results, r_results = results[:len(tasks)], results[len(tasks):]
         column_ranges = []
         if amortized:
-            held = {}   # (b, j) → (proof bytes, its columns): the store's and this run's
-            for (g, raw, _), group in zip(r_results, groups):
-                bad = ranges.check_range_proof(raw, [list(c) for c in group], commitment, rspec)
-                if bad and check_openings:
-                    raise ProofError(f"a column range proof does not open the published columns ({bad}): wrong "
-                                     "inverse Fisher or secrets file")
-                if not bad:
-                    store.add(raw, group)
-                for c in group:
-                    held.setdefault(c, (raw, group))
-            read_set = set(read)
-            for c, e in store.covered().items():
-                if c in read_set and c not in held:
-                    raw = store.read(e)
-                    for x in e["columns"]:
-                        held.setdefault(tuple(x), (raw, [tuple(y) for y in e["columns"]]))
+            try:
+                carried = ranges.bundle_entries(read, [(raw, g) for (_, raw, _), g in zip(r_results, groups)], store,
+                                                commitment, rspec, strict=check_openings)
+            except ValueError as e:
+                raise ProofError(f"a column range proof does not open the published columns ({e}): wrong inverse "
+                                 "Fisher or secrets file") from None
             (tmp / "ranges").mkdir()
-            used = set()
-            for c in read:   # each range proof once, in the order the request first reads it
-                raw, group = held[c]
-                h = sha256_hex(raw)
-                if h not in used:
-                    used.add(h)
-                    p = tmp / "ranges" / f"range_{len(column_ranges):05d}.json"
-                    p.write_bytes(raw)
-                    column_ranges.append({"proof": f"ranges/{p.name}", "proof_sha256": h,
-                                          "columns": [[int(b), int(j)] for b, j in group]})
+            for i, (raw, group) in enumerate(carried):
+                (tmp / "ranges" / f"range_{i:05d}.json").write_bytes(raw)
+                column_ranges.append({"proof": f"ranges/range_{i:05d}.json", "proof_sha256": sha256_hex(raw),
+                                      "columns": [[int(b), int(j)] for b, j in group]})
         com_tu = [commitment.theta_p_hex(b) for b in range(commitment.num_blocks)]
         proofs = []
         for (c, raw, timing), (spec, blocks) in zip(results, u.plan):

@@ -161,3 +161,36 @@ class RangeStore:
 
     def read(self, entry) -> bytes:
         return (self.root / entry["proof"]).read_bytes()
+
+
+def bundle_entries(read, made, store: RangeStore, commitment, spec: "relation.RangeSpec", *,
+                   strict: bool = True) -> list[tuple[bytes, list]]:
+    """The range proofs a request's bundle carries, ``[(proof bytes, its columns)]``: for each column
+    of ``read`` (in order) the proof that covers it, each proof once. ``made`` ``[(bytes, columns)]``
+    are this run's: each is checked against the published columns and added to ``store`` (with
+    ``strict``, one that does not open them raises ValueError naming the problem — a wrong inverse
+    Fisher or secrets file; without, it is carried unstored and the verifier decides); the columns
+    they leave are taken from ``store``."""
+    held = {}   # (b, j) → (bytes, columns)
+    for raw, group in made:
+        bad = check_range_proof(raw, [list(c) for c in group], commitment, spec)
+        if bad and strict:
+            raise ValueError(bad)
+        if not bad:
+            store.add(raw, group)
+        for c in group:
+            held.setdefault(tuple(c), (raw, [tuple(x) for x in group]))
+    wanted = set(read)
+    for c, e in store.covered().items():
+        if c in wanted and c not in held:
+            raw, group = store.read(e), [tuple(x) for x in e["columns"]]
+            for x in group:
+                held.setdefault(x, (raw, group))
+    out, seen = [], set()
+    for c in read:
+        raw, group = held[c]
+        h = sha256_hex(raw)
+        if h not in seen:
+            seen.add(h)
+            out.append((raw, group))
+    return out
