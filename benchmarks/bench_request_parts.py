@@ -9,7 +9,12 @@ script proves the same witness with two circuits, back to back, one prover each:
 * ``gather``: the relation as built (circuits/relation.py);
 * ``slice``: the same graph with the Gather replaced by a Slice of rows 0..k−1 — equal to the
   Gather for the mask S = {0, …, k−1} used here, so the same witness satisfies both. **A
-  measurement probe only, not a sound circuit** (it reads the wrong rows for any other mask).
+  measurement probe only, not a sound circuit** (it reads the wrong rows for any other mask);
+* ``request_without_certificate`` and ``certificate_alone``: the relation split in two proofs — the
+  request without the invertibility certificate (no D, E, Y checks, asym), and the certificate with
+  its Gather over the same committed slot columns (which a verifier would bind to the request by the
+  equal published column commitments, as column range proofs are bound). Probes of a design that is
+  **not built**: their sum against ``gather`` is what the split would cost.
 
 The block: ``--block-size`` weights of random-init θp, a Fisher of 480 synthetic gradients
 (``bench_proof.synthetic_block_fisher``), the first ``--k`` weights masked; ``--blocks`` such
@@ -54,6 +59,95 @@ def slice_probe(relation):
     ns = dict(relation.__dict__)
     exec(src.replace(GATHER, SLICE).replace("def build_relation(", "def build_probe("), ns)  # noqa: S102
     return ns["build_probe"]
+
+
+CERT_START = "    # D = Â[S,S] ⊙ (q qᵀ) + 2^(a−1)·diag(1 − q);  E = Y·D − 2^ty·I\n"
+CERT_END = "    E = node(\"Sub\", [node(\"MatMul\", [ycert, D]), node(\"Mul\", [eye, const(\"two_ty\", [float(2 ** bd.ty)])])])\n"
+CERT_SUMS = ('            abs_sum(pw2(ycert, bd.s - bd.y, "sy")),        # |Y| < 2^y\n',
+             '            abs_sum(pw2(E, bd.s - bd.e, "se")),            # |E| < 2^e\n')
+ASYM_OUT = '               helper.make_tensor_value_info("asym", TensorProto.DOUBLE, [K, k, k]),\n'
+SINK_OUT = '[len(spec.check_groups)])]'
+
+
+def request_without_certificate(relation):
+    """``build_relation`` without the invertibility certificate (no D, E, Y checks, asym): the part a
+    split design would keep in the request proof (probe only — unsound alone)."""
+    src = inspect.getsource(relation.build_relation)
+    a, b = src.find(CERT_START), src.find(CERT_END)
+    if a < 0 or b < 0 or any(x not in src for x in (*CERT_SUMS, ASYM_OUT, SINK_OUT)):
+        raise SystemExit("the relation's certificate changed: update bench_request_parts")
+    src = src[:a] + src[b + len(CERT_END):]
+    for x in (*CERT_SUMS, ASYM_OUT):
+        src = src.replace(x, "")
+    src = src.replace(SINK_OUT, "[len(spec.check_groups) - 2])]")
+    ns = dict(relation.__dict__)
+    exec(src.replace("def build_relation(", "def build_request_only("), ns)  # noqa: S102
+    return ns["build_request_only"]
+
+
+def certificate_graph(spec):
+    """The certificate alone, as a split design would prove it beside the request: the K·k committed
+    columns (laid out as request slots), Y, public (per block: slot positions, slot used; a 0); D =
+    Â[S,S] by the same Gather, E = Y·D − 2^ty·I, |Y| < 2^y, |E| < 2^e, asym = D₀ − D₀ᵀ. Its inputs are
+    the request's ``col_*`` and ``ycert`` inputs and :func:`certificate_public`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    K, B, k, R = spec.chunk_blocks, spec.block_size, spec.kmax, spec.n_blind
+    cs, bd = spec.commit, spec.bounds
+    i64 = np.int64
+    inits, nodes, n = [], [], [0]
+
+    def const(name, arr, dt=np.float64):
+        inits.append(numpy_helper.from_array(np.asarray(arr, dtype=dt), name))
+        return name
+
+    def node(op, ins, out=None, **kw):
+        if out is None:
+            n[0] += 1
+            out = f"{op.lower()}_{n[0]}"
+        nodes.append(helper.make_node(op, ins, [out], **kw))
+        return out
+
+    def head(inp, m, shape):
+        return node("Reshape", [node("Slice", [inp, const(f"z_{inp}", [0], i64), const(f"e_{inp}", [m], i64),
+                                               const(f"a_{inp}", [1], i64)]), const(f"s_{inp}", shape, i64)])
+
+    def abs_sum(x, c, name):
+        return node("Reshape", [node("ReduceSum", [node("Abs", [node("Mul", [x, const(name, [float(2 ** c)])])])],
+                                     keepdims=0), const(f"one_{name}", [1], i64)])
+
+    cols = node("Concat", [head(f"col_{j}_{t}", B, [1, B, 1]) for j in range(K) for t in range(k)], axis=0)
+    cols = node("Reshape", [node("Transpose", [node("Reshape", [cols, const("skkb", [K, k, B], i64)])], perm=[0, 2, 1]),
+                            const("skbk", [K, B, k], i64)])
+    ycert = head("ycert", K * k * k, [K, k, k])
+    pub = head("public", K * 2 * k, [K, 2 * k])
+    idx = node("Slice", [pub, const("i0", [0], i64), const("ik", [k], i64), const("ax1", [1], i64)])
+    q = node("Slice", [pub, "ik", const("i2k", [2 * k], i64), "ax1"])
+    zero = node("Slice", ["public", const("zb", [K * 2 * k], i64), const("ze", [K * 2 * k + 1], i64), "ax1"])
+    offs = const("row_offs", (np.arange(K) * B)[:, None].astype(np.float64))
+    gidx = node("Cast", [node("Reshape", [node("Add", [idx, offs]), const("sKk", [K * k], i64)])], to=TensorProto.INT64)
+    ass = node("Reshape", [node("Gather", [node("Reshape", [cols, const("sKBk", [K * B, k], i64)]), gidx], axis=0),
+                           const("skkk", [K, k, k], i64)])
+    qq = node("Mul", [node("Reshape", [q, const("skc", [K, k, 1], i64)]), node("Reshape", [q, const("skr", [K, 1, k], i64)])])
+    eye = const("eye", np.eye(k, dtype=np.float64)[None])
+    pad = node("Mul", [node("Mul", [node("Sub", [const("one", [1.0]), node("Reshape", [q, "skc"])]), eye]),
+                       const("pad_c", [float(2 ** (cs.a_bits - 1))])])
+    d0 = node("Mul", [ass, qq])
+    node("Sub", [d0, node("Transpose", [d0], perm=[0, 2, 1])], "asym")
+    E = node("Sub", [node("MatMul", [ycert, node("Add", [d0, pad])]), node("Mul", [eye, const("two_ty", [float(2 ** bd.ty)])])])
+    sums = node("Concat", [abs_sum(ycert, bd.s - bd.y, "sy"), abs_sum(E, bd.s - bd.e, "se")], axis=0)
+    node("Mul", [sums, node("Reshape", [zero, const("s1", [1], i64)])], "sink")
+    names = [f"col_{j}_{t}" for j in range(K) for t in range(k)] + ["ycert", "public"]
+    lens = [B + R] * (K * k) + [K * k * k + R, K * 2 * k + 1]
+    graph = helper.make_graph(nodes, "zkapex_certificate_probe",
+                              [helper.make_tensor_value_info(a, TensorProto.DOUBLE, [1, m]) for a, m in zip(names, lens)],
+                              [helper.make_tensor_value_info("asym", TensorProto.DOUBLE, [K, k, k]),
+                               helper.make_tensor_value_info("sink", TensorProto.DOUBLE, [2])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="zkapex-jax")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
 
 
 def main(argv=None):
@@ -103,7 +197,13 @@ def main(argv=None):
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     out_path = out_dir / f"request_parts_{a.tag}{time.strftime('%Y%m%d_%H%M%S')}.json"
-    for name, build in (("gather", relation.build_relation), ("slice", slice_probe(relation))):
+    # the certificate's own inputs: the slot columns, Y, and (per block) slot positions and slot used, a 0
+    cert_public = [int(x) for b in range(K) for x in list(u.witnesses[b].idx) + list(u.witnesses[b].q)] + [0]
+    cert_inputs = inputs[2 * K:2 * K + K * spec.kmax] + [inputs[-2], cert_public]
+    variants = (("gather", relation.build_relation, inputs), ("slice", slice_probe(relation), inputs),
+                ("request_without_certificate", request_without_certificate(relation), inputs),
+                ("certificate_alone", certificate_graph, cert_inputs))
+    for name, build, inp in variants:
         with tempfile.TemporaryDirectory() as d:
             (Path(d) / "m.onnx").write_bytes(build(spec).SerializeToString())
             ezkl.gen_settings(f"{d}/m.onnx", f"{d}/s.json", py_run_args=stages._run_args(spec, a.logrows))
@@ -112,7 +212,7 @@ def main(argv=None):
             t0 = time.perf_counter()
             ezkl.setup(f"{d}/c", f"{d}/vk", f"{d}/pk", srs_path=str(srs))
             setup_s = time.perf_counter() - t0
-            (Path(d) / "in.json").write_text(json.dumps({"input_data": [[float(x) for x in v] for v in inputs]}))
+            (Path(d) / "in.json").write_text(json.dumps({"input_data": [[float(x) for x in v] for v in inp]}))
             ezkl.gen_witness(f"{d}/in.json", f"{d}/c", f"{d}/w.json", vk_path=f"{d}/vk", srs_path=str(srs))
             code = ("import ezkl, resource, time; c = time.process_time(); "
                     f"ezkl.prove('{d}/w.json', '{d}/c', '{d}/pk', '{d}/p.json', srs_path='{srs}'); "
@@ -130,10 +230,12 @@ def main(argv=None):
                 "prove_cpu_s_per_block": round(cpu / K, 1), "peak_rss_mb": round(rss), "verified": ok}
         print(name, res["circuits"][name], flush=True)
         out_path.write_text(json.dumps(res, indent=1))
-    g, p = res["circuits"]["gather"], res["circuits"]["slice"]
-    res["gather_share_of_proving"] = round(1 - p["prove_cpu_s"] / g["prove_cpu_s"], 3)
+    c = {name: v["prove_cpu_s"] for name, v in res["circuits"].items()}
+    res["gather_share_of_proving"] = round(1 - c["slice"] / c["gather"], 3)
+    res["split_over_one_proof"] = round((c["request_without_certificate"] + c["certificate_alone"]) / c["gather"], 3)
     out_path.write_text(json.dumps(res, indent=1))
-    print(f"the Gather of D: {res['gather_share_of_proving']:.0%} of the request's proving → {out_path}")
+    print(f"the Gather of D: {res['gather_share_of_proving']:.0%} of the request's proving; the certificate in a "
+          f"proof of its own: {res['split_over_one_proof']:.2f} of one proof → {out_path}")
     return out_path
 
 
