@@ -1,10 +1,10 @@
-"""Where an amortized request proof's cost sits: the ``Gather`` that reads D = Â[S,S].
+"""Where an amortized request proof's cost sits: the ``Gather`` that reads D = Â[S,S], the certificate.
 
 A request circuit of an ``amortized`` commitment (``CommitSpec.column_range``: Â's range checks in
 column range proofs, not in the request) reads the k×k masked sub-matrix D = Â[S,S] that the
 invertibility certificate needs through one ``Gather`` of rows S of the committed columns — a
-*dynamic* lookup whose table is every entry of Â[:,S] (K·B·k values). To measure its share, this
-script proves the same witness with two circuits, back to back, one prover each:
+*dynamic* lookup whose table is every entry of Â[:,S] (K·B·k values). To measure the parts, this
+script proves the same witness with these circuits, back to back, one prover each:
 
 * ``gather``: the relation as built (circuits/relation.py);
 * ``slice``: the same graph with the Gather replaced by a Slice of rows 0..k−1 — equal to the
@@ -14,14 +14,17 @@ script proves the same witness with two circuits, back to back, one prover each:
   request without the invertibility certificate (no D, E, Y checks, asym), and the certificate with
   its Gather over the same committed slot columns (which a verifier would bind to the request by the
   equal published column commitments, as column range proofs are bound). Probes of a design that is
-  **not built**: their sum against ``gather`` is what the split would cost.
+  **not built**: their sum against ``gather`` is what the split would cost;
+* ``--freivalds``: instead ``gather`` and ``certificate_alone``, each with and without ezkl's
+  Freivalds argument for matrix products (the project's circuits run with it off).
 
 The block: ``--block-size`` weights of random-init θp, a Fisher of 480 synthetic gradients
 (``bench_proof.synthetic_block_fisher``), the first ``--k`` weights masked; ``--blocks`` such
 blocks per proof. Reports ezkl's rows, dynamic-lookup table size, key setup, proving CPU-s and
 peak RSS (the prover in a child process), verification.
 
-    python benchmarks/bench_request_parts.py --block-size 576 --k 24 --blocks 2 --tag b576_
+    python benchmarks/bench_request_parts.py --block-size 576 --k 24 --blocks 2 --tag split_b576_
+    python benchmarks/bench_request_parts.py --block-size 576 --k 24 --blocks 2 --freivalds --tag freivalds_b576_
     python benchmarks/bench_request_parts.py --block-size 16 --k 4 --logrows 11 --wrap 4   # a quick look
 
 Results: benchmarks/results/request_parts_<tag><time>.json
@@ -158,6 +161,9 @@ def main(argv=None):
     ap.add_argument("--logrows", type=int, default=15)
     ap.add_argument("--wrap", type=int, default=8)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="prover threads (RAYON_NUM_THREADS)")
+    ap.add_argument("--freivalds", action="store_true",
+                    help="instead: the full request and the certificate alone, each with and without ezkl's "
+                         "Freivalds argument for matrix products")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default=None, help="key/SRS cache (default: one under /tmp per shape)")
     ap.add_argument("--tag", default="")
@@ -190,7 +196,7 @@ def main(argv=None):
                           commitment_sha256=com.sha256, spec=cs.to_dict(), theta_exp=com.theta_exp, n_chunks=1)
     inputs = prover.build_tasks(u, com, sec, core, ks)[0][2]
     srs, _ = stages.ensure_srs(a.logrows)
-    res = {"argv": sys.argv[1:], "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    res = {"argv": sys.argv[1:], "freivalds": a.freivalds, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
            "block_size": B, "k": k, "blocks_per_proof": K, "kmax": spec.kmax, "logrows": a.logrows, "wrap": a.wrap,
            "threads": a.threads, "circuits": {},
            "note": "'slice' is a measurement probe, not a sound circuit (it reads rows 0..k-1 whatever the mask)"}
@@ -200,13 +206,18 @@ def main(argv=None):
     # the certificate's own inputs: the slot columns, Y, and (per block) slot positions and slot used, a 0
     cert_public = [int(x) for b in range(K) for x in list(u.witnesses[b].idx) + list(u.witnesses[b].q)] + [0]
     cert_inputs = inputs[2 * K:2 * K + K * spec.kmax] + [inputs[-2], cert_public]
-    variants = (("gather", relation.build_relation, inputs), ("slice", slice_probe(relation), inputs),
-                ("request_without_certificate", request_without_certificate(relation), inputs),
-                ("certificate_alone", certificate_graph, cert_inputs))
-    for name, build, inp in variants:
+    variants = (("gather", relation.build_relation, inputs, False), ("slice", slice_probe(relation), inputs, False),
+                ("request_without_certificate", request_without_certificate(relation), inputs, False),
+                ("certificate_alone", certificate_graph, cert_inputs, False))
+    if a.freivalds:   # ezkl's Freivalds argument for matrix products (the circuits' default: off), side by side
+        variants = tuple((f"{name}{'_freivalds' * fr}", build, inp, fr) for name, build, inp, _ in variants
+                         if name in ("gather", "certificate_alone") for fr in (False, True))
+    for name, build, inp, freivalds in variants:
         with tempfile.TemporaryDirectory() as d:
             (Path(d) / "m.onnx").write_bytes(build(spec).SerializeToString())
-            ezkl.gen_settings(f"{d}/m.onnx", f"{d}/s.json", py_run_args=stages._run_args(spec, a.logrows))
+            run_args = stages._run_args(spec, a.logrows)
+            run_args.disable_freivalds = not freivalds
+            ezkl.gen_settings(f"{d}/m.onnx", f"{d}/s.json", py_run_args=run_args)
             s = json.loads((Path(d) / "s.json").read_text())
             ezkl.compile_circuit(f"{d}/m.onnx", f"{d}/c", f"{d}/s.json")
             t0 = time.perf_counter()
@@ -231,6 +242,9 @@ def main(argv=None):
         print(name, res["circuits"][name], flush=True)
         out_path.write_text(json.dumps(res, indent=1))
     c = {name: v["prove_cpu_s"] for name, v in res["circuits"].items()}
+    if a.freivalds:
+        print(f"→ {out_path}")
+        return out_path
     res["gather_share_of_proving"] = round(1 - c["slice"] / c["gather"], 3)
     res["split_over_one_proof"] = round((c["request_without_certificate"] + c["certificate_alone"]) / c["gather"], 3)
     out_path.write_text(json.dumps(res, indent=1))
