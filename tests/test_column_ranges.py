@@ -151,6 +151,7 @@ def copy_bundle(w, tmp_path, name="b"):
 def test_amortized_bundle_is_valid_and_covers_exactly_the_read_columns(amort):
     res = verify(amort, amort["bundle"])
     assert res.valid, res.reason
+    assert res.details["column_range"] == "amortized" and res.details["column_range_proofs"] == 1
     st = P.load_statement(amort["bundle"])
     covered = sorted(tuple(c) for e in st["column_ranges"] for c in e["columns"])
     assert covered == ranges.read_columns(amort["mask"]) == [(0, 0), (0, 2), (3, 1), (3, 3)]
@@ -241,7 +242,24 @@ def test_unrelated_or_too_many_range_proofs(amort, tmp_path):
     assert rejected(verify(amort, b), "column range proof 1 covers no column the request reads")
 
 
-def test_out_of_range_column_with_a_lying_store_is_rejected(amort, tmp_path):
+def test_a_store_with_proofs_of_other_values_is_not_relied_on(amort, tmp_path):
+    """A client's store holding range proofs that do not open its published columns (written for
+    another commitment of the same data, or edited): the prover ignores them and proves again, so
+    the bundle is VALID. Two unsaved commitments of the same data get different default stores."""
+    com2, sec2 = P.commit_personalization(amort["theta_p"], amort["fisher"], _cs(), client_id="alice",
+                                          keystore=amort["client"])
+    assert com2.sha256 == amort["com"].sha256 == ""          # neither saved: the file hash does not tell them apart
+    assert ranges.column_commitments_digest(com2) != ranges.column_commitments_digest(amort["com"])
+    stale = ranges.RangeStore(tmp_path / "stale", com2)
+    e = P.load_statement(amort["bundle"])["column_ranges"][0]
+    stale.add((amort["bundle"] / e["proof"]).read_bytes(), [tuple(c) for c in e["columns"]])   # other blinders
+    b = P.prove_unlearning(amort["theta_p"], amort["fisher"], amort["mask"], com2, sec2, request_id="r1",
+                           out_dir=tmp_path / "b", keystore=amort["client"], range_store=tmp_path / "stale")
+    assert P.load_statement(b)["prover"]["range_proofs_new"] == 1
+    assert verify(amort, b, com=com2).valid
+
+
+def test_out_of_range_column_with_a_lying_store_is_rejected(amort, tmp_path, monkeypatch):
     """A client commits a column with a free-row entry of 2^24 + 5 (outside |Â| < 2^a; the client's own
     code refuses it, so the attacker writes the commitment by hand). The amortized request circuit
     does not check columns, so the request proofs can be made; the column's range proof cannot; and
@@ -270,7 +288,9 @@ def test_out_of_range_column_with_a_lying_store_is_rejected(amort, tmp_path):
                                     prover._store_args(amort["client"]))
     with pytest.raises(Exception):
         prover._prove_task(task)
-    # the lie: the store says the range proof of the honest bundle (other values) covers (0, 0)
+    # the lie: the store says the range proof of the honest bundle (other values) covers (0, 0), and the
+    # attacker's prover skips the client's own check of its store (RangeStore.usable)
+    monkeypatch.setattr(ranges.RangeStore, "usable", lambda self, spec: self)
     lying = ranges.RangeStore(tmp_path / "lying", com_t)
     honest_range = (amort["bundle"] / P.load_statement(amort["bundle"])["column_ranges"][0]["proof"]).read_bytes()
     lying.add(honest_range, [(0, 0)])

@@ -475,7 +475,7 @@ def prove_witness(u: Unlearned, commitment: Commitment, secrets: CommitmentSecre
                  ranges.RangeStore(range_store, commitment) if range_store is not None else
                  ranges.RangeStore.default(keystore, commitment))
         read = sorted({(b, int(j)) for _, blocks in u.plan for b in blocks for j in np.flatnonzero(m[b])})
-        have = store.covered()
+        have = store.usable(rspec).covered()   # only entries that open the published columns
         r_tasks, groups = ranges.range_tasks([c for c in read if c not in have], u.inverse_q, secrets.blind_columns,
                                              rspec, _store_args(keystore), first_index=len(tasks))
     else:

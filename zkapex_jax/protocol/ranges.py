@@ -114,20 +114,36 @@ def check_range_proof(raw: bytes, columns, commitment, spec: "relation.RangeSpec
     return None
 
 
+def column_commitments_digest(commitment) -> str:
+    """sha256 of the published column commitments (and θp's), the commitment's spec and client: what
+    a range store is for. Unlike ``Commitment.sha256`` (the file's hash) it exists before the
+    commitment is saved."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(json.dumps({"client": commitment.client_id, "spec": commitment.spec.to_dict()}, sort_keys=True).encode())
+    h.update(np.ascontiguousarray(commitment.com_theta_p, dtype=np.uint8).tobytes())
+    h.update(np.ascontiguousarray(commitment.com_columns, dtype=np.uint8).tobytes())
+    return h.hexdigest()
+
+
 class RangeStore:
     """A client's column range proofs for one commitment: ``root/ranges.json`` (format
-    ``zkapex.column-ranges``: the commitment's hash and entries ``{"proof", "proof_sha256",
-    "columns"}``) and the proof files beside it. Entries whose file is missing or changed are
-    ignored (proven again when needed); every entry was checked against the commitment when added."""
+    ``zkapex.column-ranges``: the digest of the published column commitments
+    (:func:`column_commitments_digest`) and entries ``{"proof", "proof_sha256", "columns"}``) and
+    the proof files beside it. Entries whose file is missing or changed are ignored (proven again
+    when needed), and so are entries whose proof does not embed the published commitments of the
+    columns it lists (:meth:`usable`, before a request relies on them)."""
 
     def __init__(self, root, commitment):
         self.root = Path(root)
         self.commitment = commitment
+        self.digest = column_commitments_digest(commitment)
         self.entries = []
         idx = self.root / "ranges.json"
         if idx.is_file():
             doc = read_json_artifact(idx, RANGE_FORMAT, (VERSION,))
-            if doc.get("commitment_sha256") != commitment.sha256:
+            if doc.get("commitment") != self.digest:
                 raise ArtifactError(f"{idx}: the range store belongs to another commitment")
             for e in doc.get("entries", []):
                 p = self.root / str(e.get("proof", ""))
@@ -136,8 +152,15 @@ class RangeStore:
 
     @classmethod
     def default(cls, keystore, commitment) -> "RangeStore":
-        """The store under the client's key store (``column_ranges/<commitment hash>``)."""
-        return cls(Path(keystore.root) / "column_ranges" / commitment.sha256[:32], commitment)
+        """The store under the client's key store (``column_ranges/<digest of the commitments>``)."""
+        return cls(Path(keystore.root) / "column_ranges" / column_commitments_digest(commitment)[:32], commitment)
+
+    def usable(self, spec: "relation.RangeSpec") -> "RangeStore":
+        """Drop the entries whose proof does not open the published columns it lists under ``spec``
+        (a store edited by hand, or written for other values); no ``ezkl.verify`` (the verifier's)."""
+        self.entries = [e for e in self.entries
+                        if check_range_proof(self.read(e), e.get("columns"), self.commitment, spec) is None]
+        return self
 
     def covered(self) -> dict:
         """(b, j) → the entry whose proof covers it (the first one)."""
@@ -156,7 +179,7 @@ class RangeStore:
         e = {"proof": Path(name).name, "proof_sha256": sha256_hex(raw), "columns": [[int(b), int(j)] for b, j in columns]}
         self.entries.append(e)
         write_json_artifact(self.root / "ranges.json", RANGE_FORMAT, VERSION,
-                            {"commitment_sha256": self.commitment.sha256, "entries": self.entries})
+                            {"commitment": self.digest, "entries": self.entries})
         return e
 
     def read(self, entry) -> bytes:

@@ -353,6 +353,8 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
         "rest_parameters": n_rest, "rest_values": rest_size,
         "mask_file_bound": mask_sha256 is not None, "request_pinned": request_id is not None,
         "deployed_checked": deployed is not None,
+        "column_range": cs.column_range,
+        "column_range_proofs": len(st.get("column_ranges") or []) if cs.column_range == "amortized" else 0,
     }
     res.valid = True
     res.n_proofs = n
@@ -362,6 +364,8 @@ def verify_bundle(bundle, commitment: Commitment, mask_blocks, *, keystore: KeyS
                   f"{int((~masked).sum())} blocks unchanged (Com(θu) = Com(θp)); θu within {bound:.3f} "
                   f"units of 2^-{commitment.theta_exp} of the committed Group-OBS update"
                   + (f" with {n_protected} protected weights unmoved; " if n_protected else "; ")
+                  + (f"the range of every inverse-Fisher column read proven by {res.details['column_range_proofs']} "
+                     "column range proof(s); " if cs.column_range == "amortized" else "")
                   + f"{n_rest} parameter arrays ({rest_size} values) outside the statement bound unchanged by the "
                   "commitment's digest" + ("; the deployed model opens all of it" if deployed is not None else ""))
     return res
