@@ -68,8 +68,9 @@ CERT_START = "    # D = Â[S,S] ⊙ (q qᵀ) + 2^(a−1)·diag(1 − q);  E = Y�
 CERT_END = "    E = node(\"Sub\", [node(\"MatMul\", [ycert, D]), node(\"Mul\", [eye, const(\"two_ty\", [float(2 ** bd.ty)])])])\n"
 CERT_SUMS = ('            abs_sum(pw2(ycert, bd.s - bd.y, "sy")),        # |Y| < 2^y\n',
              '            abs_sum(pw2(E, bd.s - bd.e, "se")),            # |E| < 2^e\n')
-ASYM_OUT = '               helper.make_tensor_value_info("asym", TensorProto.DOUBLE, [K, k, k]),\n'
-SINK_OUT = '[len(spec.check_groups)])]'
+ASYM_OUT = '("asym", [K, k, k]),'
+SINK_OUT = '("sink", [len(spec.check_groups)])'
+
 
 
 def request_without_certificate(relation):
@@ -82,7 +83,7 @@ def request_without_certificate(relation):
     src = src[:a] + src[b + len(CERT_END):]
     for x in (*CERT_SUMS, ASYM_OUT):
         src = src.replace(x, "")
-    src = src.replace(SINK_OUT, "[len(spec.check_groups) - 2])]")
+    src = src.replace(SINK_OUT, '("sink", [len(spec.check_groups) - 2])')
     ns = dict(relation.__dict__)
     exec(src.replace("def build_relation(", "def build_request_only("), ns)  # noqa: S102
     return ns["build_request_only"]
@@ -93,24 +94,15 @@ def certificate_graph(spec):
     columns (laid out as request slots), Y, public (per block: slot positions, slot used; a 0); D =
     Â[S,S] by the same Gather, E = Y·D − 2^ty·I, |Y| < 2^y, |E| < 2^e, asym = D₀ − D₀ᵀ. Its inputs are
     the request's ``col_*`` and ``ycert`` inputs and :func:`certificate_public`."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto
+
+    from circuits.relation import GraphBuilder
 
     K, B, k, R = spec.chunk_blocks, spec.block_size, spec.kmax, spec.n_blind
     cs, bd = spec.commit, spec.bounds
     i64 = np.int64
-    inits, nodes, n = [], [], [0]
-
-    def const(name, arr, dt=np.float64):
-        inits.append(numpy_helper.from_array(np.asarray(arr, dtype=dt), name))
-        return name
-
-    def node(op, ins, out=None, **kw):
-        if out is None:
-            n[0] += 1
-            out = f"{op.lower()}_{n[0]}"
-        nodes.append(helper.make_node(op, ins, [out], **kw))
-        return out
+    g = GraphBuilder()
+    const, node = g.const, g.node
 
     def head(inp, m, shape):
         return node("Reshape", [node("Slice", [inp, const(f"z_{inp}", [0], i64), const(f"e_{inp}", [m], i64),
@@ -143,14 +135,8 @@ def certificate_graph(spec):
     node("Mul", [sums, node("Reshape", [zero, const("s1", [1], i64)])], "sink")
     names = [f"col_{j}_{t}" for j in range(K) for t in range(k)] + ["ycert", "public"]
     lens = [B + R] * (K * k) + [K * k * k + R, K * 2 * k + 1]
-    graph = helper.make_graph(nodes, "zkapex_certificate_probe",
-                              [helper.make_tensor_value_info(a, TensorProto.DOUBLE, [1, m]) for a, m in zip(names, lens)],
-                              [helper.make_tensor_value_info("asym", TensorProto.DOUBLE, [K, k, k]),
-                               helper.make_tensor_value_info("sink", TensorProto.DOUBLE, [2])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="zkapex-jax")
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return g.model("zkapex_certificate_probe", [(a, [1, m]) for a, m in zip(names, lens)],
+                   [("asym", [K, k, k]), ("sink", [2])])
 
 
 def main(argv=None):

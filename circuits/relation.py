@@ -380,30 +380,54 @@ class CircuitSpec:
         return f"B{self.block_size}_k{self.kmax}_K{self.chunk_blocks}{t}_L{self.commit.logrows}_{h}"
 
 
+class GraphBuilder:
+    """An ONNX graph under construction (opset 17, DOUBLE tensors): ``const`` adds an initializer,
+    ``node`` a node (named ``{op}_{n}`` unless given an output name), ``model`` checks and returns
+    the ``ModelProto``. The relation, the column range relation and the benchmarks' probes use it."""
+
+    def __init__(self):
+        self.inits, self.nodes, self.count = [], [], 0
+
+    def const(self, name, arr, dt=np.float64):
+        from onnx import numpy_helper
+
+        self.inits.append(numpy_helper.from_array(np.asarray(arr, dtype=dt), name))
+        return name
+
+    def node(self, op, ins, out=None, **kw):
+        from onnx import helper
+
+        if out is None:
+            self.count += 1
+            out = f"{op.lower()}_{self.count}"
+        self.nodes.append(helper.make_node(op, ins, [out], **kw))
+        return out
+
+    def model(self, name, inputs, outputs):
+        """``inputs`` / ``outputs``: [(name, shape)], all DOUBLE."""
+        import onnx
+        from onnx import TensorProto, helper
+
+        vi = lambda items: [helper.make_tensor_value_info(n, TensorProto.DOUBLE, list(sh)) for n, sh in items]  # noqa: E731
+        graph = helper.make_graph(self.nodes, name, vi(inputs), vi(outputs), initializer=self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="zkapex-jax")
+        model.ir_version = 8
+        onnx.checker.check_model(model)
+        return model
+
+
 def build_relation(spec: "CircuitSpec | RangeSpec"):
     """The ONNX ``ModelProto`` of the relation (opset 17); a :class:`RangeSpec`'s is
     :func:`build_range_relation`."""
     if isinstance(spec, RangeSpec):
         return build_range_relation(spec)
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto
 
-    K, B, k, R = spec.chunk_blocks, spec.block_size, spec.kmax, spec.n_blind
+    K, B, k = spec.chunk_blocks, spec.block_size, spec.kmax
     cs, bd = spec.commit, spec.bounds
     n_ctx = spec.n_ctx
-    inits, nodes = [], []
-    counter = [0]
-
-    def const(name, arr, dt=np.float64):
-        inits.append(numpy_helper.from_array(np.asarray(arr, dtype=dt), name))
-        return name
-
-    def node(op, ins, out=None, **kw):
-        if out is None:
-            counter[0] += 1
-            out = f"{op.lower()}_{counter[0]}"
-        nodes.append(helper.make_node(op, ins, [out], **kw))
-        return out
+    g = GraphBuilder()
+    const, node = g.const, g.node
 
     i64 = np.int64
     const("zero_i", [0], i64)
@@ -507,16 +531,9 @@ def build_relation(spec: "CircuitSpec | RangeSpec"):
         node("Add", [node("Mul", [tu, m_s]), node("Mul", [abs_dlt, m_t2])], "zeros")
     node("Identity", ["public"], "pub_out")
     L = spec.input_lengths()
-    inputs = [helper.make_tensor_value_info(n, TensorProto.DOUBLE, [1, n_]) for n, n_ in zip(spec.input_names(), L)]
-    outputs = [helper.make_tensor_value_info("pub_out", TensorProto.DOUBLE, [1, L[-1]]),
-               helper.make_tensor_value_info("zeros", TensorProto.DOUBLE, [K, B]),
-               helper.make_tensor_value_info("asym", TensorProto.DOUBLE, [K, k, k]),
-               helper.make_tensor_value_info("sink", TensorProto.DOUBLE, [len(spec.check_groups)])]
-    graph = helper.make_graph(nodes, f"zkapex_cols_{spec.key}", inputs, outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="zkapex-jax")
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return g.model(f"zkapex_cols_{spec.key}", [(n, [1, n_]) for n, n_ in zip(spec.input_names(), L)],
+                   [("pub_out", [1, L[-1]]), ("zeros", [K, B]), ("asym", [K, k, k]),
+                    ("sink", [len(spec.check_groups)])])
 
 
 # ----------------------------------------------------------------------------- column range proofs
@@ -599,43 +616,24 @@ def spec_from_dict(d) -> "CircuitSpec | RangeSpec":
 
 def build_range_relation(spec: RangeSpec):
     """The ONNX ``ModelProto`` of a column range proof (opset 17)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     B, n, a = spec.block_size, spec.n_columns, spec.commit.a_bits
-    inits, nodes = [], []
-
-    def const(name, arr, dt=np.float64):
-        inits.append(numpy_helper.from_array(np.asarray(arr, dtype=dt), name))
-        return name
-
+    g = GraphBuilder()
+    const, node = g.const, g.node
     const("zero_i", [0], np.int64)
     const("axis1", [1], np.int64)
     const("end_B", [B], np.int64)
-    heads = []
-    for i in range(n):
-        nodes.append(helper.make_node("Slice", [f"col_{i}", "zero_i", "end_B", "axis1"], [f"head_{i}"]))
-        heads.append(f"head_{i}")
-    nodes.append(helper.make_node("Concat", heads, ["cols"], axis=0))                          # (n,B)
-    x = "cols"
+    heads = [node("Slice", [f"col_{i}", "zero_i", "end_B", "axis1"], f"head_{i}") for i in range(n)]
+    x = node("Concat", heads, "cols", axis=0)                                                    # (n,B)
     if spec.range_bits > a:
-        nodes.append(helper.make_node("Mul", ["cols", const("sa", [float(2 ** (spec.range_bits - a))])], ["scaled"]))
-        x = "scaled"
-    nodes.append(helper.make_node("Abs", [x], ["abs"]))                                        # |Â·2^(s_r−a)| < 2^s_r
-    nodes.append(helper.make_node("ReduceSum", ["abs"], ["total"], keepdims=0))
-    nodes.append(helper.make_node("Reshape", ["total", const("shape_1", [1], np.int64)], ["total1"]))
-    nodes.append(helper.make_node("Mul", ["total1", "public"], ["sink_2d"]))
-    nodes.append(helper.make_node("Reshape", ["sink_2d", "shape_1"], ["sink"]))
-    nodes.append(helper.make_node("Identity", ["public"], ["pub_out"]))
-    inputs = [helper.make_tensor_value_info(nm, TensorProto.DOUBLE, [1, ln])
-              for nm, ln in zip(spec.input_names(), spec.input_lengths())]
-    outputs = [helper.make_tensor_value_info("pub_out", TensorProto.DOUBLE, [1, 1]),
-               helper.make_tensor_value_info("sink", TensorProto.DOUBLE, [1])]
-    graph = helper.make_graph(nodes, f"zkapex_range_{spec.key}", inputs, outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="zkapex-jax")
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+        x = node("Mul", [x, const("sa", [float(2 ** (spec.range_bits - a))])], "scaled")
+    node("Abs", [x], "abs")                                                                       # |Â·2^(s_r−a)| < 2^s_r
+    node("ReduceSum", ["abs"], "total", keepdims=0)
+    node("Reshape", ["total", const("shape_1", [1], np.int64)], "total1")
+    node("Mul", ["total1", "public"], "sink_2d")
+    node("Reshape", ["sink_2d", "shape_1"], "sink")
+    node("Identity", ["public"], "pub_out")
+    return g.model(f"zkapex_range_{spec.key}", [(nm, [1, ln]) for nm, ln in zip(spec.input_names(), spec.input_lengths())],
+                   [("pub_out", [1, 1]), ("sink", [1])])
 
 
 def range_inputs(spec: RangeSpec, columns, blinders) -> list[list[int]]:
