@@ -180,7 +180,7 @@ def main(argv=None):
         if a.column_range == "amortized":   # the column range proofs of every column the request reads
             from zkapex_jax.protocol import ranges
             rspec = ranges.range_spec(cs, root=ks.root)
-            read = sorted({(b, int(j)) for _, blocks in u.plan for b in blocks for j in np.flatnonzero(req[b])})
+            read = ranges.read_columns(u.plan, req)
             r_tasks, groups = ranges.range_tasks(read, u.inverse_q, sec.blind_columns, rspec, prover._store_args(ks),
                                                  first_index=len(tasks))
             t0 = time.perf_counter()

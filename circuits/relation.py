@@ -539,11 +539,12 @@ def build_relation(spec: "CircuitSpec | RangeSpec"):
 # ----------------------------------------------------------------------------- column range proofs
 
 def column_range_decomposition(cs: CommitSpec) -> tuple[int, int]:
-    """(base, legs) of a column range circuit: base 2^b (the largest b ≤ 12 whose lookup table fits
-    2^logrows rows) and the fewest legs with b·legs ≥ a — for a = 24 at logrows ≥ 13, 4096 × 2:
-    2 digits per entry where a request circuit's 60-bit range needs 5 (and shifts Â by 2^(s−a))."""
-    b = max(b for b in (12, 10, 8, 6, 5, 4, 3, 2, 1) if b < cs.logrows)
-    return 2 ** b, -(-cs.a_bits // b)
+    """(base, legs) of a column range circuit: the base of :func:`range_decomposition` (the largest
+    digit table that fits 2^logrows rows) and the fewest legs whose range covers a — for a = 24 at
+    logrows ≥ 13, 4096 × 2: 2 digits per entry where a request circuit's 60-bit range needs 5 (and
+    shifts Â by 2^(s−a))."""
+    base = range_decomposition(cs.logrows)[0]
+    return base, -(-cs.a_bits // int(math.log2(base)))
 
 
 @dataclass(frozen=True)

@@ -154,7 +154,8 @@ def test_amortized_bundle_is_valid_and_covers_exactly_the_read_columns(amort):
     assert res.details["column_range"] == "amortized" and res.details["column_range_proofs"] == 1
     st = P.load_statement(amort["bundle"])
     covered = sorted(tuple(c) for e in st["column_ranges"] for c in e["columns"])
-    assert covered == ranges.read_columns(amort["mask"]) == [(0, 0), (0, 2), (3, 1), (3, 3)]
+    plan = P.plan_proofs(amort["mask"], amort["com"].spec, root=amort["client"].root)
+    assert covered == ranges.read_columns(plan, amort["mask"]) == [(0, 0), (0, 2), (3, 1), (3, 3)]
     assert st["prover"]["range_proofs_new"] == len(st["column_ranges"]) == 1
 
 
@@ -289,8 +290,15 @@ def test_out_of_range_column_with_a_lying_store_is_rejected(amort, tmp_path, mon
     with pytest.raises(Exception):
         prover._prove_task(task)
     # the lie: the store says the range proof of the honest bundle (other values) covers (0, 0), and the
-    # attacker's prover skips the client's own check of its store (RangeStore.usable)
-    monkeypatch.setattr(ranges.RangeStore, "usable", lambda self, spec: self)
+    # attacker's prover trusts its store's index instead of checking it (RangeStore.covering)
+    def trusting(self, wanted, spec):
+        out = {}
+        for e in self.entries:
+            raw, group = (self.root / e["proof"]).read_bytes(), [tuple(c) for c in e["columns"]]
+            for c in group:
+                out.setdefault(c, (raw, group))
+        return out
+    monkeypatch.setattr(ranges.RangeStore, "covering", trusting)
     lying = ranges.RangeStore(tmp_path / "lying", com_t)
     honest_range = (amort["bundle"] / P.load_statement(amort["bundle"])["column_ranges"][0]["proof"]).read_bytes()
     lying.add(honest_range, [(0, 0)])

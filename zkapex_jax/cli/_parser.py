@@ -25,6 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=SEED, default=0, help="PRNG seed (default 0)")
         p.add_argument("--force", action="store_true", help="replace an existing --out")
 
+    def column_range(p):   # part of the commitment spec: `keys` and `commit` must agree on it
+        p.add_argument("--column-range", choices=("inline", "amortized"), default="inline",
+                       help="where |Â| < 2^a is proven for the columns a request reads: inside every request "
+                            "proof (inline, default) or in column range proofs made once per column and reused "
+                            "by later requests (amortized; docs/PROOFS.md, 'Column range proofs')")
+
     def common(p, keystore=False):
         p.add_argument("--cache", type=_path, default=None, help="key/SRS cache (default $ZKAPEX_CACHE or ~/.cache/zkapex)")
         p.add_argument("--srs", type=_file, default=None, help="ceremony SRS file (default: local, INSECURE)")
@@ -38,10 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wrap", type=WRAP, default=DEFAULT_WRAP,
                    help=f"sets of 2^logrows rows one proof circuit may span (ezkl's column wrapping; default "
                         f"{DEFAULT_WRAP}: short committed columns, measured cheaper at B = 16 and 576; 1: none)")
-    p.add_argument("--column-range", choices=("inline", "amortized"), default="inline",
-                   help="where |Â| < 2^a is proven for the columns a request reads: inside every request proof "
-                        "(inline, default) or in column range proofs made once per column and reused by later "
-                        "requests (amortized; docs/PROOFS.md, 'Column range proofs')")
+    column_range(p)
     p.add_argument("--kmax", type=POS, default=None, help="build only this bucket (default: every bucket that fits)")
     p.add_argument("--jobs", type=POS, default=1, help="circuits keyed in parallel (default 1)")
     common(p, keystore=True)
@@ -130,10 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wrap", type=WRAP, default=DEFAULT_WRAP,
                    help=f"sets of 2^logrows rows one proof circuit may span (ezkl's column wrapping; default "
                         f"{DEFAULT_WRAP}: short committed columns, measured cheaper at B = 16 and 576; 1: none)")
-    p.add_argument("--column-range", choices=("inline", "amortized"), default="inline",
-                   help="where |Â| < 2^a is proven for the columns a request reads: inside every request proof "
-                        "(inline, default) or in column range proofs made once per column and reused by later "
-                        "requests (amortized; docs/PROOFS.md, 'Column range proofs')")
+    column_range(p)
     p.add_argument("--force", action="store_true", help="replace existing output files")
     common(p)
     p.set_defaults(fn=cmd_commit)

@@ -31,14 +31,10 @@ def cmd_keys(args) -> int:
     built = []
     for art in prepare_keys(cs, ks, jobs=args.jobs, kmaxes=[args.kmax] if args.kmax else None):
         spec = art.spec
-        if isinstance(spec, relation.RangeSpec):
-            built.append({"spec": spec.key, "column_range_columns": spec.n_columns, "num_rows": art.num_rows,
-                          "vk_sha256": art.meta["vk_sha256"], "pk_bytes": art.meta["pk_bytes"],
-                          "srs_insecure": art.srs_insecure})
-            continue
-        built.append({"spec": spec.key, "kmax": spec.kmax, "chunk_blocks": spec.chunk_blocks, "num_rows": art.num_rows,
-                      "vk_sha256": art.meta["vk_sha256"], "pk_bytes": art.meta["pk_bytes"],
-                      "bound_units": 1 + float(spec.epsilon), "srs_insecure": art.srs_insecure})
+        shape = ({"column_range_columns": spec.n_columns} if isinstance(spec, relation.RangeSpec) else
+                 {"kmax": spec.kmax, "chunk_blocks": spec.chunk_blocks, "bound_units": 1 + float(spec.epsilon)})
+        built.append({"spec": spec.key, **shape, "num_rows": art.num_rows, "vk_sha256": art.meta["vk_sha256"],
+                      "pk_bytes": art.meta["pk_bytes"], "srs_insecure": art.srs_insecure})
     _say(json.dumps({"logrows": cs.logrows, "wrap": cs.wrap, "circuits": built, "seconds": round(time.perf_counter() - t0, 2)}, indent=1))
     if any(b["srs_insecure"] for b in built):
         _say("WARNING: locally generated SRS — INSECURE, for tests only (pass --srs with a ceremony file)")

@@ -474,12 +474,12 @@ def prove_witness(u: Unlearned, commitment: Commitment, secrets: CommitmentSecre
         store = (range_store if isinstance(range_store, ranges.RangeStore) else
                  ranges.RangeStore(range_store, commitment) if range_store is not None else
                  ranges.RangeStore.default(keystore, commitment))
-        read = sorted({(b, int(j)) for _, blocks in u.plan for b in blocks for j in np.flatnonzero(m[b])})
-        have = store.usable(rspec).covered()   # only entries that open the published columns
+        read = ranges.read_columns(u.plan, m)
+        have = store.covering(read, rspec)   # only intact entries that open the published columns
         r_tasks, groups = ranges.range_tasks([c for c in read if c not in have], u.inverse_q, secrets.blind_columns,
                                              rspec, _store_args(keystore), first_index=len(tasks))
     else:
-        rspec, r_tasks, groups = None, [], []
+        rspec, r_tasks, groups, have = None, [], [], {}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -503,8 +503,8 @@ def prove_witness(u: Unlearned, commitment: Commitment, secrets: CommitmentSecre
         column_ranges = []
         if amortized:
             try:
-                carried = ranges.bundle_entries(read, [(raw, g) for (_, raw, _), g in zip(r_results, groups)], store,
-                                                commitment, rspec, strict=check_openings)
+                carried = ranges.bundle_entries(read, [(raw, g) for (_, raw, _), g in zip(r_results, groups)], have,
+                                                store, commitment, rspec, strict=check_openings)
             except ValueError as e:
                 raise ProofError(f"a column range proof does not open the published columns ({e}): wrong inverse "
                                  "Fisher or secrets file") from None

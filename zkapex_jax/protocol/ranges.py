@@ -53,11 +53,11 @@ def range_spec(cspec: "relation.CommitSpec", *, root=None) -> "relation.RangeSpe
                      f"{cspec.block_size}: commit with a larger logrows or wrap")
 
 
-def read_columns(mask_codes) -> list[tuple[int, int]]:
-    """The committed columns a request reads, (block, column) sorted: every masked or protected
-    weight's (the slots of its proofs)."""
+def read_columns(plan, mask_codes) -> list[tuple[int, int]]:
+    """The committed columns the proofs of ``plan`` read, (block, column) sorted: every masked or
+    protected weight's of the blocks they prove (their slots)."""
     m = np.asarray(mask_codes)
-    return [(int(b), int(j)) for b, j in zip(*np.nonzero(m))]
+    return sorted({(int(b), int(j)) for _, blocks in plan for b in blocks for j in np.flatnonzero(m[b])})
 
 
 def range_tasks(columns, inverse_q, blind_columns, spec: "relation.RangeSpec", store_args: tuple,
@@ -131,9 +131,8 @@ class RangeStore:
     """A client's column range proofs for one commitment: ``root/ranges.json`` (format
     ``zkapex.column-ranges``: the digest of the published column commitments
     (:func:`column_commitments_digest`) and entries ``{"proof", "proof_sha256", "columns"}``) and
-    the proof files beside it. Entries whose file is missing or changed are ignored (proven again
-    when needed), and so are entries whose proof does not embed the published commitments of the
-    columns it lists (:meth:`usable`, before a request relies on them)."""
+    the proof files beside it. Opening a store reads only its index; a request relies on an entry
+    only through :meth:`covering`, which reads and checks just the entries it needs."""
 
     def __init__(self, root, commitment):
         self.root = Path(root)
@@ -145,29 +144,33 @@ class RangeStore:
             doc = read_json_artifact(idx, RANGE_FORMAT, (VERSION,))
             if doc.get("commitment") != self.digest:
                 raise ArtifactError(f"{idx}: the range store belongs to another commitment")
-            for e in doc.get("entries", []):
-                p = self.root / str(e.get("proof", ""))
-                if p.is_file() and p.resolve().parent == self.root.resolve() and sha256_hex(p.read_bytes()) == e.get("proof_sha256"):
-                    self.entries.append(e)
+            self.entries = [e for e in doc.get("entries", []) if isinstance(e, dict)]
 
     @classmethod
     def default(cls, keystore, commitment) -> "RangeStore":
         """The store under the client's key store (``column_ranges/<digest of the commitments>``)."""
         return cls(Path(keystore.root) / "column_ranges" / column_commitments_digest(commitment)[:32], commitment)
 
-    def usable(self, spec: "relation.RangeSpec") -> "RangeStore":
-        """Drop the entries whose proof does not open the published columns it lists under ``spec``
-        (a store edited by hand, or written for other values); no ``ezkl.verify`` (the verifier's)."""
-        self.entries = [e for e in self.entries
-                        if check_range_proof(self.read(e), e.get("columns"), self.commitment, spec) is None]
-        return self
-
-    def covered(self) -> dict:
-        """(b, j) → the entry whose proof covers it (the first one)."""
-        out = {}
+    def covering(self, wanted, spec: "relation.RangeSpec") -> dict:
+        """``{(b, j): (proof bytes, its columns)}`` for the columns of ``wanted`` that a stored proof
+        covers. Only entries listing a wanted column are read, each once, and relied on only if the
+        file is intact (the index's hash), stays inside the store, and opens the published columns it
+        lists under ``spec`` (:func:`check_range_proof` without ``ezkl.verify``, the verifier's): a
+        store edited by hand or written for other values is proven again, not carried."""
+        wanted, out = set(wanted), {}
         for e in self.entries:
-            for b, j in e["columns"]:
-                out.setdefault((b, j), e)
+            cols = e.get("columns")
+            if column_list_problem(cols, self.commitment, spec) or not {tuple(c) for c in cols} & wanted:
+                continue
+            p = self.root / str(e.get("proof", ""))
+            if not p.is_file() or p.resolve().parent != self.root.resolve():
+                continue
+            raw = p.read_bytes()
+            if sha256_hex(raw) != e.get("proof_sha256") or check_range_proof(raw, cols, self.commitment, spec):
+                continue
+            group = [tuple(c) for c in cols]
+            for c in group:
+                out.setdefault(c, (raw, group))
         return out
 
     def add(self, raw: bytes, columns) -> dict:
@@ -182,19 +185,16 @@ class RangeStore:
                             {"commitment": self.digest, "entries": self.entries})
         return e
 
-    def read(self, entry) -> bytes:
-        return (self.root / entry["proof"]).read_bytes()
 
-
-def bundle_entries(read, made, store: RangeStore, commitment, spec: "relation.RangeSpec", *,
+def bundle_entries(read, made, have: dict, store: RangeStore, commitment, spec: "relation.RangeSpec", *,
                    strict: bool = True) -> list[tuple[bytes, list]]:
     """The range proofs a request's bundle carries, ``[(proof bytes, its columns)]``: for each column
-    of ``read`` (in order) the proof that covers it, each proof once. ``made`` ``[(bytes, columns)]``
-    are this run's: each is checked against the published columns and added to ``store`` (with
+    of ``read`` (in order) the proof that covers it, each proof once. ``have``: the store's proofs of
+    the columns read (:meth:`RangeStore.covering`); ``made`` ``[(bytes, columns)]``: this run's, for
+    the rest — each is checked against the published columns and added to ``store`` (with
     ``strict``, one that does not open them raises ValueError naming the problem — a wrong inverse
-    Fisher or secrets file; without, it is carried unstored and the verifier decides); the columns
-    they leave are taken from ``store``."""
-    held = {}   # (b, j) → (bytes, columns)
+    Fisher or secrets file; without, it is carried unstored and the verifier decides)."""
+    held = dict(have)   # (b, j) → (bytes, columns)
     for raw, group in made:
         bad = check_range_proof(raw, [list(c) for c in group], commitment, spec)
         if bad and strict:
@@ -203,12 +203,6 @@ def bundle_entries(read, made, store: RangeStore, commitment, spec: "relation.Ra
             store.add(raw, group)
         for c in group:
             held.setdefault(tuple(c), (raw, [tuple(x) for x in group]))
-    wanted = set(read)
-    for c, e in store.covered().items():
-        if c in wanted and c not in held:
-            raw, group = store.read(e), [tuple(x) for x in e["columns"]]
-            for x in group:
-                held.setdefault(x, (raw, group))
     out, seen = [], set()
     for c in read:
         raw, group = held[c]

@@ -135,7 +135,7 @@ def _column_ranges_problem(bundle: Path, st: dict, commitment: Commitment, m, pl
             isinstance(e, dict) and isinstance(e.get("proof"), str) and isinstance(e.get("proof_sha256"), str)
             for e in entries):
         return "the statement's column range proofs are missing or malformed"
-    read = {(b, int(j)) for _, blocks in plan for b in blocks for j in np.flatnonzero(m[b])}
+    read = set(ranges.read_columns(plan, m))
     if len(entries) > len(read):
         return f"{len(entries)} column range proofs for the {len(read)} columns the request reads"
     rspec = ranges.range_spec(commitment.spec, root=keystore.root)
