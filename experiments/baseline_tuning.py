@@ -99,10 +99,10 @@ def run_seed(cfg, seed: int, *, cache_dir, ga_grid, ssd_grid, zk_alphas) -> dict
     ref = val(theta_rp)
     d = _defaults()
 
-    def sweep(keys, grid, make, untuned):
+    def sweep(keys, grid, make, untuned=None, pick=choose):
         """Every setting of ``grid`` (tuples named by ``keys``) through ``make(**settings) -> (params,
-        extra)``; keeps only the chosen (:func:`choose`) and the untuned models, not the whole grid's.
-        Returns (candidates, chosen candidate, chosen params, untuned params, seconds)."""
+        extra)``; keeps only the chosen (``pick``: :func:`choose` by default) and the untuned models,
+        not the whole grid's. Returns (candidates, chosen candidate, chosen params, untuned params, seconds)."""
         t0, cands, best, default = time.perf_counter(), [], None, None
         for setting in grid:
             settings = dict(zip(keys, setting))
@@ -110,7 +110,7 @@ def run_seed(cfg, seed: int, *, cache_dir, ga_grid, ssd_grid, zk_alphas) -> dict
             c = {"settings": settings, **val(th), **extra}
             c["val_gap"] = val_gap(c, ref)
             cands.append(c)
-            if best is None or choose([best[0], c]) is c:
+            if best is None or pick([best[0], c]) is c:
                 best = (c, th)
             if settings == untuned:
                 default = th
@@ -140,18 +140,16 @@ def run_seed(cfg, seed: int, *, cache_dir, ga_grid, ssd_grid, zk_alphas) -> dict
     t0 = time.perf_counter()
     raw = pl.client_fisher(cfg.replace(curvature="layer_inputs", damping=0.0, damping_relative=False), theta_p, data,
                            layout, seed=seed)
-    zk, zk_best = [], None
-    for a in zk_alphas:
-        th, _ = pl.unlearn(theta_p, np.asarray(damp(raw, a, relative=True), dtype=np.float64), mask, layout)
-        c = {"settings": {"alpha": a}, **val(th)}
-        c["val_gap"] = val_gap(c, ref)
-        zk.append(c)
-        if zk_best is None or c["personal_val"] > zk_best[0]["personal_val"]:  # the project's rule: personal only
-            zk_best = (c, th)
+
+    def zkapex(alpha):
+        return pl.unlearn(theta_p, np.asarray(damp(raw, alpha, relative=True), dtype=np.float64), mask, layout)[0], {}
+
+    zk, zk_best, zk_th, _, _ = sweep(("alpha",), [(a,) for a in zk_alphas], zkapex,   # the project's rule:
+                                     pick=lambda cs: max(cs, key=lambda c: c["personal_val"]))  # personal only
     t_zk = time.perf_counter() - t0
 
     tested = {"personalized": theta_p, "mask_only": pl.mask_only(theta_p, mask), "retrain": theta_rp,
-              "zkapex": zk_best[1], "gradient_ascent": ga_th, "ssd": ssd_th,
+              "zkapex": zk_th, "gradient_ascent": ga_th, "ssd": ssd_th,
               "gradient_ascent_untuned": ga_untuned, "ssd_untuned": ssd_untuned}
     rows = {}
     for name, th in tested.items():
@@ -161,7 +159,7 @@ def run_seed(cfg, seed: int, *, cache_dir, ga_grid, ssd_grid, zk_alphas) -> dict
     return {"seed": seed, "reference_val": ref, "n_forget_val": fval.n,
             "candidates": {"gradient_ascent": ga_c, "ssd": ssd_c, "zkapex": zk},
             "chosen": {"gradient_ascent": ga_best["settings"], "ssd": ssd_best["settings"],
-                       "zkapex": zk_best[0]["settings"]},
+                       "zkapex": zk_best["settings"]},
             "chosen_at_edge": {"gradient_ascent": _at_edge(ga_best["settings"], ga_grid),
                                "ssd": _at_edge(ssd_best["settings"], ssd_grid)},
             "rows": rows, "seconds": {"gradient_ascent": round(t_ga, 1), "ssd": round(t_ssd, 1),

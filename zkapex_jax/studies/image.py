@@ -302,8 +302,7 @@ def forget_validation(cfg: PipelineConfig, forget: data_mod.Split, n: int, *, se
         raise ValueError(f"n must be non-negative, got {n}")
     used = _subsample_idx(forget.n, cfg.stages().mask.n_forget, seed)
     rest = np.setdiff1d(np.arange(forget.n), used)
-    if n < rest.size:
-        rest = np.sort(np.random.default_rng(seed + 11).choice(rest, size=n, replace=False))
+    rest = rest[_subsample_idx(rest.size, n, seed + 11)]
     return type(forget)(forget.x[rest], forget.y[rest])
 
 
